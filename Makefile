@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both install what they need (system libraries, virtualenv, package, bitcoind).
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test setup bitcoind docs bench clean
+
+setup:
+	@scripts/setup.sh
+
+bitcoind:
+	@scripts/install-bitcoind.sh >/dev/null
+
+run: setup bitcoind
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(VENV)/bin/kaccy-bitcoin run
+
+test: setup bitcoind
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+docs: setup
+	@$(PY) scripts/render_state_machines.py > docs/state-machines.md
+
+bench: setup bitcoind
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/incoming.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""BIP32 address derivation from an account extended public key (bip-utils)."""

@@ -1,0 +1,1 @@
+"""Bitcoin Core (and Knots) over JSON-RPC with aiohttp."""

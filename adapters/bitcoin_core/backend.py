@@ -1,0 +1,256 @@
+"""ChainBackend over Bitcoin Core RPC: translates Core's JSON into domain records.
+
+The watch-only descriptor wallet (`kaccy-watch` by default) is created on first use
+and holds public descriptors only. BTC amounts are parsed from JSON as Decimal.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from decimal import Decimal
+from typing import Any, Sequence
+
+from kaccy_bitcoin.adapters.bitcoin_core.cache import TieredCache
+from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcError
+from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.chain import (
+    BlockHeader,
+    ChainInfo,
+    Direction,
+    FeeEstimate,
+    MempoolAcceptance,
+    MempoolInfo,
+    NodeInfo,
+    WalletEntry,
+    WalletHistory,
+    WalletTransaction,
+)
+from kaccy_bitcoin.domain.money import FeeRate, Satoshis
+from kaccy_bitcoin.domain.withdrawals import Utxo
+from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+
+log = logging.getLogger(__name__)
+_ORIGIN = re.compile(r"\[[0-9a-fA-F]{8}((?:/\d+['h]?)*)\]")
+DEEP = 100  # blocks; below this depth a height's hash may still change
+
+
+def _sat(value: Any) -> Satoshis:
+    return Satoshis.from_btc(abs(Decimal(value)))
+
+
+def _txids(values: Sequence[str] | None) -> tuple[Txid, ...]:
+    return tuple(Txid(v) for v in values or ())
+
+
+class BitcoinCoreBackend(ChainBackend):
+    def __init__(self, rpc: BitcoinRpc, wallet: str = "kaccy-watch", cache: TieredCache | None = None) -> None:
+        self.rpc = rpc
+        self.wallet = wallet
+        self.cache = cache or TieredCache()
+        self._wallet_ready = False
+
+    # -- node --------------------------------------------------------------------
+    async def node_info(self) -> NodeInfo:
+        r = await self.rpc.call("getnetworkinfo")
+        return NodeInfo(int(r["version"]), r["subversion"], int(r["connections"]))
+
+    async def chain_info(self) -> ChainInfo:
+        r = await self.rpc.call("getblockchaininfo")
+        return ChainInfo(r["chain"], int(r["blocks"]), r["bestblockhash"], bool(r["initialblockdownload"]))
+
+    async def block_header(self, block_hash: str) -> BlockHeader:
+        key = ("header", block_hash)
+        cached = self.cache.get_immutable(key)
+        if not self.cache.missing(cached):
+            return cached
+        r = await self.rpc.call("getblockheader", block_hash, True)
+        header = BlockHeader(r["hash"], int(r["height"]), r.get("previousblockhash"), int(r["time"]))
+        self.cache.put_immutable(key, header)
+        return header
+
+    async def block_hash(self, height: int) -> str:
+        key = ("hash", height)
+        cached = self.cache.get_immutable(key)
+        if self.cache.missing(cached):
+            cached = self.cache.get_ttl(key)
+        if not self.cache.missing(cached):
+            return cached
+        block_hash, tip = await self._batch([("getblockhash", [height]), ("getblockcount", [])])
+        if tip - height >= DEEP:
+            self.cache.put_immutable(key, block_hash)
+        else:
+            self.cache.put_ttl(key, block_hash, 1.0)
+        return block_hash
+
+    async def raw_transaction(self, txid: Txid) -> bytes:
+        key = ("rawtx", txid.value)
+        cached = self.cache.get_immutable(key)
+        if not self.cache.missing(cached):
+            return cached
+        try:
+            hex_tx = await self.rpc.call("getrawtransaction", txid.value, False)
+        except RpcError as err:
+            if err.rpc_code != RpcError.INVALID_ADDRESS_OR_KEY:
+                raise
+            await self._ensure_wallet()
+            hex_tx = (await self.rpc.call("gettransaction", txid.value, True, wallet=self.wallet))["hex"]
+        raw = bytes.fromhex(hex_tx)
+        self.cache.put_immutable(key, raw)  # a txid names exactly one serialization's non-witness data
+        return raw
+
+    async def mempool_txids(self) -> set[Txid]:
+        return {Txid(t) for t in await self.rpc.call("getrawmempool")}
+
+    async def mempool_info(self) -> MempoolInfo:
+        cached = self.cache.get_ttl("mempoolinfo")
+        if not self.cache.missing(cached):
+            return cached
+        r = await self.rpc.call("getmempoolinfo")
+        info = MempoolInfo(int(r["size"]), int(r["bytes"]), FeeRate.from_btc_per_kvb(r["mempoolminfee"]))
+        self.cache.put_ttl("mempoolinfo", info, 5.0)
+        return info
+
+    async def estimate_fee(self, target_blocks: int) -> FeeEstimate:
+        key = ("fee", target_blocks)
+        cached = self.cache.get_ttl(key)
+        if not self.cache.missing(cached):
+            return cached
+        r = await self.rpc.call("estimatesmartfee", target_blocks)
+        rate = FeeRate.from_btc_per_kvb(r["feerate"]) if "feerate" in r else None
+        estimate = FeeEstimate(int(r.get("blocks", target_blocks)), rate, tuple(r.get("errors", ())))
+        self.cache.put_ttl(key, estimate, 30.0)
+        return estimate
+
+    # -- watch wallet --------------------------------------------------------------
+    async def _ensure_wallet(self) -> None:
+        if self._wallet_ready:
+            return
+        try:
+            await self.rpc.call("loadwallet", self.wallet, True)
+        except RpcError as err:
+            if err.rpc_code == RpcError.WALLET_ALREADY_LOADED or "already loaded" in err.rpc_message:
+                pass
+            elif err.rpc_code == RpcError.WALLET_NOT_FOUND:
+                try:
+                    await self.rpc.call("createwallet", self.wallet, True, True, "", False, True, True)
+                except RpcError as create_err:
+                    if create_err.rpc_code != RpcError.WALLET_ALREADY_EXISTS:
+                        raise
+            else:
+                raise
+        self._wallet_ready = True
+
+    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> None:
+        await self._ensure_wallet()
+        infos = await self._batch([("getdescriptorinfo", [d]) for d, _ in descriptors])
+        requests = []
+        for (descriptor, end), info in zip(descriptors, infos):
+            internal = "/1/*" in descriptor
+            requests.append({"desc": info["descriptor"], "range": [0, end], "timestamp": "now",
+                             "active": True, "internal": internal})
+        results = await self.rpc.call("importdescriptors", requests, wallet=self.wallet)
+        failed = [r for r in results if not r.get("success")]
+        if failed:
+            raise BitcoinCoreError(f"importdescriptors failed: {failed[0].get('error')}")
+
+    async def wallet_history(self, since_block: str | None, target_confirmations: int) -> WalletHistory:
+        await self._ensure_wallet()
+        try:
+            r = await self.rpc.call("listsinceblock", since_block or "", target_confirmations, True, True,
+                                    wallet=self.wallet)
+        except RpcError as err:
+            if since_block and err.rpc_code == RpcError.INVALID_ADDRESS_OR_KEY:
+                log.warning("cursor block %s unknown to the node; rescanning the whole wallet", since_block)
+                r = await self.rpc.call("listsinceblock", "", target_confirmations, True, True,
+                                        wallet=self.wallet)
+            else:
+                raise
+        return WalletHistory(tuple(self._entries(r["transactions"])), tuple(self._entries(r.get("removed", ()))),
+                             r["lastblock"])
+
+    @staticmethod
+    def _entries(items: Sequence[dict[str, Any]]) -> list[WalletEntry]:
+        out = []
+        for t in items:
+            category = t.get("category")
+            if category == "send":
+                direction = Direction.SEND
+            elif category in ("receive", "generate", "immature"):
+                direction = Direction.RECEIVE
+            else:
+                continue
+            out.append(WalletEntry(
+                OutPoint(Txid(t["txid"]), int(t["vout"])), t.get("address"), _sat(t["amount"]), direction,
+                int(t.get("confirmations", 0)), t.get("blockhash"), t.get("blockheight"),
+                _txids(t.get("walletconflicts")),
+                Txid(t["replaced_by_txid"]) if t.get("replaced_by_txid") else None,
+                Txid(t["replaces_txid"]) if t.get("replaces_txid") else None,
+                bool(t.get("abandoned", False))))
+        return out
+
+    async def wallet_transactions(self, txids: Sequence[Txid]) -> dict[Txid, WalletTransaction | None]:
+        if not txids:
+            return {}
+        await self._ensure_wallet()
+        replies = await self.rpc.batch([("gettransaction", [t.value, True, False]) for t in txids],
+                                       wallet=self.wallet)
+        found: dict[Txid, dict[str, Any]] = {}
+        out: dict[Txid, WalletTransaction | None] = {}
+        for txid, reply in zip(txids, replies):
+            if isinstance(reply, RpcError):
+                if reply.rpc_code != RpcError.INVALID_ADDRESS_OR_KEY:
+                    raise reply
+                out[txid] = None
+            else:
+                found[txid] = reply
+        unconfirmed = [t for t, r in found.items() if int(r.get("confirmations", 0)) == 0]
+        in_mempool: set[Txid] = set()
+        if unconfirmed:
+            entries = await self.rpc.batch([("getmempoolentry", [t.value]) for t in unconfirmed])
+            in_mempool = {t for t, e in zip(unconfirmed, entries) if not isinstance(e, RpcError)}
+        for txid, r in found.items():
+            details = [dict(d, txid=txid.value, confirmations=r.get("confirmations", 0),
+                            blockhash=r.get("blockhash")) for d in r.get("details", ())
+                       if d.get("category") in ("receive", "generate", "immature")]
+            out[txid] = WalletTransaction(
+                txid, int(r.get("confirmations", 0)), txid in in_mempool, r.get("blockhash"),
+                _txids(r.get("walletconflicts")), _txids(r.get("mempoolconflicts")),
+                Txid(r["replaced_by_txid"]) if r.get("replaced_by_txid") else None,
+                Txid(r["replaces_txid"]) if r.get("replaces_txid") else None,
+                tuple(self._entries(details)))
+        return out
+
+    async def unspent(self, min_confirmations: int = 0) -> list[Utxo]:
+        await self._ensure_wallet()
+        rows = await self.rpc.call("listunspent", min_confirmations, 9_999_999, [], True, wallet=self.wallet)
+        out = []
+        for u in rows:
+            chain = index = None
+            m = _ORIGIN.search(u.get("desc", ""))
+            if m:
+                steps = [s for s in m.group(1).split("/") if s]
+                if len(steps) >= 2 and steps[-1].isdigit() and steps[-2].isdigit():
+                    chain, index = int(steps[-2]), int(steps[-1])
+            out.append(Utxo(OutPoint(Txid(u["txid"]), int(u["vout"])), _sat(u["amount"]), u.get("address", ""),
+                            int(u["confirmations"]), chain, index))
+        return out
+
+    async def test_accept(self, raw_tx: bytes) -> MempoolAcceptance:
+        (r,) = await self.rpc.call("testmempoolaccept", [raw_tx.hex()])
+        fees = r.get("fees") or {}
+        return MempoolAcceptance(Txid(r["txid"]), bool(r["allowed"]), r.get("reject-reason", ""),
+                                 r.get("vsize"), _sat(fees["base"]) if "base" in fees else None)
+
+    async def broadcast(self, raw_tx: bytes) -> Txid:
+        return Txid(await self.rpc.call("sendrawtransaction", raw_tx.hex()))
+
+    async def _batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        results = await self.rpc.batch(calls)
+        for r in results:
+            if isinstance(r, RpcError):
+                raise r
+        return results
+
+    async def close(self) -> None:
+        await self.rpc.close()

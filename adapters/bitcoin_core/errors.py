@@ -1,0 +1,39 @@
+"""Errors of the Bitcoin Core adapter; each keeps what the node said."""
+from __future__ import annotations
+
+
+class BitcoinCoreError(Exception):
+    code = "node_error"
+
+
+class RpcError(BitcoinCoreError):
+    """The node answered with a JSON-RPC error; `rpc_code` and `rpc_message` are Core's."""
+
+    code = "rpc_error"
+
+    # Core's codes (src/rpc/protocol.h) that the adapter treats specially.
+    IN_WARMUP = -28
+    INVALID_ADDRESS_OR_KEY = -5
+    WALLET_NOT_FOUND = -18
+    WALLET_ALREADY_LOADED = -35
+    WALLET_ALREADY_EXISTS = -4
+    VERIFY_REJECTED = -26
+    VERIFY_ALREADY_IN_CHAIN = -27
+
+    def __init__(self, method: str, rpc_code: int, rpc_message: str) -> None:
+        self.method = method
+        self.rpc_code = rpc_code
+        self.rpc_message = rpc_message
+        super().__init__(f"{method}: RPC error {rpc_code}: {rpc_message}")
+
+
+class RpcConnectionError(BitcoinCoreError):
+    """The node could not be reached (after retries) or answered outside JSON-RPC."""
+
+    code = "node_unreachable"
+
+
+class RpcAuthError(BitcoinCoreError):
+    """HTTP 401/403: wrong user/password or a stale cookie."""
+
+    code = "node_auth_failed"

@@ -1,0 +1,232 @@
+"""In-memory repositories with the same transactional behaviour as the SQL adapter.
+
+Each table keeps committed rows in a shared `MemoryStore` and a unit of work's
+writes in a private overlay; objects are copied in and out, so changing an
+aggregate after `save` (or without saving) never leaks into the store.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import threading
+from typing import Any, Iterable, Iterator, Sequence
+
+from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.bitcoin import OutPoint
+from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.payment_state import PaymentState
+from kaccy_bitcoin.domain.withdrawals import Withdrawal
+from kaccy_bitcoin.ports import storage
+from kaccy_bitcoin.domain.errors import OrderConflict
+
+
+class MemoryStore:
+    """The committed state shared by every unit of work made from it."""
+
+    TABLES = ("requests", "payments", "withdrawals", "addresses", "counters", "cursors", "audit")
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
+        self.audit_order: list[str] = []
+        self.lock = threading.Lock()
+
+
+class _Table:
+    """Committed rows plus this unit of work's pending writes."""
+
+    def __init__(self, committed: dict[Any, Any]) -> None:
+        self.committed = committed
+        self.pending: dict[Any, Any] = {}
+
+    def get(self, key: Any) -> Any:
+        if key in self.pending:
+            return copy.deepcopy(self.pending[key])
+        return copy.deepcopy(self.committed.get(key))
+
+    def put(self, key: Any, value: Any) -> None:
+        self.pending[key] = copy.deepcopy(value)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.pending or key in self.committed
+
+    def values(self) -> Iterator[Any]:
+        for key, value in self.committed.items():
+            if key not in self.pending:
+                yield value
+        yield from self.pending.values()
+
+
+class MemoryPaymentRequests(storage.PaymentRequestRepository):
+    def __init__(self, table: _Table, payments: _Table) -> None:
+        self._t = table
+        self._payments = payments
+
+    def add(self, request: PaymentRequest) -> None:
+        if request.order_id in self._t:
+            raise OrderConflict(f"order {request.order_id} already exists")
+        if any(r.address == request.address for r in self._t.values()):
+            raise OrderConflict(f"address {request.address} already belongs to an order")
+        self._t.put(request.order_id, request)
+
+    def get(self, order_id: str) -> PaymentRequest | None:
+        return self._t.get(order_id)
+
+    def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
+        wanted = set(addresses)
+        return {r.address: r for r in self._t.values() if r.address in wanted}
+
+    def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
+        out = []
+        for r in self._t.values():
+            if r.expires_at is None or r.expires_at > now:
+                continue
+            payment = self._payments.get(r.order_id)
+            if payment is None or payment.state is PaymentState.PENDING:
+                out.append(r)
+        return sorted(out, key=lambda r: r.order_id)
+
+
+class MemoryPayments(storage.PaymentRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def get(self, order_id: str) -> Payment | None:
+        payment = self._t.get(order_id)
+        if payment is not None:
+            payment.events = []
+        return payment
+
+    def save(self, payment: Payment) -> None:
+        stored = copy.copy(payment)
+        stored.events = []
+        self._t.put(payment.order_id, stored)
+
+    def unsettled(self) -> list[Payment]:
+        return [copy.deepcopy(p) for p in self._t.values()
+                if p.outputs and not p.machine.is_terminal]
+
+    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, str]:
+        wanted = set(outpoints)
+        return {op: p.order_id for p in self._t.values() for op in p.outputs if op in wanted}
+
+
+class MemoryWithdrawals(storage.WithdrawalRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def get(self, withdrawal_id: str) -> Withdrawal | None:
+        return self._t.get(withdrawal_id)
+
+    def save(self, withdrawal: Withdrawal) -> None:
+        self._t.put(withdrawal.withdrawal_id, withdrawal)
+
+    def in_states(self, states: Sequence[str]) -> list[Withdrawal]:
+        wanted = {s.upper() for s in states}
+        return [copy.deepcopy(w) for w in self._t.values() if w.state.name in wanted]
+
+
+class MemoryAddressBook(storage.AddressBook):
+    def __init__(self, table: _Table, counters: _Table) -> None:
+        self._t = table
+        self._counters = counters
+
+    def allocate(self, chain: int) -> int:
+        index = self._counters.get(chain) or 0
+        self._counters.put(chain, index + 1)
+        return index
+
+    def issued(self, chain: int) -> int:
+        return self._counters.get(chain) or 0
+
+    def record(self, entry: AddressEntry) -> None:
+        self._t.put(entry.address, entry)
+
+    def get(self, address: str) -> AddressEntry | None:
+        return self._t.get(address)
+
+    def mark_used(self, addresses: Iterable[str]) -> None:
+        for address in addresses:
+            entry = self._t.get(address)
+            if entry is not None and not entry.used:
+                entry.used = True
+                self._t.put(address, entry)
+
+    def unused_count(self, chain: int) -> int:
+        return sum(1 for e in self._t.values() if e.chain == chain and not e.used)
+
+    def entries(self) -> list[AddressEntry]:
+        return sorted((copy.deepcopy(e) for e in self._t.values()), key=lambda e: (e.chain, e.index))
+
+
+class MemoryCursors(storage.CursorRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def get(self, name: str) -> MonitorCursor | None:
+        return self._t.get(name)
+
+    def set(self, name: str, cursor: MonitorCursor) -> None:
+        self._t.put(name, cursor)
+
+
+class MemoryAuditLog(storage.AuditLog):
+    def __init__(self, table: _Table, order: list[str]) -> None:
+        self._t = table
+        self._order = order
+        self.pending_order: list[str] = []
+
+    def append(self, event: DomainEvent) -> bool:
+        if event.id in self._t:
+            return False
+        self._t.put(event.id, event)
+        self.pending_order.append(event.id)
+        return True
+
+    def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
+        ids = self._order + self.pending_order
+        found = (self._t.get(i) for i in ids)
+        return [e for e in found if subject is None or e.subject == subject][:limit]
+
+
+class MemoryUnitOfWork(storage.UnitOfWork):
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__()
+        self._store = store
+        self._tables: dict[str, _Table] = {}
+
+    def _begin(self) -> None:
+        t = self._tables = {name: _Table(self._store.tables[name]) for name in MemoryStore.TABLES}
+        self.requests = MemoryPaymentRequests(t["requests"], t["payments"])
+        self.payments = MemoryPayments(t["payments"])
+        self.withdrawals = MemoryWithdrawals(t["withdrawals"])
+        self.addresses = MemoryAddressBook(t["addresses"], t["counters"])
+        self.cursors = MemoryCursors(t["cursors"])
+        self.audit = MemoryAuditLog(t["audit"], self._store.audit_order)
+
+    def _commit(self) -> None:
+        with self._store.lock:
+            for table in self._tables.values():
+                table.committed.update(table.pending)
+                table.pending.clear()
+            self._store.audit_order.extend(self.audit.pending_order)  # type: ignore[attr-defined]
+            self.audit.pending_order.clear()  # type: ignore[attr-defined]
+
+    def _rollback(self) -> None:
+        for table in self._tables.values():
+            table.pending.clear()
+        if self._tables:
+            self.audit.pending_order.clear()  # type: ignore[attr-defined]
+
+    def _close(self) -> None:
+        self._tables = {}
+
+
+class MemoryUnitOfWorkFactory:
+    """Makes units of work over one shared store (what the container provides)."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store if store is not None else MemoryStore()
+
+    def __call__(self) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self.store)

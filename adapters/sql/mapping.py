@@ -1,0 +1,95 @@
+"""Row <-> domain translation; the domain never sees a row, the database never sees an aggregate."""
+from __future__ import annotations
+
+import datetime as dt
+
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest, ReceivedOutput
+from kaccy_bitcoin.domain.payment_state import PaymentMachine
+from kaccy_bitcoin.domain.psbt_state import PsbtMachine
+from kaccy_bitcoin.domain.statemachine import Transition
+from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
+from kaccy_bitcoin.adapters.sql.tables import AuditRow, OrderRow, OutputRow, PaymentRow, WithdrawalRow
+
+
+def utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def order_to_row(r: PaymentRequest) -> OrderRow:
+    return OrderRow(order_id=r.order_id, address=r.address, amount_sat=r.amount.value,
+                    tolerance_sat=r.tolerance.value, created_at=r.created_at, expires_at=r.expires_at,
+                    label=r.label, derivation_index=r.derivation_index)
+
+
+def order_from_row(row: OrderRow) -> PaymentRequest:
+    return PaymentRequest(order_id=row.order_id, address=row.address, amount=Satoshis(row.amount_sat),
+                          created_at=utc(row.created_at), tolerance=Satoshis(row.tolerance_sat),
+                          expires_at=utc(row.expires_at), label=row.label,
+                          derivation_index=row.derivation_index)
+
+
+def payment_fields(p: Payment) -> dict:
+    return {"state": p.state.name, "history": [t.to_dict() for t in p.history], "event_seq": p.event_seq,
+            "reported_match": list(p.reported_match) if p.reported_match else None,
+            "finality_alerted": p.finality_alerted}
+
+
+def output_fields(order_id: str, o: ReceivedOutput) -> dict:
+    return {"order_id": order_id, "amount_sat": o.amount.value, "confirmations": o.confirmations,
+            "first_seen": o.first_seen, "block_hash": o.block_hash, "status": o.status.value,
+            "replaced_by": o.replaced_by.value if o.replaced_by else None}
+
+
+def payment_from_rows(row: PaymentRow, outputs: list[OutputRow]) -> Payment:
+    history = [Transition.from_dict(t) for t in row.history]
+    machine = PaymentMachine(PaymentMachine.States[row.state], history)
+    received = {}
+    for o in outputs:
+        op = OutPoint(Txid(o.txid), o.vout)
+        received[op] = ReceivedOutput(op, Satoshis(o.amount_sat), o.confirmations, utc(o.first_seen),
+                                      o.block_hash, OutputStatus(o.status),
+                                      Txid(o.replaced_by) if o.replaced_by else None)
+    match = tuple(row.reported_match) if row.reported_match else None
+    return Payment(row.order_id, received, machine, row.event_seq, match, row.finality_alerted)
+
+
+def withdrawal_fields(w: Withdrawal) -> dict:
+    return {
+        "state": w.state.name, "created_at": w.created_at, "psbt": w.psbt,
+        "data": {
+            "inputs": [{"txid": i.outpoint.txid.value, "vout": i.outpoint.vout, "amount_sat": i.amount.value}
+                       for i in w.inputs],
+            "outputs": [{"address": o.address, "amount_sat": o.amount.value, "change": o.change}
+                        for o in w.outputs],
+            "fee_sat": w.fee.value, "history": [t.to_dict() for t in w.machine.history],
+            "txid": w.txid.value if w.txid else None, "replaces": w.replaces,
+            "replaced_by": w.replaced_by, "reject_reason": w.reject_reason,
+        },
+    }
+
+
+def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
+    d = row.data
+    machine = PsbtMachine(PsbtMachine.States[row.state], [Transition.from_dict(t) for t in d["history"]])
+    return Withdrawal(
+        withdrawal_id=row.withdrawal_id, created_at=utc(row.created_at),
+        inputs=[WithdrawalInput(OutPoint(Txid(i["txid"]), i["vout"]), Satoshis(i["amount_sat"]))
+                for i in d["inputs"]],
+        outputs=[WithdrawalOutput(o["address"], Satoshis(o["amount_sat"]), o["change"]) for o in d["outputs"]],
+        fee=Satoshis(d["fee_sat"]), psbt=row.psbt, machine=machine,
+        txid=Txid(d["txid"]) if d.get("txid") else None, replaces=d.get("replaces"),
+        replaced_by=d.get("replaced_by"), reject_reason=d.get("reject_reason", ""))
+
+
+def event_to_row(e: DomainEvent) -> AuditRow:
+    return AuditRow(event_id=e.id, kind=e.kind, subject=e.subject, at=e.at, data=e.data)
+
+
+def event_from_row(row: AuditRow) -> DomainEvent:
+    return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data))

@@ -1,0 +1,309 @@
+"""SQLModel repositories and the unit of work that commits them in one transaction.
+
+SQLite: WAL journal, and every transaction starts with BEGIN IMMEDIATE so writers
+queue on the database lock instead of failing half-way. PostgreSQL: address-index
+allocation takes a row lock (SELECT ... FOR UPDATE) on the chain's counter.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Iterable, Sequence
+
+from sqlalchemy import event, func, select, tuple_, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, create_engine
+
+from kaccy_bitcoin.adapters.sql import mapping
+from kaccy_bitcoin.adapters.sql.tables import (
+    AddressRow,
+    AuditRow,
+    CounterRow,
+    CursorRow,
+    OrderRow,
+    OutputRow,
+    PaymentRow,
+    WithdrawalRow,
+    metadata,
+)
+from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.errors import OrderConflict
+from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.withdrawals import Withdrawal
+from kaccy_bitcoin.ports import storage
+
+_TERMINAL_PAYMENT_STATES = ("FINALIZED", "FAILED")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`, with the tables created if missing."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+class SqlPaymentRequests(storage.PaymentRequestRepository):
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, request: PaymentRequest) -> None:
+        try:
+            with self._s.begin_nested():
+                self._s.add(mapping.order_to_row(request))
+        except IntegrityError:
+            raise OrderConflict(
+                f"order {request.order_id} or address {request.address} already exists") from None
+
+    def get(self, order_id: str) -> PaymentRequest | None:
+        row = self._s.get(OrderRow, order_id)
+        return mapping.order_from_row(row) if row else None
+
+    def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
+        wanted = list(set(addresses))
+        found: dict[str, PaymentRequest] = {}
+        for start in range(0, len(wanted), 500):
+            rows = self._s.execute(select(OrderRow).where(OrderRow.address.in_(wanted[start:start + 500])))
+            for (row,) in rows:
+                found[row.address] = mapping.order_from_row(row)
+        return found
+
+    def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
+        q = (select(OrderRow).join(PaymentRow, PaymentRow.order_id == OrderRow.order_id, isouter=True)
+             .where(OrderRow.expires_at.is_not(None), OrderRow.expires_at <= now)
+             .where((PaymentRow.state == "PENDING") | (PaymentRow.state.is_(None)))
+             .order_by(OrderRow.order_id))
+        return [mapping.order_from_row(row) for (row,) in self._s.execute(q)]
+
+
+class SqlPayments(storage.PaymentRepository):
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def get(self, order_id: str) -> Payment | None:
+        row = self._s.get(PaymentRow, order_id)
+        if row is None:
+            return None
+        outputs = [r for (r,) in self._s.execute(select(OutputRow).where(OutputRow.order_id == order_id))]
+        return mapping.payment_from_rows(row, outputs)
+
+    def save(self, payment: Payment) -> None:
+        fields = mapping.payment_fields(payment)
+        row = self._s.get(PaymentRow, payment.order_id)
+        if row is None:
+            self._s.add(PaymentRow(order_id=payment.order_id, **fields))
+        else:
+            for k, v in fields.items():
+                setattr(row, k, v)
+        for op, out in payment.outputs.items():
+            ofields = mapping.output_fields(payment.order_id, out)
+            orow = self._s.get(OutputRow, (op.txid.value, op.vout))
+            if orow is None:
+                self._s.add(OutputRow(txid=op.txid.value, vout=op.vout, **ofields))
+            else:
+                for k, v in ofields.items():
+                    setattr(orow, k, v)
+        self._s.flush()
+
+    def unsettled(self) -> list[Payment]:
+        q = (select(PaymentRow).where(PaymentRow.state.not_in(_TERMINAL_PAYMENT_STATES))
+             .where(PaymentRow.order_id.in_(select(OutputRow.order_id))))
+        rows = [r for (r,) in self._s.execute(q)]
+        if not rows:
+            return []
+        outputs: dict[str, list[OutputRow]] = {}
+        ids = [r.order_id for r in rows]
+        for (o,) in self._s.execute(select(OutputRow).where(OutputRow.order_id.in_(ids))):
+            outputs.setdefault(o.order_id, []).append(o)
+        return [mapping.payment_from_rows(r, outputs.get(r.order_id, [])) for r in rows]
+
+    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, str]:
+        wanted = list(outpoints)
+        found: dict[OutPoint, str] = {}
+        for start in range(0, len(wanted), 400):
+            chunk = wanted[start:start + 400]
+            q = select(OutputRow.txid, OutputRow.vout, OutputRow.order_id).where(
+                tuple_(OutputRow.txid, OutputRow.vout).in_([(o.txid.value, o.vout) for o in chunk]))
+            for txid, vout, order_id in self._s.execute(q):
+                found[OutPoint(Txid(txid), vout)] = order_id
+        return found
+
+
+class SqlWithdrawals(storage.WithdrawalRepository):
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def get(self, withdrawal_id: str) -> Withdrawal | None:
+        row = self._s.get(WithdrawalRow, withdrawal_id)
+        return mapping.withdrawal_from_row(row) if row else None
+
+    def save(self, withdrawal: Withdrawal) -> None:
+        fields = mapping.withdrawal_fields(withdrawal)
+        row = self._s.get(WithdrawalRow, withdrawal.withdrawal_id)
+        if row is None:
+            self._s.add(WithdrawalRow(withdrawal_id=withdrawal.withdrawal_id, **fields))
+        else:
+            for k, v in fields.items():
+                setattr(row, k, v)
+        self._s.flush()
+
+    def in_states(self, states: Sequence[str]) -> list[Withdrawal]:
+        q = select(WithdrawalRow).where(WithdrawalRow.state.in_([s.upper() for s in states]))
+        return [mapping.withdrawal_from_row(r) for (r,) in self._s.execute(q.order_by(WithdrawalRow.created_at))]
+
+
+class SqlAddressBook(storage.AddressBook):
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def _counter(self, chain: int, lock: bool) -> CounterRow:
+        q = select(CounterRow).where(CounterRow.chain == chain)
+        if lock:
+            q = q.with_for_update()
+        row = self._s.execute(q).first()
+        if row is None:
+            try:
+                with self._s.begin_nested():
+                    self._s.add(CounterRow(chain=chain, next_index=0))
+            except IntegrityError:
+                pass
+            row = self._s.execute(q).first()
+        return row[0]
+
+    def allocate(self, chain: int) -> int:
+        counter = self._counter(chain, lock=True)
+        index = counter.next_index
+        counter.next_index = index + 1
+        self._s.flush()
+        return index
+
+    def issued(self, chain: int) -> int:
+        row = self._s.get(CounterRow, chain)
+        return row.next_index if row else 0
+
+    def record(self, entry: AddressEntry) -> None:
+        row = self._s.get(AddressRow, entry.address)
+        fields = {"chain": entry.chain, "index": entry.index, "label": entry.label,
+                  "order_id": entry.order_id, "purpose": entry.purpose, "used": entry.used}
+        if row is None:
+            self._s.add(AddressRow(address=entry.address, **fields))
+        else:
+            for k, v in fields.items():
+                setattr(row, k, v)
+        self._s.flush()
+
+    def get(self, address: str) -> AddressEntry | None:
+        row = self._s.get(AddressRow, address)
+        return _entry(row) if row else None
+
+    def mark_used(self, addresses: Iterable[str]) -> None:
+        wanted = list(set(addresses))
+        if wanted:
+            self._s.execute(update(AddressRow).where(AddressRow.address.in_(wanted)).values(used=True))
+
+    def unused_count(self, chain: int) -> int:
+        q = select(func.count()).select_from(AddressRow).where(AddressRow.chain == chain,
+                                                                 AddressRow.used.is_(False))
+        return self._s.execute(q).one()[0]
+
+    def entries(self) -> list[AddressEntry]:
+        q = select(AddressRow).order_by(AddressRow.chain, AddressRow.index)
+        return [_entry(r) for (r,) in self._s.execute(q)]
+
+
+def _entry(row: AddressRow) -> AddressEntry:
+    return AddressEntry(row.address, row.chain, row.index, row.label, row.order_id, row.purpose, row.used)
+
+
+class SqlCursors(storage.CursorRepository):
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def get(self, name: str) -> MonitorCursor | None:
+        row = self._s.get(CursorRow, name)
+        return MonitorCursor(row.block_hash, row.height) if row else None
+
+    def set(self, name: str, cursor: MonitorCursor) -> None:
+        row = self._s.get(CursorRow, name)
+        if row is None:
+            self._s.add(CursorRow(name=name, block_hash=cursor.block_hash, height=cursor.height))
+        else:
+            row.block_hash, row.height = cursor.block_hash, cursor.height
+        self._s.flush()
+
+
+class SqlAuditLog(storage.AuditLog):
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def append(self, event: DomainEvent) -> bool:
+        exists = self._s.execute(select(AuditRow.seq).where(AuditRow.event_id == event.id)).first()
+        if exists:
+            return False
+        self._s.add(mapping.event_to_row(event))
+        return True
+
+    def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
+        q = select(AuditRow)
+        if subject is not None:
+            q = q.where(AuditRow.subject == subject)
+        return [mapping.event_from_row(r) for (r,) in self._s.execute(q.order_by(AuditRow.seq).limit(limit))]
+
+
+class SqlUnitOfWork(storage.UnitOfWork):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+        self._session: Session | None = None
+
+    def _begin(self) -> None:
+        self._session = s = Session(self._engine, expire_on_commit=False, autoflush=True)
+        self.requests = SqlPaymentRequests(s)
+        self.payments = SqlPayments(s)
+        self.withdrawals = SqlWithdrawals(s)
+        self.addresses = SqlAddressBook(s)
+        self.cursors = SqlCursors(s)
+        self.audit = SqlAuditLog(s)
+
+    def _commit(self) -> None:
+        if self._session is None:
+            raise RuntimeError("commit() called outside `with uow:`")
+        self._session.commit()
+
+    def _rollback(self) -> None:
+        if self._session is not None:
+            self._session.rollback()
+
+    def _close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+class SqlUnitOfWorkFactory:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)

@@ -1,0 +1,101 @@
+"""Table definitions. They live in their own metadata (prefix `kaccy_`), so an
+embedding application's `SQLModel.metadata.create_all()` never creates them by accident."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+
+class KaccyTable(SQLModel, registry=registry()):
+    pass
+
+
+metadata = KaccyTable.metadata
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw))
+
+
+class OrderRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_orders"
+    order_id: str = Field(primary_key=True, max_length=128)
+    address: str = Field(max_length=100, unique=True, index=True)
+    amount_sat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tolerance_sat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: dt.datetime = _ts(nullable=False)
+    expires_at: Optional[dt.datetime] = _ts(nullable=True, index=True)
+    label: str = ""
+    derivation_index: Optional[int] = None
+
+
+class PaymentRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_payments"
+    order_id: str = Field(primary_key=True, max_length=128)
+    state: str = Field(index=True, max_length=20)
+    history: list = Field(sa_column=Column(JSON, nullable=False))
+    event_seq: int = 0
+    reported_match: Optional[list] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    finality_alerted: bool = False
+
+
+class OutputRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_received_outputs"
+    txid: str = Field(primary_key=True, max_length=64)
+    vout: int = Field(primary_key=True)
+    order_id: str = Field(index=True, max_length=128)
+    amount_sat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    confirmations: int
+    first_seen: dt.datetime = _ts(nullable=False)
+    block_hash: Optional[str] = None
+    status: str = Field(max_length=20)
+    replaced_by: Optional[str] = None
+
+
+class WithdrawalRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_withdrawals"
+    withdrawal_id: str = Field(primary_key=True, max_length=64)
+    state: str = Field(index=True, max_length=20)
+    created_at: dt.datetime = _ts(nullable=False)
+    psbt: str
+    data: dict = Field(sa_column=Column(JSON, nullable=False))
+
+
+class AddressRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_addresses"
+    __table_args__ = (UniqueConstraint("chain", "index", name="uq_kaccy_addresses_chain_index"),
+                      Index("ix_kaccy_addresses_chain_used", "chain", "used"))
+    address: str = Field(primary_key=True, max_length=100)
+    chain: int
+    index: int
+    label: str = ""
+    order_id: Optional[str] = Field(default=None, max_length=128)
+    purpose: str = "receive"
+    used: bool = False
+
+
+class CounterRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_address_counters"
+    chain: int = Field(primary_key=True)
+    next_index: int = 0
+
+
+class CursorRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_cursors"
+    name: str = Field(primary_key=True, max_length=64)
+    block_hash: str
+    height: Optional[int] = None
+
+
+class AuditRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_audit_log"
+    seq: Optional[int] = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True, index=True, max_length=200)
+    kind: str = Field(index=True, max_length=40)
+    subject: str = Field(index=True, max_length=128)
+    at: dt.datetime = _ts(nullable=False)
+    data: dict = Field(sa_column=Column(JSON, nullable=False))

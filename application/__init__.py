@@ -1,0 +1,1 @@
+"""Use cases: each loads aggregates, calls the domain, commits, then publishes."""

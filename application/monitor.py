@@ -1,0 +1,195 @@
+"""The payment monitor: one poll of the watch wallet, committed as one unit of work.
+
+A poll reads the wallet's history since the persisted cursor, re-checks every output
+that still counts for an unsettled order (and anything the history marks as removed
+or conflicted), applies what the chain says to each order's Payment, and commits the
+payments, the emitted events and the new cursor together. A crash anywhere before the
+commit leaves the previous cursor in place, so the next poll sees the same facts again;
+outputs are keyed by outpoint, so seeing them again changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Iterable
+
+import attrs
+
+from kaccy_bitcoin.domain.addresses import MonitorCursor
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.chain import Direction, WalletEntry, WalletTransaction
+from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, unknown_address_event
+from kaccy_bitcoin.application.settings import PaymentSettings
+from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.ports.clock import Clock
+from kaccy_bitcoin.ports.events import EventPublisher
+from kaccy_bitcoin.ports.storage import UnitOfWork
+
+log = logging.getLogger(__name__)
+CURSOR = "payments"
+
+
+@attrs.define
+class _Verdict:
+    """What this poll concluded about one output paying one of our addresses."""
+
+    address: str
+    seen: OutputObservation | None = None
+    gone: OutputStatus | None = None
+    replaced_by: Txid | None = None
+
+
+class PollPayments:
+    """Run one monitor poll; returns the events it committed."""
+
+    def __init__(self, uow: Callable[[], UnitOfWork], chain: ChainBackend, clock: Clock,
+                 publisher: EventPublisher, settings: PaymentSettings) -> None:
+        self._uow = uow
+        self._chain = chain
+        self._clock = clock
+        self._publisher = publisher
+        self._settings = settings
+
+    async def __call__(self) -> list[DomainEvent]:
+        final = self._settings.thresholds.final
+        async with self._uow() as uow:
+            cursor = uow.cursors.get(CURSOR)
+            history = await self._chain.wallet_history(cursor.block_hash if cursor else None, final)
+            verdicts = await self._judge(uow, history.entries, history.removed)
+            now = self._clock.now()
+            self._apply(uow, verdicts, now)
+            uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
+            uow.commit()
+        events = uow.committed_events()
+        await self._publisher.publish(events)
+        return events
+
+    async def _judge(self, uow: UnitOfWork, entries: Iterable[WalletEntry],
+                     removed: Iterable[WalletEntry]) -> dict[OutPoint, _Verdict]:
+        verdicts: dict[OutPoint, _Verdict] = {}
+        recheck: set[Txid] = {e.outpoint.txid for e in removed if e.direction is Direction.RECEIVE}
+        trusted: set[Txid] = set()
+        for e in entries:
+            if e.direction is not Direction.RECEIVE or e.address is None:
+                continue
+            v = verdicts.setdefault(e.outpoint, _Verdict(e.address))
+            if e.confirmations > 0 and not e.abandoned:
+                v.seen = OutputObservation(e.outpoint, e.amount, e.confirmations, e.block_hash)
+                trusted.add(e.outpoint.txid)
+            else:
+                recheck.add(e.outpoint.txid)
+        for payment in uow.payments.unsettled():
+            for out in payment.counted():
+                if out.outpoint.txid not in trusted:
+                    recheck.add(out.outpoint.txid)
+                    verdicts.setdefault(out.outpoint, _Verdict(""))
+        recheck -= trusted
+        if not recheck:
+            return verdicts
+        views = await self._chain.wallet_transactions(sorted(recheck))
+        rivals = {c for v in views.values() if v is not None and v.confirmations <= 0 and not v.in_mempool
+                  for c in (*v.wallet_conflicts, *v.mempool_conflicts, *([v.replaced_by] if v.replaced_by else []))}
+        rivals -= views.keys()
+        if rivals:
+            views.update(await self._chain.wallet_transactions(sorted(rivals)))
+        pays: dict[Txid, set[str]] = {
+            t: {r.address for r in v.receives if r.address} for t, v in views.items() if v is not None}
+        for e in entries:
+            if e.direction is Direction.RECEIVE and e.address:
+                pays.setdefault(e.outpoint.txid, set()).add(e.address)
+        for txid in recheck:
+            self._judge_tx(txid, views.get(txid), verdicts, pays)
+        return verdicts
+
+    @staticmethod
+    def _judge_tx(txid: Txid, view: WalletTransaction | None, verdicts: dict[OutPoint, _Verdict],
+                  pays: dict[Txid, set[str]]) -> None:
+        mine = [op for op in verdicts if op.txid == txid]
+        if view is None:
+            for op in mine:
+                verdicts[op].gone = OutputStatus.REORGED_OUT
+            return
+        for r in view.receives:
+            if r.address:
+                verdicts.setdefault(r.outpoint, _Verdict(r.address)).address = r.address
+                if r.outpoint not in mine:
+                    mine.append(r.outpoint)
+        amounts = {r.outpoint: r.amount for r in view.receives}
+        live = view.confirmations > 0 or (view.confirmations == 0 and view.in_mempool)
+        for op in mine:
+            v = verdicts[op]
+            if live and op in amounts:
+                v.seen = OutputObservation(op, amounts[op], view.confirmations, view.block_hash)
+                v.gone = None
+                continue
+            v.seen = None
+            rivals = [*([view.replaced_by] if view.replaced_by else []), *view.mempool_conflicts,
+                      *view.wallet_conflicts]
+            same_payee = [r for r in rivals if v.address and v.address in pays.get(r, set())]
+            if same_payee:
+                v.gone, v.replaced_by = OutputStatus.REPLACED, same_payee[0]
+            elif rivals:
+                v.gone = OutputStatus.DOUBLE_SPENT
+            else:
+                v.gone = OutputStatus.REORGED_OUT
+
+    def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict], now) -> None:  # noqa: ANN001
+        settings = self._settings
+        known = uow.payments.by_outpoints(verdicts)
+        by_address = uow.requests.by_addresses({v.address for v in verdicts.values() if v.address})
+        touched: dict[str, Payment] = {}
+
+        def payment_of(order_id: str) -> Payment:
+            if order_id not in touched:
+                touched[order_id] = uow.payments.get(order_id) or Payment(order_id)
+            return touched[order_id]
+
+        used: set[str] = set()
+        for op, v in sorted(verdicts.items(), key=lambda kv: (kv[1].gone is None, str(kv[0]))):
+            request = by_address.get(v.address)
+            order_id = known.get(op) or (request.order_id if request else None)
+            if order_id is None:
+                if v.seen is not None and uow.addresses.get(v.address) is None:
+                    uow.record([unknown_address_event(v.address, v.seen, now)])
+                continue
+            payment = payment_of(order_id)
+            if request is None or request.order_id != order_id:
+                request = uow.requests.get(order_id)
+            if v.seen is not None:
+                payment.observe(request, v.seen, now)
+                used.add(v.address)
+            elif v.gone is not None:
+                payment.withdraw(op, v.gone, now, v.replaced_by)
+        for request in uow.requests.expiring(now):
+            payment_of(request.order_id).expire(request, now)
+        for order_id, payment in touched.items():
+            request = uow.requests.get(order_id)
+            payment.settle(request, settings.thresholds, now)
+            uow.payments.save(payment)
+            uow.record(payment.take_events())
+        if used:
+            uow.addresses.mark_used(used)
+
+
+class RunMonitor:
+    """Poll forever (until cancelled), every `interval` seconds; a failed poll is retried."""
+
+    def __init__(self, poll: PollPayments, interval: float) -> None:
+        self._poll = poll
+        self._interval = interval
+
+    async def __call__(self, on_events: Callable[[list[DomainEvent]], None] | None = None,
+                       stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                events = await self._poll()
+                if on_events and events:
+                    on_events(events)
+            except Exception:  # noqa: BLE001 - the monitor keeps going; the poll is retried
+                log.exception("monitor poll failed; retrying in %ss", self._interval)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+            except asyncio.TimeoutError:
+                pass

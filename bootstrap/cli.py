@@ -1,0 +1,178 @@
+"""The `kaccy-bitcoin` command line.
+
+Every command prints exactly one JSON object on stdout and exits 0; on bad input or
+a failure it prints {"error": {"code": ..., "message": ...}} and exits non-zero
+(2: the input was wrong, 1: something outside failed). Each command is its own
+process: everything lives in the database between them.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import logging
+import signal
+import sys
+from typing import Any, Awaitable, Callable, NoReturn
+
+from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
+from kaccy_bitcoin.bootstrap import config as config_module
+from kaccy_bitcoin.bootstrap.container import Container, build
+from kaccy_bitcoin.domain.errors import DomainError
+from kaccy_bitcoin.domain.money import Satoshis
+
+
+class UsageError(Exception):
+    code = "usage"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}")
+        return int(text)
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kaccy-bitcoin", description="Bitcoin payments for the Kaccy Protocol.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    order = sub.add_parser("order", help="deposit orders").add_subparsers(dest="action", required=True,
+                                                                          parser_class=_Parser)
+    create = order.add_parser("create", help="create an order and its deposit address")
+    create.add_argument("order_id")
+    create.add_argument("--amount-sat", required=True, type=_positive_int("--amount-sat"))
+    create.add_argument("--expires-in", type=_positive_int("--expires-in"), default=None)
+    create.add_argument("--label", default="")
+    show = order.add_parser("show", help="show an order's payment status")
+    show.add_argument("order_id")
+
+    monitor = sub.add_parser("monitor", help="poll the node for payments")
+    monitor.add_argument("--once", action="store_true", help="one poll, print its events, exit")
+    monitor.add_argument("--interval", type=float, default=None, help="seconds between polls (default 30)")
+
+    addresses = sub.add_parser("addresses", help="the address book").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    export = addresses.add_parser("export", help="write every address and label as BIP329 JSONL")
+    export.add_argument("--output", required=True)
+
+    run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the monitor")
+    run.add_argument("--no-demo", action="store_true")
+    return p
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
+    sys.stdout.flush()
+
+
+async def _service(container: Container, name: str) -> Any:
+    provided = getattr(container.services, name)()
+    return await provided if inspect.isawaitable(provided) else provided
+
+
+async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "create":
+        create = await _service(c, "create_order")
+        return await create(args.order_id, Satoshis(args.amount_sat), expires_in=args.expires_in,
+                            label=args.label)
+    show = await _service(c, "show_order")
+    view = (await show(args.order_id)).to_dict()
+    return view
+
+
+async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    poll = await _service(c, "poll_payments")
+    if args.once:
+        events = await poll()
+        return {"events": [e.to_dict() for e in events]}
+    from kaccy_bitcoin.application.monitor import RunMonitor
+
+    interval = args.interval if args.interval is not None else c.config.poll_interval()
+    runner = RunMonitor(poll, interval)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    count = 0
+
+    def show(events: list) -> None:  # noqa: ANN001
+        nonlocal count
+        count += len(events)
+        for e in events:
+            print(json.dumps(e.to_dict()), file=sys.stderr, flush=True)
+
+    await runner(on_events=show, stop=stop)
+    return {"stopped": True, "events_seen": count}
+
+
+async def cmd_addresses(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    uow_factory = c.storage.uow()
+    with uow_factory() as uow:
+        entries = uow.addresses.entries()
+    with open(args.output, "w", encoding="utf-8") as f:
+        for entry in entries:
+            f.write(entry.bip329() + "\n")
+    return {"path": args.output, "count": len(entries)}
+
+
+async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    from kaccy_bitcoin.bootstrap.service import run_service
+
+    return await run_service(c, demo=not args.no_demo)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
+    "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
+}
+
+
+def _error(code: str, message: str, status: int) -> int:
+    emit({"error": {"code": code, "message": message}})
+    return status
+
+
+async def _main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    container = build(config_module.load())
+    try:
+        result = await COMMANDS[args.command](args, container)
+    finally:
+        shutdown = container.shutdown_resources()
+        if inspect.isawaitable(shutdown):
+            await shutdown
+    emit(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]) or not argv:
+        parser().print_help(sys.stdout)
+        return 0 if argv else 2
+    try:
+        return asyncio.run(_main(argv))
+    except UsageError as exc:
+        return _error("usage", str(exc), 2)
+    except (DomainError, config_module.ConfigError) as exc:
+        return _error(getattr(exc, "code", "invalid"), str(exc), 2)
+    except BitcoinCoreError as exc:
+        return _error(exc.code, str(exc), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", "stopped by the user", 130)
+    except Exception as exc:  # noqa: BLE001 - the boundary: report, never a traceback on stdout
+        logging.getLogger("kaccy_bitcoin").exception("unexpected failure")
+        return _error("internal", f"{type(exc).__name__}: {exc}", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Configuration: `KACCY_*` environment variables, optionally over a TOML file.
+
+The TOML file (path in `KACCY_CONFIG`) uses the same names in lower case without the
+prefix (`network = "regtest"`, `bitcoin_rpc_url = "..."`); the environment wins.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import tomllib
+from typing import Any, Mapping
+
+DEFAULTS: dict[str, Any] = {
+    "network": "regtest",
+    "data_dir": None,
+    "database_url": None,
+    "bitcoin_rpc_url": None,
+    "bitcoin_rpc_user": None,
+    "bitcoin_rpc_password": None,
+    "bitcoin_rpc_cookie": None,
+    "bitcoin_rpc_wallet": "kaccy-watch",
+    "xpub": None,
+    "xpub_fingerprint": None,
+    "address_type": "p2wpkh",
+    "confirmations": "1,3,6",
+    "tolerance_sat": "0",
+    "gap_limit": "20",
+    "poll_interval": "30",
+}
+
+
+class ConfigError(ValueError):
+    code = "config_error"
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "kaccy-bitcoin")
+
+
+def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The effective configuration as a plain dict (what the container's Configuration takes)."""
+    env = os.environ if env is None else env
+    values = dict(DEFAULTS)
+    path = env.get("KACCY_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(pathlib.Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read KACCY_CONFIG file {path}: {exc}") from None
+        unknown = set(data) - set(DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+        values.update({k: str(v) for k, v in data.items()})
+    for key in DEFAULTS:
+        value = env.get(f"KACCY_{key.upper()}")
+        if value not in (None, ""):
+            values[key] = value
+    values["data_dir"] = values["data_dir"] or default_data_dir()
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{os.path.join(values['data_dir'], 'kaccy.db')}"
+    for key in ("tolerance_sat", "gap_limit"):
+        if not str(values[key]).isdigit():
+            raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
+        values[key] = int(values[key])
+    try:
+        values["poll_interval"] = float(values["poll_interval"])
+    except ValueError:
+        raise ConfigError(f"KACCY_POLL_INTERVAL must be a number of seconds, got {values['poll_interval']!r}") from None
+    return values

@@ -1,0 +1,123 @@
+"""`kaccy-bitcoin run`: the main job.
+
+Without KACCY_BITCOIN_RPC_URL it starts the project's own regtest node in the data
+dir, creates a demo account (regtest only) and walks a newcomer through an order
+from creation to finality, then keeps monitoring until Ctrl-C. With the RPC
+variables set it runs the monitor against that node.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import sys
+from typing import Any
+
+from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum, Bip84, Bip84Coins
+
+from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
+from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
+from kaccy_bitcoin.application.monitor import RunMonitor
+from kaccy_bitcoin.bootstrap.container import Container
+from kaccy_bitcoin.domain.money import Satoshis
+
+
+def say(text: str) -> None:
+    print(f"kaccy-bitcoin | {text}", file=sys.stderr, flush=True)
+
+
+def _demo_vpub(data_dir: pathlib.Path) -> str:
+    """A regtest-only account whose words live in the data dir (never for real money)."""
+    words_file = data_dir / "demo-account.words"
+    if not words_file.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        words_file.write_text(str(Bip39MnemonicGenerator().FromWordsNumber(Bip39WordsNum.WORDS_NUM_12)) + "\n")
+        os.chmod(words_file, 0o600)
+    seed = Bip39SeedGenerator(words_file.read_text().strip()).Generate()
+    return Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0).PublicKey().ToExtended()
+
+
+async def _funded_demo_wallet(rpc: BitcoinRpc) -> str:
+    wallets = await rpc.call("listwallets")
+    if "demo-payer" not in wallets:
+        try:
+            await rpc.call("loadwallet", "demo-payer")
+        except Exception:  # noqa: BLE001 - first run: the wallet does not exist yet
+            await rpc.call("createwallet", "demo-payer")
+    balance = await rpc.call("getbalance", wallet="demo-payer")
+    if balance < 1:
+        address = await rpc.call("getnewaddress", wallet="demo-payer")
+        await rpc.call("generatetoaddress", 101, address)
+    return await rpc.call("getnewaddress", wallet="demo-payer")
+
+
+async def run_service(container: Container, demo: bool = True) -> dict[str, Any]:
+    config = container.config
+    node = None
+    if not config.bitcoin_rpc_url():
+        if config.network() != "regtest":
+            raise ValueError("without KACCY_BITCOIN_RPC_URL only a local regtest node can be started")
+        data_dir = pathlib.Path(config.data_dir())
+        node = RegtestNode(data_dir / "regtest-node")
+        say(f"starting the project's regtest node in {node.datadir} (RPC {node.url})")
+        node.start()
+        config.bitcoin_rpc_url.from_value(node.url)
+        config.bitcoin_rpc_user.from_value(node.user)
+        config.bitcoin_rpc_password.from_value(node.password)
+        if not config.xpub():
+            config.xpub.from_value(_demo_vpub(data_dir))
+            say("using the demo account in the data dir (regtest only)")
+    try:
+        poll = await _awaited(container.services.poll_payments())
+        if demo and config.network() == "regtest":
+            await _demo(container, poll)
+        interval = config.poll_interval()
+        say(f"monitoring every {interval:g}s; Ctrl-C to stop")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def show(events: list) -> None:  # noqa: ANN001
+            for e in events:
+                say(f"event {e.kind} {e.subject} {e.data}")
+
+        await RunMonitor(poll, interval)(on_events=show, stop=stop)
+        return {"stopped": True}
+    finally:
+        if node is not None:
+            shutdown = container.shutdown_resources()
+            if asyncio.iscoroutine(shutdown) or isinstance(shutdown, asyncio.Future):
+                await shutdown
+            say("stopping the regtest node")
+            node.stop()
+
+
+async def _awaited(value: Any) -> Any:
+    return await value if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future) else value
+
+
+async def _demo(container: Container, poll: Any) -> None:
+    rpc: BitcoinRpc = await _awaited(container.gateways.rpc())
+    create = await _awaited(container.services.create_order())
+    show = await _awaited(container.services.show_order())
+    payer_address = await _funded_demo_wallet(rpc)
+    await poll()  # catch up with whatever happened before
+    order_id = f"demo-{os.getpid()}-{int(asyncio.get_running_loop().time())}"
+    order = await create(order_id, Satoshis(125_000), label="demo coffee beans")
+    say(f"1. order {order_id} created: pay {order['amount_sat']} sat to {order['address']}")
+    say(f"   BIP21: {order['bip21']}")
+    txid = await rpc.call("sendtoaddress", order["address"], Satoshis(125_000).to_btc(), wallet="demo-payer")
+    say(f"2. the customer paid: txid {txid}")
+    for step in range(7):
+        for event in await poll():
+            say(f"   event {event.kind}: {event.data}")
+        view = await show(order_id)
+        say(f"   status={view.status} match={view.match} confirmations={view.confirmations} "
+            f"received={view.received_sat} sat")
+        if view.status == "finalized":
+            break
+        await rpc.call("generatetoaddress", 1, payer_address)
+        say(f"3.{step + 1} a block was mined")
+    say("demo finished: the order walked pending -> unconfirmed -> confirmed -> full_confirmed -> finalized")

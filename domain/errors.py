@@ -1,0 +1,74 @@
+"""Domain errors: small named classes, each with a stable machine-readable code."""
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every rule the domain refuses to break."""
+
+    code = "domain_error"
+
+
+class InvalidAmount(DomainError):
+    code = "invalid_amount"
+
+
+class InvalidFeeRate(DomainError):
+    code = "invalid_fee_rate"
+
+
+class InvalidAddress(DomainError):
+    code = "invalid_address"
+
+
+class InvalidTxid(DomainError):
+    code = "invalid_txid"
+
+
+class InvalidDerivationPath(DomainError):
+    code = "invalid_derivation_path"
+
+
+class InvalidExtendedKey(DomainError):
+    code = "invalid_extended_key"
+
+
+class InvalidNetwork(DomainError):
+    code = "invalid_network"
+
+
+class InvalidOrder(DomainError):
+    code = "invalid_order"
+
+
+class OrderConflict(DomainError):
+    """The same order id was requested again with different terms."""
+
+    code = "order_conflict"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class InsufficientFunds(DomainError):
+    code = "insufficient_funds"
+
+    def __init__(self, missing_sat: int, message: str | None = None) -> None:
+        self.missing_sat = missing_sat
+        super().__init__(message or f"insufficient funds: {missing_sat} sat missing")
+
+
+class DustOutput(DomainError):
+    code = "dust_output"
+
+
+class IllegalTransition(DomainError):
+    """A trigger that the machine does not allow from its current state."""
+
+    code = "illegal_transition"
+
+    def __init__(self, machine: str, state: str, trigger: str) -> None:
+        self.machine = machine
+        self.state = state
+        self.trigger = trigger
+        super().__init__(f"{machine}: trigger '{trigger}' is not allowed in state {state}")

@@ -1,0 +1,58 @@
+"""Named domain events with stable ids, so a consumer can deduplicate."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+
+EVENT_KINDS = frozenset({
+    "payment_detected",
+    "payment_confirmed",
+    "payment_finalized",
+    "payment_reorged",
+    "payment_replaced",
+    "payment_double_spent",
+    "payment_failed",
+    "order_underpaid",
+    "order_overpaid",
+    "payment_late",
+    "payment_to_unknown_address",
+    "withdrawal_state_changed",
+    "withdrawal_stuck",
+})
+
+# Kinds an administrator is told about: money that did not arrive as expected.
+DISCREPANCY_KINDS = frozenset({
+    "order_underpaid",
+    "order_overpaid",
+    "payment_replaced",
+    "payment_reorged",
+    "payment_double_spent",
+    "payment_late",
+    "payment_to_unknown_address",
+    "withdrawal_stuck",
+})
+
+
+@attrs.frozen
+class DomainEvent:
+    """Something that happened, named; `id` is the same whenever the same fact is re-derived."""
+
+    id: str
+    kind: str
+    subject: str
+    at: dt.datetime
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+
+    @property
+    def is_discrepancy(self) -> bool:
+        return self.kind in DISCREPANCY_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "subject": self.subject,
+                "at": self.at.isoformat(), **self.data}

@@ -1,0 +1,305 @@
+"""Orders (payment requests), the payments that settle them, and the matching rules.
+
+A `PaymentRequest` is what the merchant expects: an amount at an address.
+A `Payment` is what arrived: every transaction output that paid the address, each
+with its depth, plus the payment state machine. Outputs are keyed by outpoint and
+recomputed from what the chain says, never added blindly, so seeing the same output
+twice (a re-poll, a reorg that re-mines it) can never count it twice.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+import attrs
+
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.errors import InvalidOrder, OrderConflict
+from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds, PaymentMachine, PaymentState
+from kaccy_bitcoin.domain.statemachine import Transition
+
+_ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+
+
+class MatchStatus(enum.Enum):
+    NONE = "none"
+    EXACT = "exact"
+    UNDERPAID = "underpaid"
+    OVERPAID = "overpaid"
+
+
+def match_amount(expected: Satoshis, received: Satoshis, tolerance: Satoshis) -> MatchStatus:
+    """Exact within `tolerance` either side; otherwise under- or overpaid."""
+    if received.value == 0:
+        return MatchStatus.NONE
+    diff = received.value - expected.value
+    if abs(diff) <= tolerance.value:
+        return MatchStatus.EXACT
+    return MatchStatus.OVERPAID if diff > 0 else MatchStatus.UNDERPAID
+
+
+def _check_order_id(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, str) or not _ORDER_ID.match(value):
+        raise InvalidOrder(
+            f"order id must be 1-128 characters of letters, digits and ._:@/- "
+            f"(starting with a letter or digit), got {value!r}"
+        )
+
+
+@attrs.frozen
+class PaymentRequest:
+    """An order: the amount a merchant expects at one fresh address."""
+
+    order_id: str = attrs.field(validator=_check_order_id)
+    address: str
+    amount: Satoshis
+    created_at: dt.datetime
+    tolerance: Satoshis = Satoshis(0)
+    expires_at: dt.datetime | None = None
+    label: str = ""
+    derivation_index: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.amount.value <= 0:
+            raise InvalidOrder(f"order {self.order_id}: amount must be positive, got {self.amount}")
+        if self.expires_at is not None and self.expires_at <= self.created_at:
+            raise InvalidOrder(f"order {self.order_id}: expiry must be after creation")
+
+    def check_same_terms(self, amount: Satoshis) -> None:
+        """Creating an order again is idempotent only with the same amount."""
+        if amount != self.amount:
+            raise OrderConflict(
+                f"order {self.order_id} already exists with amount {self.amount.value} sat, "
+                f"not {amount.value} sat"
+            )
+
+    def is_expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class OutputStatus(enum.Enum):
+    ACTIVE = "active"              # in the mempool or a block of the best chain: it counts
+    REPLACED = "replaced"          # its transaction was fee-bumped; the new one pays instead
+    DOUBLE_SPENT = "double_spent"  # its inputs went elsewhere: the coins are gone
+    REORGED_OUT = "reorged_out"    # its block left the chain and it is not in the mempool
+
+
+@attrs.define
+class ReceivedOutput:
+    """One transaction output that paid an order's address."""
+
+    outpoint: OutPoint
+    amount: Satoshis
+    confirmations: int
+    first_seen: dt.datetime
+    block_hash: str | None = None
+    status: OutputStatus = OutputStatus.ACTIVE
+    replaced_by: Txid | None = None
+
+    @property
+    def counts(self) -> bool:
+        return self.status is OutputStatus.ACTIVE
+
+
+@attrs.frozen
+class OutputObservation:
+    """What the chain says about one output paying an order's address right now."""
+
+    outpoint: OutPoint
+    amount: Satoshis
+    confirmations: int
+    block_hash: str | None = None
+
+
+_FORWARD = {
+    PaymentState.PENDING: ("detect", PaymentState.UNCONFIRMED),
+    PaymentState.UNCONFIRMED: ("confirm", PaymentState.CONFIRMED),
+    PaymentState.CONFIRMED: ("confirm_fully", PaymentState.FULL_CONFIRMED),
+    PaymentState.FULL_CONFIRMED: ("finalize", PaymentState.FINALIZED),
+}
+_BACKWARD = {
+    PaymentState.FULL_CONFIRMED: "reorg",
+    PaymentState.CONFIRMED: "reorg",
+    PaymentState.UNCONFIRMED: "drop",
+}
+_RANK = {s: i for i, s in enumerate(
+    [PaymentState.PENDING, PaymentState.UNCONFIRMED, PaymentState.CONFIRMED,
+     PaymentState.FULL_CONFIRMED, PaymentState.FINALIZED])}
+
+
+@attrs.define
+class Payment:
+    """Everything received for one order, and how settled it is."""
+
+    order_id: str
+    outputs: dict[OutPoint, ReceivedOutput] = attrs.field(factory=dict)
+    machine: PaymentMachine = attrs.field(factory=PaymentMachine)
+    event_seq: int = 0
+    reported_match: tuple[str, int] | None = None
+    finality_alerted: bool = False
+    events: list[DomainEvent] = attrs.field(factory=list, eq=False)
+
+    # -- reading ---------------------------------------------------------------
+    @property
+    def state(self) -> PaymentState:
+        return self.machine.state  # type: ignore[return-value]
+
+    @property
+    def history(self) -> list[Transition]:
+        return self.machine.history
+
+    def counted(self) -> list[ReceivedOutput]:
+        return [o for o in self.outputs.values() if o.counts]
+
+    @property
+    def received(self) -> Satoshis:
+        return Satoshis(sum(o.amount.value for o in self.counted()))
+
+    def match(self, request: PaymentRequest) -> MatchStatus:
+        return match_amount(request.amount, self.received, request.tolerance)
+
+    def confirmations(self, request: PaymentRequest) -> int | None:
+        """Depth at which the expected amount is covered (deepest outputs first).
+
+        When it is not covered (underpaid), the depth of the shallowest counted
+        output; None when nothing counts.
+        """
+        counted = sorted(self.counted(), key=lambda o: o.confirmations, reverse=True)
+        if not counted:
+            return None
+        need = request.amount.value - request.tolerance.value
+        total = 0
+        for out in counted:
+            total += out.amount.value
+            if total >= need:
+                return max(out.confirmations, 0)
+        return max(counted[-1].confirmations, 0)
+
+    def txids(self) -> list[str]:
+        return sorted({o.outpoint.txid.value for o in self.counted()})
+
+    # -- changing --------------------------------------------------------------
+    def observe(self, request: PaymentRequest, seen: OutputObservation, at: dt.datetime) -> None:
+        """Record what the chain says about an output paying this order."""
+        out = self.outputs.get(seen.outpoint)
+        if out is None:
+            out = ReceivedOutput(seen.outpoint, seen.amount, seen.confirmations, at, seen.block_hash)
+            self.outputs[seen.outpoint] = out
+            data = {"order_id": self.order_id, "txid": seen.outpoint.txid.value,
+                    "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
+                    "confirmations": seen.confirmations}
+            self._emit("payment_detected", at, data)
+            late = self._lateness(request, at)
+            if late:
+                self._emit("payment_late", at, {**data, "reason": late})
+            return
+        if not out.counts:
+            out.status = OutputStatus.ACTIVE
+            out.replaced_by = None
+            self._emit("payment_detected", at, {
+                "order_id": self.order_id, "txid": seen.outpoint.txid.value,
+                "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
+                "confirmations": seen.confirmations, "revived": True})
+        out.confirmations = seen.confirmations
+        out.block_hash = seen.block_hash
+
+    def withdraw(self, outpoint: OutPoint, status: OutputStatus, at: dt.datetime,
+                 replaced_by: Txid | None = None) -> None:
+        """An output stops counting: replaced, double-spent or reorged out of the chain."""
+        out = self.outputs.get(outpoint)
+        if out is None or not out.counts or status is OutputStatus.ACTIVE:
+            return
+        out.status = status
+        out.replaced_by = replaced_by
+        out.confirmations = 0
+        out.block_hash = None
+        data = {"order_id": self.order_id, "txid": outpoint.txid.value, "vout": outpoint.vout,
+                "amount_sat": out.amount.value}
+        if status is OutputStatus.REPLACED:
+            self._emit("payment_replaced", at, {**data, "replaced_by": replaced_by.value if replaced_by else None})
+        elif status is OutputStatus.DOUBLE_SPENT:
+            self._emit("payment_double_spent", at, data)
+        else:
+            self._emit("payment_reorged", at, {**data, "reason": "transaction left the chain"})
+
+    def settle(self, request: PaymentRequest, thresholds: ConfirmationThresholds, at: dt.datetime) -> None:
+        """Walk the state machine to where the counted outputs' depth says it belongs."""
+        depth = self.confirmations(request)
+        target = thresholds.state_for(depth)
+        state = self.state
+        if state is PaymentState.FAILED:
+            pass
+        elif state is PaymentState.FINALIZED:
+            if _RANK[target] < _RANK[state] and not self.finality_alerted:
+                self.finality_alerted = True
+                self._emit("payment_reorged", at, {"order_id": self.order_id, "from": state.name,
+                                                   "confirmations": depth, "beyond_finality": True})
+        else:
+            self._walk(target, depth, at)
+        self._report_match(request, at)
+
+    def expire(self, request: PaymentRequest, at: dt.datetime) -> None:
+        """An order past its expiry with nothing received fails; a paid one is kept."""
+        if (self.state is PaymentState.PENDING and not self.counted() and request.is_expired(at)):
+            self.machine.fire("fail", at=at, reason="expired")
+            self._emit("payment_failed", at, {"order_id": self.order_id, "reason": "expired"})
+
+    def take_events(self) -> list[DomainEvent]:
+        events, self.events = self.events, []
+        return events
+
+    # -- internals -------------------------------------------------------------
+    def _walk(self, target: PaymentState, depth: int | None, at: dt.datetime) -> None:
+        while _RANK[self.state] < _RANK[target]:
+            trigger, dest = _FORWARD[self.state]  # type: ignore[index]
+            self.machine.fire(trigger, at=at, reason=f"{depth} confirmations")
+            if dest is PaymentState.CONFIRMED or dest is PaymentState.FULL_CONFIRMED:
+                self._emit("payment_confirmed", at, {"order_id": self.order_id, "state": dest.name.lower(),
+                                                     "confirmations": depth})
+            elif dest is PaymentState.FINALIZED:
+                self._emit("payment_finalized", at, {"order_id": self.order_id, "confirmations": depth})
+        while _RANK[self.state] > _RANK[target]:
+            source = self.state
+            trigger = _BACKWARD[source]  # type: ignore[index]
+            why = "reorg" if depth is not None else "no counted output left"
+            self.machine.fire(trigger, at=at, reason=why)
+            if trigger == "reorg":
+                self._emit("payment_reorged", at, {"order_id": self.order_id, "from": source.name.lower(),
+                                                   "to": self.state.name.lower(), "confirmations": depth})
+
+    def _report_match(self, request: PaymentRequest, at: dt.datetime) -> None:
+        status = self.match(request)
+        key = (status.value, self.received.value)
+        if key == self.reported_match:
+            return
+        self.reported_match = key
+        if status in (MatchStatus.UNDERPAID, MatchStatus.OVERPAID):
+            self._emit(f"order_{status.value}", at, {
+                "order_id": self.order_id, "expected_sat": request.amount.value,
+                "received_sat": self.received.value,
+                "difference_sat": self.received.value - request.amount.value})
+
+    def _lateness(self, request: PaymentRequest, at: dt.datetime) -> str | None:
+        if self.state is PaymentState.FAILED:
+            return "order_failed"
+        if self.state is PaymentState.FINALIZED:
+            return "order_finalized"
+        if request.is_expired(at) and len(self.outputs) == 1:
+            return "order_expired"
+        return None
+
+    def _emit(self, kind: str, at: dt.datetime, data: dict) -> None:
+        self.event_seq += 1
+        self.events.append(DomainEvent(f"{kind}:{self.order_id}:{self.event_seq}", kind,
+                                       self.order_id, at, data))
+
+
+def unknown_address_event(address: str, seen: OutputObservation, at: dt.datetime) -> DomainEvent:
+    """A payment to a watched address that belongs to no order: reported, never dropped."""
+    return DomainEvent(f"payment_to_unknown_address:{seen.outpoint}", "payment_to_unknown_address",
+                       address, at, {"address": address, "txid": seen.outpoint.txid.value,
+                                     "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
+                                     "confirmations": seen.confirmations})
+

@@ -1,0 +1,78 @@
+"""The chain backend port: a Bitcoin node and the watch-only wallet it keeps for us."""
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+from kaccy_bitcoin.domain.bitcoin import Txid
+from kaccy_bitcoin.domain.chain import (
+    BlockHeader,
+    ChainInfo,
+    FeeEstimate,
+    MempoolAcceptance,
+    MempoolInfo,
+    NodeInfo,
+    WalletHistory,
+    WalletTransaction,
+)
+from kaccy_bitcoin.domain.withdrawals import Utxo
+
+
+class ChainBackend(abc.ABC):
+    """Blocks, transactions, mempool, fees, the watch wallet's history and UTXOs, broadcast."""
+
+    @abc.abstractmethod
+    async def node_info(self) -> NodeInfo:
+        """Version and connection count of the node."""
+
+    @abc.abstractmethod
+    async def chain_info(self) -> ChainInfo:
+        """Which chain the node follows and its tip."""
+
+    @abc.abstractmethod
+    async def block_header(self, block_hash: str) -> BlockHeader:
+        """The immutable fields of a block header."""
+
+    @abc.abstractmethod
+    async def block_hash(self, height: int) -> str:
+        """Hash of the best-chain block at `height`."""
+
+    @abc.abstractmethod
+    async def raw_transaction(self, txid: Txid) -> bytes:
+        """Serialized transaction (from the mempool, the wallet, or the txindex)."""
+
+    @abc.abstractmethod
+    async def mempool_txids(self) -> set[Txid]:
+        """Every transaction id in the node's mempool."""
+
+    @abc.abstractmethod
+    async def mempool_info(self) -> MempoolInfo:
+        """Mempool size and the minimum fee rate it currently accepts."""
+
+    @abc.abstractmethod
+    async def estimate_fee(self, target_blocks: int) -> FeeEstimate:
+        """Fee estimate for confirmation within `target_blocks`; rate None without data."""
+
+    @abc.abstractmethod
+    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> None:
+        """Make the watch wallet track each (descriptor, end index) pair, range ends included."""
+
+    @abc.abstractmethod
+    async def wallet_history(self, since_block: str | None, target_confirmations: int) -> WalletHistory:
+        """Wallet entries changed since `since_block` (listsinceblock semantics)."""
+
+    @abc.abstractmethod
+    async def wallet_transactions(self, txids: Sequence[Txid]) -> dict[Txid, WalletTransaction | None]:
+        """Current view of several wallet transactions (None: the wallet does not know it)."""
+
+    @abc.abstractmethod
+    async def unspent(self, min_confirmations: int = 0) -> list[Utxo]:
+        """The watch wallet's unspent outputs."""
+
+    @abc.abstractmethod
+    async def test_accept(self, raw_tx: bytes) -> MempoolAcceptance:
+        """Would the mempool accept this transaction (testmempoolaccept)?"""
+
+    @abc.abstractmethod
+    async def broadcast(self, raw_tx: bytes) -> Txid:
+        """Submit a transaction to the network."""

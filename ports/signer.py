@@ -1,0 +1,21 @@
+"""PSBT signer port: anything that adds signatures to a PSBT (software keys, a node wallet)."""
+from __future__ import annotations
+
+import abc
+
+import attrs
+
+
+@attrs.frozen
+class SignResult:
+    psbt: str          # base64
+    complete: bool     # every input has what it needs to be finalized
+    signed_inputs: int
+
+
+class PsbtSigner(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def sign(self, psbt: str) -> SignResult:
+        """Sign what this signer can in a base64 PSBT; never finalizes."""

@@ -1,0 +1,188 @@
+"""Storage ports: one repository per aggregate, and the unit of work that commits them together.
+
+Repository methods are synchronous and run inside a unit of work; nothing a
+repository writes is visible to others until `UnitOfWork.commit()`.
+"""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from typing import Iterable, Sequence
+
+from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.bitcoin import OutPoint
+from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.withdrawals import Withdrawal
+
+
+class PaymentRequestRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, request: PaymentRequest) -> None:
+        """Store a new order; its id and address must both be new."""
+
+    @abc.abstractmethod
+    def get(self, order_id: str) -> PaymentRequest | None:
+        """The order with this id, if any."""
+
+    @abc.abstractmethod
+    def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
+        """Orders keyed by address, for those of `addresses` that belong to one (indexed lookup)."""
+
+    @abc.abstractmethod
+    def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
+        """Orders whose expiry has passed and whose payment is still PENDING."""
+
+
+class PaymentRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, order_id: str) -> Payment | None:
+        """The payment (received outputs and state) of an order."""
+
+    @abc.abstractmethod
+    def save(self, payment: Payment) -> None:
+        """Insert or update a payment and all of its outputs."""
+
+    @abc.abstractmethod
+    def unsettled(self) -> list[Payment]:
+        """Payments whose state is not terminal and that have at least one output."""
+
+    @abc.abstractmethod
+    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, str]:
+        """Order id of each known output among `outpoints`."""
+
+
+class WithdrawalRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, withdrawal_id: str) -> Withdrawal | None:
+        """A withdrawal by id."""
+
+    @abc.abstractmethod
+    def save(self, withdrawal: Withdrawal) -> None:
+        """Insert or update a withdrawal (its PSBT and state)."""
+
+    @abc.abstractmethod
+    def in_states(self, states: Sequence[str]) -> list[Withdrawal]:
+        """Withdrawals whose PSBT state name is one of `states`."""
+
+
+class AddressBook(abc.ABC):
+    @abc.abstractmethod
+    def allocate(self, chain: int) -> int:
+        """Hand out the next unused index of a chain; an index is never handed out twice."""
+
+    @abc.abstractmethod
+    def issued(self, chain: int) -> int:
+        """How many indexes of this chain have been handed out."""
+
+    @abc.abstractmethod
+    def record(self, entry: AddressEntry) -> None:
+        """Insert or update an address and its labels."""
+
+    @abc.abstractmethod
+    def get(self, address: str) -> AddressEntry | None:
+        """The entry for an address, if it is ours."""
+
+    @abc.abstractmethod
+    def mark_used(self, addresses: Iterable[str]) -> None:
+        """Note that these addresses have received funds."""
+
+    @abc.abstractmethod
+    def unused_count(self, chain: int) -> int:
+        """Handed-out addresses of this chain that have received nothing yet."""
+
+    @abc.abstractmethod
+    def entries(self) -> list[AddressEntry]:
+        """Every address, ordered by chain and index."""
+
+
+class CursorRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, name: str) -> MonitorCursor | None:
+        """The named cursor, if one was saved."""
+
+    @abc.abstractmethod
+    def set(self, name: str, cursor: MonitorCursor) -> None:
+        """Replace the named cursor."""
+
+
+class AuditLog(abc.ABC):
+    @abc.abstractmethod
+    def append(self, event: DomainEvent) -> bool:
+        """Record an event; False (and nothing written) when its id was recorded before."""
+
+    @abc.abstractmethod
+    def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
+        """Recorded events, oldest first, optionally for one subject."""
+
+
+class UnitOfWork(abc.ABC):
+    """A transaction over every repository: all of it commits, or none of it does.
+
+    Use as `with uow:` or `async with uow:`; leaving the block without `commit()` rolls back.
+    Events recorded through `record()` are appended to the audit log in the same
+    transaction (duplicates by id are skipped) and handed out by `committed_events()`.
+    """
+
+    requests: PaymentRequestRepository
+    payments: PaymentRepository
+    withdrawals: WithdrawalRepository
+    addresses: AddressBook
+    cursors: CursorRepository
+    audit: AuditLog
+
+    def __init__(self) -> None:
+        self._recorded: list[DomainEvent] = []
+        self._committed: list[DomainEvent] = []
+
+    def record(self, events: Iterable[DomainEvent]) -> None:
+        for event in events:
+            if self.audit.append(event):
+                self._recorded.append(event)
+
+    def committed_events(self) -> list[DomainEvent]:
+        """Events that the last commit made durable (to publish now)."""
+        events, self._committed = self._committed, []
+        return events
+
+    def commit(self) -> None:
+        self._commit()
+        self._committed.extend(self._recorded)
+        self._recorded = []
+
+    def rollback(self) -> None:
+        self._recorded = []
+        self._rollback()
+
+    @abc.abstractmethod
+    def _begin(self) -> None:
+        """Start a transaction and bind the repositories to it."""
+
+    @abc.abstractmethod
+    def _commit(self) -> None:
+        """Make everything written durable, atomically."""
+
+    @abc.abstractmethod
+    def _rollback(self) -> None:
+        """Discard everything written since `_begin`."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release the transaction's resources."""
+
+    def __enter__(self) -> UnitOfWork:
+        self._recorded = []
+        self._begin()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.rollback()
+        finally:
+            self._close()
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)

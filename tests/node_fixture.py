@@ -1,0 +1,79 @@
+"""One regtest bitcoind per test session (temporary datadir, free ports), a fresh wallet per test."""
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum, Bip84, Bip84Coins
+
+from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
+from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def regtest_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegtestNode]:
+    node = RegtestNode(tmp_path_factory.mktemp("bitcoind"))
+    node.start()
+    yield node
+    node.stop()
+
+
+class Node:
+    """Test-side control of the regtest node: a funded miner wallet, mining, fresh wallets."""
+
+    def __init__(self, node: RegtestNode, rpc: BitcoinRpc) -> None:
+        self.node = node
+        self.rpc = rpc
+        self.miner_address = ""
+
+    async def setup(self) -> None:
+        await self.rpc.call("createwallet", "miner")
+        self.miner_address = await self.rpc.call("getnewaddress", wallet="miner")
+        await self.mine(101)
+
+    async def mine(self, blocks: int = 1) -> list[str]:
+        return await self.rpc.call("generatetoaddress", blocks, self.miner_address)
+
+    async def call(self, method: str, *params: Any, wallet: str | None = None) -> Any:
+        return await self.rpc.call(method, *params, wallet=wallet)
+
+    async def send(self, address: str, sat: int, *, wallet: str = "miner", replaceable: bool = True) -> str:
+        from kaccy_bitcoin.domain.money import Satoshis
+
+        return await self.rpc.call("sendtoaddress", address, Satoshis(sat).to_btc(), "", "", False, replaceable,
+                                   wallet=wallet)
+
+    async def fresh_wallet(self, funded_sat: int = 0) -> str:
+        name = f"w{next(_names)}-{uuid.uuid4().hex[:6]}"
+        await self.rpc.call("createwallet", name)
+        if funded_sat:
+            address = await self.rpc.call("getnewaddress", wallet=name)
+            await self.send(address, funded_sat)
+            await self.mine(1)
+        return name
+
+    def fresh_vpub(self) -> tuple[str, str]:
+        """A new random BIP84 regtest account: (mnemonic, vpub)."""
+        words = str(Bip39MnemonicGenerator().FromWordsNumber(Bip39WordsNum.WORDS_NUM_12))
+        seed = Bip39SeedGenerator(words).Generate()
+        account = Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0)
+        return words, account.PublicKey().ToExtended()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for running the CLI against this node."""
+        return {"KACCY_NETWORK": "regtest", "KACCY_BITCOIN_RPC_URL": self.node.url,
+                "KACCY_BITCOIN_RPC_USER": self.node.user, "KACCY_BITCOIN_RPC_PASSWORD": self.node.password,
+                **extra}
+
+
+@pytest.fixture(scope="session")
+async def node(regtest_node: RegtestNode) -> AsyncIterator[Node]:
+    rpc = BitcoinRpc(regtest_node.url, user=regtest_node.user, password=regtest_node.password)
+    helper = Node(regtest_node, rpc)
+    await helper.setup()
+    yield helper
+    await rpc.close()

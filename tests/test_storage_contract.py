@@ -1,0 +1,185 @@
+"""One contract for every storage adapter: memory, SQLite, and PostgreSQL when configured."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.errors import OrderConflict
+from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, PaymentRequest
+from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds, PaymentState
+from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
+
+T0 = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
+
+
+def request(order_id: str = "o-1", address: str = "bcrt1qaddr1", amount: int = 10_000, **kw) -> PaymentRequest:
+    return PaymentRequest(order_id, address, Satoshis(amount), T0, **kw)
+
+
+def op(n: int, vout: int = 0) -> OutPoint:
+    return OutPoint(Txid(f"{n:064x}"), vout)
+
+
+def test_order_round_trip_and_lookup_by_address(uow_factory) -> None:
+    r = request(expires_at=T0 + dt.timedelta(hours=1), label="coffee", derivation_index=7,
+                tolerance=Satoshis(5))
+    with uow_factory() as uow:
+        uow.requests.add(r)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.requests.get("o-1") == r
+        assert uow.requests.by_addresses(["bcrt1qaddr1", "nope"]) == {"bcrt1qaddr1": r}
+        assert uow.requests.get("missing") is None
+
+
+def test_duplicate_order_or_address_is_refused(uow_factory) -> None:
+    with uow_factory() as uow:
+        uow.requests.add(request())
+        uow.commit()
+    with uow_factory() as uow:
+        with pytest.raises(OrderConflict):
+            uow.requests.add(request())
+    with uow_factory() as uow:
+        with pytest.raises(OrderConflict):
+            uow.requests.add(request("o-2"))
+
+
+def test_uncommitted_work_is_rolled_back(uow_factory) -> None:
+    with uow_factory() as uow:
+        uow.requests.add(request())
+        uow.addresses.allocate(0)
+        uow.cursors.set("payments", MonitorCursor("ab" * 32))
+    with uow_factory() as uow:
+        assert uow.requests.get("o-1") is None
+        assert uow.addresses.issued(0) == 0
+        assert uow.cursors.get("payments") is None
+
+
+def test_a_failure_mid_work_leaves_no_half_state(uow_factory) -> None:
+    with pytest.raises(RuntimeError):
+        with uow_factory() as uow:
+            uow.requests.add(request())
+            uow.cursors.set("payments", MonitorCursor("cd" * 32))
+            raise RuntimeError("crash between two writes")
+    with uow_factory() as uow:
+        assert uow.requests.get("o-1") is None and uow.cursors.get("payments") is None
+
+
+def test_payment_round_trip_with_outputs_history_and_flags(uow_factory) -> None:
+    r = request(amount=30_000)
+    p = Payment("o-1")
+    p.observe(r, OutputObservation(op(1), Satoshis(10_000), 2, "aa" * 32), T0)
+    p.observe(r, OutputObservation(op(2, 1), Satoshis(25_000), 0), T0)
+    p.settle(r, ConfirmationThresholds(), T0)
+    p.withdraw(op(2, 1), OutputStatus.REPLACED, T0, replaced_by=Txid("ee" * 32))
+    p.settle(r, ConfirmationThresholds(), T0)
+    with uow_factory() as uow:
+        uow.requests.add(r)
+        uow.payments.save(p)
+        uow.commit()
+    with uow_factory() as uow:
+        loaded = uow.payments.get("o-1")
+    assert loaded.outputs == p.outputs
+    assert loaded.state == p.state and loaded.history == p.history
+    assert loaded.event_seq == p.event_seq and loaded.reported_match == p.reported_match
+    assert loaded.received == Satoshis(10_000)
+
+
+def test_payment_queries(uow_factory) -> None:
+    r1, r2 = request("a", "addr-a"), request("b", "addr-b", expires_at=T0 + dt.timedelta(minutes=5))
+    p1 = Payment("a")
+    p1.observe(r1, OutputObservation(op(5), Satoshis(10_000), 1), T0)
+    p1.settle(r1, ConfirmationThresholds(), T0)
+    with uow_factory() as uow:
+        uow.requests.add(r1)
+        uow.requests.add(r2)
+        uow.payments.save(p1)
+        uow.payments.save(Payment("b"))
+        uow.commit()
+    with uow_factory() as uow:
+        assert [p.order_id for p in uow.payments.unsettled()] == ["a"]
+        assert uow.payments.by_outpoints([op(5), op(6)]) == {op(5): "a"}
+        assert uow.requests.expiring(T0) == []
+        assert [r.order_id for r in uow.requests.expiring(T0 + dt.timedelta(minutes=5))] == ["b"]
+
+
+def test_address_indexes_are_never_reused(uow_factory) -> None:
+    with uow_factory() as uow:
+        assert [uow.addresses.allocate(0) for _ in range(3)] == [0, 1, 2]
+        assert uow.addresses.allocate(1) == 0
+        uow.commit()
+    with uow_factory() as uow:
+        uow.addresses.allocate(0)  # rolled back: handed out to nobody
+    with uow_factory() as uow:
+        assert uow.addresses.allocate(0) == 3
+        assert uow.addresses.issued(0) == 4 and uow.addresses.issued(1) == 1
+        uow.commit()
+
+
+def test_address_book_labels_usage_and_export(uow_factory) -> None:
+    with uow_factory() as uow:
+        uow.addresses.record(AddressEntry("addr-2", 0, 2, "", "o-2"))
+        uow.addresses.record(AddressEntry("addr-1", 0, 1, "tea", "o-1"))
+        uow.addresses.record(AddressEntry("chg-0", 1, 0, "", None, "change"))
+        uow.commit()
+    with uow_factory() as uow:
+        uow.addresses.mark_used(["addr-1", "unknown"])
+        uow.commit()
+    with uow_factory() as uow:
+        entries = uow.addresses.entries()
+        assert [e.address for e in entries] == ["addr-1", "addr-2", "chg-0"]
+        assert uow.addresses.get("addr-1").used and not uow.addresses.get("addr-2").used
+        assert uow.addresses.unused_count(0) == 1
+        assert entries[0].bip329() == '{"type":"addr","ref":"addr-1","label":"tea"}'
+        assert entries[1].bip329() == '{"type":"addr","ref":"addr-2","label":"order o-2"}'
+
+
+def test_cursor_replace(uow_factory) -> None:
+    with uow_factory() as uow:
+        uow.cursors.set("payments", MonitorCursor("aa" * 32, 10))
+        uow.commit()
+    with uow_factory() as uow:
+        uow.cursors.set("payments", MonitorCursor("bb" * 32, 11))
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.cursors.get("payments") == MonitorCursor("bb" * 32, 11)
+
+
+def test_audit_log_deduplicates_and_commits_with_the_work(uow_factory) -> None:
+    e1 = DomainEvent("payment_detected:o-1:1", "payment_detected", "o-1", T0, {"amount_sat": 5})
+    e2 = DomainEvent("order_underpaid:o-1:2", "order_underpaid", "o-1", T0, {})
+    with uow_factory() as uow:
+        uow.record([e1, e2, e1])
+        uow.commit()
+    assert [e.id for e in uow.committed_events()] == [e1.id, e2.id]
+    with uow_factory() as uow:
+        uow.record([e1])
+        uow.commit()
+    assert uow.committed_events() == []
+    with uow_factory() as uow:
+        uow.record([DomainEvent("payment_late:x:1", "payment_late", "x", T0, {})])
+    with uow_factory() as uow:
+        assert [e.id for e in uow.audit.events()] == [e1.id, e2.id]
+        assert uow.audit.events("o-1")[0] == e1
+
+
+def test_withdrawal_round_trip(uow_factory) -> None:
+    w = Withdrawal("w-1", T0, [WithdrawalInput(op(9), Satoshis(100_000))],
+                   [WithdrawalOutput("bcrt1qdest", Satoshis(60_000)),
+                    WithdrawalOutput("bcrt1qchange", Satoshis(39_000), change=True)],
+                   Satoshis(1_000), "cHNidP8B")
+    w.record_signatures("cHNidP8C", complete=True, at=T0, signer="software")
+    with uow_factory() as uow:
+        uow.withdrawals.save(w)
+        uow.commit()
+    with uow_factory() as uow:
+        loaded = uow.withdrawals.get("w-1")
+        assert loaded.inputs == w.inputs and loaded.outputs == w.outputs and loaded.fee == w.fee
+        assert loaded.state == w.state and loaded.machine.history == w.machine.history
+        assert [x.withdrawal_id for x in uow.withdrawals.in_states(["signed"])] == ["w-1"]
+        assert uow.withdrawals.in_states(["created"]) == []
