@@ -144,11 +144,10 @@ class BitcoinCoreBackend(ChainBackend):
     async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> None:
         await self._ensure_wallet()
         infos = await self._batch([("getdescriptorinfo", [d]) for d, _ in descriptors])
-        requests = []
-        for (descriptor, end), info in zip(descriptors, infos):
-            internal = "/1/*" in descriptor
-            requests.append({"desc": info["descriptor"], "range": [0, end], "timestamp": "now",
-                             "active": True, "internal": internal})
+        # Inactive descriptors: the node watches exactly the range we give (active ones
+        # would be topped up to the node's keypool size behind our back).
+        requests = [{"desc": info["descriptor"], "range": [0, end], "timestamp": "now", "active": False}
+                    for (_, end), info in zip(descriptors, infos)]
         results = await self.rpc.call("importdescriptors", requests, wallet=self.wallet)
         failed = [r for r in results if not r.get("success")]
         if failed:

@@ -62,8 +62,8 @@ class RegtestNode:
             "regtest=1\nserver=1\ntxindex=1\nfallbackfee=0.0002\n"
             "[regtest]\n"
             f"rpcport={self.rpc_port}\nport={self.p2p_port}\nrpcbind=127.0.0.1\nrpcallowip=127.0.0.1\n"
-            f"rpcuser={self.user}\nrpcpassword={self.password}\n"
-            "listen=0\ndnsseed=0\nupnp=0\nnatpmp=0\ndiscover=0\nrpcworkqueue=64\nrpcthreads=8\n"
+            + (f"rpcuser={self.user}\nrpcpassword={self.password}\n" if self.user else "")
+            + "listen=0\ndnsseed=0\nupnp=0\nnatpmp=0\ndiscover=0\nrpcworkqueue=64\nrpcthreads=8\n"
             "peerblockfilters=0\nprinttoconsole=0\n")
         log = open(self.datadir / "stdout.log", "ab")
         self.process = subprocess.Popen(

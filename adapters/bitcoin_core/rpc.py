@@ -73,7 +73,9 @@ class BitcoinRpc:
                     with open(self._cookie_file, encoding="utf-8") as f:
                         credentials = f.read().strip()
                 except OSError as exc:
-                    raise RpcAuthError(f"cannot read RPC cookie file {self._cookie_file}: {exc}") from None
+                    # The node deletes its cookie when it stops and writes a new one when it
+                    # starts: a missing cookie means "not up (yet)", worth waiting for.
+                    raise _Retry(f"cannot read RPC cookie file {self._cookie_file}: {exc.strerror}") from None
             else:
                 credentials = f"{self._user}:{self._password or ''}"
             self._auth_header = "Basic " + base64.b64encode(credentials.encode()).decode()
@@ -122,11 +124,13 @@ class BitcoinRpc:
         for attempt in range(self._retries + 1):
             try:
                 async with self._limit:
+                    if self._cookie_file and attempt:
+                        self._auth(refresh=True)
                     return await self._attempt(url, body, what)
             except RpcAuthError:
                 if self._cookie_file and not refreshed:
-                    refreshed = True  # the node restarted and wrote a new cookie
-                    self._auth(refresh=True)
+                    refreshed = True  # the node restarted and wrote a new cookie: read it again
+                    self._auth_header = None
                     continue
                 raise
             except _Retry as why:
@@ -136,8 +140,6 @@ class BitcoinRpc:
                 log.debug("retrying %s after %s", what, why)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self._max_backoff)
-                if self._cookie_file:
-                    self._auth(refresh=True)
         raise RpcConnectionError(f"{what}: no attempt made")
 
     async def _attempt(self, url: str, body: str, what: str) -> Any:
