@@ -138,36 +138,40 @@ class PollPayments:
         settings = self._settings
         known = uow.payments.by_outpoints(verdicts)
         by_address = uow.requests.by_addresses({v.address for v in verdicts.values() if v.address})
-        touched: dict[str, Payment] = {}
-
-        def payment_of(order_id: str) -> Payment:
-            if order_id not in touched:
-                touched[order_id] = uow.payments.get(order_id) or Payment(order_id)
-            return touched[order_id]
+        owner: dict[OutPoint, str] = {}
+        for op, v in verdicts.items():
+            request = by_address.get(v.address)
+            order_id = known.get(op) or (request.order_id if request else None)
+            if order_id is not None:
+                owner[op] = order_id
+            elif v.seen is not None and uow.addresses.get(v.address) is None:
+                uow.record([unknown_address_event(v.address, v.seen, now)])
+        expiring = uow.requests.expiring(now)
+        order_ids = set(owner.values()) | {r.order_id for r in expiring}
+        requests = {r.order_id: r for r in by_address.values()}
+        requests.update(uow.requests.get_many(order_ids - requests.keys()))
+        payments = uow.payments.get_many(order_ids)
+        before = {i: p.fingerprint() for i, p in payments.items()}
+        for order_id in order_ids - payments.keys():
+            payments[order_id] = Payment(order_id)
 
         used: set[str] = set()
         for op, v in sorted(verdicts.items(), key=lambda kv: (kv[1].gone is None, str(kv[0]))):
-            request = by_address.get(v.address)
-            order_id = known.get(op) or (request.order_id if request else None)
+            order_id = owner.get(op)
             if order_id is None:
-                if v.seen is not None and uow.addresses.get(v.address) is None:
-                    uow.record([unknown_address_event(v.address, v.seen, now)])
                 continue
-            payment = payment_of(order_id)
-            if request is None or request.order_id != order_id:
-                request = uow.requests.get(order_id)
             if v.seen is not None:
-                payment.observe(request, v.seen, now)
+                payments[order_id].observe(requests[order_id], v.seen, now)
                 used.add(v.address)
             elif v.gone is not None:
-                payment.withdraw(op, v.gone, now, v.replaced_by)
-        for request in uow.requests.expiring(now):
-            payment_of(request.order_id).expire(request, now)
-        for order_id, payment in touched.items():
-            request = uow.requests.get(order_id)
-            payment.settle(request, settings.thresholds, now)
-            uow.payments.save(payment)
-            uow.record(payment.take_events())
+                payments[order_id].withdraw(op, v.gone, now, v.replaced_by)
+        for request in expiring:
+            payments[request.order_id].expire(request, now)
+        for order_id, payment in payments.items():
+            payment.settle(requests[order_id], settings.thresholds, now)
+            if before.get(order_id) != payment.fingerprint():
+                uow.payments.save(payment)
+                uow.record(payment.take_events())
         if used:
             uow.addresses.mark_used(used)
 

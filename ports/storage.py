@@ -26,6 +26,10 @@ class PaymentRequestRepository(abc.ABC):
         """The order with this id, if any."""
 
     @abc.abstractmethod
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, PaymentRequest]:
+        """Orders by id for those of `order_ids` that exist (one query, not one per id)."""
+
+    @abc.abstractmethod
     def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
         """Orders keyed by address, for those of `addresses` that belong to one (indexed lookup)."""
 
@@ -38,6 +42,10 @@ class PaymentRepository(abc.ABC):
     @abc.abstractmethod
     def get(self, order_id: str) -> Payment | None:
         """The payment (received outputs and state) of an order."""
+
+    @abc.abstractmethod
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
+        """Payments by order id for those of `order_ids` that exist (one query, not one per id)."""
 
     @abc.abstractmethod
     def save(self, payment: Payment) -> None:
@@ -108,8 +116,8 @@ class CursorRepository(abc.ABC):
 
 class AuditLog(abc.ABC):
     @abc.abstractmethod
-    def append(self, event: DomainEvent) -> bool:
-        """Record an event; False (and nothing written) when its id was recorded before."""
+    def append(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
+        """Record events whose ids were never recorded; returns those it recorded."""
 
     @abc.abstractmethod
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
@@ -136,9 +144,9 @@ class UnitOfWork(abc.ABC):
         self._committed: list[DomainEvent] = []
 
     def record(self, events: Iterable[DomainEvent]) -> None:
-        for event in events:
-            if self.audit.append(event):
-                self._recorded.append(event)
+        unique = list({e.id: e for e in events}.values())
+        if unique:
+            self._recorded.extend(self.audit.append(unique))
 
     def committed_events(self) -> list[DomainEvent]:
         """Events that the last commit made durable (to publish now)."""

@@ -2,12 +2,20 @@
 
 SLIP-132 prefixes decide the script type where they say one (ypub/upub: P2SH-P2WPKH,
 zpub/vpub: P2WPKH); xpub/tpub take the configured type. The account key is parsed
-once and its two chain nodes (0: receive, 1: change) are cached, so each address
-costs one public child derivation plus the encoding.
+once by bip-utils and its two chain nodes (0: receive, 1: change) are cached, so each
+address costs only the last, non-hardened public step (HMAC-SHA512 of the chain code
+and the parent key, a libsecp256k1 tweak-add through coincurve) plus the encoding by
+bip-utils' hash160 and bech32/base58 encoders. tests/test_hd_addresses.py checks the
+result against bip-utils' own derivation and Bitcoin Core's `deriveaddresses`.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+from concurrent.futures import ProcessPoolExecutor
+
 import attrs
+from coincurve import PublicKey
 from bip_utils import (
     Base58Decoder,
     Base58Encoder,
@@ -17,7 +25,22 @@ from bip_utils import (
     P2SHAddrEncoder,
     P2TRAddrEncoder,
     P2WPKHAddrEncoder,
+    SegwitBech32Encoder,
 )
+from bip_utils.utils.crypto.hash160 import Hash160
+
+
+def _hash160_function():  # noqa: ANN202
+    """hashlib's RIPEMD160(SHA256()) where OpenSSL provides it (4x faster), else bip-utils'."""
+    try:
+        hashlib.new("ripemd160", b"")
+    except ValueError:
+        return Hash160.QuickDigest
+    sha256, new = hashlib.sha256, hashlib.new
+    return lambda data: new("ripemd160", sha256(data).digest()).digest()
+
+
+_hash160 = _hash160_function()
 
 from kaccy_bitcoin.domain.bitcoin import HARDENED, AddressType, DerivationPath, Network
 from kaccy_bitcoin.domain.errors import InvalidExtendedKey
@@ -100,17 +123,20 @@ class Bip32AddressDeriver(AddressDeriver):
                 f"expected an account-level key (depth 3, e.g. m/84'/1'/0'), got depth {account.Depth().ToInt()}")
         self.network = network
         self.address_type = kind
+        self.account_xpub_original = key
         self.account_xpub = standard
         self._account_index = account.Index().ToInt()
         self._fingerprint = origin_fingerprint.lower() if origin_fingerprint else None
         self._chains = {0: account.ChildKey(0), 1: account.ChildKey(1)}
+        self._nodes = {c: (n.ChainCode().ToBytes(), n.PublicKey().RawCompressed().ToBytes())
+                       for c, n in self._chains.items()}
         self._encode = self._encoder()
 
     def _encoder(self):  # noqa: ANN202
         net = self.network
         hrp = _HRP[net]
         if self.address_type is AddressType.P2WPKH:
-            return lambda pub: P2WPKHAddrEncoder.EncodeKey(pub, hrp=hrp)
+            return lambda pub: SegwitBech32Encoder.Encode(hrp, 0, _hash160(pub))
         if self.address_type is AddressType.P2TR:
             return lambda pub: P2TRAddrEncoder.EncodeKey(pub, hrp=hrp)
         ver = b"\x00" if net is Network.MAINNET else b"\x6f"
@@ -126,17 +152,46 @@ class Bip32AddressDeriver(AddressDeriver):
             raise InvalidExtendedKey(f"chain must be 0 (receive) or 1 (change), got {chain}") from None
 
     def address(self, chain: int, index: int) -> str:
-        if not 0 <= index < HARDENED:
-            raise InvalidExtendedKey(f"address index out of range: {index}")
-        return self._encode(self._chain(chain).ChildKey(index).PublicKey().KeyObject())
+        return self._encode(self.public_key(chain, index))
 
     def addresses(self, chain: int, start: int, count: int) -> list[str]:
-        node = self._chain(chain)
-        encode = self._encode
-        return [encode(node.ChildKey(i).PublicKey().KeyObject()) for i in range(start, start + count)]
+        if count < 0 or start < 0 or start + count > HARDENED:
+            raise InvalidExtendedKey(f"address range out of bounds: start {start}, count {count}")
+        self._chain(chain)
+        chain_code, parent = self._nodes[chain]
+        add = PublicKey(parent).add
+        mac, sha512 = hmac.new, hashlib.sha512
+        indexes = range(start, start + count)
+        if self.address_type is AddressType.P2WPKH and _hash160 is not Hash160.QuickDigest:
+            # The hot path, with every lookup hoisted out of the loop.
+            encode, hrp = SegwitBech32Encoder.Encode, _HRP[self.network]
+            ripemd, sha256 = hashlib.new, hashlib.sha256
+            return [encode(hrp, 0, ripemd("ripemd160", sha256(
+                        add(mac(chain_code, parent + i.to_bytes(4, "big"), sha512).digest()[:32]).format()
+                    ).digest()).digest()) for i in indexes]
+        encode_key = self._encode
+        return [encode_key(add(mac(chain_code, parent + i.to_bytes(4, "big"), sha512).digest()[:32]).format())
+                for i in indexes]
 
     def public_key(self, chain: int, index: int) -> bytes:
-        return self._chain(chain).ChildKey(index).PublicKey().RawCompressed().ToBytes()
+        """The compressed public key at chain/index (BIP32 CKDpub from the cached chain node)."""
+        if not 0 <= index < HARDENED:
+            raise InvalidExtendedKey(f"address index out of range: {index}")
+        self._chain(chain)
+        chain_code, parent = self._nodes[chain]
+        tweak = hmac.new(chain_code, parent + index.to_bytes(4, "big"), hashlib.sha512).digest()[:32]
+        return PublicKey(parent).add(tweak).format()
+
+    def addresses_parallel(self, chain: int, start: int, count: int, workers: int = 2) -> list[str]:
+        """Bulk pre-derivation across worker processes (for filling an address cache)."""
+        if workers <= 1 or count < 2000:
+            return self.addresses(chain, start, count)
+        step = -(-count // workers)
+        spans = [(s, min(step, start + count - s)) for s in range(start, start + count, step)]
+        args = (self.account_xpub_original, self.network, self.address_type, self._fingerprint)
+        with ProcessPoolExecutor(workers) as pool:
+            parts = pool.map(_derive_span, [(args, chain, s, n) for s, n in spans])
+            return [a for part in parts for a in part]
 
     def descriptor(self, chain: int) -> str:
         self._chain(chain)
@@ -164,3 +219,8 @@ class Bip32AddressDeriver(AddressDeriver):
     @property
     def fingerprint(self) -> str | None:
         return self._fingerprint
+
+
+def _derive_span(job: tuple) -> list[str]:
+    (key, network, kind, fingerprint), chain, start, count = job
+    return Bip32AddressDeriver(key, network, kind, fingerprint).addresses(chain, start, count)

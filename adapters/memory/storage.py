@@ -24,7 +24,8 @@ from kaccy_bitcoin.domain.errors import OrderConflict
 class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
-    TABLES = ("requests", "payments", "withdrawals", "addresses", "counters", "cursors", "audit")
+    TABLES = ("requests", "order_by_address", "payments", "withdrawals", "addresses", "counters", "cursors",
+              "audit")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -58,23 +59,32 @@ class _Table:
 
 
 class MemoryPaymentRequests(storage.PaymentRequestRepository):
-    def __init__(self, table: _Table, payments: _Table) -> None:
+    def __init__(self, table: _Table, by_address: _Table, payments: _Table) -> None:
         self._t = table
+        self._by_address = by_address   # address -> order id: O(1) per output, never a scan
         self._payments = payments
 
     def add(self, request: PaymentRequest) -> None:
         if request.order_id in self._t:
             raise OrderConflict(f"order {request.order_id} already exists")
-        if any(r.address == request.address for r in self._t.values()):
+        if request.address in self._by_address:
             raise OrderConflict(f"address {request.address} already belongs to an order")
         self._t.put(request.order_id, request)
+        self._by_address.put(request.address, request.order_id)
 
     def get(self, order_id: str) -> PaymentRequest | None:
         return self._t.get(order_id)
 
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, PaymentRequest]:
+        return {i: r for i in set(order_ids) if (r := self._t.get(i)) is not None}
+
     def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
-        wanted = set(addresses)
-        return {r.address: r for r in self._t.values() if r.address in wanted}
+        found = {}
+        for address in set(addresses):
+            order_id = self._by_address.get(address)
+            if order_id is not None:
+                found[address] = self._t.get(order_id)
+        return found
 
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         out = []
@@ -96,6 +106,9 @@ class MemoryPayments(storage.PaymentRepository):
         if payment is not None:
             payment.events = []
         return payment
+
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
+        return {i: p for i in set(order_ids) if (p := self.get(i)) is not None}
 
     def save(self, payment: Payment) -> None:
         stored = copy.copy(payment)
@@ -176,12 +189,12 @@ class MemoryAuditLog(storage.AuditLog):
         self._order = order
         self.pending_order: list[str] = []
 
-    def append(self, event: DomainEvent) -> bool:
-        if event.id in self._t:
-            return False
-        self._t.put(event.id, event)
-        self.pending_order.append(event.id)
-        return True
+    def append(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
+        new = [e for e in events if e.id not in self._t]
+        for event in new:
+            self._t.put(event.id, event)
+            self.pending_order.append(event.id)
+        return new
 
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
         ids = self._order + self.pending_order
@@ -197,7 +210,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
 
     def _begin(self) -> None:
         t = self._tables = {name: _Table(self._store.tables[name]) for name in MemoryStore.TABLES}
-        self.requests = MemoryPaymentRequests(t["requests"], t["payments"])
+        self.requests = MemoryPaymentRequests(t["requests"], t["order_by_address"], t["payments"])
         self.payments = MemoryPayments(t["payments"])
         self.withdrawals = MemoryWithdrawals(t["withdrawals"])
         self.addresses = MemoryAddressBook(t["addresses"], t["counters"])

@@ -80,6 +80,14 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         row = self._s.get(OrderRow, order_id)
         return mapping.order_from_row(row) if row else None
 
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, PaymentRequest]:
+        wanted = list(set(order_ids))
+        found: dict[str, PaymentRequest] = {}
+        for start in range(0, len(wanted), 500):
+            for (row,) in self._s.execute(select(OrderRow).where(OrderRow.order_id.in_(wanted[start:start + 500]))):
+                found[row.order_id] = mapping.order_from_row(row)
+        return found
+
     def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
         wanted = list(set(addresses))
         found: dict[str, PaymentRequest] = {}
@@ -108,7 +116,25 @@ class SqlPayments(storage.PaymentRepository):
         outputs = [r for (r,) in self._s.execute(select(OutputRow).where(OutputRow.order_id == order_id))]
         return mapping.payment_from_rows(row, outputs)
 
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
+        # Loading the rows also puts them in the session's identity map, so the
+        # session.get() calls of a later save() cost no query.
+        wanted = list(set(order_ids))
+        rows: dict[str, PaymentRow] = {}
+        outputs: dict[str, list[OutputRow]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for (row,) in self._s.execute(select(PaymentRow).where(PaymentRow.order_id.in_(chunk))):
+                rows[row.order_id] = row
+            for (o,) in self._s.execute(select(OutputRow).where(OutputRow.order_id.in_(chunk))):
+                outputs.setdefault(o.order_id, []).append(o)
+        return {i: mapping.payment_from_rows(r, outputs.get(i, [])) for i, r in rows.items()}
+
     def save(self, payment: Payment) -> None:
+        with self._s.no_autoflush:
+            self._save(payment)
+
+    def _save(self, payment: Payment) -> None:
         fields = mapping.payment_fields(payment)
         row = self._s.get(PaymentRow, payment.order_id)
         if row is None:
@@ -124,7 +150,6 @@ class SqlPayments(storage.PaymentRepository):
             else:
                 for k, v in ofields.items():
                     setattr(orow, k, v)
-        self._s.flush()
 
     def unsettled(self) -> list[Payment]:
         q = (select(PaymentRow).where(PaymentRow.state.not_in(_TERMINAL_PAYMENT_STATES))
@@ -257,12 +282,16 @@ class SqlAuditLog(storage.AuditLog):
     def __init__(self, session: Session) -> None:
         self._s = session
 
-    def append(self, event: DomainEvent) -> bool:
-        exists = self._s.execute(select(AuditRow.seq).where(AuditRow.event_id == event.id)).first()
-        if exists:
-            return False
-        self._s.add(mapping.event_to_row(event))
-        return True
+    def append(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
+        ids = [e.id for e in events]
+        seen: set[str] = set()
+        with self._s.no_autoflush:
+            for start in range(0, len(ids), 500):
+                q = select(AuditRow.event_id).where(AuditRow.event_id.in_(ids[start:start + 500]))
+                seen.update(i for (i,) in self._s.execute(q))
+        new = [e for e in events if e.id not in seen]
+        self._s.add_all([mapping.event_to_row(e) for e in new])
+        return new
 
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
         q = select(AuditRow)
