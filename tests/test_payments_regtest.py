@@ -1,6 +1,7 @@
 """Incoming payments end to end on the real regtest node, through the CLI contract."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -232,3 +233,15 @@ async def test_bad_input_gets_typed_errors(node, tmp_path) -> None:
     down = Shop(node, tmp_path, KACCY_BITCOIN_RPC_URL="http://127.0.0.1:9")
     rc, out = down.cli("monitor", "--once", check=False)
     assert rc == 1 and out["error"]["code"] == "node_unreachable"
+
+
+async def test_bip329_export_lists_every_address_with_its_label(node, tmp_path) -> None:
+    shop = Shop(node, tmp_path)
+    a = shop.order("exp-1", 1_000, "--label", "green tea")["address"]
+    b = shop.order("exp-2", 2_000)["address"]
+    out = tmp_path / "labels.jsonl"
+    result = shop.cli("addresses", "export", "--output", str(out))[1]
+    assert result == {"path": str(out), "count": 2}
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [{"type": "addr", "ref": a, "label": "green tea"},
+                     {"type": "addr", "ref": b, "label": "order exp-2"}]
