@@ -24,7 +24,7 @@ from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
-from kaccy_bitcoin.ports.storage import UnitOfWork
+from kaccy_bitcoin.ports.storage import StoredOutput, UnitOfWork
 
 log = logging.getLogger(__name__)
 CURSOR = "payments"
@@ -79,11 +79,10 @@ class PollPayments:
                 trusted.add(e.outpoint.txid)
             else:
                 recheck.add(e.outpoint.txid)
-        for payment in uow.payments.unsettled():
-            for out in payment.counted():
-                if out.outpoint.txid not in trusted:
-                    recheck.add(out.outpoint.txid)
-                    verdicts.setdefault(out.outpoint, _Verdict(""))
+        for outpoint in uow.payments.unsettled_outpoints():
+            if outpoint.txid not in trusted:
+                recheck.add(outpoint.txid)
+                verdicts.setdefault(outpoint, _Verdict(""))
         recheck -= trusted
         if not recheck:
             return verdicts
@@ -135,17 +134,21 @@ class PollPayments:
                 v.gone = OutputStatus.REORGED_OUT
 
     def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict], now) -> None:  # noqa: ANN001
-        settings = self._settings
-        known = uow.payments.by_outpoints(verdicts)
-        by_address = uow.requests.by_addresses({v.address for v in verdicts.values() if v.address})
+        stored = uow.payments.by_outpoints(verdicts)
+        # An output the chain reports exactly as stored changes nothing: skip it before
+        # loading its payment, so a quiet poll costs one indexed query.
+        verdicts = {op: v for op, v in verdicts.items() if op not in stored or _changes(v, stored[op])}
+        unknown_owner = {v.address for op, v in verdicts.items() if op not in stored and v.address}
+        by_address = uow.requests.by_addresses(unknown_owner)
         owner: dict[OutPoint, str] = {}
+        events: list[DomainEvent] = []
         for op, v in verdicts.items():
             request = by_address.get(v.address)
-            order_id = known.get(op) or (request.order_id if request else None)
+            order_id = stored[op].order_id if op in stored else (request.order_id if request else None)
             if order_id is not None:
                 owner[op] = order_id
             elif v.seen is not None and uow.addresses.get(v.address) is None:
-                uow.record([unknown_address_event(v.address, v.seen, now)])
+                events.append(unknown_address_event(v.address, v.seen, now))
         expiring = uow.requests.expiring(now)
         order_ids = set(owner.values()) | {r.order_id for r in expiring}
         requests = {r.order_id: r for r in by_address.values()}
@@ -162,18 +165,28 @@ class PollPayments:
                 continue
             if v.seen is not None:
                 payments[order_id].observe(requests[order_id], v.seen, now)
-                used.add(v.address)
+                used.add(requests[order_id].address)
             elif v.gone is not None:
                 payments[order_id].withdraw(op, v.gone, now, v.replaced_by)
         for request in expiring:
             payments[request.order_id].expire(request, now)
+        changed = []
         for order_id, payment in payments.items():
-            payment.settle(requests[order_id], settings.thresholds, now)
+            payment.settle(requests[order_id], self._settings.thresholds, now)
             if before.get(order_id) != payment.fingerprint():
-                uow.payments.save(payment)
-                uow.record(payment.take_events())
+                changed.append(payment)
+                events.extend(payment.take_events())
+        uow.payments.save(changed)
+        uow.record(events)
         if used:
             uow.addresses.mark_used(used)
+
+
+def _changes(verdict: _Verdict, stored: StoredOutput) -> bool:
+    if verdict.seen is not None:
+        return (stored.status is not OutputStatus.ACTIVE or stored.confirmations != verdict.seen.confirmations
+                or stored.block_hash != verdict.seen.block_hash)
+    return verdict.gone is not None and stored.status is OutputStatus.ACTIVE
 
 
 class RunMonitor:

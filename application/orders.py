@@ -96,7 +96,7 @@ class CreateOrder:
                 label=label, derivation_index=index)
             uow.addresses.record(AddressEntry(address, RECEIVE, index, label, order_id, "receive"))
             uow.requests.add(request)
-            uow.payments.save(Payment(order_id))
+            uow.payments.save([Payment(order_id)])
             await self._watch.cover(uow, RECEIVE, uow.addresses.issued(RECEIVE))
             uow.commit()
         return self._created(request)

@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, NoReturn
 from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
 from kaccy_bitcoin.bootstrap import config as config_module
 from kaccy_bitcoin.bootstrap.container import Container, build
+from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
 from kaccy_bitcoin.domain.errors import DomainError
 from kaccy_bitcoin.domain.money import Satoshis
 
@@ -89,13 +90,14 @@ async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 
 async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
-    poll = await _service(c, "poll_payments")
+    poll = GcPausedDuring(await _service(c, "poll_payments"))
     if args.once:
         events = await poll()
         return {"events": [e.to_dict() for e in events]}
     from kaccy_bitcoin.application.monitor import RunMonitor
 
     interval = args.interval if args.interval is not None else c.config.poll_interval()
+    freeze_startup_objects()
     runner = RunMonitor(poll, interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

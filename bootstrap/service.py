@@ -20,6 +20,7 @@ from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 from kaccy_bitcoin.application.monitor import RunMonitor
 from kaccy_bitcoin.bootstrap.container import Container
+from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
 from kaccy_bitcoin.domain.money import Satoshis
 
 
@@ -69,10 +70,11 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
             config.xpub.from_value(_demo_vpub(data_dir))
             say("using the demo account in the data dir (regtest only)")
     try:
-        poll = await _awaited(container.services.poll_payments())
+        poll = GcPausedDuring(await _awaited(container.services.poll_payments()))
         if demo and config.network() == "regtest":
             await _demo(container, poll)
         interval = config.poll_interval()
+        freeze_startup_objects()
         say(f"monitoring every {interval:g}s; Ctrl-C to stop")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

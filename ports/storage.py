@@ -7,13 +7,25 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+
+import attrs
 from typing import Iterable, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint
 from kaccy_bitcoin.domain.events import DomainEvent
-from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
+
+
+@attrs.frozen
+class StoredOutput:
+    """The stored view of one received output, enough to tell whether the chain changed it."""
+
+    order_id: str
+    confirmations: int
+    status: OutputStatus
+    block_hash: str | None
 
 
 class PaymentRequestRepository(abc.ABC):
@@ -48,16 +60,16 @@ class PaymentRepository(abc.ABC):
         """Payments by order id for those of `order_ids` that exist (one query, not one per id)."""
 
     @abc.abstractmethod
-    def save(self, payment: Payment) -> None:
-        """Insert or update a payment and all of its outputs."""
+    def save(self, payments: Sequence[Payment]) -> None:
+        """Insert or update payments and all of their outputs."""
 
     @abc.abstractmethod
-    def unsettled(self) -> list[Payment]:
-        """Payments whose state is not terminal and that have at least one output."""
+    def unsettled_outpoints(self) -> list[OutPoint]:
+        """Outputs that still count for a payment whose state is not terminal."""
 
     @abc.abstractmethod
-    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, str]:
-        """Order id of each known output among `outpoints`."""
+    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, StoredOutput]:
+        """What is stored about each known output among `outpoints` (its order, depth, status)."""
 
 
 class WithdrawalRepository(abc.ABC):

@@ -12,6 +12,7 @@ from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds, PaymentState
+from kaccy_bitcoin.ports.storage import StoredOutput
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 
 T0 = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
@@ -80,7 +81,7 @@ def test_payment_round_trip_with_outputs_history_and_flags(uow_factory) -> None:
     p.settle(r, ConfirmationThresholds(), T0)
     with uow_factory() as uow:
         uow.requests.add(r)
-        uow.payments.save(p)
+        uow.payments.save([p])
         uow.commit()
     with uow_factory() as uow:
         loaded = uow.payments.get("o-1")
@@ -98,12 +99,13 @@ def test_payment_queries(uow_factory) -> None:
     with uow_factory() as uow:
         uow.requests.add(r1)
         uow.requests.add(r2)
-        uow.payments.save(p1)
-        uow.payments.save(Payment("b"))
+        uow.payments.save([p1, Payment("b")])
         uow.commit()
     with uow_factory() as uow:
-        assert [p.order_id for p in uow.payments.unsettled()] == ["a"]
-        assert uow.payments.by_outpoints([op(5), op(6)]) == {op(5): "a"}
+        assert uow.payments.unsettled_outpoints() == [op(5)]
+        assert set(uow.payments.get_many(["a", "b", "zz"])) == {"a", "b"}
+        assert uow.payments.by_outpoints([op(5), op(6)]) == {
+            op(5): StoredOutput("a", 1, OutputStatus.ACTIVE, None)}
         assert uow.requests.expiring(T0) == []
         assert [r.order_id for r in uow.requests.expiring(T0 + dt.timedelta(minutes=5))] == ["b"]
 

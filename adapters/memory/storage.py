@@ -110,18 +110,19 @@ class MemoryPayments(storage.PaymentRepository):
     def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
         return {i: p for i in set(order_ids) if (p := self.get(i)) is not None}
 
-    def save(self, payment: Payment) -> None:
-        stored = copy.copy(payment)
-        stored.events = []
-        self._t.put(payment.order_id, stored)
+    def save(self, payments: Sequence[Payment]) -> None:
+        for payment in payments:
+            stored = copy.copy(payment)
+            stored.events = []
+            self._t.put(payment.order_id, stored)
 
-    def unsettled(self) -> list[Payment]:
-        return [copy.deepcopy(p) for p in self._t.values()
-                if p.outputs and not p.machine.is_terminal]
+    def unsettled_outpoints(self) -> list[OutPoint]:
+        return sorted(o.outpoint for p in self._t.values() if not p.machine.is_terminal for o in p.counted())
 
-    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, str]:
+    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, storage.StoredOutput]:
         wanted = set(outpoints)
-        return {op: p.order_id for p in self._t.values() for op in p.outputs if op in wanted}
+        return {op: storage.StoredOutput(p.order_id, o.confirmations, o.status, o.block_hash)
+                for p in self._t.values() for op, o in p.outputs.items() if op in wanted}
 
 
 class MemoryWithdrawals(storage.WithdrawalRepository):

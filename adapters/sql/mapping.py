@@ -47,6 +47,7 @@ def output_fields(order_id: str, o: ReceivedOutput) -> dict:
 
 
 def payment_from_rows(row: PaymentRow, outputs: list[OutputRow]) -> Payment:
+    """From ORM objects or Core rows alike (attribute access by column name)."""
     history = [Transition.from_dict(t) for t in row.history]
     machine = PaymentMachine(PaymentMachine.States[row.state], history)
     received = {}
@@ -85,10 +86,6 @@ def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
         fee=Satoshis(d["fee_sat"]), psbt=row.psbt, machine=machine,
         txid=Txid(d["txid"]) if d.get("txid") else None, replaces=d.get("replaces"),
         replaced_by=d.get("replaced_by"), reject_reason=d.get("reject_reason", ""))
-
-
-def event_to_row(e: DomainEvent) -> AuditRow:
-    return AuditRow(event_id=e.id, kind=e.kind, subject=e.subject, at=e.at, data=e.data)
 
 
 def event_from_row(row: AuditRow) -> DomainEvent:

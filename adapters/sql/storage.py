@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from sqlalchemy import event, func, select, tuple_, update
+from sqlalchemy import event, func, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine
@@ -31,7 +33,7 @@ from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent
-from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
 
@@ -105,73 +107,66 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         return [mapping.order_from_row(row) for (row,) in self._s.execute(q)]
 
 
+def _upsert(session: Session, table, rows: list[dict], keys: Sequence[str]) -> None:  # noqa: ANN001
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, as one executemany (SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys),
+                                      set_={c: stmt.excluded[c] for c in rows[0] if c not in keys})
+    session.execute(stmt, rows)
+
+
 class SqlPayments(storage.PaymentRepository):
+    """Core-level reads and batched upserts: a poll touching 1,000 payments makes a few
+    statements, not thousands, and builds no ORM objects."""
+
+    _payments = PaymentRow.__table__
+    _outputs = OutputRow.__table__
+
     def __init__(self, session: Session) -> None:
         self._s = session
 
     def get(self, order_id: str) -> Payment | None:
-        row = self._s.get(PaymentRow, order_id)
-        if row is None:
-            return None
-        outputs = [r for (r,) in self._s.execute(select(OutputRow).where(OutputRow.order_id == order_id))]
-        return mapping.payment_from_rows(row, outputs)
+        return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
-        # Loading the rows also puts them in the session's identity map, so the
-        # session.get() calls of a later save() cost no query.
         wanted = list(set(order_ids))
-        rows: dict[str, PaymentRow] = {}
-        outputs: dict[str, list[OutputRow]] = {}
+        rows: dict[str, Any] = {}
+        outputs: dict[str, list[Any]] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
-            for (row,) in self._s.execute(select(PaymentRow).where(PaymentRow.order_id.in_(chunk))):
+            for row in self._s.execute(select(self._payments).where(self._payments.c.order_id.in_(chunk))):
                 rows[row.order_id] = row
-            for (o,) in self._s.execute(select(OutputRow).where(OutputRow.order_id.in_(chunk))):
+            for o in self._s.execute(select(self._outputs).where(self._outputs.c.order_id.in_(chunk))):
                 outputs.setdefault(o.order_id, []).append(o)
         return {i: mapping.payment_from_rows(r, outputs.get(i, [])) for i, r in rows.items()}
 
-    def save(self, payment: Payment) -> None:
-        with self._s.no_autoflush:
-            self._save(payment)
+    def save(self, payments: Sequence[Payment]) -> None:
+        payment_rows = [{"order_id": p.order_id, **mapping.payment_fields(p)} for p in payments]
+        output_rows = [{"txid": op.txid.value, "vout": op.vout, **mapping.output_fields(p.order_id, o)}
+                       for p in payments for op, o in p.outputs.items()]
+        _upsert(self._s, self._payments, payment_rows, ["order_id"])
+        _upsert(self._s, self._outputs, output_rows, ["txid", "vout"])
 
-    def _save(self, payment: Payment) -> None:
-        fields = mapping.payment_fields(payment)
-        row = self._s.get(PaymentRow, payment.order_id)
-        if row is None:
-            self._s.add(PaymentRow(order_id=payment.order_id, **fields))
-        else:
-            for k, v in fields.items():
-                setattr(row, k, v)
-        for op, out in payment.outputs.items():
-            ofields = mapping.output_fields(payment.order_id, out)
-            orow = self._s.get(OutputRow, (op.txid.value, op.vout))
-            if orow is None:
-                self._s.add(OutputRow(txid=op.txid.value, vout=op.vout, **ofields))
-            else:
-                for k, v in ofields.items():
-                    setattr(orow, k, v)
+    def unsettled_outpoints(self) -> list[OutPoint]:
+        p, o = self._payments, self._outputs
+        q = (select(o.c.txid, o.c.vout).join(p, p.c.order_id == o.c.order_id)
+             .where(p.c.state.not_in(_TERMINAL_PAYMENT_STATES), o.c.status == "active")
+             .order_by(o.c.txid, o.c.vout))
+        return [OutPoint(Txid(t), v) for t, v in self._s.execute(q)]
 
-    def unsettled(self) -> list[Payment]:
-        q = (select(PaymentRow).where(PaymentRow.state.not_in(_TERMINAL_PAYMENT_STATES))
-             .where(PaymentRow.order_id.in_(select(OutputRow.order_id))))
-        rows = [r for (r,) in self._s.execute(q)]
-        if not rows:
-            return []
-        outputs: dict[str, list[OutputRow]] = {}
-        ids = [r.order_id for r in rows]
-        for (o,) in self._s.execute(select(OutputRow).where(OutputRow.order_id.in_(ids))):
-            outputs.setdefault(o.order_id, []).append(o)
-        return [mapping.payment_from_rows(r, outputs.get(r.order_id, [])) for r in rows]
-
-    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, str]:
-        wanted = list(outpoints)
-        found: dict[OutPoint, str] = {}
-        for start in range(0, len(wanted), 400):
-            chunk = wanted[start:start + 400]
-            q = select(OutputRow.txid, OutputRow.vout, OutputRow.order_id).where(
-                tuple_(OutputRow.txid, OutputRow.vout).in_([(o.txid.value, o.vout) for o in chunk]))
-            for txid, vout, order_id in self._s.execute(q):
-                found[OutPoint(Txid(txid), vout)] = order_id
+    def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, storage.StoredOutput]:
+        wanted = {(x.txid.value, x.vout): x for x in outpoints}
+        keys = list(wanted)
+        found: dict[OutPoint, storage.StoredOutput] = {}
+        o = self._outputs
+        for start in range(0, len(keys), 400):
+            q = select(o.c.txid, o.c.vout, o.c.order_id, o.c.confirmations, o.c.status, o.c.block_hash).where(
+                tuple_(o.c.txid, o.c.vout).in_(keys[start:start + 400]))
+            for txid, vout, order_id, conf, status, block in self._s.execute(q):
+                found[wanted[(txid, vout)]] = storage.StoredOutput(order_id, conf, OutputStatus(status), block)
         return found
 
 
@@ -244,8 +239,9 @@ class SqlAddressBook(storage.AddressBook):
 
     def mark_used(self, addresses: Iterable[str]) -> None:
         wanted = list(set(addresses))
-        if wanted:
-            self._s.execute(update(AddressRow).where(AddressRow.address.in_(wanted)).values(used=True))
+        for start in range(0, len(wanted), 500):
+            self._s.execute(update(AddressRow).where(AddressRow.address.in_(wanted[start:start + 500]),
+                                                     AddressRow.used.is_(False)).values(used=True))
 
     def unused_count(self, chain: int) -> int:
         q = select(func.count()).select_from(AddressRow).where(AddressRow.chain == chain,
@@ -290,7 +286,9 @@ class SqlAuditLog(storage.AuditLog):
                 q = select(AuditRow.event_id).where(AuditRow.event_id.in_(ids[start:start + 500]))
                 seen.update(i for (i,) in self._s.execute(q))
         new = [e for e in events if e.id not in seen]
-        self._s.add_all([mapping.event_to_row(e) for e in new])
+        if new:
+            self._s.execute(insert(AuditRow.__table__), [
+                {"event_id": e.id, "kind": e.kind, "subject": e.subject, "at": e.at, "data": e.data} for e in new])
         return new
 
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
