@@ -164,8 +164,9 @@ class PollPayments:
             if order_id is None:
                 continue
             if v.seen is not None:
+                if op not in stored:
+                    used.add(requests[order_id].address)
                 payments[order_id].observe(requests[order_id], v.seen, now)
-                used.add(requests[order_id].address)
             elif v.gone is not None:
                 payments[order_id].withdraw(op, v.gone, now, v.replaced_by)
         for request in expiring:

@@ -185,3 +185,12 @@ def test_withdrawal_round_trip(uow_factory) -> None:
         assert loaded.state == w.state and loaded.machine.history == w.machine.history
         assert [x.withdrawal_id for x in uow.withdrawals.in_states(["signed"])] == ["w-1"]
         assert uow.withdrawals.in_states(["created"]) == []
+
+
+def test_an_order_rolled_back_is_never_seen_again(uow_factory) -> None:
+    with uow_factory() as uow:
+        uow.requests.add(request("ghost", "addr-ghost"))
+        assert uow.requests.get("ghost") is not None          # visible inside its own work
+        assert set(uow.requests.get_many(["ghost"])) == {"ghost"}
+    with uow_factory() as uow:                                 # rolled back: gone, cache included
+        assert uow.requests.get("ghost") is None and uow.requests.get_many(["ghost"]) == {}

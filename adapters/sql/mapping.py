@@ -40,10 +40,17 @@ def payment_fields(p: Payment) -> dict:
             "finality_alerted": p.finality_alerted}
 
 
-def output_fields(order_id: str, o: ReceivedOutput) -> dict:
-    return {"order_id": order_id, "amount_sat": o.amount.value, "confirmations": o.confirmations,
-            "first_seen": o.first_seen, "block_hash": o.block_hash, "status": o.status.value,
+OUTPUT_STATE_COLUMNS = ("confirmations", "block_hash", "status", "replaced_by")
+
+
+def output_state(o: ReceivedOutput) -> dict:
+    """The columns of an output that change after it is first recorded."""
+    return {"confirmations": o.confirmations, "block_hash": o.block_hash, "status": o.status.value,
             "replaced_by": o.replaced_by.value if o.replaced_by else None}
+
+
+def output_fields(order_id: str, o: ReceivedOutput) -> dict:
+    return {"order_id": order_id, "amount_sat": o.amount.value, "first_seen": o.first_seen, **output_state(o)}
 
 
 def payment_from_rows(row: PaymentRow, outputs: list[OutputRow]) -> Payment:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections import OrderedDict
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import event, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, event, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -66,28 +67,57 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+class OrderCache:
+    """Orders never change once created (no update or delete exists), so units of work made
+    by one factory share a bounded cache of them; a poll then reloads no order it has seen."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._orders: OrderedDict[str, PaymentRequest] = OrderedDict()
+        self._size = size
+
+    def get(self, order_id: str) -> PaymentRequest | None:
+        return self._orders.get(order_id)
+
+    def put(self, request: PaymentRequest) -> None:
+        self._orders[request.order_id] = request
+        if len(self._orders) > self._size:
+            self._orders.popitem(last=False)
+
+
 class SqlPaymentRequests(storage.PaymentRequestRepository):
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, cache: OrderCache) -> None:
         self._s = session
+        self._cache = cache
+        self._added: set[str] = set()   # not committed yet: never cached
 
     def add(self, request: PaymentRequest) -> None:
         try:
             with self._s.begin_nested():
                 self._s.add(mapping.order_to_row(request))
+            self._added.add(request.order_id)
         except IntegrityError:
             raise OrderConflict(
                 f"order {request.order_id} or address {request.address} already exists") from None
 
     def get(self, order_id: str) -> PaymentRequest | None:
-        row = self._s.get(OrderRow, order_id)
-        return mapping.order_from_row(row) if row else None
+        return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, PaymentRequest]:
-        wanted = list(set(order_ids))
         found: dict[str, PaymentRequest] = {}
-        for start in range(0, len(wanted), 500):
-            for (row,) in self._s.execute(select(OrderRow).where(OrderRow.order_id.in_(wanted[start:start + 500]))):
-                found[row.order_id] = mapping.order_from_row(row)
+        missing = []
+        for order_id in set(order_ids):
+            cached = self._cache.get(order_id)
+            if cached is None:
+                missing.append(order_id)
+            else:
+                found[order_id] = cached
+        t = OrderRow.__table__
+        for start in range(0, len(missing), 500):
+            for row in self._s.execute(select(t).where(t.c.order_id.in_(missing[start:start + 500]))):
+                request = mapping.order_from_row(row)
+                if request.order_id not in self._added:
+                    self._cache.put(request)
+                found[row.order_id] = request
         return found
 
     def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
@@ -119,14 +149,16 @@ def _upsert(session: Session, table, rows: list[dict], keys: Sequence[str]) -> N
 
 
 class SqlPayments(storage.PaymentRepository):
-    """Core-level reads and batched upserts: a poll touching 1,000 payments makes a few
-    statements, not thousands, and builds no ORM objects."""
+    """Core-level reads and batched writes: a poll touching 1,000 payments makes a few
+    statements, builds no ORM objects, and writes only what changed since it was loaded
+    (a new depth rewrites an output's depth columns, not the payment's history)."""
 
     _payments = PaymentRow.__table__
     _outputs = OutputRow.__table__
 
     def __init__(self, session: Session) -> None:
         self._s = session
+        self._loaded: dict[str, tuple[tuple, dict[OutPoint, tuple]]] = {}
 
     def get(self, order_id: str) -> Payment | None:
         return self.get_many([order_id]).get(order_id)
@@ -141,14 +173,35 @@ class SqlPayments(storage.PaymentRepository):
                 rows[row.order_id] = row
             for o in self._s.execute(select(self._outputs).where(self._outputs.c.order_id.in_(chunk))):
                 outputs.setdefault(o.order_id, []).append(o)
-        return {i: mapping.payment_from_rows(r, outputs.get(i, [])) for i, r in rows.items()}
+        found = {i: mapping.payment_from_rows(r, outputs.get(i, [])) for i, r in rows.items()}
+        for order_id, payment in found.items():
+            self._loaded[order_id] = _snapshot(payment)
+        return found
 
     def save(self, payments: Sequence[Payment]) -> None:
-        payment_rows = [{"order_id": p.order_id, **mapping.payment_fields(p)} for p in payments]
-        output_rows = [{"txid": op.txid.value, "vout": op.vout, **mapping.output_fields(p.order_id, o)}
-                       for p in payments for op, o in p.outputs.items()]
+        payment_rows: list[dict] = []
+        new_outputs: list[dict] = []
+        moved_outputs: list[dict] = []
+        for p in payments:
+            head, outs = _snapshot(p)
+            loaded_head, loaded_outs = self._loaded.get(p.order_id, (None, {}))
+            if head != loaded_head:
+                payment_rows.append({"order_id": p.order_id, **mapping.payment_fields(p)})
+            for op, out in p.outputs.items():
+                if op not in loaded_outs:
+                    new_outputs.append({"txid": op.txid.value, "vout": op.vout,
+                                        **mapping.output_fields(p.order_id, out)})
+                elif outs[op] != loaded_outs[op]:
+                    moved_outputs.append({"k_txid": op.txid.value, "k_vout": op.vout,
+                                          **mapping.output_state(out)})
+            self._loaded[p.order_id] = (head, outs)
         _upsert(self._s, self._payments, payment_rows, ["order_id"])
-        _upsert(self._s, self._outputs, output_rows, ["txid", "vout"])
+        _upsert(self._s, self._outputs, new_outputs, ["txid", "vout"])
+        if moved_outputs:
+            o = self._outputs
+            self._s.execute(
+                update(o).where(o.c.txid == bindparam("k_txid"), o.c.vout == bindparam("k_vout"))
+                .values({c: bindparam(c) for c in mapping.OUTPUT_STATE_COLUMNS}), moved_outputs)
 
     def unsettled_outpoints(self) -> list[OutPoint]:
         p, o = self._payments, self._outputs
@@ -168,6 +221,11 @@ class SqlPayments(storage.PaymentRepository):
             for txid, vout, order_id, conf, status, block in self._s.execute(q):
                 found[wanted[(txid, vout)]] = storage.StoredOutput(order_id, conf, OutputStatus(status), block)
         return found
+
+
+def _snapshot(p: Payment) -> tuple[tuple, dict[OutPoint, tuple]]:
+    head = (p.state, len(p.history), p.event_seq, p.reported_match, p.finality_alerted)
+    return head, {op: (o.confirmations, o.status, o.block_hash, o.replaced_by) for op, o in p.outputs.items()}
 
 
 class SqlWithdrawals(storage.WithdrawalRepository):
@@ -299,14 +357,15 @@ class SqlAuditLog(storage.AuditLog):
 
 
 class SqlUnitOfWork(storage.UnitOfWork):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, order_cache: OrderCache | None = None) -> None:
         super().__init__()
         self._engine = engine
+        self._order_cache = order_cache if order_cache is not None else OrderCache()
         self._session: Session | None = None
 
     def _begin(self) -> None:
         self._session = s = Session(self._engine, expire_on_commit=False, autoflush=True)
-        self.requests = SqlPaymentRequests(s)
+        self.requests = SqlPaymentRequests(s, self._order_cache)
         self.payments = SqlPayments(s)
         self.withdrawals = SqlWithdrawals(s)
         self.addresses = SqlAddressBook(s)
@@ -331,6 +390,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
 class SqlUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.order_cache = OrderCache()
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine)
+        return SqlUnitOfWork(self.engine, self.order_cache)
