@@ -21,7 +21,8 @@ from kaccy_bitcoin.bootstrap import config as config_module
 from kaccy_bitcoin.bootstrap.container import Container, build
 from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
 from kaccy_bitcoin.domain.errors import DomainError
-from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.money import FeeRate, Satoshis
+from kaccy_bitcoin.ports.signer import SignerError
 
 
 class UsageError(Exception):
@@ -39,6 +40,22 @@ def _positive_int(name: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}")
         return int(text)
     return parse
+
+
+def _signed_int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number of sat, got {text!r}") from None
+    return parse
+
+
+def _fee_rate(text: str) -> FeeRate:
+    try:
+        return FeeRate.from_sat_per_vb(text)
+    except DomainError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,6 +80,23 @@ def parser() -> argparse.ArgumentParser:
         dest="action", required=True, parser_class=_Parser)
     export = addresses.add_parser("export", help="write every address and label as BIP329 JSONL")
     export.add_argument("--output", required=True)
+
+    withdraw = sub.add_parser("withdraw", help="money going out (PSBT withdrawals)").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    wc = withdraw.add_parser("create", help="select coins and build an unsigned PSBT")
+    wc.add_argument("--to", action="append", required=True, dest="to")
+    wc.add_argument("--amount-sat", action="append", required=True, dest="amounts", type=_signed_int("--amount-sat"))
+    wc.add_argument("--fee-rate", type=_fee_rate, default=None, help="sat/vB (default: the node's estimate)")
+    ws = withdraw.add_parser("sign", help="add signatures")
+    ws.add_argument("withdrawal_id")
+    ws.add_argument("--signer", required=True, choices=["software", "hwi", "core"])
+    for name, text in (("broadcast", "finalize, check with the mempool, and send"),
+                       ("cancel", "reject a withdrawal that is not broadcast and release its coins"),
+                       ("show", "show a withdrawal")):
+        withdraw.add_parser(name, help=text).add_argument("withdrawal_id")
+    wb = withdraw.add_parser("bump", help="replace a broadcast withdrawal with a higher fee (RBF)")
+    wb.add_argument("withdrawal_id")
+    wb.add_argument("--fee-rate", type=_fee_rate, required=True)
 
     run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the monitor")
     run.add_argument("--no-demo", action="store_true")
@@ -115,6 +149,22 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     return {"stopped": True, "events_seen": count}
 
 
+async def cmd_withdraw(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "create":
+        if len(args.to) != len(args.amounts):
+            raise UsageError("give one --amount-sat for every --to")
+        create = await _service(c, "create_withdrawal")
+        return await create(list(zip(args.to, args.amounts)), args.fee_rate)
+    if args.action == "sign":
+        sign = await _service(c, "sign_withdrawal")
+        return await sign(args.withdrawal_id, args.signer)
+    if args.action == "bump":
+        bump = await _service(c, "bump_withdrawal")
+        return await bump(args.withdrawal_id, args.fee_rate)
+    use_case = await _service(c, f"{args.action}_withdrawal")
+    return await use_case(args.withdrawal_id)
+
+
 async def cmd_addresses(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     uow_factory = c.storage.uow()
     with uow_factory() as uow:
@@ -133,6 +183,7 @@ async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
+    "withdraw": cmd_withdraw,
 }
 
 
@@ -144,6 +195,8 @@ def _error(code: str, message: str, status: int) -> int:
 async def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     container = build(config_module.load())
+    if container.config.signer_mnemonic():
+        container.gateways.software_signer()   # refuses to start on words for another account
     try:
         result = await COMMANDS[args.command](args, container)
     finally:
@@ -168,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DomainError, config_module.ConfigError) as exc:
         return _error(getattr(exc, "code", "invalid"), str(exc), 2)
     except BitcoinCoreError as exc:
+        return _error(exc.code, str(exc), 1)
+    except SignerError as exc:
         return _error(exc.code, str(exc), 1)
     except KeyboardInterrupt:
         return _error("interrupted", "stopped by the user", 130)

@@ -26,6 +26,11 @@ DEFAULTS: dict[str, Any] = {
     "tolerance_sat": "0",
     "gap_limit": "20",
     "poll_interval": "30",
+    "signer_mnemonic": None,
+    "signer_passphrase": "",
+    "signer_core_wallet": "kaccy-hot",
+    "fallback_fee_rate": "2",
+    "fee_target_blocks": "6",
 }
 
 
@@ -59,7 +64,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     values["data_dir"] = values["data_dir"] or default_data_dir()
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{os.path.join(values['data_dir'], 'kaccy.db')}"
-    for key in ("tolerance_sat", "gap_limit"):
+    for key in ("tolerance_sat", "gap_limit", "fee_target_blocks"):
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])

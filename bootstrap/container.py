@@ -20,9 +20,22 @@ from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
 from kaccy_bitcoin.application.monitor import PollPayments, RunMonitor
 from kaccy_bitcoin.application.orders import CreateOrder, ShowOrder, WatchRange
 from kaccy_bitcoin.application.settings import PaymentSettings
+from kaccy_bitcoin.application.withdrawals import (
+    BroadcastWithdrawal,
+    BumpWithdrawal,
+    CancelWithdrawal,
+    CreateWithdrawal,
+    ShowWithdrawal,
+    SignWithdrawal,
+    WithdrawalBuilder,
+    WithdrawalSettings,
+)
+from kaccy_bitcoin.adapters.bitcoin_core.signer import CoreWalletSigner
+from kaccy_bitcoin.adapters.keys.software_signer import SoftwareSigner
+from kaccy_bitcoin.ports.signer import SignerError
 from kaccy_bitcoin.bootstrap.config import ConfigError
 from kaccy_bitcoin.domain.bitcoin import Network
-from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
 
 
@@ -45,6 +58,22 @@ def _deriver(xpub: str | None, network: str, address_type: str, fingerprint: str
     return Bip32AddressDeriver(xpub, Network.parse(network), parse_address_type(address_type), fingerprint)
 
 
+def _software_signer(mnemonic: str | None, passphrase: str, deriver: Bip32AddressDeriver) -> SoftwareSigner:
+    if not mnemonic:
+        raise SignerError("the software signer needs KACCY_SIGNER_MNEMONIC")
+    return SoftwareSigner(mnemonic, passphrase or "", deriver)
+
+
+def _fingerprint(configured: str | None, mnemonic: str | None, passphrase: str,
+                 deriver: Bip32AddressDeriver) -> str:
+    """Master key fingerprint for PSBT key origins: configured, else the software signer's."""
+    if configured:
+        return configured.lower()
+    if mnemonic:
+        return _software_signer(mnemonic, passphrase, deriver).fingerprint
+    return "00000000"
+
+
 def _subscribe_notifier(publisher: InProcessPublisher, notifier: LogNotifier) -> InProcessPublisher:
     async def discrepancies(event):  # noqa: ANN001, ANN202
         if event.is_discrepancy:
@@ -64,6 +93,10 @@ class Gateways(containers.DeclarativeContainer):
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
     clock = providers.Singleton(SystemClock)
     notifier = providers.Singleton(LogNotifier)
+    software_signer = providers.Singleton(_software_signer, mnemonic=config.signer_mnemonic,
+                                          passphrase=config.signer_passphrase, deriver=deriver)
+    core_signer = providers.Singleton(CoreWalletSigner, rpc=rpc, wallet=config.signer_core_wallet,
+                                      network=providers.Callable(Network.parse, config.network))
     publisher = providers.Singleton(lambda n: _subscribe_notifier(InProcessPublisher(), n), notifier)
 
 
@@ -93,6 +126,29 @@ class Services(containers.DeclarativeContainer):
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
     run_monitor = providers.Factory(RunMonitor, poll=poll_payments, interval=config.poll_interval)
+
+    withdrawal_settings = providers.Singleton(
+        WithdrawalSettings,
+        network=providers.Callable(Network.parse, config.network),
+        fallback_fee_rate=providers.Callable(FeeRate.from_sat_per_vb, config.fallback_fee_rate),
+        fee_target_blocks=config.fee_target_blocks,
+        master_fingerprint=providers.Callable(_fingerprint, config.xpub_fingerprint, config.signer_mnemonic,
+                                              config.signer_passphrase, gateways.deriver),
+    )
+    withdrawal_builder = providers.Factory(WithdrawalBuilder, chain=gateways.chain, deriver=gateways.deriver,
+                                           watch=watch_range, clock=gateways.clock, settings=withdrawal_settings)
+    create_withdrawal = providers.Factory(CreateWithdrawal, builder=withdrawal_builder, uow=storage.uow,
+                                          clock=gateways.clock)
+    sign_withdrawal = providers.Factory(
+        SignWithdrawal, uow=storage.uow, clock=gateways.clock,
+        signers=providers.Dict(software=gateways.software_signer.provider, core=gateways.core_signer.provider))
+    broadcast_withdrawal = providers.Factory(BroadcastWithdrawal, uow=storage.uow, chain=gateways.chain,
+                                             clock=gateways.clock,
+                                             network=providers.Callable(Network.parse, config.network))
+    cancel_withdrawal = providers.Factory(CancelWithdrawal, uow=storage.uow, clock=gateways.clock)
+    show_withdrawal = providers.Factory(ShowWithdrawal, uow=storage.uow, chain=gateways.chain)
+    bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
+                                        clock=gateways.clock)
 
 
 class Container(containers.DeclarativeContainer):

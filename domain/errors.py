@@ -72,3 +72,9 @@ class IllegalTransition(DomainError):
         self.state = state
         self.trigger = trigger
         super().__init__(f"{machine}: trigger '{trigger}' is not allowed in state {state}")
+
+
+class CoinsReserved(DomainError):
+    """Another withdrawal reserved one of these coins first."""
+
+    code = "coins_reserved"

@@ -38,6 +38,8 @@ class WithdrawalOutput:
 class WithdrawalInput:
     outpoint: OutPoint
     amount: Satoshis
+    chain: int | None = None   # where its key lives, kept because finalizing drops it from the PSBT
+    index: int | None = None
 
 
 @attrs.define

@@ -13,6 +13,12 @@ class SignResult:
     signed_inputs: int
 
 
+class SignerError(Exception):
+    """A signer could not sign: no device, the wrong device or keys, a refusal."""
+
+    code = "signer_error"
+
+
 class PsbtSigner(abc.ABC):
     name: str
 

@@ -136,6 +136,23 @@ class AuditLog(abc.ABC):
         """Recorded events, oldest first, optionally for one subject."""
 
 
+class CoinReservations(abc.ABC):
+    """Coins held by a withdrawal in progress; the database guarantees one holder per coin,
+    across processes."""
+
+    @abc.abstractmethod
+    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime) -> None:
+        """Hold all of these coins for the withdrawal, or none (CoinsReserved if one is taken)."""
+
+    @abc.abstractmethod
+    def release(self, withdrawal_id: str) -> None:
+        """Free every coin the withdrawal held."""
+
+    @abc.abstractmethod
+    def reserved(self) -> dict[OutPoint, str]:
+        """Every held coin and the withdrawal holding it."""
+
+
 class UnitOfWork(abc.ABC):
     """A transaction over every repository: all of it commits, or none of it does.
 
@@ -150,6 +167,7 @@ class UnitOfWork(abc.ABC):
     addresses: AddressBook
     cursors: CursorRepository
     audit: AuditLog
+    reservations: CoinReservations
 
     def __init__(self) -> None:
         self._recorded: list[DomainEvent] = []

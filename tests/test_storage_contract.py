@@ -7,7 +7,7 @@ import pytest
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
-from kaccy_bitcoin.domain.errors import OrderConflict
+from kaccy_bitcoin.domain.errors import CoinsReserved, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, PaymentRequest
@@ -194,3 +194,20 @@ def test_an_order_rolled_back_is_never_seen_again(uow_factory) -> None:
         assert set(uow.requests.get_many(["ghost"])) == {"ghost"}
     with uow_factory() as uow:                                 # rolled back: gone, cache included
         assert uow.requests.get("ghost") is None and uow.requests.get_many(["ghost"]) == {}
+
+
+def test_coin_reservations_have_one_holder(uow_factory) -> None:
+    with uow_factory() as uow:
+        uow.reservations.reserve([op(1), op(2)], "w-1", T0)
+        uow.commit()
+    with uow_factory() as uow:
+        with pytest.raises(CoinsReserved):
+            uow.reservations.reserve([op(3), op(2)], "w-2", T0)
+        uow.reservations.reserve([op(1)], "w-1", T0)          # the holder again: fine
+        assert uow.reservations.reserved() == {op(1): "w-1", op(2): "w-1"}
+    with uow_factory() as uow:
+        uow.reservations.release("w-1")
+        uow.reservations.reserve([op(2), op(3)], "w-2", T0)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.reservations.reserved() == {op(2): "w-2", op(3): "w-2"}

@@ -18,14 +18,14 @@ from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
-from kaccy_bitcoin.domain.errors import OrderConflict
+from kaccy_bitcoin.domain.errors import CoinsReserved, OrderConflict
 
 
 class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "addresses", "counters", "cursors",
-              "audit")
+              "audit", "reservations")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -203,6 +203,27 @@ class MemoryAuditLog(storage.AuditLog):
         return [e for e in found if subject is None or e.subject == subject][:limit]
 
 
+class MemoryReservations(storage.CoinReservations):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime) -> None:
+        taken = [op for op in outpoints if self._t.get(op) not in (None, withdrawal_id)]
+        if taken:
+            raise CoinsReserved(f"coin {taken[0]} is held by withdrawal {self._t.get(taken[0])}")
+        for op in outpoints:
+            self._t.put(op, withdrawal_id)
+
+    def release(self, withdrawal_id: str) -> None:
+        for op, holder in list(self._t.committed.items()) + list(self._t.pending.items()):
+            if holder == withdrawal_id:
+                self._t.put(op, None)
+
+    def reserved(self) -> dict[OutPoint, str]:
+        merged = {**self._t.committed, **self._t.pending}
+        return {op: w for op, w in merged.items() if w is not None}
+
+
 class MemoryUnitOfWork(storage.UnitOfWork):
     def __init__(self, store: MemoryStore) -> None:
         super().__init__()
@@ -217,6 +238,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.addresses = MemoryAddressBook(t["addresses"], t["counters"])
         self.cursors = MemoryCursors(t["cursors"])
         self.audit = MemoryAuditLog(t["audit"], self._store.audit_order)
+        self.reservations = MemoryReservations(t["reservations"])
 
     def _commit(self) -> None:
         with self._store.lock:

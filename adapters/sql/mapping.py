@@ -71,8 +71,8 @@ def withdrawal_fields(w: Withdrawal) -> dict:
     return {
         "state": w.state.name, "created_at": w.created_at, "psbt": w.psbt,
         "data": {
-            "inputs": [{"txid": i.outpoint.txid.value, "vout": i.outpoint.vout, "amount_sat": i.amount.value}
-                       for i in w.inputs],
+            "inputs": [{"txid": i.outpoint.txid.value, "vout": i.outpoint.vout, "amount_sat": i.amount.value,
+                        "chain": i.chain, "index": i.index} for i in w.inputs],
             "outputs": [{"address": o.address, "amount_sat": o.amount.value, "change": o.change}
                         for o in w.outputs],
             "fee_sat": w.fee.value, "history": [t.to_dict() for t in w.machine.history],
@@ -87,8 +87,8 @@ def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
     machine = PsbtMachine(PsbtMachine.States[row.state], [Transition.from_dict(t) for t in d["history"]])
     return Withdrawal(
         withdrawal_id=row.withdrawal_id, created_at=utc(row.created_at),
-        inputs=[WithdrawalInput(OutPoint(Txid(i["txid"]), i["vout"]), Satoshis(i["amount_sat"]))
-                for i in d["inputs"]],
+        inputs=[WithdrawalInput(OutPoint(Txid(i["txid"]), i["vout"]), Satoshis(i["amount_sat"]),
+                                i.get("chain"), i.get("index")) for i in d["inputs"]],
         outputs=[WithdrawalOutput(o["address"], Satoshis(o["amount_sat"]), o["change"]) for o in d["outputs"]],
         fee=Satoshis(d["fee_sat"]), psbt=row.psbt, machine=machine,
         txid=Txid(d["txid"]) if d.get("txid") else None, replaces=d.get("replaces"),

@@ -11,7 +11,7 @@ import os
 from collections import OrderedDict
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import bindparam, event, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, event, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -27,12 +27,13 @@ from kaccy_bitcoin.adapters.sql.tables import (
     OrderRow,
     OutputRow,
     PaymentRow,
+    ReservationRow,
     WithdrawalRow,
     metadata,
 )
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
-from kaccy_bitcoin.domain.errors import OrderConflict
+from kaccy_bitcoin.domain.errors import CoinsReserved, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
@@ -356,6 +357,37 @@ class SqlAuditLog(storage.AuditLog):
         return [mapping.event_from_row(r) for (r,) in self._s.execute(q.order_by(AuditRow.seq).limit(limit))]
 
 
+class SqlReservations(storage.CoinReservations):
+    """The primary key (txid, vout) is the lock: a second holder's insert fails, in any process."""
+
+    _t = ReservationRow.__table__
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime) -> None:
+        held = {op: w for op, w in self.reserved().items() if op in set(outpoints)}
+        taken = [op for op, w in held.items() if w != withdrawal_id]
+        if taken:
+            raise CoinsReserved(f"coin {taken[0]} is held by withdrawal {held[taken[0]]}")
+        rows = [{"txid": op.txid.value, "vout": op.vout, "withdrawal_id": withdrawal_id, "reserved_at": at}
+                for op in outpoints if op not in held]
+        if not rows:
+            return
+        try:
+            with self._s.begin_nested():
+                self._s.execute(insert(self._t), rows)
+        except IntegrityError:
+            raise CoinsReserved("a coin was reserved by another withdrawal at the same moment") from None
+
+    def release(self, withdrawal_id: str) -> None:
+        self._s.execute(delete(self._t).where(self._t.c.withdrawal_id == withdrawal_id))
+
+    def reserved(self) -> dict[OutPoint, str]:
+        rows = self._s.execute(select(self._t.c.txid, self._t.c.vout, self._t.c.withdrawal_id))
+        return {OutPoint(Txid(t), v): w for t, v, w in rows}
+
+
 class SqlUnitOfWork(storage.UnitOfWork):
     def __init__(self, engine: Engine, order_cache: OrderCache | None = None) -> None:
         super().__init__()
@@ -371,6 +403,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.addresses = SqlAddressBook(s)
         self.cursors = SqlCursors(s)
         self.audit = SqlAuditLog(s)
+        self.reservations = SqlReservations(s)
 
     def _commit(self) -> None:
         if self._session is None:

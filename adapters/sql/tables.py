@@ -99,3 +99,11 @@ class AuditRow(KaccyTable, table=True):
     subject: str = Field(index=True, max_length=128)
     at: dt.datetime = _ts(nullable=False)
     data: dict = Field(sa_column=Column(JSON, nullable=False))
+
+
+class ReservationRow(KaccyTable, table=True):
+    __tablename__ = "kaccy_coin_reservations"
+    txid: str = Field(primary_key=True, max_length=64)
+    vout: int = Field(primary_key=True)
+    withdrawal_id: str = Field(index=True, max_length=64)
+    reserved_at: dt.datetime = _ts(nullable=False)

@@ -1,0 +1,178 @@
+"""Withdrawals end to end on the real regtest node, through the CLI contract."""
+from __future__ import annotations
+
+import subprocess
+from decimal import Decimal
+
+import pytest
+
+from tests.payments_harness import CLI, Shop
+
+pytestmark = pytest.mark.node
+
+
+async def funded_shop(node, tmp_path, amounts=(200_000, 300_000, 500_000), **settings) -> Shop:  # noqa: ANN001
+    shop = Shop(node, tmp_path, **settings)
+    shop.env["KACCY_SIGNER_MNEMONIC"] = shop.words
+    for n, amount in enumerate(amounts):
+        address = shop.order(f"fund-{n}", amount)["address"]
+        await node.send(address, amount)
+    await node.mine(1)
+    shop.poll()
+    return shop
+
+
+async def test_single_withdrawal_signed_broadcast_confirmed_and_seen_by_monitor(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path)
+    dest = await node.call("getnewaddress", wallet="miner")
+    created = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "150000", "--fee-rate", "3")[1]
+    assert set(created) == {"withdrawal_id", "psbt", "fee_sat", "inputs", "outputs", "state"}
+    assert created["state"] == "created"
+    ins = sum(i["amount_sat"] for i in created["inputs"])
+    outs = sum(o["amount_sat"] for o in created["outputs"])
+    assert ins == outs + created["fee_sat"]
+    assert [o for o in created["outputs"] if not o["change"]] == [{"address": dest, "amount_sat": 150_000,
+                                                                    "change": False}]
+    decoded = await node.call("decodepsbt", created["psbt"])
+    assert all(i["sequence"] == 0xFFFFFFFD for i in decoded["tx"]["vin"])          # RBF signalled
+    assert decoded["tx"]["locktime"] == await node.call("getblockcount")          # anti-fee-sniping
+    assert all("witness_utxo" in i and i["bip32_derivs"] for i in decoded["inputs"])
+    analyzed = await node.call("analyzepsbt", created["psbt"])
+    assert analyzed["next"] == "signer"
+
+    wid = created["withdrawal_id"]
+    signed = shop.cli("withdraw", "sign", wid, "--signer", "software")[1]
+    assert signed["state"] == "signed"
+    sent = shop.cli("withdraw", "broadcast", wid)[1]
+    assert sent["state"] == "broadcast" and len(sent["txid"]) == 64
+    assert sent["txid"] in await node.call("getrawmempool")
+    await node.mine(1)
+    shown = shop.cli("withdraw", "show", wid)[1]
+    assert (shown["txid"], shown["confirmations"], shown["state"]) == (sent["txid"], 1, "broadcast")
+    tx = await node.call("gettransaction", sent["txid"], wallet="miner")
+    assert tx["amount"] == Decimal("0.0015")
+    events = shop.poll()   # the change output is ours, not a payment to an unknown address
+    assert [e for e in events if e["kind"] == "payment_to_unknown_address"] == []
+
+
+async def test_batch_withdrawal_pays_every_output(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path)
+    a, b, c = [await node.call("getnewaddress", wallet="miner") for _ in range(3)]
+    created = shop.cli("withdraw", "create", "--to", a, "--amount-sat", "10000", "--to", b, "--amount-sat",
+                       "20000", "--to", c, "--amount-sat", "30000")[1]
+    paid = {o["address"]: o["amount_sat"] for o in created["outputs"] if not o["change"]}
+    assert paid == {a: 10_000, b: 20_000, c: 30_000}
+    shop.cli("withdraw", "sign", created["withdrawal_id"], "--signer", "software")
+    txid = shop.cli("withdraw", "broadcast", created["withdrawal_id"])[1]["txid"]
+    await node.mine(1)
+    decoded = await node.call("getrawtransaction", txid, True)
+    assert decoded["confirmations"] == 1 and len(decoded["vout"]) in (3, 4)
+
+
+async def test_refusals(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(100_000,))
+    dest = await node.call("getnewaddress", "", "bech32", wallet="miner")
+    rc, out = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "5000000", check=False)
+    assert rc == 2 and out["error"]["code"] == "insufficient_funds" and "missing" in out["error"]["message"]
+    rc, out = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "100", check=False)
+    assert rc == 2 and out["error"]["code"] == "dust_output" and "294" in out["error"]["message"]
+    for bad_amount in ("0", "-5"):
+        rc, out = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", bad_amount, check=False)
+        assert rc == 2 and out["error"]["code"] == "invalid_amount"
+    for bad_address in ("bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu", "bcrt1qnotanaddress"):
+        rc, out = shop.cli("withdraw", "create", "--to", bad_address, "--amount-sat", "10000", check=False)
+        assert rc == 2 and out["error"]["code"] == "invalid_address"
+    rc, out = shop.cli("withdraw", "show", "nope", check=False)
+    assert rc == 2 and out["error"]["code"] == "not_found"
+
+
+async def test_reserved_coins_are_not_picked_twice_and_cancel_releases(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000, 200_000))
+    dest = await node.call("getnewaddress", wallet="miner")
+    # Above the long-term fee rate every extra input is waste, and one coin covers the payout
+    # plus the minimum change (50,000 sat, as Core): each withdrawal takes one coin.
+    high = ("--fee-rate", "20")
+    first = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", *high)[1]
+    second = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", *high)[1]
+    used_first = {(i["txid"], i["vout"]) for i in first["inputs"]}
+    used_second = {(i["txid"], i["vout"]) for i in second["inputs"]}
+    assert used_first and used_second and not used_first & used_second
+    rc, out = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", *high, check=False)
+    assert rc == 2 and out["error"]["code"] == "insufficient_funds"
+    assert shop.cli("withdraw", "cancel", first["withdrawal_id"])[1] == {
+        "withdrawal_id": first["withdrawal_id"], "state": "rejected"}
+    third = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", *high)[1]
+    assert {(i["txid"], i["vout"]) for i in third["inputs"]} == used_first
+
+
+async def test_two_processes_at_once_never_share_a_coin(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000,) * 4)
+    dest = await node.call("getnewaddress", wallet="miner")
+    args = [CLI, "withdraw", "create", "--to", dest, "--amount-sat", "60000", "--fee-rate", "20"]
+    procs = [subprocess.Popen(args, env=shop.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    import json
+
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    made = [r for r in results if "withdrawal_id" in r]
+    assert len(made) >= 2
+    coins = [(i["txid"], i["vout"]) for r in made for i in r["inputs"]]
+    assert len(coins) == len(set(coins))
+    for r in results:
+        assert "withdrawal_id" in r or r["error"]["code"] in ("insufficient_funds", "coins_reserved")
+
+
+async def test_cancel_is_refused_once_broadcast_and_bump_replaces(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path)
+    dest = await node.call("getnewaddress", wallet="miner")
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "120000", "--fee-rate", "1")[1]
+    shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
+    old_txid = shop.cli("withdraw", "broadcast", w["withdrawal_id"])[1]["txid"]
+    rc, out = shop.cli("withdraw", "cancel", w["withdrawal_id"], check=False)
+    assert rc == 2 and "bump" in out["error"]["message"]
+    bumped = shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "5")[1]
+    assert bumped["replaces"] == w["withdrawal_id"] and bumped["state"] == "created"
+    assert bumped["fee_sat"] > w["fee_sat"]
+    assert {(i["txid"], i["vout"]) for i in w["inputs"]} <= {(i["txid"], i["vout"]) for i in bumped["inputs"]}
+    assert [o for o in bumped["outputs"] if not o["change"]] == [o for o in w["outputs"] if not o["change"]]
+    shop.cli("withdraw", "sign", bumped["withdrawal_id"], "--signer", "software")
+    new_txid = shop.cli("withdraw", "broadcast", bumped["withdrawal_id"])[1]["txid"]
+    mempool = await node.call("getrawmempool")
+    assert new_txid in mempool and old_txid not in mempool
+    await node.mine(1)
+    assert shop.cli("withdraw", "show", bumped["withdrawal_id"])[1]["confirmations"] == 1
+    assert shop.cli("withdraw", "show", w["withdrawal_id"])[1]["replaced_by"] == bumped["withdrawal_id"]
+
+
+async def test_core_signs_our_psbt_and_we_finalize(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path)
+    hot = f"hot-{shop.vpub[-6:]}"
+    await node.call("createwallet", hot, False, True)
+    from bip_utils import Bip39SeedGenerator, Bip84, Bip84Coins
+
+    seed = Bip39SeedGenerator(shop.words).Generate()
+    tprv = Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0).PrivateKey().ToExtended()
+    from kaccy_bitcoin.adapters.bip32.deriver import _PREFIXES  # noqa: F401 - vprv -> tprv below
+    from bip_utils import Base58Decoder, Base58Encoder
+    tprv = Base58Encoder.CheckEncode(bytes.fromhex("04358394") + Base58Decoder.CheckDecode(tprv)[4:])
+    descs = []
+    for chain in (0, 1):
+        info = await node.call("getdescriptorinfo", f"wpkh({tprv}/{chain}/*)")
+        descs.append({"desc": f"wpkh({tprv}/{chain}/*)#{info['checksum']}", "range": [0, 100],
+                      "timestamp": 0, "active": True, "internal": chain == 1})
+    assert all(r["success"] for r in await node.call("importdescriptors", descs, wallet=hot))
+    shop.env["KACCY_SIGNER_CORE_WALLET"] = hot
+    del shop.env["KACCY_SIGNER_MNEMONIC"]
+    dest = await node.call("getnewaddress", wallet="miner")
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "70000")[1]
+    assert shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "core")[1]["state"] == "signed"
+    txid = shop.cli("withdraw", "broadcast", w["withdrawal_id"])[1]["txid"]
+    assert txid in await node.call("getrawmempool")
+
+
+async def test_signer_words_for_another_account_refuse_to_start(node, tmp_path) -> None:
+    shop = Shop(node, tmp_path)
+    other_words, _ = node.fresh_vpub()
+    shop.env["KACCY_SIGNER_MNEMONIC"] = other_words
+    rc, out = shop.cli("order", "show", "x", check=False)
+    assert rc != 0 and out["error"]["code"] == "signer_key_mismatch"
