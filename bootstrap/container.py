@@ -31,6 +31,7 @@ from kaccy_bitcoin.application.withdrawals import (
     WithdrawalSettings,
 )
 from kaccy_bitcoin.adapters.bitcoin_core.signer import CoreWalletSigner
+from kaccy_bitcoin.adapters.hwi.hardware_wallet import HwiHardwareWallet, HwiSigner
 from kaccy_bitcoin.adapters.keys.software_signer import SoftwareSigner
 from kaccy_bitcoin.ports.signer import SignerError
 from kaccy_bitcoin.bootstrap.config import ConfigError
@@ -95,6 +96,9 @@ class Gateways(containers.DeclarativeContainer):
     notifier = providers.Singleton(LogNotifier)
     software_signer = providers.Singleton(_software_signer, mnemonic=config.signer_mnemonic,
                                           passphrase=config.signer_passphrase, deriver=deriver)
+    hardware_wallet = providers.Singleton(
+        HwiHardwareWallet, network=providers.Callable(Network.parse, config.network),
+        address_type=providers.Callable(lambda d: d.address_type, deriver))
     core_signer = providers.Singleton(CoreWalletSigner, rpc=rpc, wallet=config.signer_core_wallet,
                                       network=providers.Callable(Network.parse, config.network))
     publisher = providers.Singleton(lambda n: _subscribe_notifier(InProcessPublisher(), n), notifier)
@@ -141,7 +145,12 @@ class Services(containers.DeclarativeContainer):
                                           clock=gateways.clock)
     sign_withdrawal = providers.Factory(
         SignWithdrawal, uow=storage.uow, clock=gateways.clock,
-        signers=providers.Dict(software=gateways.software_signer.provider, core=gateways.core_signer.provider))
+        signers=providers.Dict(
+            software=gateways.software_signer.provider,
+            core=gateways.core_signer.provider,
+            hwi=providers.Factory(HwiSigner, wallet=gateways.hardware_wallet,
+                                  network=providers.Callable(Network.parse, config.network),
+                                  fingerprint=withdrawal_settings.provided.master_fingerprint).provider))
     broadcast_withdrawal = providers.Factory(BroadcastWithdrawal, uow=storage.uow, chain=gateways.chain,
                                              clock=gateways.clock,
                                              network=providers.Callable(Network.parse, config.network))

@@ -1,0 +1,1 @@
+"""Hardware wallets through Bitcoin Core's HWI library (hwilib)."""
