@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 import attrs
 
@@ -193,7 +193,7 @@ def _changes(verdict: _Verdict, stored: StoredOutput) -> bool:
 class RunMonitor:
     """Poll forever (until cancelled), every `interval` seconds; a failed poll is retried."""
 
-    def __init__(self, poll: PollPayments, interval: float) -> None:
+    def __init__(self, poll: Callable[[], Awaitable[list[DomainEvent]]], interval: float) -> None:
         self._poll = poll
         self._interval = interval
 

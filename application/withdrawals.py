@@ -24,7 +24,14 @@ from kaccy_bitcoin.domain.coin_selection import (
     finish_selection,
     select_coins,
 )
-from kaccy_bitcoin.domain.errors import CoinsReserved, DomainError, DustOutput, InvalidAmount, NotFound
+from kaccy_bitcoin.domain.errors import (
+    CoinsReserved,
+    DomainError,
+    DustOutput,
+    InsufficientFunds,
+    InvalidAmount,
+    NotFound,
+)
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.psbt import (
     KeyOrigin,
@@ -77,6 +84,8 @@ def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
         out["replaced_by"] = w.replaced_by
     if w.reject_reason:
         out["reject_reason"] = w.reject_reason
+    if w.child_of:
+        out["child_of"] = w.child_of
     if w.txid is not None and w.state is PsbtState.BROADCAST:
         out["txid"] = w.txid.value
         out["confirmations"] = confirmations or 0
@@ -157,6 +166,29 @@ class WithdrawalBuilder:
         return Withdrawal(withdrawal_id, now, [WithdrawalInput(c.outpoint, c.amount, *self._paths[c.outpoint])
                                                for c in selection.coins],
                           w_outputs, selection.fee, psbt)
+
+    async def build_child(self, uow: UnitOfWork, withdrawal_id: str, coin: Coin, path: tuple[int, int],
+                          rate: FeeRate, parent_vsize: int, parent_fee: Satoshis) -> Withdrawal:
+        """A CPFP child: spends one of our outputs of an unconfirmed parent back to a fresh change
+        address, paying enough that parent and child together reach `rate`."""
+        self._paths[coin.outpoint] = path
+        child_vsize = -(-(TX_OVERHEAD_WEIGHT + coin.input_weight + OUTPUT_WEIGHT["p2wpkh"]) // 4)
+        fee = max(rate.fee_for(parent_vsize + child_vsize).value - parent_fee.value,
+                  rate.fee_for(child_vsize).value)
+        keep = coin.amount.value - fee
+        if keep < DUST_LIMIT[AddressType.P2WPKH]:
+            raise InsufficientFunds(DUST_LIMIT[AddressType.P2WPKH] - keep,
+                                    f"the change of {coin.amount.value} sat cannot pay a {fee} sat child fee")
+        index = uow.addresses.allocate(CHANGE)
+        address = self._deriver.address(CHANGE, index)
+        uow.addresses.record(AddressEntry(address, CHANGE, index, f"change of {withdrawal_id}", None, "change"))
+        await self._watch.cover(uow, CHANGE, uow.addresses.issued(CHANGE))
+        tip = (await self._chain.chain_info()).blocks
+        psbt = build_psbt(self.network, [self._input_spec(coin)],
+                          [PsbtOutputSpec(Address(address, self.network).script_pubkey(), Satoshis(keep),
+                                          self._origin(CHANGE, index))], locktime=tip)
+        return Withdrawal(withdrawal_id, self._clock.now(), [WithdrawalInput(coin.outpoint, coin.amount, *path)],
+                          [WithdrawalOutput(address, Satoshis(keep), change=True)], Satoshis(fee), psbt)
 
     def _origin(self, chain: int, index: int) -> KeyOrigin:
         return KeyOrigin(self._settings.master_fingerprint, self._deriver.path(chain, index),
@@ -323,6 +355,40 @@ class BumpWithdrawal:
             uow.commit()
         return view(new)
 
+
+
+class CpfpWithdrawal:
+    """CPFP: lift a stuck broadcast withdrawal by spending its change with a high-fee child."""
+
+    def __init__(self, builder: WithdrawalBuilder, uow: Callable[[], UnitOfWork], chain: ChainBackend,
+                 clock: Clock) -> None:
+        self._builder, self._uow, self._chain, self._clock = builder, uow, chain, clock
+
+    async def __call__(self, withdrawal_id: str, fee_rate: FeeRate) -> dict[str, Any]:
+        async with self._uow() as uow:
+            parent = _load(uow, withdrawal_id)
+            if parent.state is not PsbtState.BROADCAST or parent.txid is None:
+                raise InvalidAmount(f"withdrawal {withdrawal_id} is {parent.state.name.lower()}: "
+                                    "only a broadcast withdrawal can be lifted")
+            found = (await self._chain.wallet_transactions([parent.txid])).get(parent.txid)
+            if found is None or found.confirmations != 0 or not found.in_mempool:
+                raise InvalidAmount(f"withdrawal {withdrawal_id} is not waiting in the mempool: nothing to lift")
+            change = [(vout, o) for vout, o in enumerate(parent.outputs) if o.change]
+            if not change:
+                raise InvalidAmount(f"withdrawal {withdrawal_id} has no change output to spend")
+            vout, out = change[0]
+            entry = uow.addresses.get(out.address)
+            if entry is None:
+                raise NotFound(f"change address {out.address} is not in the address book")
+            parent_vsize = estimated_vsize(self._builder.network, parent.psbt)
+            coin = Coin(OutPoint(parent.txid, vout), out.amount)
+            child = await self._builder.build_child(uow, uuid.uuid4().hex, coin, (entry.chain, entry.index),
+                                                    fee_rate, parent_vsize, parent.fee)
+            child.child_of = parent.withdrawal_id
+            uow.reservations.reserve(child.outpoints(), child.withdrawal_id, self._clock.now())
+            uow.withdrawals.save(child)
+            uow.commit()
+        return {**view(child), "child_of": parent.withdrawal_id}
 
 
 def _load(uow: UnitOfWork, withdrawal_id: str) -> Withdrawal:

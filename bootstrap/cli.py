@@ -97,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
     wb = withdraw.add_parser("bump", help="replace a broadcast withdrawal with a higher fee (RBF)")
     wb.add_argument("withdrawal_id")
     wb.add_argument("--fee-rate", type=_fee_rate, required=True)
+    wp = withdraw.add_parser("cpfp", help="lift a stuck broadcast withdrawal with a child spending its change")
+    wp.add_argument("withdrawal_id")
+    wp.add_argument("--fee-rate", type=_fee_rate, required=True, help="target rate for parent and child together")
 
     run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the monitor")
     run.add_argument("--no-demo", action="store_true")
@@ -124,7 +127,7 @@ async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 
 async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
-    poll = GcPausedDuring(await _service(c, "poll_payments"))
+    poll = GcPausedDuring(await _service(c, "monitor_tick"))
     if args.once:
         events = await poll()
         return {"events": [e.to_dict() for e in events]}
@@ -158,9 +161,9 @@ async def cmd_withdraw(args: argparse.Namespace, c: Container) -> dict[str, Any]
     if args.action == "sign":
         sign = await _service(c, "sign_withdrawal")
         return await sign(args.withdrawal_id, args.signer)
-    if args.action == "bump":
-        bump = await _service(c, "bump_withdrawal")
-        return await bump(args.withdrawal_id, args.fee_rate)
+    if args.action in ("bump", "cpfp"):
+        use_case = await _service(c, f"{args.action}_withdrawal")
+        return await use_case(args.withdrawal_id, args.fee_rate)
     use_case = await _service(c, f"{args.action}_withdrawal")
     return await use_case(args.withdrawal_id)
 

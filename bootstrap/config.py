@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "signer_core_wallet": "kaccy-hot",
     "fallback_fee_rate": "2",
     "fee_target_blocks": "6",
+    "rebroadcast_delay": "30",
+    "stuck_after": "21600",
 }
 
 
@@ -68,8 +70,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
-    try:
-        values["poll_interval"] = float(values["poll_interval"])
-    except ValueError:
-        raise ConfigError(f"KACCY_POLL_INTERVAL must be a number of seconds, got {values['poll_interval']!r}") from None
+    for key in ("poll_interval", "rebroadcast_delay", "stuck_after"):
+        try:
+            values[key] = float(values[key])
+        except ValueError:
+            raise ConfigError(f"KACCY_{key.upper()} must be a number of seconds, got {values[key]!r}") from None
     return values

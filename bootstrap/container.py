@@ -19,11 +19,13 @@ from kaccy_bitcoin.adapters.memory.publisher import InProcessPublisher, LogNotif
 from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
 from kaccy_bitcoin.application.monitor import PollPayments, RunMonitor
 from kaccy_bitcoin.application.orders import CreateOrder, ShowOrder, WatchRange
+from kaccy_bitcoin.application.rebroadcast import MonitorTick, RebroadcastSettings, RebroadcastWithdrawals
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.application.withdrawals import (
     BroadcastWithdrawal,
     BumpWithdrawal,
     CancelWithdrawal,
+    CpfpWithdrawal,
     CreateWithdrawal,
     ShowWithdrawal,
     SignWithdrawal,
@@ -129,7 +131,14 @@ class Services(containers.DeclarativeContainer):
     show_order = providers.Factory(ShowOrder, uow=storage.uow)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
-    run_monitor = providers.Factory(RunMonitor, poll=poll_payments, interval=config.poll_interval)
+    rebroadcast_withdrawals = providers.Factory(
+        RebroadcastWithdrawals, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
+        publisher=gateways.publisher,
+        settings=providers.Factory(RebroadcastSettings, network=providers.Callable(Network.parse, config.network),
+                                   first_delay_seconds=config.rebroadcast_delay,
+                                   stuck_after_seconds=config.stuck_after))
+    monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, rebroadcast=rebroadcast_withdrawals)
+    run_monitor = providers.Factory(RunMonitor, poll=monitor_tick, interval=config.poll_interval)
 
     withdrawal_settings = providers.Singleton(
         WithdrawalSettings,
@@ -156,6 +165,8 @@ class Services(containers.DeclarativeContainer):
                                              network=providers.Callable(Network.parse, config.network))
     cancel_withdrawal = providers.Factory(CancelWithdrawal, uow=storage.uow, clock=gateways.clock)
     show_withdrawal = providers.Factory(ShowWithdrawal, uow=storage.uow, chain=gateways.chain)
+    cpfp_withdrawal = providers.Factory(CpfpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
+                                        chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         clock=gateways.clock)
 

@@ -70,7 +70,7 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
             config.xpub.from_value(_demo_vpub(data_dir))
             say("using the demo account in the data dir (regtest only)")
     try:
-        poll = GcPausedDuring(await _awaited(container.services.poll_payments()))
+        poll = GcPausedDuring(await _awaited(container.services.monitor_tick()))
         if demo and config.network() == "regtest":
             await _demo(container, poll)
         interval = config.poll_interval()

@@ -57,6 +57,10 @@ class Withdrawal:
     replaces: str | None = None
     replaced_by: str | None = None
     reject_reason: str = ""
+    child_of: str | None = None          # a CPFP child: the withdrawal whose change it spends
+    rebroadcasts: int = 0
+    last_rebroadcast_at: dt.datetime | None = None
+    stuck_alerted: bool = False
 
     @property
     def state(self) -> PsbtState:
@@ -77,6 +81,30 @@ class Withdrawal:
 
     def mark_broadcast(self, at: dt.datetime) -> None:
         self.machine.fire("broadcast", at=at)
+
+    @property
+    def broadcast_at(self) -> dt.datetime | None:
+        return next((t.at for t in self.machine.history if t.dest == "BROADCAST"), None)
+
+    def rebroadcast_due(self, now: dt.datetime, first_delay: float, max_delay: float) -> bool:
+        """Exponential backoff between re-submissions of a transaction the mempool lost."""
+        last = self.last_rebroadcast_at or self.broadcast_at
+        if last is None:
+            return False
+        delay = min(first_delay * 2 ** self.rebroadcasts, max_delay)
+        return (now - last).total_seconds() >= delay
+
+    def record_rebroadcast(self, now: dt.datetime) -> None:
+        self.rebroadcasts += 1
+        self.last_rebroadcast_at = now
+
+    def stuck(self, now: dt.datetime, after_seconds: float) -> bool:
+        """True once, when a broadcast transaction is still unconfirmed past `after_seconds`."""
+        since = self.broadcast_at
+        if self.stuck_alerted or since is None or (now - since).total_seconds() < after_seconds:
+            return False
+        self.stuck_alerted = True
+        return True
 
     def reject(self, reason: str, at: dt.datetime) -> None:
         self.machine.fire("reject", at=at, reason=reason)

@@ -176,3 +176,42 @@ async def test_signer_words_for_another_account_refuse_to_start(node, tmp_path) 
     shop.env["KACCY_SIGNER_MNEMONIC"] = other_words
     rc, out = shop.cli("order", "show", "x", check=False)
     assert rc != 0 and out["error"]["code"] == "signer_key_mismatch"
+
+
+async def test_cpfp_lifts_a_low_fee_parent(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path)
+    dest = await node.call("getnewaddress", wallet="miner")
+    parent = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "100000", "--fee-rate", "1")[1]
+    shop.cli("withdraw", "sign", parent["withdrawal_id"], "--signer", "software")
+    parent_txid = shop.cli("withdraw", "broadcast", parent["withdrawal_id"])[1]["txid"]
+    child = shop.cli("withdraw", "cpfp", parent["withdrawal_id"], "--fee-rate", "20")[1]
+    assert child["child_of"] == parent["withdrawal_id"]
+    assert child["inputs"][0]["txid"] == parent_txid
+    shop.cli("withdraw", "sign", child["withdrawal_id"], "--signer", "software")
+    child_txid = shop.cli("withdraw", "broadcast", child["withdrawal_id"])[1]["txid"]
+    entry = await node.call("getmempoolentry", parent_txid)
+    package_rate = Decimal(entry["fees"]["descendant"]) * 100_000_000 / entry["descendantsize"]
+    assert package_rate >= Decimal("19.5"), package_rate
+    await node.mine(1)
+    for wid in (parent["withdrawal_id"], child["withdrawal_id"]):
+        assert shop.cli("withdraw", "show", wid)[1]["confirmations"] == 1
+    assert child_txid
+
+
+async def test_evicted_withdrawal_is_rebroadcast_and_a_stuck_one_alerts(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, KACCY_REBROADCAST_DELAY="0", KACCY_STUCK_AFTER="0")
+    dest = await node.call("getnewaddress", wallet="miner")
+    tip = await node.call("getbestblockhash")
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "80000")[1]
+    shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
+    txid = shop.cli("withdraw", "broadcast", w["withdrawal_id"])[1]["txid"]
+    # Its anti-fee-sniping locktime is the current tip: take that block away and the
+    # transaction is not final for the next block, so the mempool drops it.
+    await node.call("invalidateblock", tip)
+    assert txid not in await node.call("getrawmempool")
+    events = shop.poll()                       # the monitor's tick tries (non-final: not yet accepted)
+    assert [e["kind"] for e in events if e["kind"] == "withdrawal_stuck"] == ["withdrawal_stuck"]
+    await node.call("reconsiderblock", tip)    # the chain moves on; now it is final again
+    shop.poll()
+    assert txid in await node.call("getrawmempool")
+    assert all(e["kind"] != "withdrawal_stuck" for e in shop.poll())   # alerted once

@@ -77,7 +77,9 @@ def withdrawal_fields(w: Withdrawal) -> dict:
                         for o in w.outputs],
             "fee_sat": w.fee.value, "history": [t.to_dict() for t in w.machine.history],
             "txid": w.txid.value if w.txid else None, "replaces": w.replaces,
-            "replaced_by": w.replaced_by, "reject_reason": w.reject_reason,
+            "replaced_by": w.replaced_by, "reject_reason": w.reject_reason, "child_of": w.child_of,
+            "rebroadcasts": w.rebroadcasts, "stuck_alerted": w.stuck_alerted,
+            "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
         },
     }
 
@@ -92,7 +94,10 @@ def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
         outputs=[WithdrawalOutput(o["address"], Satoshis(o["amount_sat"]), o["change"]) for o in d["outputs"]],
         fee=Satoshis(d["fee_sat"]), psbt=row.psbt, machine=machine,
         txid=Txid(d["txid"]) if d.get("txid") else None, replaces=d.get("replaces"),
-        replaced_by=d.get("replaced_by"), reject_reason=d.get("reject_reason", ""))
+        replaced_by=d.get("replaced_by"), reject_reason=d.get("reject_reason", ""), child_of=d.get("child_of"),
+        rebroadcasts=d.get("rebroadcasts", 0), stuck_alerted=d.get("stuck_alerted", False),
+        last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
+        else None)
 
 
 def event_from_row(row: AuditRow) -> DomainEvent:
