@@ -21,6 +21,7 @@ docs: setup
 	@$(PY) scripts/render_state_machines.py > docs/state-machines.md
 
 bench: setup bitcoind
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/coin_selection.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/incoming.py
 
 clean:
