@@ -59,6 +59,7 @@ class PollPayments:
             verdicts = await self._judge(uow, history.entries, history.removed)
             now = self._clock.now()
             self._apply(uow, verdicts, now)
+            self._check_spends(uow, history.entries, now)
             uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
             uow.commit()
         events = uow.committed_events()
@@ -181,6 +182,20 @@ class PollPayments:
         uow.record(events)
         if used:
             uow.addresses.mark_used(used)
+
+
+    @staticmethod
+    def _check_spends(uow: UnitOfWork, entries: Iterable[WalletEntry], now) -> None:  # noqa: ANN001
+        """Coins leaving the wallet in a transaction that is none of our withdrawals: an alert."""
+        spends = {e.outpoint.txid for e in entries if e.direction is Direction.SEND and e.confirmations >= 0}
+        if not spends:
+            return
+        ours = {w.txid for w in uow.withdrawals.in_states(["broadcast", "finalized"]) if w.txid is not None}
+        uow.record([DomainEvent(f"unexpected_spend:{t.value}", "unexpected_spend", t.value, now,
+                                {"txid": t.value, "amount_sat": sum(e.amount.value for e in entries
+                                                                    if e.outpoint.txid == t and
+                                                                    e.direction is Direction.SEND)})
+                    for t in sorted(spends - ours)])
 
 
 def _changes(verdict: _Verdict, stored: StoredOutput) -> bool:

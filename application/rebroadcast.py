@@ -28,6 +28,7 @@ class RebroadcastSettings:
     max_delay_seconds: float = 3600.0
     stuck_after_seconds: float = 6 * 3600.0
     release_after_confirmations: int = 6
+    unsigned_ttl_seconds: float = 24 * 3600.0
 
 
 class RebroadcastWithdrawals:
@@ -39,12 +40,26 @@ class RebroadcastWithdrawals:
     async def __call__(self) -> list[DomainEvent]:
         s = self._settings
         async with self._uow() as uow:
-            pending = [w for w in uow.withdrawals.in_states(["broadcast"]) if w.txid is not None]
-            views = await self._chain.wallet_transactions([w.txid for w in pending]) if pending else {}
             now = self._clock.now()
             events = []
+            for w in uow.withdrawals.in_states(["created", "partially_signed", "signed"]):
+                if w.expired(now, s.unsigned_ttl_seconds):
+                    w.reject("expired before broadcast", now)
+                    uow.reservations.release(w.withdrawal_id)
+                    uow.withdrawals.save(w)
+                    events.append(DomainEvent(f"withdrawal_expired:{w.withdrawal_id}", "withdrawal_expired",
+                                              w.withdrawal_id, now, {"withdrawal_id": w.withdrawal_id}))
+            pending = [w for w in uow.withdrawals.in_states(["broadcast"]) if w.txid is not None]
+            views = await self._chain.wallet_transactions([w.txid for w in pending]) if pending else {}
             for w in pending:
                 view = views.get(w.txid)
+                if view is not None and view.confirmations > 0 and not w.confirmed_reported:
+                    w.confirmed_reported = True   # seen back from the chain as an outgoing payment
+                    uow.withdrawals.save(w)
+                    events.append(DomainEvent(f"withdrawal_confirmed:{w.withdrawal_id}", "withdrawal_confirmed",
+                                              w.withdrawal_id, now, {"withdrawal_id": w.withdrawal_id,
+                                                                     "txid": w.txid.value,
+                                                                     "confirmations": view.confirmations}))
                 if view is not None and view.confirmations >= s.release_after_confirmations:
                     uow.reservations.release(w.withdrawal_id)   # spent for good: nothing to hold
                     continue

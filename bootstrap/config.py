@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "fee_target_blocks": "6",
     "rebroadcast_delay": "30",
     "stuck_after": "21600",
+    "withdrawal_ttl": "86400",
 }
 
 
@@ -70,7 +71,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
-    for key in ("poll_interval", "rebroadcast_delay", "stuck_after"):
+    for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl"):
         try:
             values[key] = float(values[key])
         except ValueError:

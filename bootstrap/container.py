@@ -136,7 +136,8 @@ class Services(containers.DeclarativeContainer):
         publisher=gateways.publisher,
         settings=providers.Factory(RebroadcastSettings, network=providers.Callable(Network.parse, config.network),
                                    first_delay_seconds=config.rebroadcast_delay,
-                                   stuck_after_seconds=config.stuck_after))
+                                   stuck_after_seconds=config.stuck_after,
+                                   unsigned_ttl_seconds=config.withdrawal_ttl))
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, rebroadcast=rebroadcast_withdrawals)
     run_monitor = providers.Factory(RunMonitor, poll=monitor_tick, interval=config.poll_interval)
 

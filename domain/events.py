@@ -18,8 +18,10 @@ EVENT_KINDS = frozenset({
     "order_overpaid",
     "payment_late",
     "payment_to_unknown_address",
-    "withdrawal_state_changed",
+    "withdrawal_confirmed",
+    "withdrawal_expired",
     "withdrawal_stuck",
+    "unexpected_spend",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.
@@ -32,6 +34,7 @@ DISCREPANCY_KINDS = frozenset({
     "payment_late",
     "payment_to_unknown_address",
     "withdrawal_stuck",
+    "unexpected_spend",
 })
 
 

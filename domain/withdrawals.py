@@ -61,6 +61,7 @@ class Withdrawal:
     rebroadcasts: int = 0
     last_rebroadcast_at: dt.datetime | None = None
     stuck_alerted: bool = False
+    confirmed_reported: bool = False
 
     @property
     def state(self) -> PsbtState:
@@ -105,6 +106,11 @@ class Withdrawal:
             return False
         self.stuck_alerted = True
         return True
+
+    def expired(self, now: dt.datetime, ttl_seconds: float) -> bool:
+        """Not broadcast within its time to live: its coins should go back to the pool."""
+        waiting = self.state.name in ("CREATED", "PARTIALLY_SIGNED", "SIGNED")
+        return waiting and (now - self.created_at).total_seconds() >= ttl_seconds
 
     def reject(self, reason: str, at: dt.datetime) -> None:
         self.machine.fire("reject", at=at, reason=reason)

@@ -51,8 +51,11 @@ async def test_single_withdrawal_signed_broadcast_confirmed_and_seen_by_monitor(
     assert (shown["txid"], shown["confirmations"], shown["state"]) == (sent["txid"], 1, "broadcast")
     tx = await node.call("gettransaction", sent["txid"], wallet="miner")
     assert tx["amount"] == Decimal("0.0015")
-    events = shop.poll()   # the change output is ours, not a payment to an unknown address
-    assert [e for e in events if e["kind"] == "payment_to_unknown_address"] == []
+    events = shop.poll()   # seen back as outgoing; the change is ours, not an unknown payment
+    assert [(e["kind"], e["subject"]) for e in events
+            if e["kind"] in ("withdrawal_confirmed", "payment_to_unknown_address", "unexpected_spend")] == [
+        ("withdrawal_confirmed", wid)]
+    assert shop.poll() == []
 
 
 async def test_batch_withdrawal_pays_every_output(node, tmp_path) -> None:
@@ -168,6 +171,26 @@ async def test_core_signs_our_psbt_and_we_finalize(node, tmp_path) -> None:
     assert shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "core")[1]["state"] == "signed"
     txid = shop.cli("withdraw", "broadcast", w["withdrawal_id"])[1]["txid"]
     assert txid in await node.call("getrawmempool")
+    # The keys also sit in the node's hot wallet: a spend made there, not through a
+    # withdrawal, is an unexpected spend the monitor reports.
+    shop.poll()
+    rogue = await node.call("sendtoaddress", dest, "0.001", wallet=hot)
+    events = shop.poll()
+    assert [(e["kind"], e["subject"]) for e in events if e["kind"] == "unexpected_spend"] == [
+        ("unexpected_spend", rogue)]
+
+
+async def test_unbroadcast_withdrawal_expires_and_releases_its_coins(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000,), KACCY_WITHDRAWAL_TTL="0")
+    dest = await node.call("getnewaddress", wallet="miner")
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000")[1]
+    events = shop.poll()
+    assert [(e["kind"], e["subject"]) for e in events if e["kind"] == "withdrawal_expired"] == [
+        ("withdrawal_expired", w["withdrawal_id"])]
+    shown = shop.cli("withdraw", "show", w["withdrawal_id"])[1]
+    assert shown["state"] == "rejected" and shown["reject_reason"] == "expired before broadcast"
+    again = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000")[1]
+    assert again["inputs"] == w["inputs"]
 
 
 async def test_signer_words_for_another_account_refuse_to_start(node, tmp_path) -> None:

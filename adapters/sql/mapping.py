@@ -79,6 +79,7 @@ def withdrawal_fields(w: Withdrawal) -> dict:
             "txid": w.txid.value if w.txid else None, "replaces": w.replaces,
             "replaced_by": w.replaced_by, "reject_reason": w.reject_reason, "child_of": w.child_of,
             "rebroadcasts": w.rebroadcasts, "stuck_alerted": w.stuck_alerted,
+            "confirmed_reported": w.confirmed_reported,
             "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
         },
     }
@@ -96,6 +97,7 @@ def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
         txid=Txid(d["txid"]) if d.get("txid") else None, replaces=d.get("replaces"),
         replaced_by=d.get("replaced_by"), reject_reason=d.get("reject_reason", ""), child_of=d.get("child_of"),
         rebroadcasts=d.get("rebroadcasts", 0), stuck_alerted=d.get("stuck_alerted", False),
+        confirmed_reported=d.get("confirmed_reported", False),
         last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
         else None)
 
