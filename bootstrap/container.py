@@ -21,16 +21,14 @@ from kaccy_bitcoin.application.monitor import PollPayments, RunMonitor
 from kaccy_bitcoin.application.orders import CreateOrder, ShowOrder, WatchRange
 from kaccy_bitcoin.application.rebroadcast import MonitorTick, RebroadcastSettings, RebroadcastWithdrawals
 from kaccy_bitcoin.application.settings import PaymentSettings
+from kaccy_bitcoin.application.fee_bumping import BumpWithdrawal, CpfpWithdrawal
+from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder, WithdrawalSettings
 from kaccy_bitcoin.application.withdrawals import (
     BroadcastWithdrawal,
-    BumpWithdrawal,
     CancelWithdrawal,
-    CpfpWithdrawal,
     CreateWithdrawal,
     ShowWithdrawal,
     SignWithdrawal,
-    WithdrawalBuilder,
-    WithdrawalSettings,
 )
 from kaccy_bitcoin.adapters.bitcoin_core.signer import CoreWalletSigner
 from kaccy_bitcoin.adapters.hwi.hardware_wallet import HwiHardwareWallet, HwiSigner

@@ -78,3 +78,9 @@ class CoinsReserved(DomainError):
     """Another withdrawal reserved one of these coins first."""
 
     code = "coins_reserved"
+
+
+class WithdrawalStateError(DomainError):
+    """The withdrawal is not in a state that allows what was asked."""
+
+    code = "invalid_withdrawal_state"

@@ -6,7 +6,7 @@ import datetime as dt
 import attrs
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
-from kaccy_bitcoin.domain.errors import InvalidAmount
+from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalStateError
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.psbt_state import PsbtMachine, PsbtState
 
@@ -111,6 +111,22 @@ class Withdrawal:
         """Not broadcast within its time to live: its coins should go back to the pool."""
         waiting = self.state.name in ("CREATED", "PARTIALLY_SIGNED", "SIGNED")
         return waiting and (now - self.created_at).total_seconds() >= ttl_seconds
+
+    def cancel(self, at: dt.datetime) -> None:
+        """Reject before broadcast; a broadcast transaction can only be replaced (bump)."""
+        if self.state is PsbtState.BROADCAST:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is already broadcast: "
+                                       "use `withdraw bump` to replace it")
+        self.reject("cancelled", at)
+
+    def require_broadcast(self, action: str) -> Txid:
+        """The txid of a broadcast withdrawal, for actions that only make sense on one."""
+        if self.state is not PsbtState.BROADCAST or self.txid is None:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.state.name.lower()}: "
+                                       f"only a broadcast withdrawal can be {action}")
+        if self.replaced_by:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} was already replaced by {self.replaced_by}")
+        return self.txid
 
     def reject(self, reason: str, at: dt.datetime) -> None:
         self.machine.fire("reject", at=at, reason=reason)

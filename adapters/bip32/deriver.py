@@ -24,7 +24,6 @@ from bip_utils import (
     P2PKHAddrEncoder,
     P2SHAddrEncoder,
     P2TRAddrEncoder,
-    P2WPKHAddrEncoder,
     SegwitBech32Encoder,
 )
 from bip_utils.utils.crypto.hash160 import Hash160
