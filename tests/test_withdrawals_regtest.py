@@ -147,23 +147,45 @@ async def test_cancel_is_refused_once_broadcast_and_bump_replaces(node, tmp_path
     assert shop.cli("withdraw", "show", w["withdrawal_id"])[1]["replaced_by"] == bumped["withdrawal_id"]
 
 
-async def test_core_signs_our_psbt_and_we_finalize(node, tmp_path) -> None:
-    shop = await funded_shop(node, tmp_path)
+async def hot_wallet(node, shop: Shop) -> str:  # noqa: ANN001
+    """A node wallet holding the shop's private keys (what `--signer core` signs with)."""
+    from bip_utils import Base58Decoder, Base58Encoder, Bip39SeedGenerator, Bip84, Bip84Coins
+
     hot = f"hot-{shop.vpub[-6:]}"
     await node.call("createwallet", hot, False, True)
-    from bip_utils import Bip39SeedGenerator, Bip84, Bip84Coins
-
     seed = Bip39SeedGenerator(shop.words).Generate()
-    tprv = Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0).PrivateKey().ToExtended()
-    from kaccy_bitcoin.adapters.bip32.deriver import _PREFIXES  # noqa: F401 - vprv -> tprv below
-    from bip_utils import Base58Decoder, Base58Encoder
-    tprv = Base58Encoder.CheckEncode(bytes.fromhex("04358394") + Base58Decoder.CheckDecode(tprv)[4:])
+    vprv = Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0).PrivateKey().ToExtended()
+    tprv = Base58Encoder.CheckEncode(bytes.fromhex("04358394") + Base58Decoder.CheckDecode(vprv)[4:])
     descs = []
     for chain in (0, 1):
         info = await node.call("getdescriptorinfo", f"wpkh({tprv}/{chain}/*)")
         descs.append({"desc": f"wpkh({tprv}/{chain}/*)#{info['checksum']}", "range": [0, 100],
                       "timestamp": 0, "active": True, "internal": chain == 1})
     assert all(r["success"] for r in await node.call("importdescriptors", descs, wallet=hot))
+    return hot
+
+
+async def test_a_rejected_broadcast_goes_to_rejected_and_releases_coins(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000,))
+    hot = await hot_wallet(node, shop)
+    dest = await node.call("getnewaddress", wallet="miner")
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000")[1]
+    shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
+    await node.call("sendall", [dest], wallet=hot)   # the same coin leaves by another road
+    rc, out = shop.cli("withdraw", "broadcast", w["withdrawal_id"], check=False)
+    assert rc == 2 and out["error"]["code"] == "rejected_by_node" and "released" in out["error"]["message"]
+    shown = shop.cli("withdraw", "show", w["withdrawal_id"])[1]
+    assert shown["state"] == "rejected" and "rejected by the node" in shown["reject_reason"]
+    from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
+
+    uow = SqlUnitOfWorkFactory(make_engine(shop.env["KACCY_DATABASE_URL"]))
+    with uow() as u:
+        assert u.reservations.reserved() == {}
+
+
+async def test_core_signs_our_psbt_and_we_finalize(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path)
+    hot = await hot_wallet(node, shop)
     shop.env["KACCY_SIGNER_CORE_WALLET"] = hot
     del shop.env["KACCY_SIGNER_MNEMONIC"]
     dest = await node.call("getnewaddress", wallet="miner")
