@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.application.withdrawals import load_withdrawal, view
@@ -18,17 +18,21 @@ from kaccy_bitcoin.ports.storage import UnitOfWork
 
 class BumpWithdrawal:
     """RBF (BIP125): a new withdrawal spending the same inputs (plus more if needed), paying
-    the same payouts at a higher fee rate; the original is marked replaced once created."""
+    the same payouts (and, for a batch RBF, new ones) at a higher fee rate; the original is
+    marked replaced once created."""
 
     def __init__(self, builder: WithdrawalBuilder, uow: Callable[[], UnitOfWork], clock: Clock) -> None:
         self._builder, self._uow, self._clock = builder, uow, clock
 
-    async def __call__(self, withdrawal_id: str, fee_rate: FeeRate) -> dict[str, Any]:
+    async def __call__(self, withdrawal_id: str, fee_rate: FeeRate,
+                       add_payouts: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+        """`add_payouts` makes it a batch RBF: the replacement also pays these."""
+        extra_payouts = self._builder.parse_payouts(add_payouts) if add_payouts else []
         async with self._uow() as uow:
             old = load_withdrawal(uow, withdrawal_id)
             old.require_broadcast("bumped")
             payouts = [(Address(o.address, self._builder.network), o.amount)
-                       for o in old.outputs if not o.change]
+                       for o in old.outputs if not o.change] + extra_payouts
             old_rate_kvb = old.fee.value * 1000 // estimated_vsize(self._builder.network, old.psbt)
             if fee_rate.sat_per_kvb <= old_rate_kvb:
                 raise InvalidAmount(f"the new fee rate {fee_rate} must exceed the current "

@@ -97,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
     wb = withdraw.add_parser("bump", help="replace a broadcast withdrawal with a higher fee (RBF)")
     wb.add_argument("withdrawal_id")
     wb.add_argument("--fee-rate", type=_fee_rate, required=True)
+    wb.add_argument("--to", action="append", default=[], dest="to", help="batch RBF: another payout to add")
+    wb.add_argument("--amount-sat", action="append", default=[], dest="amounts", type=_signed_int("--amount-sat"))
     wp = withdraw.add_parser("cpfp", help="lift a stuck broadcast withdrawal with a child spending its change")
     wp.add_argument("withdrawal_id")
     wp.add_argument("--fee-rate", type=_fee_rate, required=True, help="target rate for parent and child together")
@@ -161,9 +163,14 @@ async def cmd_withdraw(args: argparse.Namespace, c: Container) -> dict[str, Any]
     if args.action == "sign":
         sign = await _service(c, "sign_withdrawal")
         return await sign(args.withdrawal_id, args.signer)
-    if args.action in ("bump", "cpfp"):
-        use_case = await _service(c, f"{args.action}_withdrawal")
-        return await use_case(args.withdrawal_id, args.fee_rate)
+    if args.action == "bump":
+        if len(args.to) != len(args.amounts):
+            raise UsageError("give one --amount-sat for every --to")
+        bump = await _service(c, "bump_withdrawal")
+        return await bump(args.withdrawal_id, args.fee_rate, list(zip(args.to, args.amounts)))
+    if args.action == "cpfp":
+        cpfp = await _service(c, "cpfp_withdrawal")
+        return await cpfp(args.withdrawal_id, args.fee_rate)
     use_case = await _service(c, f"{args.action}_withdrawal")
     return await use_case(args.withdrawal_id)
 

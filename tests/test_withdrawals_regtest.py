@@ -260,3 +260,21 @@ async def test_evicted_withdrawal_is_rebroadcast_and_a_stuck_one_alerts(node, tm
     shop.poll()
     assert txid in await node.call("getrawmempool")
     assert all(e["kind"] != "withdrawal_stuck" for e in shop.poll())   # alerted once
+
+
+async def test_batch_rbf_adds_payouts_to_a_pending_batch(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path)
+    a, b = [await node.call("getnewaddress", "", "bech32", wallet="miner") for _ in range(2)]
+    w = shop.cli("withdraw", "create", "--to", a, "--amount-sat", "40000", "--fee-rate", "2")[1]
+    shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
+    old_txid = shop.cli("withdraw", "broadcast", w["withdrawal_id"])[1]["txid"]
+    bumped = shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "6", "--to", b, "--amount-sat", "30000")[1]
+    paid = {o["address"]: o["amount_sat"] for o in bumped["outputs"] if not o["change"]}
+    assert paid == {a: 40_000, b: 30_000} and bumped["replaces"] == w["withdrawal_id"]
+    shop.cli("withdraw", "sign", bumped["withdrawal_id"], "--signer", "software")
+    new_txid = shop.cli("withdraw", "broadcast", bumped["withdrawal_id"])[1]["txid"]
+    mempool = await node.call("getrawmempool")
+    assert new_txid in mempool and old_txid not in mempool
+    await node.mine(1)
+    tx = await node.call("getrawtransaction", new_txid, True)
+    assert {v["scriptPubKey"].get("address") for v in tx["vout"]} >= {a, b}
