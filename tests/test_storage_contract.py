@@ -11,7 +11,7 @@ from kaccy_bitcoin.domain.errors import CoinsReserved, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, PaymentRequest
-from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds, PaymentState
+from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
 from kaccy_bitcoin.ports.storage import StoredOutput
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 
