@@ -155,7 +155,6 @@ class PollPayments:
         requests = {r.order_id: r for r in by_address.values()}
         requests.update(uow.requests.get_many(order_ids - requests.keys()))
         payments = uow.payments.get_many(order_ids)
-        before = {i: p.fingerprint() for i, p in payments.items()}
         for order_id in order_ids - payments.keys():
             payments[order_id] = Payment(order_id)
 
@@ -172,13 +171,10 @@ class PollPayments:
                 payments[order_id].withdraw(op, v.gone, now, v.replaced_by)
         for request in expiring:
             payments[request.order_id].expire(request, now)
-        changed = []
         for order_id, payment in payments.items():
             payment.settle(requests[order_id], self._settings.thresholds, now)
-            if before.get(order_id) != payment.fingerprint():
-                changed.append(payment)
-                events.extend(payment.take_events())
-        uow.payments.save(changed)
+            events.extend(payment.take_events())
+        uow.payments.save(list(payments.values()))   # the repository writes only what changed
         uow.record(events)
         if used:
             uow.addresses.mark_used(used)

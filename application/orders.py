@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any, Callable
+from urllib.parse import quote
 
 import attrs
 
@@ -37,8 +38,6 @@ class OrderView:
 
 
 def bip21(address: str, amount: Satoshis, label: str = "") -> str:
-    from urllib.parse import quote
-
     uri = f"bitcoin:{address}?amount={amount.to_btc().rstrip('0').rstrip('.')}"
     if label:
         uri += f"&label={quote(label)}"

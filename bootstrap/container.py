@@ -17,7 +17,7 @@ from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 from kaccy_bitcoin.adapters.memory.clock import SystemClock
 from kaccy_bitcoin.adapters.memory.publisher import InProcessPublisher, LogNotifier
 from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
-from kaccy_bitcoin.application.monitor import PollPayments, RunMonitor
+from kaccy_bitcoin.application.monitor import PollPayments
 from kaccy_bitcoin.application.orders import CreateOrder, ShowOrder, WatchRange
 from kaccy_bitcoin.application.rebroadcast import MonitorTick, RebroadcastSettings, RebroadcastWithdrawals
 from kaccy_bitcoin.application.settings import PaymentSettings
@@ -65,13 +65,12 @@ def _software_signer(mnemonic: str | None, passphrase: str, deriver: Bip32Addres
     return SoftwareSigner(mnemonic, passphrase or "", deriver)
 
 
-def _fingerprint(configured: str | None, mnemonic: str | None, passphrase: str,
-                 deriver: Bip32AddressDeriver) -> str:
+def _fingerprint(configured: str | None, mnemonic: str | None, software_signer) -> str:  # noqa: ANN001
     """Master key fingerprint for PSBT key origins: configured, else the software signer's."""
     if configured:
         return configured.lower()
     if mnemonic:
-        return _software_signer(mnemonic, passphrase, deriver).fingerprint
+        return software_signer().fingerprint
     return "00000000"
 
 
@@ -137,7 +136,6 @@ class Services(containers.DeclarativeContainer):
                                    stuck_after_seconds=config.stuck_after,
                                    unsigned_ttl_seconds=config.withdrawal_ttl))
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, rebroadcast=rebroadcast_withdrawals)
-    run_monitor = providers.Factory(RunMonitor, poll=monitor_tick, interval=config.poll_interval)
 
     withdrawal_settings = providers.Singleton(
         WithdrawalSettings,
@@ -145,7 +143,7 @@ class Services(containers.DeclarativeContainer):
         fallback_fee_rate=providers.Callable(FeeRate.from_sat_per_vb, config.fallback_fee_rate),
         fee_target_blocks=config.fee_target_blocks,
         master_fingerprint=providers.Callable(_fingerprint, config.xpub_fingerprint, config.signer_mnemonic,
-                                              config.signer_passphrase, gateways.deriver),
+                                              gateways.software_signer.provider),
     )
     withdrawal_builder = providers.Factory(WithdrawalBuilder, chain=gateways.chain, deriver=gateways.deriver,
                                            watch=watch_range, clock=gateways.clock, settings=withdrawal_settings)

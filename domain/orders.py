@@ -177,12 +177,6 @@ class Payment:
                 return max(out.confirmations, 0)
         return max(counted[-1].confirmations, 0)
 
-    def fingerprint(self) -> tuple:
-        """Everything a save would write; equal fingerprints mean nothing to save."""
-        return (self.state, self.event_seq, len(self.history), self.reported_match, self.finality_alerted,
-                tuple((op, o.confirmations, o.status, o.block_hash, o.replaced_by)
-                      for op, o in self.outputs.items()))
-
     def txids(self) -> list[str]:
         return sorted({o.outpoint.txid.value for o in self.counted()})
 

@@ -6,7 +6,6 @@ every input signals RBF (BIP125) and the locktime is set against fee sniping.
 """
 from __future__ import annotations
 
-import base64
 import binascii
 
 import attrs
@@ -130,13 +129,6 @@ def finalize_psbt(network: Network, text: str) -> tuple[str, bytes, Txid]:
             raise InvalidPsbt(f"cannot finalize: {missing} input(s) still need signatures")
         tx = psbt.extract_transaction()
         return psbt.to_base64(), tx.serialize(), Txid(tx.GetTxid()[::-1].hex())
-
-
-def psbt_is_base64(text: str) -> bool:
-    try:
-        return base64.b64decode(text, validate=True)[:5] == b"psbt\xff"
-    except (binascii.Error, ValueError):
-        return False
 
 
 P2WPKH_WITNESS_WEIGHT = 108   # item count, 72-byte signature, 33-byte key, with their lengths

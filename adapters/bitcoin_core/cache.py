@@ -49,9 +49,6 @@ class TieredCache:
         while len(self._ttl) > self._ttl_size:
             self._ttl.popitem(last=False)
 
-    def invalidate_ttl(self) -> None:
-        self._ttl.clear()
-
     @staticmethod
     def missing(value: Any) -> bool:
         return value is _MISSING

@@ -17,8 +17,6 @@ class RpcError(BitcoinCoreError):
     WALLET_NOT_FOUND = -18
     WALLET_ALREADY_LOADED = -35
     WALLET_ALREADY_EXISTS = -4
-    VERIFY_REJECTED = -26
-    VERIFY_ALREADY_IN_CHAIN = -27
 
     def __init__(self, method: str, rpc_code: int, rpc_message: str) -> None:
         self.method = method
