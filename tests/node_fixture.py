@@ -36,7 +36,14 @@ class Node:
         await self.mine(101)
 
     async def mine(self, blocks: int = 1) -> list[str]:
-        return await self.rpc.call("generatetoaddress", blocks, self.miner_address)
+        hashes = await self.rpc.call("generatetoaddress", blocks, self.miner_address)
+        await self.settle()
+        return hashes
+
+    async def settle(self) -> None:
+        """Wait until every wallet (ours included) has processed what the node just did:
+        the node notifies wallets asynchronously, so a poll right after a send could miss it."""
+        await self.rpc.call("syncwithvalidationinterfacequeue")
 
     async def call(self, method: str, *params: Any, wallet: str | None = None) -> Any:
         return await self.rpc.call(method, *params, wallet=wallet)
@@ -44,8 +51,10 @@ class Node:
     async def send(self, address: str, sat: int, *, wallet: str = "miner", replaceable: bool = True) -> str:
         from kaccy_bitcoin.domain.money import Satoshis
 
-        return await self.rpc.call("sendtoaddress", address, Satoshis(sat).to_btc(), "", "", False, replaceable,
+        txid = await self.rpc.call("sendtoaddress", address, Satoshis(sat).to_btc(), "", "", False, replaceable,
                                    wallet=wallet)
+        await self.settle()
+        return txid
 
     async def fresh_wallet(self, funded_sat: int = 0) -> str:
         name = f"w{next(_names)}-{uuid.uuid4().hex[:6]}"

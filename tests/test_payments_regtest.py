@@ -90,12 +90,14 @@ async def test_reorg_moves_payment_back_and_forth_without_double_counting(node, 
     assert shop.show("reorg")["confirmations"] == 2
 
     await node.call("invalidateblock", block)   # two blocks leave the chain; the tx returns to the mempool
+    await node.settle()
     events = shop.poll()
     assert kinds(events) == ["payment_reorged"] and events[0]["to"] == "unconfirmed"
     view = shop.show("reorg")
     assert (view["status"], view["received_sat"], view["txids"]) == ("unconfirmed", 70_000, [txid])
 
     await node.call("reconsiderblock", block)
+    await node.settle()
     events = shop.poll()
     assert kinds(events) == ["payment_confirmed"]
     view = shop.show("reorg")
@@ -109,6 +111,7 @@ async def test_rbf_fee_bump_keeps_one_payment_under_the_new_txid(node, tmp_path)
     old = await node.send(address, 80_000, wallet=payer)
     assert kinds(shop.poll()) == ["payment_detected"]
     new = (await node.call("bumpfee", old, wallet=payer))["txid"]
+    await node.settle()
     events = shop.poll()
     assert kinds(events) == ["payment_replaced", "payment_detected"]
     assert events[0]["txid"] == old and events[0]["replaced_by"] == new and events[1]["txid"] == new
@@ -132,7 +135,9 @@ async def double_spend(node, payer: str, txid: str) -> str:  # noqa: ANN001
     back = await node.call("getnewaddress", wallet=payer)
     raw = await node.call("createrawtransaction", inputs, [{back: str(total - Decimal("0.0002"))}])
     signed = await node.call("signrawtransactionwithwallet", raw, wallet=payer)
-    return await node.call("sendrawtransaction", signed["hex"])
+    txid = await node.call("sendrawtransaction", signed["hex"])
+    await node.settle()
+    return txid
 
 
 async def test_double_spend_takes_the_payment_away_and_notifies(node, tmp_path) -> None:

@@ -172,6 +172,7 @@ async def test_a_rejected_broadcast_goes_to_rejected_and_releases_coins(node, tm
     w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000")[1]
     shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
     await node.call("sendall", [dest], wallet=hot)   # the same coin leaves by another road
+    await node.settle()
     rc, out = shop.cli("withdraw", "broadcast", w["withdrawal_id"], check=False)
     assert rc == 2 and out["error"]["code"] == "rejected_by_node" and "released" in out["error"]["message"]
     shown = shop.cli("withdraw", "show", w["withdrawal_id"])[1]
@@ -197,6 +198,7 @@ async def test_core_signs_our_psbt_and_we_finalize(node, tmp_path) -> None:
     # withdrawal, is an unexpected spend the monitor reports.
     shop.poll()
     rogue = await node.call("sendtoaddress", dest, "0.001", wallet=hot)
+    await node.settle()
     events = shop.poll()
     assert [(e["kind"], e["subject"]) for e in events if e["kind"] == "unexpected_spend"] == [
         ("unexpected_spend", rogue)]
@@ -253,10 +255,12 @@ async def test_evicted_withdrawal_is_rebroadcast_and_a_stuck_one_alerts(node, tm
     # Its anti-fee-sniping locktime is the current tip: take that block away and the
     # transaction is not final for the next block, so the mempool drops it.
     await node.call("invalidateblock", tip)
+    await node.settle()
     assert txid not in await node.call("getrawmempool")
     events = shop.poll()                       # the monitor's tick tries (non-final: not yet accepted)
     assert [e["kind"] for e in events if e["kind"] == "withdrawal_stuck"] == ["withdrawal_stuck"]
     await node.call("reconsiderblock", tip)    # the chain moves on; now it is final again
+    await node.settle()
     shop.poll()
     assert txid in await node.call("getrawmempool")
     assert all(e["kind"] != "withdrawal_stuck" for e in shop.poll())   # alerted once
