@@ -71,12 +71,24 @@ class PollPayments:
         verdicts: dict[OutPoint, _Verdict] = {}
         recheck: set[Txid] = {e.outpoint.txid for e in removed if e.direction is Direction.RECEIVE}
         trusted: set[Txid] = set()
+        unconfirmed: list[WalletEntry] = []
         for e in entries:
             if e.direction is not Direction.RECEIVE or e.address is None:
                 continue
             v = verdicts.setdefault(e.outpoint, _Verdict(e.address))
-            if e.confirmations > 0 and not e.abandoned:
+            if e.abandoned or e.confirmations < 0:
+                recheck.add(e.outpoint.txid)
+            elif e.confirmations > 0:
                 v.seen = OutputObservation(e.outpoint, e.amount, e.confirmations, e.block_hash)
+                trusted.add(e.outpoint.txid)
+            else:
+                unconfirmed.append(e)
+        # An unconfirmed entry the mempool still holds is live as listed (the mempool holds no
+        # conflicts); one it does not hold was replaced, double-spent or evicted: re-check it.
+        live = await self._chain.in_mempool(sorted({e.outpoint.txid for e in unconfirmed}))
+        for e in unconfirmed:
+            if e.outpoint.txid in live:
+                verdicts[e.outpoint].seen = OutputObservation(e.outpoint, e.amount, 0, None)
                 trusted.add(e.outpoint.txid)
             else:
                 recheck.add(e.outpoint.txid)
@@ -98,14 +110,16 @@ class PollPayments:
         for e in entries:
             if e.direction is Direction.RECEIVE and e.address:
                 pays.setdefault(e.outpoint.txid, set()).add(e.address)
+        outpoints: dict[Txid, list[OutPoint]] = {}
+        for op in verdicts:
+            outpoints.setdefault(op.txid, []).append(op)
         for txid in recheck:
-            self._judge_tx(txid, views.get(txid), verdicts, pays)
+            self._judge_tx(txid, views.get(txid), verdicts, pays, outpoints.get(txid, []))
         return verdicts
 
     @staticmethod
     def _judge_tx(txid: Txid, view: WalletTransaction | None, verdicts: dict[OutPoint, _Verdict],
-                  pays: dict[Txid, set[str]]) -> None:
-        mine = [op for op in verdicts if op.txid == txid]
+                  pays: dict[Txid, set[str]], mine: list[OutPoint]) -> None:
         if view is None:
             for op in mine:
                 verdicts[op].gone = OutputStatus.REORGED_OUT

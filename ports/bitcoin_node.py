@@ -46,6 +46,10 @@ class ChainBackend(abc.ABC):
         """Every transaction id in the node's mempool."""
 
     @abc.abstractmethod
+    async def in_mempool(self, txids: Sequence[Txid]) -> set[Txid]:
+        """Those of `txids` the node's mempool holds now (a cost in `len(txids)`, not in the mempool's size)."""
+
+    @abc.abstractmethod
     async def mempool_info(self) -> MempoolInfo:
         """Mempool size and the minimum fee rate it currently accepts."""
 

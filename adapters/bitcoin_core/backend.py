@@ -102,6 +102,18 @@ class BitcoinCoreBackend(ChainBackend):
     async def mempool_txids(self) -> set[Txid]:
         return {Txid(t) for t in await self.rpc.call("getrawmempool")}
 
+    async def in_mempool(self, txids: Sequence[Txid]) -> set[Txid]:
+        if not txids:
+            return set()
+        entries = await self.rpc.batch([("getmempoolentry", [t.value]) for t in txids])
+        found = set()
+        for txid, entry in zip(txids, entries):
+            if not isinstance(entry, RpcError):
+                found.add(txid)
+            elif entry.rpc_code != RpcError.INVALID_ADDRESS_OR_KEY:
+                raise entry
+        return found
+
     async def mempool_info(self) -> MempoolInfo:
         cached = self.cache.get_ttl("mempoolinfo")
         if not self.cache.missing(cached):
@@ -203,11 +215,7 @@ class BitcoinCoreBackend(ChainBackend):
                 out[txid] = None
             else:
                 found[txid] = reply
-        unconfirmed = [t for t, r in found.items() if int(r.get("confirmations", 0)) == 0]
-        in_mempool: set[Txid] = set()
-        if unconfirmed:
-            entries = await self.rpc.batch([("getmempoolentry", [t.value]) for t in unconfirmed])
-            in_mempool = {t for t, e in zip(unconfirmed, entries) if not isinstance(e, RpcError)}
+        in_mempool = await self.in_mempool([t for t, r in found.items() if int(r.get("confirmations", 0)) == 0])
         for txid, r in found.items():
             details = [dict(d, txid=txid.value, confirmations=r.get("confirmations", 0),
                             blockhash=r.get("blockhash")) for d in r.get("details", ())

@@ -209,6 +209,9 @@ class FakeChain(ChainBackend):
     async def mempool_txids(self) -> set[Txid]:
         return {Txid(t) for t in self.mempool}
 
+    async def in_mempool(self, txids: Sequence[Txid]) -> set[Txid]:
+        return {t for t in txids if t.value in self.mempool}
+
     async def mempool_info(self) -> MempoolInfo:
         return MempoolInfo(len(self.mempool), 250 * len(self.mempool), FeeRate(1000))
 
