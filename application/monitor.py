@@ -18,6 +18,7 @@ import attrs
 from kaccy_bitcoin.domain.addresses import MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.chain import Direction, WalletEntry, WalletTransaction
+from kaccy_bitcoin.domain.errors import ConcurrentUpdate
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, unknown_address_event
 from kaccy_bitcoin.application.settings import PaymentSettings
@@ -52,6 +53,18 @@ class PollPayments:
         self._settings = settings
 
     async def __call__(self) -> list[DomainEvent]:
+        for attempt in range(1, 4):
+            try:
+                return await self._poll()
+            except ConcurrentUpdate:
+                # Another monitor committed the same payments first; its work is durable,
+                # so reading again from its cursor sees everything (and counts nothing twice).
+                if attempt == 3:
+                    raise
+                log.warning("another writer changed payments during this poll; polling again")
+        raise AssertionError("unreachable")
+
+    async def _poll(self) -> list[DomainEvent]:
         final = self._settings.thresholds.final
         async with self._uow() as uow:
             cursor = uow.cursors.get(CURSOR)
@@ -85,7 +98,7 @@ class PollPayments:
                 unconfirmed.append(e)
         # An unconfirmed entry the mempool still holds is live as listed (the mempool holds no
         # conflicts); one it does not hold was replaced, double-spent or evicted: re-check it.
-        live = await self._chain.in_mempool(sorted({e.outpoint.txid for e in unconfirmed}))
+        live = await self._chain.in_mempool(sorted({e.outpoint.txid for e in unconfirmed}, key=_txid_key))
         for e in unconfirmed:
             if e.outpoint.txid in live:
                 verdicts[e.outpoint].seen = OutputObservation(e.outpoint, e.amount, 0, None)
@@ -99,12 +112,12 @@ class PollPayments:
         recheck -= trusted
         if not recheck:
             return verdicts
-        views = await self._chain.wallet_transactions(sorted(recheck))
+        views = await self._chain.wallet_transactions(sorted(recheck, key=_txid_key))
         rivals = {c for v in views.values() if v is not None and v.confirmations <= 0 and not v.in_mempool
                   for c in (*v.wallet_conflicts, *v.mempool_conflicts, *([v.replaced_by] if v.replaced_by else []))}
         rivals -= views.keys()
         if rivals:
-            views.update(await self._chain.wallet_transactions(sorted(rivals)))
+            views.update(await self._chain.wallet_transactions(sorted(rivals, key=_txid_key)))
         pays: dict[Txid, set[str]] = {
             t: {r.address for r in v.receives if r.address} for t, v in views.items() if v is not None}
         for e in entries:
@@ -173,7 +186,8 @@ class PollPayments:
             payments[order_id] = Payment(order_id)
 
         used: set[str] = set()
-        for op, v in sorted(verdicts.items(), key=lambda kv: (kv[1].gone is None, str(kv[0]))):
+        # Departures first, then arrivals, each in outpoint order: the same facts give the same events.
+        for op, v in sorted(verdicts.items(), key=lambda kv: (kv[1].gone is None, kv[0].txid.value, kv[0].vout)):
             order_id = owner.get(op)
             if order_id is None:
                 continue
@@ -206,6 +220,10 @@ class PollPayments:
                                                                     if e.outpoint.txid == t and
                                                                     e.direction is Direction.SEND)})
                     for t in sorted(spends - ours)])
+
+
+def _txid_key(txid: Txid) -> str:
+    return txid.value
 
 
 def _changes(verdict: _Verdict, stored: StoredOutput) -> bool:

@@ -80,6 +80,12 @@ class CoinsReserved(DomainError):
     code = "coins_reserved"
 
 
+class ConcurrentUpdate(DomainError):
+    """Another unit of work changed the same aggregate since this one read it; retry."""
+
+    code = "concurrent_update"
+
+
 class WithdrawalStateError(DomainError):
     """The withdrawal is not in a state that allows what was asked."""
 

@@ -141,6 +141,14 @@ class Payment:
     finality_alerted: bool = False
     events: list[DomainEvent] = attrs.field(factory=list, eq=False)
 
+    def copy(self) -> Payment:
+        """An independent copy (outputs and machine included; pending events are not copied)."""
+        return Payment(self.order_id, {op: ReceivedOutput(o.outpoint, o.amount, o.confirmations, o.first_seen,
+                                                          o.block_hash, o.status, o.replaced_by)
+                                       for op, o in self.outputs.items()},
+                       PaymentMachine(self.machine.state, self.machine.history), self.event_seq,
+                       self.reported_match, self.finality_alerted)
+
     # -- reading ---------------------------------------------------------------
     @property
     def state(self) -> PaymentState:

@@ -40,6 +40,7 @@ def payment_fields(p: Payment) -> dict:
             "finality_alerted": p.finality_alerted}
 
 
+PAYMENT_COLUMNS = ("state", "history", "event_seq", "reported_match", "finality_alerted")
 OUTPUT_STATE_COLUMNS = ("confirmations", "block_hash", "status", "replaced_by")
 
 

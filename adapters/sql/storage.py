@@ -11,9 +11,7 @@ import os
 from collections import OrderedDict
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import bindparam, delete, event, func, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine
@@ -33,7 +31,7 @@ from kaccy_bitcoin.adapters.sql.tables import (
 )
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
-from kaccy_bitcoin.domain.errors import CoinsReserved, OrderConflict
+from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
@@ -65,7 +63,17 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
+    _upgrade(engine)
     return engine
+
+
+def _upgrade(engine: Engine) -> None:
+    """Columns added since a table was first created (create_all adds tables, not columns)."""
+    columns = {c["name"] for c in inspect(engine).get_columns(PaymentRow.__tablename__)}
+    if "version" not in columns:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {PaymentRow.__tablename__} "
+                              "ADD COLUMN version BIGINT NOT NULL DEFAULT 1"))
 
 
 class OrderCache:
@@ -74,15 +82,22 @@ class OrderCache:
 
     def __init__(self, size: int = 200_000) -> None:
         self._orders: OrderedDict[str, PaymentRequest] = OrderedDict()
+        self._by_address: dict[str, str] = {}
         self._size = size
 
     def get(self, order_id: str) -> PaymentRequest | None:
         return self._orders.get(order_id)
 
+    def by_address(self, address: str) -> PaymentRequest | None:
+        order_id = self._by_address.get(address)
+        return None if order_id is None else self._orders.get(order_id)
+
     def put(self, request: PaymentRequest) -> None:
         self._orders[request.order_id] = request
+        self._by_address[request.address] = request.order_id
         if len(self._orders) > self._size:
-            self._orders.popitem(last=False)
+            _, evicted = self._orders.popitem(last=False)
+            self._by_address.pop(evicted.address, None)
 
 
 class SqlPaymentRequests(storage.PaymentRequestRepository):
@@ -122,12 +137,21 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         return found
 
     def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
-        wanted = list(set(addresses))
         found: dict[str, PaymentRequest] = {}
-        for start in range(0, len(wanted), 500):
-            rows = self._s.execute(select(OrderRow).where(OrderRow.address.in_(wanted[start:start + 500])))
-            for (row,) in rows:
-                found[row.address] = mapping.order_from_row(row)
+        missing = []
+        for address in set(addresses):
+            cached = self._cache.by_address(address)
+            if cached is None:
+                missing.append(address)
+            else:
+                found[address] = cached
+        t = OrderRow.__table__
+        for start in range(0, len(missing), 500):
+            for row in self._s.execute(select(t).where(t.c.address.in_(missing[start:start + 500]))):
+                request = mapping.order_from_row(row)
+                if request.order_id not in self._added:
+                    self._cache.put(request)
+                found[row.address] = request
         return found
 
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
@@ -138,71 +162,144 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         return [mapping.order_from_row(row) for (row,) in self._s.execute(q)]
 
 
-def _upsert(session: Session, table, rows: list[dict], keys: Sequence[str]) -> None:  # noqa: ANN001
-    """INSERT ... ON CONFLICT (keys) DO UPDATE, as one executemany (SQLite and PostgreSQL)."""
-    if not rows:
-        return
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=list(keys),
-                                      set_={c: stmt.excluded[c] for c in rows[0] if c not in keys})
-    session.execute(stmt, rows)
+class PaymentCache:
+    """Payments as committed, each with the version its row had, shared by the units of work
+    of one factory. An entry is used only while the row still has that version, so a payment
+    written by another process (or by a unit of work here that rolled back) is read again."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._items: OrderedDict[str, tuple[int, Payment]] = OrderedDict()
+        self._size = size
+
+    def get(self, order_id: str, version: int) -> Payment | None:
+        item = self._items.get(order_id)
+        if item is None or item[0] != version:
+            return None
+        return item[1].copy()
+
+    def put(self, order_id: str, version: int, payment: Payment) -> None:
+        """Keep `payment` (which nobody may change afterwards) as the row at `version`."""
+        self._items[order_id] = (version, payment)
+        self._items.move_to_end(order_id)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 class SqlPayments(storage.PaymentRepository):
     """Core-level reads and batched writes: a poll touching 1,000 payments makes a few
     statements, builds no ORM objects, and writes only what changed since it was loaded
-    (a new depth rewrites an output's depth columns, not the payment's history)."""
+    (a new depth rewrites an output's depth columns, not the payment's history).
+
+    Every write bumps the payment row's version, guarded by `WHERE version = <as read>`:
+    a payment changed by another writer since it was read raises ConcurrentUpdate (the
+    unit of work rolls back and the caller retries), and a payment whose row still has the
+    version of a cached copy is not read again."""
 
     _payments = PaymentRow.__table__
     _outputs = OutputRow.__table__
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, cache: PaymentCache) -> None:
         self._s = session
+        self._cache = cache
+        self._versions: dict[str, int] = {}   # as read (or written) in this unit of work
         self._loaded: dict[str, tuple[tuple, dict[OutPoint, tuple]]] = {}
+        self._written: dict[str, Payment] = {}   # for the cache, once committed
 
     def get(self, order_id: str) -> Payment | None:
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
-        wanted = list(set(order_ids))
-        rows: dict[str, Any] = {}
-        outputs: dict[str, list[Any]] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            for row in self._s.execute(select(self._payments).where(self._payments.c.order_id.in_(chunk))):
-                rows[row.order_id] = row
+        wanted = set(order_ids)
+        self._read_versions([i for i in wanted if i not in self._versions])
+        found: dict[str, Payment] = {}
+        missing = []
+        for order_id in wanted:
+            version = self._versions.get(order_id)
+            if version is None:
+                continue
+            cached = None if order_id in self._written else self._cache.get(order_id, version)
+            if cached is None:
+                missing.append(order_id)
+            else:
+                found[order_id] = cached
+        p = self._payments
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            rows = list(self._s.execute(select(p).where(p.c.order_id.in_(chunk))))
+            outputs: dict[str, list[Any]] = {}
             for o in self._s.execute(select(self._outputs).where(self._outputs.c.order_id.in_(chunk))):
                 outputs.setdefault(o.order_id, []).append(o)
-        found = {i: mapping.payment_from_rows(r, outputs.get(i, [])) for i, r in rows.items()}
+            for row in rows:
+                payment = mapping.payment_from_rows(row, outputs.get(row.order_id, []))
+                self._versions[row.order_id] = row.version
+                if row.order_id not in self._written:
+                    self._cache.put(row.order_id, row.version, payment.copy())
+                found[row.order_id] = payment
         for order_id, payment in found.items():
             self._loaded[order_id] = _snapshot(payment)
         return found
 
+    def _read_versions(self, order_ids: list[str]) -> None:
+        p = self._payments
+        for start in range(0, len(order_ids), 500):
+            q = select(p.c.order_id, p.c.version).where(p.c.order_id.in_(order_ids[start:start + 500]))
+            self._versions.update({order_id: version for order_id, version in self._s.execute(q)})
+
     def save(self, payments: Sequence[Payment]) -> None:
-        payment_rows: list[dict] = []
+        new_payments: list[dict] = []
+        rewritten: list[dict] = []    # the payment's own columns changed
+        touched: list[dict] = []      # only its outputs changed: bump the version
         new_outputs: list[dict] = []
         moved_outputs: list[dict] = []
-        for p in payments:
-            head, outs = _snapshot(p)
-            loaded_head, loaded_outs = self._loaded.get(p.order_id, (None, {}))
-            if head != loaded_head:
-                payment_rows.append({"order_id": p.order_id, **mapping.payment_fields(p)})
-            for op, out in p.outputs.items():
-                if op not in loaded_outs:
-                    new_outputs.append({"txid": op.txid.value, "vout": op.vout,
-                                        **mapping.output_fields(p.order_id, out)})
-                elif outs[op] != loaded_outs[op]:
-                    moved_outputs.append({"k_txid": op.txid.value, "k_vout": op.vout,
-                                          **mapping.output_state(out)})
-            self._loaded[p.order_id] = (head, outs)
-        _upsert(self._s, self._payments, payment_rows, ["order_id"])
-        _upsert(self._s, self._outputs, new_outputs, ["txid", "vout"])
+        for pay in payments:
+            order_id = pay.order_id
+            head, outs = _snapshot(pay)
+            loaded_head, loaded_outs = self._loaded.get(order_id, (None, {}))
+            added = [op for op in pay.outputs if op not in loaded_outs]
+            moved = [op for op in pay.outputs if op in loaded_outs and outs[op] != loaded_outs[op]]
+            version = self._versions.get(order_id)
+            if version is None:
+                new_payments.append({"order_id": order_id, "version": 1, **mapping.payment_fields(pay)})
+            elif head != loaded_head:
+                rewritten.append({"k_id": order_id, "k_version": version, "version": version + 1,
+                                  **mapping.payment_fields(pay)})
+            elif added or moved:
+                touched.append({"k_id": order_id, "k_version": version, "version": version + 1})
+            else:
+                continue
+            new_outputs += [{"txid": op.txid.value, "vout": op.vout, **mapping.output_fields(order_id, pay.outputs[op])}
+                            for op in added]
+            moved_outputs += [{"k_txid": op.txid.value, "k_vout": op.vout, **mapping.output_state(pay.outputs[op])}
+                              for op in moved]
+            self._versions[order_id] = 1 if version is None else version + 1
+            self._loaded[order_id] = (head, outs)
+            self._written[order_id] = pay
+        p, o = self._payments, self._outputs
+        guard = (p.c.order_id == bindparam("k_id")) & (p.c.version == bindparam("k_version"))
+        for rows, columns in ((rewritten, mapping.PAYMENT_COLUMNS + ("version",)), (touched, ("version",))):
+            if rows:
+                done = self._s.execute(update(p).where(guard).values({c: bindparam(c) for c in columns}), rows)
+                if done.rowcount != len(rows):
+                    raise ConcurrentUpdate(
+                        f"{len(rows) - done.rowcount} of {len(rows)} payments were changed by another "
+                        "writer since they were read")
+        try:
+            if new_payments:
+                self._s.execute(insert(p), new_payments)
+            if new_outputs:
+                self._s.execute(insert(o), new_outputs)
+        except IntegrityError:
+            raise ConcurrentUpdate("a payment or output was inserted by another writer at the same time") from None
         if moved_outputs:
-            o = self._outputs
             self._s.execute(
                 update(o).where(o.c.txid == bindparam("k_txid"), o.c.vout == bindparam("k_vout"))
                 .values({c: bindparam(c) for c in mapping.OUTPUT_STATE_COLUMNS}), moved_outputs)
+
+    def committed(self) -> None:
+        """The unit of work committed: what it wrote is now the rows' state."""
+        for order_id, payment in self._written.items():
+            self._cache.put(order_id, self._versions[order_id], payment.copy())
+        self._written.clear()
 
     def unsettled_outpoints(self) -> list[OutPoint]:
         p, o = self._payments, self._outputs
@@ -213,14 +310,22 @@ class SqlPayments(storage.PaymentRepository):
 
     def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, storage.StoredOutput]:
         wanted = {(x.txid.value, x.vout): x for x in outpoints}
-        keys = list(wanted)
+        txids = list({t for t, _ in wanted})
         found: dict[OutPoint, storage.StoredOutput] = {}
-        o = self._outputs
-        for start in range(0, len(keys), 400):
-            q = select(o.c.txid, o.c.vout, o.c.order_id, o.c.confirmations, o.c.status, o.c.block_hash).where(
-                tuple_(o.c.txid, o.c.vout).in_(keys[start:start + 400]))
-            for txid, vout, order_id, conf, status, block in self._s.execute(q):
-                found[wanted[(txid, vout)]] = storage.StoredOutput(order_id, conf, OutputStatus(status), block)
+        p, o = self._payments, self._outputs
+        versions = self._versions
+        # By txid, the primary key's leading column (simpler for the planner than row values);
+        # the other outputs of the same transactions are dropped here.
+        for start in range(0, len(txids), 500):
+            q = (select(o.c.txid, o.c.vout, o.c.order_id, o.c.confirmations, o.c.status, o.c.block_hash,
+                        p.c.version)
+                 .join(p, p.c.order_id == o.c.order_id)
+                 .where(o.c.txid.in_(txids[start:start + 500])))
+            for txid, vout, order_id, conf, status, block, version in self._s.execute(q):
+                outpoint = wanted.get((txid, vout))
+                if outpoint is not None:
+                    found[outpoint] = storage.StoredOutput(order_id, conf, OutputStatus(status), block)
+                    versions.setdefault(order_id, version)
         return found
 
 
@@ -389,16 +494,18 @@ class SqlReservations(storage.CoinReservations):
 
 
 class SqlUnitOfWork(storage.UnitOfWork):
-    def __init__(self, engine: Engine, order_cache: OrderCache | None = None) -> None:
+    def __init__(self, engine: Engine, order_cache: OrderCache | None = None,
+                 payment_cache: PaymentCache | None = None) -> None:
         super().__init__()
         self._engine = engine
         self._order_cache = order_cache if order_cache is not None else OrderCache()
+        self._payment_cache = payment_cache if payment_cache is not None else PaymentCache()
         self._session: Session | None = None
 
     def _begin(self) -> None:
         self._session = s = Session(self._engine, expire_on_commit=False, autoflush=True)
         self.requests = SqlPaymentRequests(s, self._order_cache)
-        self.payments = SqlPayments(s)
+        self.payments = SqlPayments(s, self._payment_cache)
         self.withdrawals = SqlWithdrawals(s)
         self.addresses = SqlAddressBook(s)
         self.cursors = SqlCursors(s)
@@ -409,6 +516,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         if self._session is None:
             raise RuntimeError("commit() called outside `with uow:`")
         self._session.commit()
+        self.payments.committed()
 
     def _rollback(self) -> None:
         if self._session is not None:
@@ -424,6 +532,7 @@ class SqlUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.order_cache = OrderCache()
+        self.payment_cache = PaymentCache()
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, self.order_cache)
+        return SqlUnitOfWork(self.engine, self.order_cache, self.payment_cache)

@@ -41,6 +41,9 @@ class PaymentRow(KaccyTable, table=True):
     event_seq: int = 0
     reported_match: Optional[list] = Field(default=None, sa_column=Column(JSON, nullable=True))
     finality_alerted: bool = False
+    # Bumped by every write of the payment or its outputs: the optimistic-concurrency check
+    # of SqlPayments.save and the validity check of its in-process cache.
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
 
 
 class OutputRow(KaccyTable, table=True):
