@@ -105,6 +105,12 @@ class BitcoinCoreBackend(ChainBackend):
     async def in_mempool(self, txids: Sequence[Txid]) -> set[Txid]:
         if not txids:
             return set()
+        # One getmempoolentry costs about as much as listing ten txids of getrawmempool, so a
+        # mempool up to ten times the question's size is listed whole; a big one is asked per txid.
+        size = (await self.rpc.call("getmempoolinfo"))["size"]
+        if size <= 10 * len(txids):
+            pool = set(await self.rpc.call("getrawmempool"))
+            return {t for t in txids if t.value in pool}
         entries = await self.rpc.batch([("getmempoolentry", [t.value]) for t in txids])
         found = set()
         for txid, entry in zip(txids, entries):
