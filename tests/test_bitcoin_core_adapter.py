@@ -53,6 +53,21 @@ async def test_transactions_mempool_and_fees(node) -> None:
     assert not accept.allowed and accept.reject_reason
 
 
+async def test_in_mempool_answers_alike_whether_it_lists_the_mempool_or_asks_per_txid(node) -> None:
+    backend = BitcoinCoreBackend(node.rpc, wallet="miner")
+    address = await node.call("getnewaddress", wallet="miner")
+    sent = [Txid(await node.send(address, 20_000 + i)) for i in range(12)]
+    absent = Txid("00" * 32)
+    # One txid against a mempool of twelve: asked per txid (getmempoolentry).
+    assert await backend.in_mempool([sent[0]]) == {sent[0]}
+    assert await backend.in_mempool([absent]) == set()
+    # Thirteen txids: the mempool is listed once (getrawmempool).
+    assert await backend.in_mempool([*sent, absent]) == set(sent)
+    await node.mine(1)
+    assert await backend.in_mempool([sent[0]]) == set()
+    assert await backend.in_mempool(sent) == set()
+
+
 async def test_batch_equals_single_calls_and_keeps_per_call_errors(node) -> None:
     heights = list(range(0, 20))
     single = [await node.rpc.call("getblockhash", h) for h in heights]
