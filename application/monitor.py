@@ -69,9 +69,10 @@ class PollPayments:
         async with self._uow() as uow:
             cursor = uow.cursors.get(CURSOR)
             history = await self._chain.wallet_history(cursor.block_hash if cursor else None, final)
-            verdicts = await self._judge(uow, history.entries, history.removed)
+            unsettled = uow.payments.unsettled_outputs()
+            verdicts = await self._judge(history.entries, history.removed, unsettled)
             now = self._clock.now()
-            self._apply(uow, verdicts, now)
+            self._apply(uow, verdicts, unsettled, now)
             self._check_spends(uow, history.entries, now)
             uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
             uow.commit()
@@ -79,8 +80,8 @@ class PollPayments:
         await self._publisher.publish(events)
         return events
 
-    async def _judge(self, uow: UnitOfWork, entries: Iterable[WalletEntry],
-                     removed: Iterable[WalletEntry]) -> dict[OutPoint, _Verdict]:
+    async def _judge(self, entries: Iterable[WalletEntry], removed: Iterable[WalletEntry],
+                     unsettled: Iterable[OutPoint]) -> dict[OutPoint, _Verdict]:
         verdicts: dict[OutPoint, _Verdict] = {}
         recheck: set[Txid] = {e.outpoint.txid for e in removed if e.direction is Direction.RECEIVE}
         trusted: set[Txid] = set()
@@ -105,7 +106,7 @@ class PollPayments:
                 trusted.add(e.outpoint.txid)
             else:
                 recheck.add(e.outpoint.txid)
-        for outpoint in uow.payments.unsettled_outpoints():
+        for outpoint in unsettled:
             if outpoint.txid not in trusted:
                 recheck.add(outpoint.txid)
                 verdicts.setdefault(outpoint, _Verdict(""))
@@ -161,8 +162,10 @@ class PollPayments:
             else:
                 v.gone = OutputStatus.REORGED_OUT
 
-    def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict], now) -> None:  # noqa: ANN001
-        stored = uow.payments.by_outpoints(verdicts)
+    def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict],
+               unsettled: dict[OutPoint, StoredOutput], now) -> None:  # noqa: ANN001
+        stored = uow.payments.by_outpoints([op for op in verdicts if op not in unsettled])
+        stored.update((op, unsettled[op]) for op in verdicts if op in unsettled)
         # An output the chain reports exactly as stored changes nothing: skip it before
         # loading its payment, so a quiet poll costs one indexed query.
         verdicts = {op: v for op, v in verdicts.items() if op not in stored or _changes(v, stored[op])}

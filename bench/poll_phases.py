@@ -70,7 +70,7 @@ def instrument() -> None:
     timed(BitcoinCoreBackend, "_entries", "translate entries")
     for repo in (sql.SqlPayments, sql.SqlPaymentRequests, sql.SqlAuditLog, sql.SqlCursors, sql.SqlAddressBook,
                  sql.SqlWithdrawals):
-        for name in ("get_many", "save", "unsettled_outpoints", "by_outpoints", "by_addresses", "expiring",
+        for name in ("get_many", "save", "unsettled_outputs", "by_outpoints", "by_addresses", "expiring",
                      "append", "set", "get", "mark_used", "in_states"):
             if name in vars(repo):
                 timed(repo, name)

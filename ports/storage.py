@@ -64,8 +64,8 @@ class PaymentRepository(abc.ABC):
         """Insert or update payments and all of their outputs."""
 
     @abc.abstractmethod
-    def unsettled_outpoints(self) -> list[OutPoint]:
-        """Outputs that still count for a payment whose state is not terminal."""
+    def unsettled_outputs(self) -> dict[OutPoint, StoredOutput]:
+        """Outputs that still count for a payment whose state is not terminal, as stored."""
 
     @abc.abstractmethod
     def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, StoredOutput]:

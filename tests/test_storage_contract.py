@@ -102,7 +102,7 @@ def test_payment_queries(uow_factory) -> None:
         uow.payments.save([p1, Payment("b")])
         uow.commit()
     with uow_factory() as uow:
-        assert uow.payments.unsettled_outpoints() == [op(5)]
+        assert uow.payments.unsettled_outputs() == {op(5): StoredOutput("a", 1, OutputStatus.ACTIVE, None)}
         assert set(uow.payments.get_many(["a", "b", "zz"])) == {"a", "b"}
         assert uow.payments.by_outpoints([op(5), op(6)]) == {
             op(5): StoredOutput("a", 1, OutputStatus.ACTIVE, None)}

@@ -116,8 +116,9 @@ class MemoryPayments(storage.PaymentRepository):
             stored.events = []
             self._t.put(payment.order_id, stored)
 
-    def unsettled_outpoints(self) -> list[OutPoint]:
-        return sorted(o.outpoint for p in self._t.values() if not p.machine.is_terminal for o in p.counted())
+    def unsettled_outputs(self) -> dict[OutPoint, storage.StoredOutput]:
+        return {o.outpoint: storage.StoredOutput(p.order_id, o.confirmations, o.status, o.block_hash)
+                for p in self._t.values() if not p.machine.is_terminal for o in p.counted()}
 
     def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, storage.StoredOutput]:
         wanted = set(outpoints)

@@ -301,12 +301,17 @@ class SqlPayments(storage.PaymentRepository):
             self._cache.put(order_id, self._versions[order_id], payment.copy())
         self._written.clear()
 
-    def unsettled_outpoints(self) -> list[OutPoint]:
+    def unsettled_outputs(self) -> dict[OutPoint, storage.StoredOutput]:
         p, o = self._payments, self._outputs
-        q = (select(o.c.txid, o.c.vout).join(p, p.c.order_id == o.c.order_id)
-             .where(p.c.state.not_in(_TERMINAL_PAYMENT_STATES), o.c.status == "active")
-             .order_by(o.c.txid, o.c.vout))
-        return [OutPoint(Txid(t), v) for t, v in self._s.execute(q)]
+        q = (select(o.c.txid, o.c.vout, o.c.order_id, o.c.confirmations, o.c.block_hash, p.c.version)
+             .join(p, p.c.order_id == o.c.order_id)
+             .where(p.c.state.not_in(_TERMINAL_PAYMENT_STATES), o.c.status == "active"))
+        found: dict[OutPoint, storage.StoredOutput] = {}
+        versions = self._versions
+        for txid, vout, order_id, conf, block, version in self._s.execute(q):
+            found[OutPoint(Txid(txid), vout)] = storage.StoredOutput(order_id, conf, OutputStatus.ACTIVE, block)
+            versions.setdefault(order_id, version)
+        return found
 
     def by_outpoints(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, storage.StoredOutput]:
         wanted = {(x.txid.value, x.vout): x for x in outpoints}
