@@ -172,7 +172,9 @@ async def test_a_rejected_broadcast_goes_to_rejected_and_releases_coins(node, tm
     w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000")[1]
     shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
     await node.call("sendall", [dest], wallet=hot)   # the same coin leaves by another road
-    await node.settle()
+    # ... and is mined: while the rival only sits in the mempool, full RBF lets ours replace it
+    # whenever our fee is higher (it is, once the node has fee estimates from earlier tests).
+    await node.mine(1)
     rc, out = shop.cli("withdraw", "broadcast", w["withdrawal_id"], check=False)
     assert rc == 2 and out["error"]["code"] == "rejected_by_node" and "released" in out["error"]["message"]
     shown = shop.cli("withdraw", "show", w["withdrawal_id"])[1]
