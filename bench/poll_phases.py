@@ -121,7 +121,7 @@ async def scenario(tmp: pathlib.Path) -> None:
             total = time.perf_counter() - t
             if profiler:
                 profiler.disable()
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+                pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_LINES", "30")))
             parts = dict(SPENT)
             rpc_total = parts.get("rpc: call", 0) + parts.get("rpc: batch", 0)
             accounted = rpc_total + sum(v for k, v in parts.items() if not k.startswith("rpc"))

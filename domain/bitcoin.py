@@ -116,7 +116,7 @@ class Address:
 _TXID = re.compile(r"^[0-9a-f]{64}$")
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)   # hashed many times per poll (dict keys)
 class Txid:
     """A transaction id in its usual (byte-reversed) lower-case hex form."""
 
@@ -135,7 +135,7 @@ def _check_vout(instance: object, attribute: attrs.Attribute, value: object) -> 
         raise InvalidTxid(f"output index must be an integer in [0, 2^32): {value!r}")
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class OutPoint:
     txid: Txid
     vout: int = attrs.field(validator=_check_vout)

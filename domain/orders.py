@@ -278,16 +278,16 @@ class Payment:
                                                    "to": self.state.name.lower(), "confirmations": depth})
 
     def _report_match(self, request: PaymentRequest, at: dt.datetime) -> None:
-        status = self.match(request)
-        key = (status.value, self.received.value)
+        received = self.received
+        status = match_amount(request.amount, received, request.tolerance)
+        key = (status.value, received.value)
         if key == self.reported_match:
             return
         self.reported_match = key
         if status in (MatchStatus.UNDERPAID, MatchStatus.OVERPAID):
             self._emit(f"order_{status.value}", at, {
                 "order_id": self.order_id, "expected_sat": request.amount.value,
-                "received_sat": self.received.value,
-                "difference_sat": self.received.value - request.amount.value})
+                "received_sat": received.value, "difference_sat": received.value - request.amount.value})
 
     def _lateness(self, request: PaymentRequest, at: dt.datetime) -> str | None:
         if self.state is PaymentState.FAILED:
