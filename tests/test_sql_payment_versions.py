@@ -162,3 +162,11 @@ def test_a_database_from_before_versions_is_upgraded(tmp_path) -> None:
         assert old is not None and old.state is PaymentState.PENDING
         uow.payments.save([at_depth(Payment("o-1"), 1)])
         uow.commit()
+
+
+def test_settled_payments_leave_the_cache(engine) -> None:
+    factory = SqlUnitOfWorkFactory(engine)
+    seed(factory, depth=6)   # finalized at once
+    with engine.begin() as conn:   # behind the repository's back, version untouched
+        conn.execute(text("UPDATE kaccy_received_outputs SET confirmations = 99"))
+    assert depth_seen_by(factory) == 99   # not cached: read from the row

@@ -167,7 +167,7 @@ class PaymentCache:
     of one factory. An entry is used only while the row still has that version, so a payment
     written by another process (or by a unit of work here that rolled back) is read again."""
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, size: int = 50_000) -> None:
         self._items: OrderedDict[str, tuple[int, Payment]] = OrderedDict()
         self._size = size
 
@@ -178,7 +178,13 @@ class PaymentCache:
         return item[1].copy()
 
     def put(self, order_id: str, version: int, payment: Payment) -> None:
-        """Keep `payment` (which nobody may change afterwards) as the row at `version`."""
+        """Keep `payment` (which nobody may change afterwards) as the row at `version`.
+
+        Settled payments (finalized, failed) are not kept: the monitor reads one again only
+        when something arrives late, and they would otherwise fill the cache."""
+        if payment.machine.is_terminal:
+            self._items.pop(order_id, None)
+            return
         self._items[order_id] = (version, payment)
         self._items.move_to_end(order_id)
         if len(self._items) > self._size:
