@@ -24,7 +24,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from incoming import account  # noqa: E402
 
 from kaccy_bitcoin.adapters.bip32.deriver import Bip32AddressDeriver  # noqa: E402
-from kaccy_bitcoin.adapters.bitcoin_core import backend as core_backend  # noqa: E402
 from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend  # noqa: E402
 from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode  # noqa: E402
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc  # noqa: E402
