@@ -68,17 +68,31 @@ class PollPayments:
         final = self._settings.thresholds.final
         async with self._uow() as uow:
             cursor = uow.cursors.get(CURSOR)
-            history = await self._chain.wallet_history(cursor.block_hash if cursor else None, final)
-            unsettled = uow.payments.unsettled_outputs()
+            # The node builds its answer on its own core; meanwhile a worker thread reads what
+            # is stored about the unsettled payments. The unit of work is used by one thread at
+            # a time: this coroutine touches it again only once the thread is done.
+            reading = asyncio.get_running_loop().run_in_executor(None, self._stored, uow)
+            try:
+                history = await self._chain.wallet_history(cursor.block_hash if cursor else None, final)
+            except BaseException:
+                await asyncio.wait([reading])   # never leave the unit of work while the thread uses it
+                raise
+            unsettled, loaded = await reading
             verdicts = await self._judge(history.entries, history.removed, unsettled)
             now = self._clock.now()
-            self._apply(uow, verdicts, unsettled, now)
+            self._apply(uow, verdicts, unsettled, loaded, now)
             self._check_spends(uow, history.entries, now)
             uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
             uow.commit()
         events = uow.committed_events()
         await self._publisher.publish(events)
         return events
+
+    @staticmethod
+    def _stored(uow: UnitOfWork) -> tuple[dict[OutPoint, StoredOutput], dict[str, Payment]]:
+        """The outputs that still count for unsettled payments, and those payments."""
+        unsettled = uow.payments.unsettled_outputs()
+        return unsettled, uow.payments.get_many({s.order_id for s in unsettled.values()})
 
     async def _judge(self, entries: Iterable[WalletEntry], removed: Iterable[WalletEntry],
                      unsettled: Iterable[OutPoint]) -> dict[OutPoint, _Verdict]:
@@ -163,7 +177,7 @@ class PollPayments:
                 v.gone = OutputStatus.REORGED_OUT
 
     def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict],
-               unsettled: dict[OutPoint, StoredOutput], now) -> None:  # noqa: ANN001
+               unsettled: dict[OutPoint, StoredOutput], loaded: dict[str, Payment], now) -> None:  # noqa: ANN001
         stored = uow.payments.by_outpoints([op for op in verdicts if op not in unsettled])
         stored.update((op, unsettled[op]) for op in verdicts if op in unsettled)
         # An output the chain reports exactly as stored changes nothing: skip it before
@@ -184,7 +198,8 @@ class PollPayments:
         order_ids = set(owner.values()) | {r.order_id for r in expiring}
         requests = {r.order_id: r for r in by_address.values()}
         requests.update(uow.requests.get_many(order_ids - requests.keys()))
-        payments = uow.payments.get_many(order_ids)
+        payments = {i: loaded[i] for i in order_ids if i in loaded}
+        payments.update(uow.payments.get_many(order_ids - payments.keys()))
         for order_id in order_ids - payments.keys():
             payments[order_id] = Payment(order_id)
 
