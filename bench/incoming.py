@@ -87,6 +87,38 @@ def bench_matching() -> None:
         "dict lookup per output (reference 5-6M/s)", ">= 2,000,000/s")
 
 
+async def pay_new_orders(rpc: BitcoinRpc, tmp: pathlib.Path, miner: str, n: int):  # noqa: ANN201
+    """n orders in a SQLite store, each paid by its own transaction now in the mempool; returns
+    the monitor's poll (already run once before the payments, as a running monitor would)."""
+    acc = account()
+    deriver = Bip32AddressDeriver(acc.PublicKey().ToExtended(), Network.REGTEST)
+    backend = BitcoinCoreBackend(rpc, wallet="bench-watch")
+    uow = SqlUnitOfWorkFactory(make_engine(f"sqlite:///{tmp}/bench.db"))
+    settings = PaymentSettings()
+    create = CreateOrder(uow, deriver, WatchRange(deriver, backend, 1000), SystemClock(), settings)
+    orders = [await create(f"o{i}", Satoshis(10_000 + i)) for i in range(n)]
+    poll = GcPausedDuring(PollPayments(uow, backend, SystemClock(), RecordingPublisher(), settings))
+    await poll()
+    freeze_startup_objects()   # as `kaccy-bitcoin monitor` and `run` do once started
+    # n confirmed coins first, so the payments do not chain on unconfirmed change
+    # (the mempool allows 25 descendants).
+    own = await rpc.batch([("getnewaddress", [])] * n, wallet="miner")
+    await rpc.call("sendmany", "", {a: "0.01" for a in own}, wallet="miner")
+    await rpc.call("generatetoaddress", 1, miner)
+    # One explicit coin per payment (Knots 29's sendtoaddress answered "map::at" with
+    # 1,000 coins in the wallet).
+    coins = await rpc.call("listunspent", 1, 9999999, own, wallet="miner")
+    raws = await rpc.batch([("createrawtransaction", [[{"txid": c["txid"], "vout": c["vout"]}],
+                                                      [{o["address"]: Satoshis(o["amount_sat"]).to_btc()},
+                                                       {own[0]: "0.0098"}]])
+                            for c, o in zip(coins, orders)])
+    signed = await rpc.batch([("signrawtransactionwithwallet", [r]) for r in raws], wallet="miner")
+    sent = await rpc.batch([("sendrawtransaction", [s["hex"]]) for s in signed])
+    failed = [r for r in sent if isinstance(r, Exception)]
+    assert not failed, failed[0]
+    return poll
+
+
 async def bench_node(tmp: pathlib.Path) -> None:
     node = RegtestNode(tmp / "node")
     node.start()
@@ -107,33 +139,7 @@ async def bench_node(tmp: pathlib.Path) -> None:
         row("JSON-RPC calls, batched", f"{batched:,.0f} calls/s ({batched / single:.1f}x)",
             f"one call per request: {single:,.0f} calls/s", ">= 5x")
 
-        acc = account()
-        deriver = Bip32AddressDeriver(acc.PublicKey().ToExtended(), Network.REGTEST)
-        backend = BitcoinCoreBackend(rpc, wallet="bench-watch")
-        uow = SqlUnitOfWorkFactory(make_engine(f"sqlite:///{tmp}/bench.db"))
-        settings = PaymentSettings()
-        create = CreateOrder(uow, deriver, WatchRange(deriver, backend, 1000), SystemClock(), settings)
-        orders = [await create(f"o{i}", Satoshis(10_000 + i)) for i in range(n)]
-        poll = GcPausedDuring(PollPayments(uow, backend, SystemClock(), RecordingPublisher(), settings))
-        await poll()
-        freeze_startup_objects()   # as `kaccy-bitcoin monitor` and `run` do once started
-        # 1,000 confirmed coins first, so the payments do not chain on unconfirmed change
-        # (the mempool allows 25 descendants).
-        own = await rpc.batch([("getnewaddress", [])] * n, wallet="miner")
-        await rpc.call("sendmany", "", {a: "0.01" for a in own}, wallet="miner")
-        await rpc.call("generatetoaddress", 1, miner)
-        # One explicit coin per payment (Knots 29's sendtoaddress answered "map::at" with
-        # 1,000 coins in the wallet).
-        coins = [u for u in await rpc.call("listunspent", 1, 9999999, own, wallet="miner")]
-        back = own[0]
-        raws = await rpc.batch([("createrawtransaction", [[{"txid": c["txid"], "vout": c["vout"]}],
-                                                          [{o["address"]: Satoshis(o["amount_sat"]).to_btc()},
-                                                           {back: "0.0098"}]])
-                                for c, o in zip(coins, orders)])
-        signed = await rpc.batch([("signrawtransactionwithwallet", [r]) for r in raws], wallet="miner")
-        sent = await rpc.batch([("sendrawtransaction", [s["hex"]]) for s in signed])
-        failed = [r for r in sent if isinstance(r, Exception)]
-        assert not failed, failed[0]
+        poll = await pay_new_orders(rpc, tmp, miner, n)
         t = time.perf_counter()
         events = await poll()
         first = time.perf_counter() - t

@@ -21,21 +21,12 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from incoming import account  # noqa: E402
+from incoming import pay_new_orders  # noqa: E402
 
-from kaccy_bitcoin.adapters.bip32.deriver import Bip32AddressDeriver  # noqa: E402
 from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend  # noqa: E402
 from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode  # noqa: E402
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc  # noqa: E402
-from kaccy_bitcoin.adapters.memory.clock import SystemClock  # noqa: E402
-from kaccy_bitcoin.adapters.memory.publisher import RecordingPublisher  # noqa: E402
 from kaccy_bitcoin.adapters.sql import storage as sql  # noqa: E402
-from kaccy_bitcoin.application.monitor import PollPayments  # noqa: E402
-from kaccy_bitcoin.application.orders import CreateOrder, WatchRange  # noqa: E402
-from kaccy_bitcoin.application.settings import PaymentSettings  # noqa: E402
-from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects  # noqa: E402
-from kaccy_bitcoin.domain.bitcoin import Network  # noqa: E402
-from kaccy_bitcoin.domain.money import Satoshis  # noqa: E402
 from kaccy_bitcoin.ports import storage as ports  # noqa: E402
 
 SPENT: collections.Counter[str] = collections.Counter()
@@ -85,27 +76,7 @@ async def scenario(tmp: pathlib.Path) -> None:
         await rpc.call("createwallet", "miner")
         miner = await rpc.call("getnewaddress", wallet="miner")
         await rpc.call("generatetoaddress", 110, miner)
-        n = 1000
-        acc = account()
-        deriver = Bip32AddressDeriver(acc.PublicKey().ToExtended(), Network.REGTEST)
-        backend = BitcoinCoreBackend(rpc, wallet="bench-watch")
-        uow = sql.SqlUnitOfWorkFactory(sql.make_engine(f"sqlite:///{tmp}/bench.db"))
-        settings = PaymentSettings()
-        create = CreateOrder(uow, deriver, WatchRange(deriver, backend, 1000), SystemClock(), settings)
-        orders = [await create(f"o{i}", Satoshis(10_000 + i)) for i in range(n)]
-        poll = GcPausedDuring(PollPayments(uow, backend, SystemClock(), RecordingPublisher(), settings))
-        await poll()
-        freeze_startup_objects()
-        own = await rpc.batch([("getnewaddress", [])] * n, wallet="miner")
-        await rpc.call("sendmany", "", {a: "0.01" for a in own}, wallet="miner")
-        await rpc.call("generatetoaddress", 1, miner)
-        coins = await rpc.call("listunspent", 1, 9999999, own, wallet="miner")
-        raws = await rpc.batch([("createrawtransaction", [[{"txid": c["txid"], "vout": c["vout"]}],
-                                                          [{o["address"]: Satoshis(o["amount_sat"]).to_btc()},
-                                                           {own[0]: "0.0098"}]])
-                                for c, o in zip(coins, orders)])
-        signed = await rpc.batch([("signrawtransactionwithwallet", [r]) for r in raws], wallet="miner")
-        await rpc.batch([("sendrawtransaction", [s["hex"]]) for s in signed])
+        poll = await pay_new_orders(rpc, tmp, miner, 1000)
         instrument()
 
         async def measured(name: str) -> None:

@@ -4,6 +4,7 @@ import os
 import uuid
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from kaccy_bitcoin.adapters.memory.storage import MemoryUnitOfWorkFactory
 from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
@@ -20,11 +21,16 @@ def uow_factory(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001, ANN2
     if request.param == "memory":
         yield MemoryUnitOfWorkFactory()
         return
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path}/kaccy-{uuid.uuid4().hex}.db")
-    else:
-        engine = make_engine(os.environ["KACCY_TEST_DATABASE_URL"])
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
+    engine = fresh_engine(request.param, tmp_path)
     yield SqlUnitOfWorkFactory(engine)
     engine.dispose()
+
+
+def fresh_engine(kind: str, tmp_path) -> Engine:  # noqa: ANN001
+    """An engine over an empty store: a new SQLite file, or the test PostgreSQL database emptied."""
+    if kind == "sqlite":
+        return make_engine(f"sqlite:///{tmp_path}/kaccy-{uuid.uuid4().hex}.db")
+    engine = make_engine(os.environ["KACCY_TEST_DATABASE_URL"])
+    metadata.drop_all(engine)
+    metadata.create_all(engine)
+    return engine

@@ -8,18 +8,17 @@ import datetime as dt
 import os
 import sqlite3
 import threading
-import uuid
 
 import pytest
 from sqlalchemy import text
 
 from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
-from kaccy_bitcoin.adapters.sql.tables import metadata
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputObservation, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds, PaymentState
+from tests.conftest import fresh_engine
 
 T0 = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
 KINDS = ["sqlite"] + (["postgresql"] if os.environ.get("KACCY_TEST_DATABASE_URL") else [])
@@ -29,12 +28,7 @@ OUT = OutPoint(Txid("ab" * 32), 0)
 
 @pytest.fixture(params=KINDS)
 def engine(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001, ANN201
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path}/kaccy-{uuid.uuid4().hex}.db")
-    else:
-        engine = make_engine(os.environ["KACCY_TEST_DATABASE_URL"])
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
+    engine = fresh_engine(request.param, tmp_path)
     yield engine
     engine.dispose()
 

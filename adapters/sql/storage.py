@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import bindparam, delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
@@ -119,39 +119,29 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, PaymentRequest]:
-        found: dict[str, PaymentRequest] = {}
-        missing = []
-        for order_id in set(order_ids):
-            cached = self._cache.get(order_id)
-            if cached is None:
-                missing.append(order_id)
-            else:
-                found[order_id] = cached
-        t = OrderRow.__table__
-        for start in range(0, len(missing), 500):
-            for row in self._s.execute(select(t).where(t.c.order_id.in_(missing[start:start + 500]))):
-                request = mapping.order_from_row(row)
-                if request.order_id not in self._added:
-                    self._cache.put(request)
-                found[row.order_id] = request
-        return found
+        return self._lookup(OrderRow.__table__.c.order_id, order_ids, self._cache.get)
 
     def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
+        return self._lookup(OrderRow.__table__.c.address, addresses, self._cache.by_address)
+
+    def _lookup(self, column, keys: Iterable[str], cached: Callable[[str], PaymentRequest | None],  # noqa: ANN001
+                ) -> dict[str, PaymentRequest]:
+        """Orders keyed by `column`'s value: from the cache, else one query per 500 keys."""
         found: dict[str, PaymentRequest] = {}
         missing = []
-        for address in set(addresses):
-            cached = self._cache.by_address(address)
-            if cached is None:
-                missing.append(address)
+        for key in set(keys):
+            request = cached(key)
+            if request is None:
+                missing.append(key)
             else:
-                found[address] = cached
+                found[key] = request
         t = OrderRow.__table__
         for start in range(0, len(missing), 500):
-            for row in self._s.execute(select(t).where(t.c.address.in_(missing[start:start + 500]))):
+            for row in self._s.execute(select(t).where(column.in_(missing[start:start + 500]))):
                 request = mapping.order_from_row(row)
                 if request.order_id not in self._added:
                     self._cache.put(request)
-                found[row.address] = request
+                found[getattr(row, column.name)] = request
         return found
 
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
