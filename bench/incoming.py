@@ -6,6 +6,7 @@ regtest node in a temporary dir for the RPC and poll figures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import secrets
@@ -119,7 +120,9 @@ async def pay_new_orders(rpc: BitcoinRpc, tmp: pathlib.Path, miner: str, n: int)
     return poll
 
 
-async def bench_node(tmp: pathlib.Path) -> None:
+@contextlib.asynccontextmanager
+async def started_node(tmp: pathlib.Path):  # noqa: ANN201
+    """A regtest node in `tmp` with a "miner" wallet holding mature coins; yields (rpc, miner address)."""
     node = RegtestNode(tmp / "node")
     node.start()
     rpc = BitcoinRpc(node.url, user=node.user, password=node.password)
@@ -127,7 +130,14 @@ async def bench_node(tmp: pathlib.Path) -> None:
         await rpc.call("createwallet", "miner")
         miner = await rpc.call("getnewaddress", wallet="miner")
         await rpc.call("generatetoaddress", 110, miner)
+        yield rpc, miner
+    finally:
+        await rpc.close()
+        node.stop()
 
+
+async def bench_node(tmp: pathlib.Path) -> None:
+    async with started_node(tmp) as (rpc, miner):
         n = 1000
         t = time.perf_counter()
         for h in range(n):
@@ -184,9 +194,6 @@ async def bench_node(tmp: pathlib.Path) -> None:
             " / ".join(f"{d * 1000:,.0f}" for d in deeper) + " ms", "", "<= 100 ms")
         row("poll: nothing changed (1,000 unsettled orders)", f"{quiet * 1000:,.0f} ms",
             f"listsinceblock of 1,000 entries alone (RPC + JSON): {lsb * 1000:,.0f} ms", "")
-    finally:
-        await rpc.close()
-        node.stop()
 
 
 def main() -> None:

@@ -21,10 +21,9 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from incoming import pay_new_orders  # noqa: E402
+from incoming import pay_new_orders, started_node  # noqa: E402
 
 from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend  # noqa: E402
-from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode  # noqa: E402
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc  # noqa: E402
 from kaccy_bitcoin.adapters.sql import storage as sql  # noqa: E402
 from kaccy_bitcoin.ports import storage as ports  # noqa: E402
@@ -69,13 +68,7 @@ def instrument() -> None:
 
 
 async def scenario(tmp: pathlib.Path) -> None:
-    node = RegtestNode(tmp / "node")
-    node.start()
-    rpc = BitcoinRpc(node.url, user=node.user, password=node.password)
-    try:
-        await rpc.call("createwallet", "miner")
-        miner = await rpc.call("getnewaddress", wallet="miner")
-        await rpc.call("generatetoaddress", 110, miner)
+    async with started_node(tmp) as (rpc, miner):
         poll = await pay_new_orders(rpc, tmp, miner, 1000)
         instrument()
 
@@ -107,9 +100,6 @@ async def scenario(tmp: pathlib.Path) -> None:
             await rpc.call("generatetoaddress", 1, miner)
             await measured(f"depth {depth}")
         await measured("quiet")
-    finally:
-        await rpc.close()
-        node.stop()
 
 
 if __name__ == "__main__":
