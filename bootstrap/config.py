@@ -5,6 +5,7 @@ prefix (`network = "regtest"`, `bitcoin_rpc_url = "..."`); the environment wins.
 """
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import tomllib
@@ -73,7 +74,12 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         values[key] = int(values[key])
     for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl"):
         try:
-            values[key] = float(values[key])
+            seconds = float(values[key])
         except ValueError:
-            raise ConfigError(f"KACCY_{key.upper()} must be a number of seconds, got {values[key]!r}") from None
+            seconds = math.nan
+        positive = key == "poll_interval"   # the sleep between polls: zero would be a busy loop
+        if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+            raise ConfigError(f"KACCY_{key.upper()} must be a {'positive' if positive else 'non-negative'} "
+                              f"number of seconds, got {values[key]!r}")
+        values[key] = seconds
     return values

@@ -12,8 +12,8 @@ import attrs
 from typing import Iterable, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
-from kaccy_bitcoin.domain.bitcoin import OutPoint
-from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 
@@ -79,11 +79,21 @@ class WithdrawalRepository(abc.ABC):
 
     @abc.abstractmethod
     def save(self, withdrawal: Withdrawal) -> None:
-        """Insert or update a withdrawal (its PSBT and state)."""
+        """Insert a new withdrawal (version 0) or update one, only if its stored version is still
+        `withdrawal.version` (else ConcurrentUpdate: another writer changed it since it was read);
+        bumps `withdrawal.version`."""
 
     @abc.abstractmethod
     def in_states(self, states: Sequence[str]) -> list[Withdrawal]:
         """Withdrawals whose PSBT state name is one of `states`."""
+
+    @abc.abstractmethod
+    def unsettled(self) -> list[Withdrawal]:
+        """Withdrawals whose fate the chain has not settled yet, oldest first."""
+
+    @abc.abstractmethod
+    def by_txids(self, txids: Iterable[Txid]) -> dict[Txid, Withdrawal]:
+        """The withdrawals whose transaction has one of these ids."""
 
 
 class AddressBook(abc.ABC):
@@ -127,13 +137,41 @@ class CursorRepository(abc.ABC):
 
 
 class AuditLog(abc.ABC):
+    """The audit log, which is also the event outbox: every event, numbered in commit order."""
+
     @abc.abstractmethod
     def append(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
-        """Record events whose ids were never recorded; returns those it recorded."""
+        """Record events whose ids were never recorded; returns those it recorded.
+
+        Each gets the next sequence number. The numbering is held (a lock on the counter)
+        until the transaction ends, so a transaction that took a higher number cannot
+        commit before one that took a lower number: a reader never sees seq N+1 while N
+        is still to come. The unit of work calls this as it commits, to hold it briefly."""
 
     @abc.abstractmethod
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
         """Recorded events, oldest first, optionally for one subject."""
+
+    @abc.abstractmethod
+    def after(self, seq: int, limit: int) -> list[StoredEvent]:
+        """At most `limit` committed events whose sequence number is above `seq`, oldest first."""
+
+    @abc.abstractmethod
+    def last_seq(self) -> int:
+        """The sequence number of the newest committed event; 0 when there is none."""
+
+
+class EventConsumers(abc.ABC):
+    """Named readers of the event outbox and how far each has acknowledged."""
+
+    @abc.abstractmethod
+    def acknowledged(self, name: str) -> int:
+        """The highest sequence number the consumer acknowledged; 0 for a new consumer."""
+
+    @abc.abstractmethod
+    def acknowledge(self, name: str, seq: int, at: dt.datetime) -> int:
+        """Note that the consumer processed every event up to `seq`; never moves backwards
+        (a lower `seq` than already acknowledged changes nothing). Returns the stored value."""
 
 
 class CoinReservations(abc.ABC):
@@ -141,8 +179,11 @@ class CoinReservations(abc.ABC):
     across processes."""
 
     @abc.abstractmethod
-    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime) -> None:
-        """Hold all of these coins for the withdrawal, or none (CoinsReserved if one is taken)."""
+    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime,
+                shared_with: Iterable[str] = ()) -> None:
+        """Hold all of these coins for the withdrawal, or none (CoinsReserved if one is taken).
+        A coin already held by one of `shared_with` (the withdrawal it replaces, and that one's
+        family) stays with its holder: a replacement holds only the coins it adds."""
 
     @abc.abstractmethod
     def release(self, withdrawal_id: str) -> None:
@@ -157,8 +198,10 @@ class UnitOfWork(abc.ABC):
     """A transaction over every repository: all of it commits, or none of it does.
 
     Use as `with uow:` or `async with uow:`; leaving the block without `commit()` rolls back.
-    Events recorded through `record()` are appended to the audit log in the same
-    transaction (duplicates by id are skipped) and handed out by `committed_events()`.
+    Events recorded through `record()` are appended to the audit log (the outbox) by
+    `commit()`, in the same transaction and just before it commits, so the lock that
+    numbers them is held only for the commit itself; duplicates by id are skipped, and
+    `committed_events()` hands out those the commit made durable.
     """
 
     requests: PaymentRequestRepository
@@ -167,6 +210,7 @@ class UnitOfWork(abc.ABC):
     addresses: AddressBook
     cursors: CursorRepository
     audit: AuditLog
+    consumers: EventConsumers
     reservations: CoinReservations
 
     def __init__(self) -> None:
@@ -174,9 +218,8 @@ class UnitOfWork(abc.ABC):
         self._committed: list[DomainEvent] = []
 
     def record(self, events: Iterable[DomainEvent]) -> None:
-        unique = list({e.id: e for e in events}.values())
-        if unique:
-            self._recorded.extend(self.audit.append(unique))
+        """Have `commit()` write these events to the audit log (once per id)."""
+        self._recorded.extend(events)
 
     def committed_events(self) -> list[DomainEvent]:
         """Events that the last commit made durable (to publish now)."""
@@ -184,8 +227,12 @@ class UnitOfWork(abc.ABC):
         return events
 
     def commit(self) -> None:
+        first: dict[str, DomainEvent] = {}
+        for event in self._recorded:
+            first.setdefault(event.id, event)
+        written = self.audit.append(list(first.values())) if first else []
         self._commit()
-        self._committed.extend(self._recorded)
+        self._committed.extend(written)
         self._recorded = []
 
     def rollback(self) -> None:
@@ -224,3 +271,16 @@ class UnitOfWork(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         self.__exit__(*exc)
+
+
+class UnitOfWorkFactory(abc.ABC):
+    """Makes the units of work of one store (what the use cases are given)."""
+
+    @abc.abstractmethod
+    def __call__(self) -> UnitOfWork:
+        """A unit of work that may write."""
+
+    @abc.abstractmethod
+    def read(self) -> UnitOfWork:
+        """A unit of work for reading only: it cannot commit, and on SQLite it takes no write
+        lock, so it never makes a writer wait."""

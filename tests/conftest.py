@@ -4,11 +4,12 @@ import os
 import uuid
 
 import pytest
+from sqlalchemy import MetaData
 from sqlalchemy.engine import Engine
 
 from kaccy_bitcoin.adapters.memory.storage import MemoryUnitOfWorkFactory
 from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
-from kaccy_bitcoin.adapters.sql.tables import metadata
+from kaccy_bitcoin.adapters.sql.schema import TABLE_PREFIX
 
 pytest_plugins = ["tests.node_fixture"]
 
@@ -27,10 +28,19 @@ def uow_factory(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001, ANN2
 
 
 def fresh_engine(kind: str, tmp_path) -> Engine:  # noqa: ANN001
-    """An engine over an empty store: a new SQLite file, or the test PostgreSQL database emptied."""
+    """An engine over an empty store at the latest schema revision, made by the first-use path
+    users get: a new SQLite file, or the test PostgreSQL database emptied of kaccy_ tables
+    (whatever revision they were at, the version table included) first."""
     if kind == "sqlite":
         return make_engine(f"sqlite:///{tmp_path}/kaccy-{uuid.uuid4().hex}.db")
-    engine = make_engine(os.environ["KACCY_TEST_DATABASE_URL"])
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
-    return engine
+    url = os.environ["KACCY_TEST_DATABASE_URL"]
+    empty_kaccy_tables(make_engine(url, check_schema=False))
+    return make_engine(url)
+
+
+def empty_kaccy_tables(engine: Engine) -> None:
+    """Drop every kaccy_ table (whatever revision made it), then dispose of the engine."""
+    found = MetaData()
+    found.reflect(engine, only=lambda name, _: name.startswith(TABLE_PREFIX))
+    found.drop_all(engine)
+    engine.dispose()

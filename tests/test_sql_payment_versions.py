@@ -12,6 +12,9 @@ import threading
 import pytest
 from sqlalchemy import text
 
+from kaccy_bitcoin.adapters.sql import migrations
+from kaccy_bitcoin.adapters.sql.errors import DatabaseOutdated
+from kaccy_bitcoin.adapters.sql.schema import HEAD
 from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate
@@ -150,6 +153,9 @@ def test_a_database_from_before_versions_is_upgraded(tmp_path) -> None:
                      " history JSON NOT NULL, event_seq INTEGER NOT NULL, reported_match JSON,"
                      " finality_alerted BOOLEAN NOT NULL)")
         conn.execute("INSERT INTO kaccy_payments VALUES ('old', 'PENDING', '[]', 0, NULL, 0)")
+    with pytest.raises(DatabaseOutdated):   # refused until `kaccy-bitcoin db upgrade`
+        make_engine(f"sqlite:///{path}")
+    assert migrations.upgrade(make_engine(f"sqlite:///{path}", check_schema=False)) == (None, HEAD)
     factory = SqlUnitOfWorkFactory(make_engine(f"sqlite:///{path}"))
     with factory() as uow:
         old = uow.payments.get("old")

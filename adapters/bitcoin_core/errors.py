@@ -1,6 +1,17 @@
 """Errors of the Bitcoin Core adapter; each keeps what the node said."""
 from __future__ import annotations
 
+import re
+
+# The user:password part of a URL (scheme://user:password@host), up to the last @ of the token.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@:]*:[^\s/]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the user:password of every URL in it replaced by ***. Here, not in rpc.py,
+    so the command line can redact its messages without importing aiohttp."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
 
 class BitcoinCoreError(Exception):
     code = "node_error"
@@ -35,3 +46,10 @@ class RpcAuthError(BitcoinCoreError):
     """HTTP 401/403: wrong user/password or a stale cookie."""
 
     code = "node_auth_failed"
+
+
+class RpcConfigError(BitcoinCoreError, ValueError):
+    """The RPC settings cannot work (not an http(s) URL, credentials inside the URL)."""
+
+    code = "config_error"
+    exit_status = 2

@@ -4,6 +4,7 @@ retries with exponential backoff and jitter, cookie or user/password auth.
 Retried: connection failures, timeouts, HTTP 5xx without a JSON-RPC body (e.g. a full
 work queue), and RPC -28 (node warming up). Never retried: a real RPC error, which is
 raised as `RpcError` with Core's code and message. Amounts in results are `Decimal`.
+No message shows a URL's user:password.
 """
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from typing import Any, Sequence
 
 import aiohttp
 
-from kaccy_bitcoin.adapters.bitcoin_core.errors import RpcAuthError, RpcConnectionError, RpcError
+from kaccy_bitcoin.adapters.bitcoin_core.errors import (
+    RpcAuthError,
+    RpcConfigError,
+    RpcConnectionError,
+    RpcError,
+    redact_credentials,
+)
 
 log = logging.getLogger(__name__)
 Call = tuple[str, Sequence[Any]]
@@ -34,9 +41,12 @@ class BitcoinRpc:
                  backoff: float = 0.1, max_backoff: float = 5.0, max_concurrency: int = 8,
                  session: aiohttp.ClientSession | None = None) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"KACCY_BITCOIN_RPC_URL must be an http(s) URL, got {url!r}")
+            raise RpcConfigError(f"KACCY_BITCOIN_RPC_URL must be an http(s) URL, got {redact_credentials(url)!r}")
+        if redact_credentials(url) != url:
+            raise RpcConfigError(f"KACCY_BITCOIN_RPC_URL {redact_credentials(url)!r} carries credentials: give them "
+                                 "in KACCY_BITCOIN_RPC_USER and _PASSWORD (or KACCY_BITCOIN_RPC_COOKIE) instead")
         if cookie_file is None and user is None:
-            raise ValueError("give KACCY_BITCOIN_RPC_USER and _PASSWORD, or KACCY_BITCOIN_RPC_COOKIE")
+            raise RpcConfigError("give KACCY_BITCOIN_RPC_USER and _PASSWORD, or KACCY_BITCOIN_RPC_COOKIE")
         self.url = url.rstrip("/")
         self._user, self._password, self._cookie_file = user, password, cookie_file
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -151,7 +161,7 @@ class BitcoinRpc:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+            raise _Retry(redact_credentials(f"{type(exc).__name__}: {exc}")) from None
         if status in (401, 403):
             raise RpcAuthError(f"{what}: node refused the credentials (HTTP {status})")
         try:
@@ -161,7 +171,8 @@ class BitcoinRpc:
         if reply is None:
             if status >= 500 or status == 0:
                 raise _Retry(f"HTTP {status}: {text[:200]!r}")
-            raise RpcConnectionError(f"{what}: HTTP {status} without a JSON-RPC body: {text[:200]!r}")
+            raise RpcConnectionError(
+                redact_credentials(f"{what}: HTTP {status} without a JSON-RPC body: {text[:200]!r}"))
         warming = reply if isinstance(reply, list) else [reply]
         if any((r.get("error") or {}).get("code") == RpcError.IN_WARMUP for r in warming if isinstance(r, dict)):
             raise _Retry("node is warming up (-28)")

@@ -12,25 +12,28 @@ import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
-from kaccy_bitcoin.domain.bitcoin import OutPoint
-from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
-from kaccy_bitcoin.domain.errors import CoinsReserved, OrderConflict
+from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
 
 
 class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "addresses", "counters", "cursors",
-              "audit", "reservations")
+              "audit", "consumers", "reservations")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
-        self.audit_order: list[str] = []
+        self.audit_order: list[str] = []   # committed event ids; an event's seq is its place here, from 1
         self.lock = threading.Lock()
+        # Held by a unit of work from numbering its events until it commits or rolls back, as
+        # the SQL adapter holds the sequence's row lock: sequence order is commit order.
+        self.events_lock = threading.Lock()
 
 
 class _Table:
@@ -134,11 +137,26 @@ class MemoryWithdrawals(storage.WithdrawalRepository):
         return self._t.get(withdrawal_id)
 
     def save(self, withdrawal: Withdrawal) -> None:
+        stored = self._t.get(withdrawal.withdrawal_id)
+        if (stored.version if stored is not None else 0) != withdrawal.version:
+            raise ConcurrentUpdate(f"withdrawal {withdrawal.withdrawal_id} was changed by another unit of work "
+                                   "since it was read; nothing was written")
+        withdrawal.version += 1
         self._t.put(withdrawal.withdrawal_id, withdrawal)
+
+    def _all(self) -> list[Withdrawal]:
+        return sorted((copy.deepcopy(w) for w in self._t.values()), key=lambda w: (w.created_at, w.withdrawal_id))
 
     def in_states(self, states: Sequence[str]) -> list[Withdrawal]:
         wanted = {s.upper() for s in states}
-        return [copy.deepcopy(w) for w in self._t.values() if w.state.name in wanted]
+        return [w for w in self._all() if w.state.name in wanted]
+
+    def unsettled(self) -> list[Withdrawal]:
+        return [w for w in self._all() if not w.settled]
+
+    def by_txids(self, txids: Iterable[Txid]) -> dict[Txid, Withdrawal]:
+        wanted = set(txids)
+        return {w.txid: w for w in self._all() if w.txid in wanted}  # type: ignore[misc]
 
 
 class MemoryAddressBook(storage.AddressBook):
@@ -186,12 +204,19 @@ class MemoryCursors(storage.CursorRepository):
 
 
 class MemoryAuditLog(storage.AuditLog):
-    def __init__(self, table: _Table, order: list[str]) -> None:
+    def __init__(self, table: _Table, order: list[str], events_lock: threading.Lock) -> None:
         self._t = table
         self._order = order
+        self._events_lock = events_lock
+        self.holds_sequence = False
         self.pending_order: list[str] = []
 
     def append(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
+        if not events:
+            return []
+        if not self.holds_sequence:
+            self._events_lock.acquire()
+            self.holds_sequence = True
         new = [e for e in events if e.id not in self._t]
         for event in new:
             self._t.put(event.id, event)
@@ -203,17 +228,48 @@ class MemoryAuditLog(storage.AuditLog):
         found = (self._t.get(i) for i in ids)
         return [e for e in found if subject is None or e.subject == subject][:limit]
 
+    def after(self, seq: int, limit: int) -> list[StoredEvent]:
+        start = max(seq, 0)
+        ids = self._order[start:start + max(limit, 0)]
+        return [StoredEvent(n, self._t.get(i)) for n, i in enumerate(ids, start + 1)]
+
+    def last_seq(self) -> int:
+        return len(self._order)
+
+    def release_sequence(self) -> None:
+        if self.holds_sequence:
+            self.holds_sequence = False
+            self._events_lock.release()
+
+
+class MemoryEventConsumers(storage.EventConsumers):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def acknowledged(self, name: str) -> int:
+        return self._t.get(name) or 0
+
+    def acknowledge(self, name: str, seq: int, at: dt.datetime) -> int:
+        current = self.acknowledged(name)
+        if seq > current:
+            self._t.put(name, seq)
+            return seq
+        return current
+
 
 class MemoryReservations(storage.CoinReservations):
     def __init__(self, table: _Table) -> None:
         self._t = table
 
-    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime) -> None:
-        taken = [op for op in outpoints if self._t.get(op) not in (None, withdrawal_id)]
+    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime,
+                shared_with: Iterable[str] = ()) -> None:
+        allowed = {None, withdrawal_id, *shared_with}
+        taken = [op for op in outpoints if self._t.get(op) not in allowed]
         if taken:
             raise CoinsReserved(f"coin {taken[0]} is held by withdrawal {self._t.get(taken[0])}")
         for op in outpoints:
-            self._t.put(op, withdrawal_id)
+            if self._t.get(op) is None:
+                self._t.put(op, withdrawal_id)
 
     def release(self, withdrawal_id: str) -> None:
         for op, holder in list(self._t.committed.items()) + list(self._t.pending.items()):
@@ -226,10 +282,13 @@ class MemoryReservations(storage.CoinReservations):
 
 
 class MemoryUnitOfWork(storage.UnitOfWork):
-    def __init__(self, store: MemoryStore) -> None:
+    """`read_only`: for reading only, as the SQL adapter's (commit() is refused)."""
+
+    def __init__(self, store: MemoryStore, *, read_only: bool = False) -> None:
         super().__init__()
         self._store = store
         self._tables: dict[str, _Table] = {}
+        self.read_only = read_only
 
     def _begin(self) -> None:
         t = self._tables = {name: _Table(self._store.tables[name]) for name in MemoryStore.TABLES}
@@ -238,28 +297,37 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.withdrawals = MemoryWithdrawals(t["withdrawals"])
         self.addresses = MemoryAddressBook(t["addresses"], t["counters"])
         self.cursors = MemoryCursors(t["cursors"])
-        self.audit = MemoryAuditLog(t["audit"], self._store.audit_order)
+        self.audit = MemoryAuditLog(t["audit"], self._store.audit_order, self._store.events_lock)
+        self.consumers = MemoryEventConsumers(t["consumers"])
         self.reservations = MemoryReservations(t["reservations"])
 
     def _commit(self) -> None:
+        if self.read_only:
+            raise RuntimeError("commit() called on a read-only unit of work")
         with self._store.lock:
-            for table in self._tables.values():
-                table.committed.update(table.pending)
+            for name, table in self._tables.items():
+                if name == "consumers":   # acknowledgements only move forwards, whoever commits last
+                    for key, seq in table.pending.items():
+                        table.committed[key] = max(seq, table.committed.get(key, 0))
+                else:
+                    table.committed.update(table.pending)
                 table.pending.clear()
             self._store.audit_order.extend(self.audit.pending_order)  # type: ignore[attr-defined]
             self.audit.pending_order.clear()  # type: ignore[attr-defined]
+        self.audit.release_sequence()  # type: ignore[attr-defined]
 
     def _rollback(self) -> None:
         for table in self._tables.values():
             table.pending.clear()
         if self._tables:
             self.audit.pending_order.clear()  # type: ignore[attr-defined]
+            self.audit.release_sequence()  # type: ignore[attr-defined]
 
     def _close(self) -> None:
         self._tables = {}
 
 
-class MemoryUnitOfWorkFactory:
+class MemoryUnitOfWorkFactory(storage.UnitOfWorkFactory):
     """Makes units of work over one shared store (what the container provides)."""
 
     def __init__(self, store: MemoryStore | None = None) -> None:
@@ -267,3 +335,7 @@ class MemoryUnitOfWorkFactory:
 
     def __call__(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self.store)
+
+    def read(self) -> MemoryUnitOfWork:
+        """A unit of work for reading only."""
+        return MemoryUnitOfWork(self.store, read_only=True)

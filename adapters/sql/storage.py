@@ -1,38 +1,42 @@
 """SQLModel repositories and the unit of work that commits them in one transaction.
 
 SQLite: WAL journal, and every transaction starts with BEGIN IMMEDIATE so writers
-queue on the database lock instead of failing half-way. PostgreSQL: address-index
-allocation takes a row lock (SELECT ... FOR UPDATE) on the chain's counter.
+queue on the database lock instead of failing half-way; a read-only unit of work
+(`SqlUnitOfWorkFactory.read()`) begins a deferred transaction instead, a snapshot that
+takes no write lock. PostgreSQL: address-index
+allocation takes a row lock (SELECT ... FOR UPDATE) on the chain's counter, and so does
+numbering the events of the outbox (the audit log), on the `events` sequence.
 """
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import bindparam, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy import BigInteger, bindparam, delete, event, func, insert, literal, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine
 
 from kaccy_bitcoin.adapters.sql import mapping
+from kaccy_bitcoin.adapters.sql import engine as opening, schema
 from kaccy_bitcoin.adapters.sql.tables import (
     AddressRow,
     AuditRow,
     CounterRow,
     CursorRow,
+    EventConsumerRow,
     OrderRow,
     OutputRow,
     PaymentRow,
     ReservationRow,
+    SequenceRow,
     WithdrawalRow,
-    metadata,
 )
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
-from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
@@ -40,13 +44,19 @@ from kaccy_bitcoin.ports import storage
 _TERMINAL_PAYMENT_STATES = ("FINALIZED", "FAILED")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`, with the tables created if missing."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+# Execution option of the connections of a read-only unit of work (see SqlUnitOfWork).
+READ_ONLY = "kaccy_read_only"
+
+
+def make_engine(url: str, *, check_schema: bool = True) -> Engine:
+    """An engine for `url`. With `check_schema`, a new, empty database is created at the
+    latest schema revision and one at any other revision is refused (DatabaseOutdated,
+    DatabaseTooNew) before anything is read or written; `kaccy-bitcoin db upgrade` moves it.
+    A database that cannot be reached raises DatabaseUnavailable, now or on a later use."""
+    parsed = opening.parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        opening.make_sqlite_folder(parsed)
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -59,21 +69,14 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only unit of work (READ_ONLY) reads a snapshot without the write lock.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
     else:
-        engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
-    _upgrade(engine)
+        engine = opening.server_engine(parsed)
+    opening.report_unreachable(engine, parsed)
+    if check_schema:
+        schema.ensure_current(engine)
     return engine
-
-
-def _upgrade(engine: Engine) -> None:
-    """Columns added since a table was first created (create_all adds tables, not columns)."""
-    columns = {c["name"] for c in inspect(engine).get_columns(PaymentRow.__tablename__)}
-    if "version" not in columns:
-        with engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE {PaymentRow.__tablename__} "
-                              "ADD COLUMN version BIGINT NOT NULL DEFAULT 1"))
 
 
 class OrderCache:
@@ -331,31 +334,57 @@ class SqlPayments(storage.PaymentRepository):
 
 
 def _snapshot(p: Payment) -> tuple[tuple, dict[OutPoint, tuple]]:
-    head = (p.state, len(p.history), p.event_seq, p.reported_match, p.finality_alerted)
+    head = (p.state, len(p.history), p.event_seq, p.reported_match, p.finality_alerted, p.paid_reported)
     return head, {op: (o.confirmations, o.status, o.block_hash, o.replaced_by) for op, o in p.outputs.items()}
 
 
 class SqlWithdrawals(storage.WithdrawalRepository):
+    """Core-level reads and writes; every update is guarded by `WHERE version = <as read>`."""
+
+    _t = WithdrawalRow.__table__
+
     def __init__(self, session: Session) -> None:
         self._s = session
 
+    def _select(self, where) -> list[Withdrawal]:  # noqa: ANN001
+        q = select(self._t).where(where).order_by(self._t.c.created_at, self._t.c.withdrawal_id)
+        return [mapping.withdrawal_from_row(r) for r in self._s.execute(q)]
+
     def get(self, withdrawal_id: str) -> Withdrawal | None:
-        row = self._s.get(WithdrawalRow, withdrawal_id)
-        return mapping.withdrawal_from_row(row) if row else None
+        found = self._select(self._t.c.withdrawal_id == withdrawal_id)
+        return found[0] if found else None
 
     def save(self, withdrawal: Withdrawal) -> None:
         fields = mapping.withdrawal_fields(withdrawal)
-        row = self._s.get(WithdrawalRow, withdrawal.withdrawal_id)
-        if row is None:
-            self._s.add(WithdrawalRow(withdrawal_id=withdrawal.withdrawal_id, **fields))
+        t = self._t
+        if withdrawal.version == 0:
+            try:
+                with self._s.begin_nested():
+                    self._s.execute(insert(t).values(withdrawal_id=withdrawal.withdrawal_id, version=1, **fields))
+            except IntegrityError:
+                raise ConcurrentUpdate(f"withdrawal {withdrawal.withdrawal_id} already exists") from None
         else:
-            for k, v in fields.items():
-                setattr(row, k, v)
-        self._s.flush()
+            done = self._s.execute(update(t).where(t.c.withdrawal_id == withdrawal.withdrawal_id,
+                                                   t.c.version == withdrawal.version)
+                                   .values(version=withdrawal.version + 1, **fields))
+            if done.rowcount != 1:
+                raise ConcurrentUpdate(f"withdrawal {withdrawal.withdrawal_id} was changed by another process "
+                                       "since it was read; nothing was written")
+        withdrawal.version += 1
 
     def in_states(self, states: Sequence[str]) -> list[Withdrawal]:
-        q = select(WithdrawalRow).where(WithdrawalRow.state.in_([s.upper() for s in states]))
-        return [mapping.withdrawal_from_row(r) for (r,) in self._s.execute(q.order_by(WithdrawalRow.created_at))]
+        return self._select(self._t.c.state.in_([s.upper() for s in states]))
+
+    def unsettled(self) -> list[Withdrawal]:
+        return self._select(self._t.c.settled.is_(False))
+
+    def by_txids(self, txids: Iterable[Txid]) -> dict[Txid, Withdrawal]:
+        wanted = [t.value for t in set(txids)]
+        found: dict[Txid, Withdrawal] = {}
+        for start in range(0, len(wanted), 500):
+            for w in self._select(self._t.c.txid.in_(wanted[start:start + 500])):
+                found[w.txid] = w  # type: ignore[index]
+        return found
 
 
 class SqlAddressBook(storage.AddressBook):
@@ -439,28 +468,97 @@ class SqlCursors(storage.CursorRepository):
         self._s.flush()
 
 
+EVENTS_SEQUENCE = "events"
+
+
 class SqlAuditLog(storage.AuditLog):
+    """The outbox. `seq` comes from the `events` row of kaccy_sequences, read with
+    SELECT ... FOR UPDATE (PostgreSQL; on SQLite, BEGIN IMMEDIATE already serializes writers)
+    and advanced in the same transaction: the next writer of events waits for this one to
+    commit or roll back, so sequence order is commit order and a rollback leaves no gap."""
+
+    _t = AuditRow.__table__
+    _seq = SequenceRow.__table__
+
     def __init__(self, session: Session) -> None:
         self._s = session
 
     def append(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
+        if not events:
+            return []
+        # The work's own pending writes go first, so nothing waits for another lock while
+        # this transaction holds the sequence (two writers could otherwise deadlock).
+        self._s.flush()
+        last = self._lock_sequence()
         ids = [e.id for e in events]
         seen: set[str] = set()
         with self._s.no_autoflush:
             for start in range(0, len(ids), 500):
-                q = select(AuditRow.event_id).where(AuditRow.event_id.in_(ids[start:start + 500]))
+                q = select(self._t.c.event_id).where(self._t.c.event_id.in_(ids[start:start + 500]))
                 seen.update(i for (i,) in self._s.execute(q))
         new = [e for e in events if e.id not in seen]
         if new:
-            self._s.execute(insert(AuditRow.__table__), [
-                {"event_id": e.id, "kind": e.kind, "subject": e.subject, "at": e.at, "data": e.data} for e in new])
+            self._s.execute(insert(self._t), [
+                {"seq": last + n, "event_id": e.id, "kind": e.kind, "subject": e.subject, "at": e.at,
+                 "data": e.data} for n, e in enumerate(new, 1)])
+            self._s.execute(update(self._seq).where(self._seq.c.name == EVENTS_SEQUENCE)
+                            .values(value=last + len(new)))
         return new
+
+    def _lock_sequence(self) -> int:
+        """The last sequence number handed out, with the counter's row lock held until the
+        transaction ends. A database without the counter (new, or from before the outbox)
+        gets it here, starting after the highest seq already stored; when two writers
+        create it at once, one insert fails and that writer waits for the other's row."""
+        q = select(self._seq.c.value).where(self._seq.c.name == EVENTS_SEQUENCE).with_for_update()
+        value = self._s.execute(q).scalar()
+        if value is None:
+            highest = self._s.execute(select(func.coalesce(func.max(self._t.c.seq), 0))).scalar_one()
+            try:
+                with self._s.begin_nested():
+                    self._s.execute(insert(self._seq).values(name=EVENTS_SEQUENCE, value=highest))
+            except IntegrityError:
+                pass
+            value = self._s.execute(q).scalar_one()
+        return value
 
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
         q = select(AuditRow)
         if subject is not None:
             q = q.where(AuditRow.subject == subject)
         return [mapping.event_from_row(r) for (r,) in self._s.execute(q.order_by(AuditRow.seq).limit(limit))]
+
+    def after(self, seq: int, limit: int) -> list[StoredEvent]:
+        # Bound as BIGINT: any cursor a consumer may hold compares, whatever the column's width.
+        q = select(self._t).where(self._t.c.seq > literal(seq, BigInteger)).order_by(self._t.c.seq).limit(limit)
+        return [StoredEvent(r.seq, mapping.event_from_row(r)) for r in self._s.execute(q)]
+
+    def last_seq(self) -> int:
+        return self._s.execute(select(func.coalesce(func.max(self._t.c.seq), 0))).scalar_one()
+
+
+class SqlEventConsumers(storage.EventConsumers):
+    _t = EventConsumerRow.__table__
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def acknowledged(self, name: str) -> int:
+        return self._s.execute(select(self._t.c.after_seq).where(self._t.c.name == name)).scalar() or 0
+
+    def acknowledge(self, name: str, seq: int, at: dt.datetime) -> int:
+        t = self._t
+        if self._s.execute(select(t.c.name).where(t.c.name == name)).first() is None:
+            try:
+                with self._s.begin_nested():
+                    self._s.execute(insert(t).values(name=name, after_seq=seq, updated_at=at))
+                return seq
+            except IntegrityError:
+                pass   # another process acknowledged first for this consumer: move it forward below
+        # Only forwards, even against a concurrent acknowledgement (the WHERE is re-checked
+        # on the row once the other writer's lock is gone).
+        self._s.execute(update(t).where(t.c.name == name, t.c.after_seq < seq).values(after_seq=seq, updated_at=at))
+        return self.acknowledged(name)
 
 
 class SqlReservations(storage.CoinReservations):
@@ -471,9 +569,11 @@ class SqlReservations(storage.CoinReservations):
     def __init__(self, session: Session) -> None:
         self._s = session
 
-    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime) -> None:
+    def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime,
+                shared_with: Iterable[str] = ()) -> None:
         held = {op: w for op, w in self.reserved().items() if op in set(outpoints)}
-        taken = [op for op, w in held.items() if w != withdrawal_id]
+        allowed = {withdrawal_id, *shared_with}
+        taken = [op for op, w in held.items() if w not in allowed]
         if taken:
             raise CoinsReserved(f"coin {taken[0]} is held by withdrawal {held[taken[0]]}")
         rows = [{"txid": op.txid.value, "vout": op.vout, "withdrawal_id": withdrawal_id, "reserved_at": at}
@@ -495,27 +595,36 @@ class SqlReservations(storage.CoinReservations):
 
 
 class SqlUnitOfWork(storage.UnitOfWork):
+    """`read_only`: for reading only (commit() is refused). On SQLite it begins a deferred
+    transaction, which reads a consistent snapshot without taking the write lock, so a
+    use case can read, wait on the node, then write in a second, short unit of work."""
+
     def __init__(self, engine: Engine, order_cache: OrderCache | None = None,
-                 payment_cache: PaymentCache | None = None) -> None:
+                 payment_cache: PaymentCache | None = None, *, read_only: bool = False) -> None:
         super().__init__()
         self._engine = engine
         self._order_cache = order_cache if order_cache is not None else OrderCache()
         self._payment_cache = payment_cache if payment_cache is not None else PaymentCache()
         self._session: Session | None = None
+        self.read_only = read_only
 
     def _begin(self) -> None:
-        self._session = s = Session(self._engine, expire_on_commit=False, autoflush=True)
+        bind = self._engine.execution_options(**{READ_ONLY: True}) if self.read_only else self._engine
+        self._session = s = Session(bind, expire_on_commit=False, autoflush=True)
         self.requests = SqlPaymentRequests(s, self._order_cache)
         self.payments = SqlPayments(s, self._payment_cache)
         self.withdrawals = SqlWithdrawals(s)
         self.addresses = SqlAddressBook(s)
         self.cursors = SqlCursors(s)
         self.audit = SqlAuditLog(s)
+        self.consumers = SqlEventConsumers(s)
         self.reservations = SqlReservations(s)
 
     def _commit(self) -> None:
         if self._session is None:
             raise RuntimeError("commit() called outside `with uow:`")
+        if self.read_only:
+            raise RuntimeError("commit() called on a read-only unit of work")
         self._session.commit()
         self.payments.committed()
 
@@ -529,7 +638,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
             self._session = None
 
 
-class SqlUnitOfWorkFactory:
+class SqlUnitOfWorkFactory(storage.UnitOfWorkFactory):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.order_cache = OrderCache()
@@ -537,3 +646,7 @@ class SqlUnitOfWorkFactory:
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, self.order_cache, self.payment_cache)
+
+    def read(self) -> SqlUnitOfWork:
+        """A unit of work for reading only: on SQLite it takes no write lock."""
+        return SqlUnitOfWork(self.engine, self.order_cache, self.payment_cache, read_only=True)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, UniqueConstraint, false
+from pydantic import ConfigDict
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 
 class KaccyTable(SQLModel, registry=registry()):
-    pass
+    # Rows are built and read through SQLAlchemy, never validated or serialized by pydantic
+    # (SQLModel's table models skip validation), so pydantic's validator and serializer are
+    # built only if something asks for one, not when each class is defined (a third of what
+    # importing this module costs every command).
+    model_config = ConfigDict(defer_build=True)
 
 
 metadata = KaccyTable.metadata
@@ -41,6 +46,8 @@ class PaymentRow(KaccyTable, table=True):
     event_seq: int = 0
     reported_match: Optional[list] = Field(default=None, sa_column=Column(JSON, nullable=True))
     finality_alerted: bool = False
+    # order_paid was emitted for this order: it never is again, whatever reorgs follow.
+    paid_reported: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     # Bumped by every write of the payment or its outputs: the optimistic-concurrency check
     # of SqlPayments.save and the validity check of its in-process cache.
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
@@ -66,6 +73,11 @@ class WithdrawalRow(KaccyTable, table=True):
     created_at: dt.datetime = _ts(nullable=False)
     psbt: str
     data: dict = Field(sa_column=Column(JSON, nullable=False))
+    txid: Optional[str] = Field(default=None, max_length=64, index=True)
+    settled: bool = Field(default=False, index=True)   # the chain's verdict is final: no longer watched
+    # Bumped by every write: SqlWithdrawals.save updates only `WHERE version = <as read>`,
+    # so of two processes acting on one withdrawal (a cancel and a broadcast) one loses.
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
 
 
 class AddressRow(KaccyTable, table=True):
@@ -94,7 +106,27 @@ class CursorRow(KaccyTable, table=True):
     height: Optional[int] = None
 
 
+class SequenceRow(KaccyTable, table=True):
+    """Named counters handed out under a row lock (the event outbox's `seq`)."""
+
+    __tablename__ = "kaccy_sequences"
+    name: str = Field(primary_key=True, max_length=64)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class EventConsumerRow(KaccyTable, table=True):
+    """How far a named consumer of the event outbox has acknowledged."""
+
+    __tablename__ = "kaccy_event_consumers"
+    name: str = Field(primary_key=True, max_length=64)
+    after_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: dt.datetime = _ts(nullable=False)
+
+
 class AuditRow(KaccyTable, table=True):
+    """The audit log, which is also the event outbox: `seq` is assigned from the
+    `events` sequence under its row lock, so sequence order is commit order."""
+
     __tablename__ = "kaccy_audit_log"
     seq: Optional[int] = Field(default=None, primary_key=True)
     event_id: str = Field(unique=True, index=True, max_length=200)

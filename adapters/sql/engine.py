@@ -1,0 +1,83 @@
+"""Opening a database (storage.make_engine): the URL, the driver, reaching the server, each
+failure typed, and no password in any message.
+
+A plain `postgresql://` URL means psycopg (the driver of the `postgres` extra);
+PostgreSQL connections give up after 10 seconds unless the URL says otherwise.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine.interfaces import ExceptionContext
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlmodel import create_engine
+
+from kaccy_bitcoin.adapters.sql.errors import DatabaseDriverMissing, DatabaseUnavailable, InvalidDatabaseUrl
+
+POSTGRES_EXTRA = "pip install 'kaccy-bitcoin[postgres]'"
+CONNECT_TIMEOUT_SECONDS = 10
+_EXAMPLES = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE"
+
+
+def shown_url(url: URL) -> str:
+    """The URL as it may be printed: no password."""
+    return url.render_as_string(hide_password=True)
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # SQLAlchemy's message repeats the whole text, password included.
+        raise InvalidDatabaseUrl(f"KACCY_DATABASE_URL is not a database URL (expected {_EXAMPLES})") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise InvalidDatabaseUrl(f"KACCY_DATABASE_URL {shown_url(parsed)}: no database dialect "
+                                 f"{parsed.drivername!r} (expected {_EXAMPLES})") from None
+    return parsed
+
+
+def make_sqlite_folder(url: URL) -> None:
+    path = url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create the folder {folder} of the SQLite database: "
+                                  f"{exc.strerror or exc}") from None
+
+
+def server_engine(url: URL) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    try:
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    except ImportError as exc:
+        if url.get_backend_name() == "postgresql":
+            raise DatabaseDriverMissing("KACCY_DATABASE_URL is a PostgreSQL URL but its driver, psycopg, is "
+                                        f"not installed: {POSTGRES_EXTRA}") from None
+        raise DatabaseDriverMissing(f"the driver of {shown_url(url)} is not installed ({exc})") from None
+
+
+def report_unreachable(engine: Engine, url: URL) -> None:
+    """From now on a failed connect or a lost connection raises DatabaseUnavailable."""
+    shown = shown_url(url)
+
+    @event.listens_for(engine, "handle_error")
+    def _unreachable(context: ExceptionContext) -> None:
+        if context.is_pre_ping:
+            return   # the pool opens a new connection instead
+        if context.is_disconnect or context.connection is None:
+            reason = " ".join(line.strip() for line in str(context.original_exception).splitlines())
+            raise DatabaseUnavailable(f"cannot connect to the database {shown}: "
+                                      f"{reason or type(context.original_exception).__name__}"
+                                      ) from context.original_exception

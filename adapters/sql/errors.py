@@ -1,0 +1,40 @@
+"""Errors of the SQL adapter: the database itself, before any repository gets to work.
+
+Each has a stable `code`; `exit_status` is what the command line exits with (1: something
+outside failed, 2: the configuration given was wrong). Messages never show a password.
+"""
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    code = "storage_error"
+    exit_status = 1
+
+
+class DatabaseUnavailable(StorageError):
+    """The database could not be reached or opened (server down, file not writable)."""
+
+    code = "database_unavailable"
+
+
+class DatabaseDriverMissing(StorageError):
+    """The URL names a database whose Python driver is not installed."""
+
+    code = "database_driver_missing"
+
+
+class InvalidDatabaseUrl(StorageError):
+    code = "invalid_database_url"
+    exit_status = 2
+
+
+class DatabaseOutdated(StorageError):
+    """The tables are at an older schema revision than this code: `kaccy-bitcoin db upgrade`."""
+
+    code = "database_outdated"
+
+
+class DatabaseTooNew(StorageError):
+    """The tables were migrated by a newer release than this one; this code cannot use them."""
+
+    code = "database_too_new"
