@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
+from sqlalchemy import text
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import CoinsReserved, OrderConflict
-from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
@@ -77,7 +80,7 @@ def test_payment_round_trip_with_outputs_history_and_flags(uow_factory) -> None:
     p.observe(r, OutputObservation(op(1), Satoshis(10_000), 2, "aa" * 32), T0)
     p.observe(r, OutputObservation(op(2, 1), Satoshis(25_000), 0), T0)
     p.settle(r, ConfirmationThresholds(), T0)
-    p.withdraw(op(2, 1), OutputStatus.REPLACED, T0, replaced_by=Txid("ee" * 32))
+    p.withdraw(r, op(2, 1), OutputStatus.REPLACED, T0, replaced_by=Txid("ee" * 32))
     p.settle(r, ConfirmationThresholds(), T0)
     with uow_factory() as uow:
         uow.requests.add(r)
@@ -211,3 +214,97 @@ def test_coin_reservations_have_one_holder(uow_factory) -> None:
         uow.commit()
     with uow_factory() as uow:
         assert uow.reservations.reserved() == {op(2): "w-2", op(3): "w-2"}
+
+
+def event(n: int, subject: str = "o-1") -> DomainEvent:
+    return DomainEvent(f"payment_detected:{subject}:{n}", "payment_detected", subject, T0, {"n": n})
+
+
+def test_outbox_numbers_events_in_commit_order_without_gaps(uow_factory) -> None:
+    with uow_factory() as uow:
+        assert uow.audit.after(0, 10) == [] and uow.audit.last_seq() == 0
+        uow.record([event(1), event(2)])
+        uow.commit()
+    with uow_factory() as uow:
+        uow.record([event(99)])            # rolled back: takes no number
+    with uow_factory() as uow:
+        uow.record([event(2), event(3)])   # event 2 is already stored: not numbered again
+        uow.commit()
+    assert uow.committed_events() == [event(3)]
+    with uow_factory() as uow:
+        stored = uow.audit.after(0, 10)
+        assert stored == [StoredEvent(1, event(1)), StoredEvent(2, event(2)), StoredEvent(3, event(3))]
+        assert stored[0].to_dict() == {"seq": 1, **event(1).to_dict()}
+        assert uow.audit.after(1, 1) == [StoredEvent(2, event(2))]
+        assert uow.audit.after(3, 10) == [] and uow.audit.after(2**63 - 1, 10) == []
+        assert uow.audit.last_seq() == 3
+
+
+def test_consumer_acknowledgements_never_move_backwards(uow_factory) -> None:
+    with uow_factory() as uow:
+        assert uow.consumers.acknowledged("api") == 0
+        assert uow.consumers.acknowledge("api", 5, T0) == 5
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.consumers.acknowledge("api", 3, T0) == 5
+        assert uow.consumers.acknowledge("webhooks", 2, T0) == 2
+        uow.commit()
+    with uow_factory() as uow:
+        uow.consumers.acknowledge("api", 9, T0)   # rolled back
+    with uow_factory() as uow:
+        assert (uow.consumers.acknowledged("api"), uow.consumers.acknowledged("webhooks")) == (5, 2)
+
+
+def _read_committed(uow_factory, after: int) -> list[StoredEvent]:  # noqa: ANN001
+    """What a consumer sees now (read-only: on SQLite it does not wait for the writer)."""
+    with uow_factory.read() as uow:
+        return uow.audit.after(after, 100)
+
+
+def _wait_until_blocked(uow_factory, thread: threading.Thread) -> None:  # noqa: ANN001
+    """Return once `thread` waits for a lock (PostgreSQL says so), or after half a second."""
+    engine = getattr(uow_factory, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        thread.join(0.5)
+        return
+    deadline = time.monotonic() + 20
+    with engine.connect() as conn:
+        while thread.is_alive() and time.monotonic() < deadline:
+            waiting = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND wait_event_type = 'Lock'")).scalar_one()
+            conn.rollback()
+            if waiting:
+                return
+            time.sleep(0.02)
+
+
+def test_a_writer_with_a_later_seq_never_commits_before_the_earlier_one(uow_factory) -> None:
+    """A consumer that saw seq N+1 must never find N appear later: the holder of N+1 waits."""
+    with uow_factory() as uow:
+        uow.record([event(1)])
+        uow.commit()
+    first = uow_factory()
+    with first:
+        first.requests.add(request())
+        first.audit.append([event(2)])     # seq 2 is taken; this transaction is still open
+        done: list[object] = []
+
+        def second_writer() -> None:
+            try:
+                with uow_factory() as uow:
+                    uow.record([event(3)])
+                    uow.commit()
+                done.append("committed")
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                done.append(exc)
+
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        _wait_until_blocked(uow_factory, thread)
+        assert thread.is_alive() and done == [], done      # it waits for the holder of seq 2
+        assert _read_committed(uow_factory, 1) == []       # a consumer at 1 sees nothing yet
+        first.commit()
+    thread.join(30)
+    assert done == ["committed"]
+    assert [(s.seq, s.event.id) for s in _read_committed(uow_factory, 0)] == [
+        (1, event(1).id), (2, event(2).id), (3, event(3).id)]
