@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import attrs
 
-from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.addresses import AddressEntry
 from kaccy_bitcoin.domain.errors import InvalidOrder, NotFound
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
@@ -37,6 +37,18 @@ class OrderView:
         return attrs.asdict(self)
 
 
+def _expiry(now: dt.datetime, expires_in: int | None) -> dt.datetime | None:
+    if expires_in is None:
+        return None
+    if expires_in <= 0:
+        raise InvalidOrder(f"--expires-in must be a positive number of seconds, got {expires_in}")
+    try:
+        return now + dt.timedelta(seconds=expires_in)
+    except OverflowError:
+        raise InvalidOrder(f"--expires-in {expires_in} seconds is too far ahead: the expiry would be "
+                           f"past {dt.datetime.max.year}-12-31") from None
+
+
 def bip21(address: str, amount: Satoshis, label: str = "") -> str:
     uri = f"bitcoin:{address}?amount={amount.to_btc().rstrip('0').rstrip('.')}"
     if label:
@@ -45,28 +57,38 @@ def bip21(address: str, amount: Satoshis, label: str = "") -> str:
 
 
 class WatchRange:
-    """Keeps the node's watch range `gap_limit` addresses ahead of what was handed out."""
+    """Keeps the node watching `gap_limit` addresses past the last one handed out on a chain.
 
-    CURSOR = "watch-range:{chain}"
+    It talks to the node only, never to storage: call it after the address is committed and
+    before the address is handed out, so no write lock is held while the node works. The node
+    never narrows what it watches (other processes widen it too, and the node tops it up to its
+    keypool), so the range it reports is noted here and the node is asked again only when an
+    address falls outside it; each request reaches `gap_limit` further, so a busy process asks
+    about once per `gap_limit` addresses.
+    """
 
     def __init__(self, deriver: AddressDeriver, chain: ChainBackend, gap_limit: int) -> None:
         self._deriver = deriver
         self._chain = chain
         self._gap = gap_limit
+        self._watched: dict[int, int] = {}  # chain -> last index the node is known to watch
 
-    async def cover(self, uow: UnitOfWork, chain_index: int, issued: int) -> None:
-        key = self.CURSOR.format(chain=chain_index)
-        current = uow.cursors.get(key)
-        watched_end = current.height if current and current.height is not None else 0
-        if issued + self._gap <= watched_end:
+    async def cover(self, chain_index: int, issued: int) -> None:
+        """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain."""
+        needed = issued - 1 + self._gap
+        if needed <= self._watched.get(chain_index, -1):
             return
-        new_end = issued + 2 * self._gap
-        await self._chain.ensure_watching([(self._deriver.descriptor(chain_index), new_end - 1)])
-        uow.cursors.set(key, MonitorCursor(block_hash="", height=new_end))
+        (end,) = await self._chain.ensure_watching([(self._deriver.descriptor(chain_index), needed + self._gap)])
+        self._watched[chain_index] = max(end, self._watched.get(chain_index, -1))
 
 
 class CreateOrder:
-    """Give an order a fresh receive address; the same order id again returns the same one."""
+    """Give an order a fresh receive address; the same order id again returns the same one.
+
+    The address and the order commit in one short unit of work; the node is asked to watch
+    the address only after that commit, and before it is returned. Calling again with the same
+    order id makes sure of the watching again, so a failure between the two heals on retry.
+    """
 
     def __init__(self, uow: UowFactory, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
                  settings: PaymentSettings) -> None:
@@ -78,26 +100,25 @@ class CreateOrder:
 
     async def __call__(self, order_id: str, amount: Satoshis, *, expires_in: int | None = None,
                        label: str = "") -> dict[str, Any]:
-        if expires_in is not None and expires_in <= 0:
-            raise InvalidOrder(f"--expires-in must be a positive number of seconds, got {expires_in}")
         now = self._clock.now()
+        expires_at = _expiry(now, expires_in)
         async with self._uow() as uow:
-            existing = uow.requests.get(order_id)
-            if existing is not None:
-                existing.check_same_terms(amount)
-                return self._created(existing)
-            index = uow.addresses.allocate(RECEIVE)
-            address = self._deriver.address(RECEIVE, index)
-            request = PaymentRequest(
-                order_id=order_id, address=address, amount=amount, created_at=now,
-                tolerance=self._settings.tolerance,
-                expires_at=now + dt.timedelta(seconds=expires_in) if expires_in else None,
-                label=label, derivation_index=index)
-            uow.addresses.record(AddressEntry(address, RECEIVE, index, label, order_id, "receive"))
-            uow.requests.add(request)
-            uow.payments.save([Payment(order_id)])
-            await self._watch.cover(uow, RECEIVE, uow.addresses.issued(RECEIVE))
-            uow.commit()
+            request = uow.requests.get(order_id)
+            if request is not None:
+                request.check_same_terms(amount)
+            else:
+                index = uow.addresses.allocate(RECEIVE)
+                address = self._deriver.address(RECEIVE, index)
+                request = PaymentRequest.new(
+                    order_id=order_id, address=address, amount=amount, created_at=now,
+                    tolerance=self._settings.tolerance, expires_at=expires_at, label=label,
+                    derivation_index=index)
+                uow.addresses.record(AddressEntry(address, RECEIVE, index, label, order_id, "receive"))
+                uow.requests.add(request)
+                uow.payments.save([Payment(order_id)])
+                uow.commit()
+        if request.derivation_index is not None:  # set on every order this use case creates
+            await self._watch.cover(RECEIVE, request.derivation_index + 1)
         return self._created(request)
 
     @staticmethod

@@ -10,11 +10,13 @@ from kaccy_bitcoin.domain.chain import (
     ChainInfo,
     FeeEstimate,
     MempoolAcceptance,
+    MempoolEntry,
     MempoolInfo,
     NodeInfo,
     WalletHistory,
     WalletTransaction,
 )
+from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.withdrawals import Utxo
 
 
@@ -50,6 +52,14 @@ class ChainBackend(abc.ABC):
         """Those of `txids` the node's mempool holds now (a cost in `len(txids)`, not in the mempool's size)."""
 
     @abc.abstractmethod
+    async def mempool_entry(self, txid: Txid) -> MempoolEntry | None:
+        """The mempool's entry for a transaction (fees of its descendants included), None if absent."""
+
+    @abc.abstractmethod
+    async def incremental_relay_fee(self) -> FeeRate:
+        """The fee rate a replacement must add on top of what it replaces (BIP125 rule 4)."""
+
+    @abc.abstractmethod
     async def mempool_info(self) -> MempoolInfo:
         """Mempool size and the minimum fee rate it currently accepts."""
 
@@ -58,8 +68,10 @@ class ChainBackend(abc.ABC):
         """Fee estimate for confirmation within `target_blocks`; rate None without data."""
 
     @abc.abstractmethod
-    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> None:
-        """Make the watch wallet track each (descriptor, end index) pair, range ends included."""
+    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> list[int]:
+        """Make the watch wallet track at least indexes 0..end of each (ranged descriptor, end)
+        pair, never narrowing what it tracks, even with other processes doing the same at once;
+        returns the last index it now tracks for each descriptor (the node may track more)."""
 
     @abc.abstractmethod
     async def wallet_history(self, since_block: str | None, target_confirmations: int) -> WalletHistory:

@@ -5,6 +5,8 @@ and holds public descriptors only. BTC amounts are parsed from JSON as Decimal.
 """
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
 import re
 from decimal import Decimal
@@ -20,6 +22,7 @@ from kaccy_bitcoin.domain.chain import (
     Direction,
     FeeEstimate,
     MempoolAcceptance,
+    MempoolEntry,
     MempoolInfo,
     NodeInfo,
     WalletEntry,
@@ -33,10 +36,24 @@ from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 log = logging.getLogger(__name__)
 _ORIGIN = re.compile(r"\[[0-9a-fA-F]{8}((?:/\d+['h]?)*)\]")
 DEEP = 100  # blocks; below this depth a height's hash may still change
+WATCH_PATIENCE = 60.0  # seconds other processes' imports or a rescan may keep the watch wallet busy
+_RPC_WALLET_ERROR = -4  # Core's RPC_WALLET_ERROR, e.g. "Wallet is currently rescanning"
+_WALLET_BUSY = re.compile(r"already loading|exclusive lock")  # another caller is creating or loading it
 
 
 def _sat(value: Any) -> Satoshis:
     return Satoshis.from_btc(abs(Decimal(value)))
+
+
+def _same(descriptor: str) -> str:
+    """A descriptor without its checksum and with one hardened marker: the node lists what it
+    imported in its own spelling (84h where getdescriptorinfo kept 84'). A ' is nothing but a
+    hardened marker in a descriptor (base58 keys have none), so h stands for it safely."""
+    return descriptor.split("#", 1)[0].replace("'", "h")
+
+
+def _covers(watched: tuple[int, int] | None, end: int) -> bool:
+    return watched is not None and watched[0] <= 0 and watched[1] >= end
 
 
 def _txids(values: Sequence[str] | None) -> tuple[Txid, ...]:
@@ -49,6 +66,7 @@ class BitcoinCoreBackend(ChainBackend):
         self.wallet = wallet
         self.cache = cache or TieredCache()
         self._wallet_ready = False
+        self._descriptor_forms: dict[str, str] = {}
 
     # -- node --------------------------------------------------------------------
     async def node_info(self) -> NodeInfo:
@@ -120,6 +138,24 @@ class BitcoinCoreBackend(ChainBackend):
                 raise entry
         return found
 
+    async def mempool_entry(self, txid: Txid) -> MempoolEntry | None:
+        try:
+            r = await self.rpc.call("getmempoolentry", txid.value)
+        except RpcError as err:
+            if err.rpc_code == RpcError.INVALID_ADDRESS_OR_KEY:
+                return None
+            raise
+        fees = r["fees"]
+        return MempoolEntry(txid, int(r["vsize"]), _sat(fees["base"]), _sat(fees["descendant"]),
+                            int(r["descendantsize"]), int(r.get("time", 0)))
+
+    async def incremental_relay_fee(self) -> FeeRate:
+        cached = self.cache.get_ttl("incrementalfee")
+        if self.cache.missing(cached):
+            cached = FeeRate.from_btc_per_kvb((await self.rpc.call("getnetworkinfo"))["incrementalfee"])
+            self.cache.put_ttl("incrementalfee", cached, 60.0)
+        return cached
+
     async def mempool_info(self) -> MempoolInfo:
         cached = self.cache.get_ttl("mempoolinfo")
         if not self.cache.missing(cached):
@@ -144,32 +180,105 @@ class BitcoinCoreBackend(ChainBackend):
     async def _ensure_wallet(self) -> None:
         if self._wallet_ready:
             return
-        try:
-            await self.rpc.call("loadwallet", self.wallet, True)
-        except RpcError as err:
-            if err.rpc_code == RpcError.WALLET_ALREADY_LOADED or "already loaded" in err.rpc_message:
-                pass
-            elif err.rpc_code == RpcError.WALLET_NOT_FOUND:
-                try:
-                    await self.rpc.call("createwallet", self.wallet, True, True, "", False, True, True)
-                except RpcError as create_err:
-                    if create_err.rpc_code != RpcError.WALLET_ALREADY_EXISTS:
-                        raise
-            else:
-                raise
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + WATCH_PATIENCE, 0.01
+        while (busy := await self._load_or_create_wallet()) is not None:
+            if loop.time() > deadline:
+                raise BitcoinCoreError(f"the watch wallet {self.wallet} could not be loaded: {busy.rpc_message}")
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.5)
         self._wallet_ready = True
 
-    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> None:
+    async def _load_or_create_wallet(self) -> RpcError | None:
+        """None once the wallet is loaded; the node's answer while another caller (another
+        process) is still creating or loading it, to ask again."""
+        try:
+            await self.rpc.call("loadwallet", self.wallet, True)
+            return None
+        except RpcError as err:
+            if err.rpc_code == RpcError.WALLET_ALREADY_LOADED or "already loaded" in err.rpc_message:
+                return None
+            if err.rpc_code == _RPC_WALLET_ERROR and _WALLET_BUSY.search(err.rpc_message):
+                return err
+            if err.rpc_code != RpcError.WALLET_NOT_FOUND:
+                raise
+        try:
+            await self.rpc.call("createwallet", self.wallet, True, True, "", False, True, True)
+            return None
+        except RpcError as err:
+            if err.rpc_code == RpcError.WALLET_ALREADY_EXISTS:
+                return err   # created (or being created) by someone else: load it
+            raise
+
+    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> list[int]:
+        if not descriptors:
+            return []
         await self._ensure_wallet()
-        infos = await self._batch([("getdescriptorinfo", [d]) for d, _ in descriptors])
-        # Inactive descriptors: the node watches exactly the range we give (active ones
-        # would be topped up to the node's keypool size behind our back).
-        requests = [{"desc": info["descriptor"], "range": [0, end], "timestamp": "now", "active": False}
-                    for (_, end), info in zip(descriptors, infos)]
-        results = await self.rpc.call("importdescriptors", requests, wallet=self.wallet)
-        failed = [r for r in results if not r.get("success")]
-        if failed:
-            raise BitcoinCoreError(f"importdescriptors failed: {failed[0].get('error')}")
+        forms = await self._normalized([d for d, _ in descriptors])
+        wanted = [(form, end) for form, (_, end) in zip(forms, descriptors)]
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + WATCH_PATIENCE, 0.01
+        attempt: tuple[str, list[tuple[int, int] | None]] | None = None
+        while True:
+            watched = await self._watched_ranges()
+            missing = [(form, end) for form, end in wanted if not _covers(watched.get(_same(form)), end)]
+            if not missing:
+                return [watched[_same(form)][1] for form, _ in wanted]
+            seen = [watched.get(_same(form)) for form, _ in missing]
+            if attempt is not None and attempt[0] != "busy" and attempt[1] == seen:
+                # An import that succeeded, or lost to a wider one, changes what the node lists.
+                raise BitcoinCoreError(f"the watch wallet {self.wallet} does not list {missing[0][0]} over the "
+                                       f"range imported; it lists {sorted(watched)}")
+            if loop.time() > deadline:
+                raise BitcoinCoreError(f"the watch wallet {self.wallet} stayed busy for {WATCH_PATIENCE:.0f} s "
+                                       "(other imports or a rescan); its watch range was not extended")
+            attempt = (await self._import_ranges(missing, watched), seen)
+            if attempt[0] == "busy":
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 0.5)
+            # Then read again what the node watches: it tops ranges up, others may have widened them.
+
+    async def _normalized(self, descriptors: Sequence[str]) -> list[str]:
+        """Each descriptor with its checksum, as the node normalizes it (getdescriptorinfo)."""
+        unknown = [d for d in dict.fromkeys(descriptors) if d not in self._descriptor_forms]
+        if unknown:
+            infos = await self._batch([("getdescriptorinfo", [d]) for d in unknown])
+            self._descriptor_forms.update((d, info["descriptor"]) for d, info in zip(unknown, infos))
+        return [self._descriptor_forms[d] for d in descriptors]
+
+    async def _watched_ranges(self) -> dict[str, tuple[int, int]]:
+        """The [start, end] indexes the watch wallet watches of each ranged descriptor (by `_same`)."""
+        listed = await self.rpc.call("listdescriptors", wallet=self.wallet)
+        ranges: dict[str, tuple[int, int]] = {}
+        for d in listed["descriptors"]:
+            if "range" in d:
+                key, (start, end) = _same(d["desc"]), d["range"]
+                old = ranges.get(key, (int(start), int(end)))
+                ranges[key] = (min(old[0], int(start)), max(old[1], int(end)))
+        return ranges
+
+    async def _import_ranges(self, missing: Sequence[tuple[str, int]],
+                             watched: dict[str, tuple[int, int]]) -> str:
+        """Import each descriptor over a range holding both `end` and what the node watches now
+        (the node refuses to narrow a range, and tops any range up to its keypool size); inactive,
+        so the node never hands these addresses out itself. Returns "imported", "raced" (another
+        writer widened a range since it was read) or "busy" (another import or a rescan runs)."""
+        requests = []
+        for form, end in missing:
+            start, current_end = watched.get(_same(form), (0, end))
+            requests.append({"desc": form, "range": [min(start, 0), max(end, current_end)],
+                             "timestamp": "now", "active": False})
+        try:
+            results = await self.rpc.call("importdescriptors", requests, wallet=self.wallet)
+        except RpcError as err:
+            if err.rpc_code == _RPC_WALLET_ERROR and "currently rescanning" in err.rpc_message:
+                return "busy"
+            raise
+        errors = [r.get("error") or {} for r in results if not r.get("success")]
+        for error in errors:
+            if "new range must include current range" not in str(error.get("message", "")):
+                raise BitcoinCoreError(f"importdescriptors failed: {error}")
+        return "raced" if errors else "imported"
 
     async def wallet_history(self, since_block: str | None, target_confirmations: int) -> WalletHistory:
         await self._ensure_wallet()
@@ -203,8 +312,16 @@ class BitcoinCoreBackend(ChainBackend):
                 _txids(t.get("walletconflicts")),
                 Txid(t["replaced_by_txid"]) if t.get("replaced_by_txid") else None,
                 Txid(t["replaces_txid"]) if t.get("replaces_txid") else None,
-                bool(t.get("abandoned", False))))
+                bool(t.get("abandoned", False)), first_seen=BitcoinCoreBackend._first_seen(t)))
         return out
+
+    @staticmethod
+    def _first_seen(t: dict[str, Any]) -> dt.datetime | None:
+        """When the node first saw the transaction: the earlier of `timereceived` (when the wallet
+        first had it) and `time` (the same for one seen in the mempool; for one first seen in a
+        block, that block's time, capped at its arrival). Whole seconds, as the node keeps them."""
+        times = [int(t[k]) for k in ("time", "timereceived") if t.get(k) is not None]
+        return dt.datetime.fromtimestamp(min(times), dt.timezone.utc) if times else None
 
     async def wallet_transactions(self, txids: Sequence[Txid]) -> dict[Txid, WalletTransaction | None]:
         if not txids:
@@ -224,7 +341,8 @@ class BitcoinCoreBackend(ChainBackend):
         in_mempool = await self.in_mempool([t for t, r in found.items() if int(r.get("confirmations", 0)) == 0])
         for txid, r in found.items():
             details = [dict(d, txid=txid.value, confirmations=r.get("confirmations", 0),
-                            blockhash=r.get("blockhash")) for d in r.get("details", ())
+                            blockhash=r.get("blockhash"), time=r.get("time"),
+                            timereceived=r.get("timereceived")) for d in r.get("details", ())
                        if d.get("category") in ("receive", "generate", "immature")]
             out[txid] = WalletTransaction(
                 txid, int(r.get("confirmations", 0)), txid in in_mempool, r.get("blockhash"),

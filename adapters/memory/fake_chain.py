@@ -3,10 +3,13 @@
 It keeps blocks (best chain and orphaned branches), a mempool, and a watch list,
 and answers the ChainBackend port the way Bitcoin Core's wallet RPCs do:
 listsinceblock-style history with `removed` after a reorg, negative confirmations
-for conflicted transactions, `replaced_by` links after a fee bump.
+for conflicted transactions, `replaced_by` links after a fee bump. Given a clock, it stamps
+each new transaction with the time it first saw it (`first_seen`, as the node's `time` /
+`timereceived`); without one it reports none, unless `pay` is given `seen_at`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 from typing import Callable, Sequence
@@ -20,6 +23,7 @@ from kaccy_bitcoin.domain.chain import (
     Direction,
     FeeEstimate,
     MempoolAcceptance,
+    MempoolEntry,
     MempoolInfo,
     NodeInfo,
     WalletEntry,
@@ -29,6 +33,7 @@ from kaccy_bitcoin.domain.chain import (
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.withdrawals import Utxo
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.ports.clock import Clock
 
 _counter = itertools.count(1)
 
@@ -44,6 +49,7 @@ class FakeTx:
     outputs: tuple[tuple[str, int], ...]    # (address, sat)
     replaces: str | None = None
     replaced_by: str | None = None
+    first_seen: dt.datetime | None = None
 
 
 @attrs.define
@@ -57,13 +63,16 @@ class FakeBlock:
 class FakeChain(ChainBackend):
     """A chain a test scripts by hand: pay, mine, replace, double-spend, reorg."""
 
-    def __init__(self, descriptor_addresses: Callable[[str, int], list[str]] | None = None) -> None:
+    def __init__(self, descriptor_addresses: Callable[[str, int], list[str]] | None = None, *,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock
         genesis = FakeBlock(_hash("block"), 0, None, [])
         self.blocks: dict[str, FakeBlock] = {genesis.hash: genesis}
         self.best: list[str] = [genesis.hash]
         self.txs: dict[str, FakeTx] = {}
         self.mempool: dict[str, None] = {}
         self.watched: set[str] = set()
+        self.watch_ends: dict[str, int] = {}  # descriptor -> last index watched; never shrinks
         self.fee_rate: FeeRate | None = None
         self._descriptor_addresses = descriptor_addresses
 
@@ -71,9 +80,12 @@ class FakeChain(ChainBackend):
     def watch(self, *addresses: str) -> None:
         self.watched.update(addresses)
 
-    def pay(self, address: str, amount_sat: int, *, also: Sequence[tuple[str, int]] = ()) -> str:
-        """A new transaction paying `address` (and `also`), entering the mempool."""
-        tx = FakeTx(_hash("tx"), (_hash("coin"),), ((address, amount_sat), *also))
+    def pay(self, address: str, amount_sat: int, *, also: Sequence[tuple[str, int]] = (),
+            seen_at: dt.datetime | None = None) -> str:
+        """A new transaction paying `address` (and `also`), entering the mempool; first seen at
+        `seen_at` (default: the clock's time, if the chain has a clock)."""
+        tx = FakeTx(_hash("tx"), (_hash("coin"),), ((address, amount_sat), *also),
+                    first_seen=seen_at or self._seen_now())
         self.txs[tx.txid] = tx
         self.mempool[tx.txid] = None
         return tx.txid
@@ -82,7 +94,7 @@ class FakeChain(ChainBackend):
         """A fee bump (BIP125): same inputs, outputs kept unless given; evicts the original."""
         old = self.txs[txid]
         new = FakeTx(_hash("tx"), old.spends, tuple(outputs) if outputs is not None else old.outputs,
-                     replaces=txid)
+                     replaces=txid, first_seen=self._seen_now())
         old.replaced_by = new.txid
         self.txs[new.txid] = new
         self.mempool.pop(txid, None)
@@ -93,7 +105,7 @@ class FakeChain(ChainBackend):
         """A conflicting transaction sending the same coins to someone else."""
         old = self.txs[txid]
         amount = sum(v for _, v in old.outputs)
-        new = FakeTx(_hash("tx"), old.spends, ((to_address, amount),))
+        new = FakeTx(_hash("tx"), old.spends, ((to_address, amount),), first_seen=self._seen_now())
         self.txs[new.txid] = new
         self.mempool.pop(txid, None)
         self.mempool[new.txid] = None
@@ -134,6 +146,9 @@ class FakeChain(ChainBackend):
         self.mempool.pop(txid, None)
 
     # -- internals -------------------------------------------------------------
+    def _seen_now(self) -> dt.datetime | None:
+        return self.clock.now() if self.clock is not None else None
+
     @property
     def height(self) -> int:
         return len(self.best) - 1
@@ -182,7 +197,7 @@ class FakeChain(ChainBackend):
             WalletEntry(OutPoint(Txid(txid), vout), address, Satoshis(amount), Direction.RECEIVE, conf,
                         block, height, tuple(Txid(c) for c in self._conflicts(txid)),
                         Txid(tx.replaced_by) if tx.replaced_by else None,
-                        Txid(tx.replaces) if tx.replaces else None)
+                        Txid(tx.replaces) if tx.replaces else None, first_seen=tx.first_seen)
             for vout, (address, amount) in enumerate(tx.outputs) if address in self.watched
         ]
 
@@ -212,6 +227,14 @@ class FakeChain(ChainBackend):
     async def in_mempool(self, txids: Sequence[Txid]) -> set[Txid]:
         return {t for t in txids if t.value in self.mempool}
 
+    async def mempool_entry(self, txid: Txid) -> MempoolEntry | None:
+        if txid.value not in self.mempool:
+            return None
+        return MempoolEntry(txid, 141, Satoshis(141), Satoshis(141), 141, 1_700_000_000)
+
+    async def incremental_relay_fee(self) -> FeeRate:
+        return FeeRate(1000)
+
     async def mempool_info(self) -> MempoolInfo:
         return MempoolInfo(len(self.mempool), 250 * len(self.mempool), FeeRate(1000))
 
@@ -220,10 +243,13 @@ class FakeChain(ChainBackend):
             return FeeEstimate(target_blocks, None, ("Insufficient data or no feerate found",))
         return FeeEstimate(target_blocks, self.fee_rate)
 
-    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> None:
-        if self._descriptor_addresses is not None:
-            for descriptor, end in descriptors:
-                self.watched.update(self._descriptor_addresses(descriptor, end))
+    async def ensure_watching(self, descriptors: Sequence[tuple[str, int]]) -> list[int]:
+        for descriptor, end in descriptors:
+            if end > self.watch_ends.get(descriptor, -1):
+                self.watch_ends[descriptor] = end
+                if self._descriptor_addresses is not None:
+                    self.watched.update(self._descriptor_addresses(descriptor, end))
+        return [self.watch_ends[descriptor] for descriptor, _ in descriptors]
 
     async def wallet_history(self, since_block: str | None, target_confirmations: int) -> WalletHistory:
         relevant = []
@@ -287,6 +313,6 @@ class FakeChain(ChainBackend):
 
     async def broadcast(self, raw_tx: bytes) -> Txid:
         txid = raw_tx.hex().rjust(64, "0")[:64]
-        self.txs.setdefault(txid, FakeTx(txid, (_hash("coin"),), ()))
+        self.txs.setdefault(txid, FakeTx(txid, (_hash("coin"),), (), first_seen=self._seen_now()))
         self.mempool[txid] = None
         return Txid(txid)
