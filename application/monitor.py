@@ -6,6 +6,19 @@ or conflicted), applies what the chain says to each order's Payment, and commits
 payments, the emitted events and the new cursor together. A crash anywhere before the
 commit leaves the previous cursor in place, so the next poll sees the same facts again;
 outputs are keyed by outpoint, so seeing them again changes nothing.
+
+No unit of work is open while the poll waits on the node (on SQLite a writing one would
+hold the database's write lock, and every `order create` would wait for the node too):
+
+1. read, in read-only units of work: the cursor and the poll counter, then (on a worker
+   thread, while the node builds its `listsinceblock` answer) the unsettled outputs;
+2. ask the node (history, mempool, re-checks) with nothing open;
+3. write, in one unit of work: if the cursor or the counter moved, another monitor
+   committed since step 1 and the poll raises ConcurrentUpdate (it is polled again);
+   otherwise nothing that step 1 read has changed, because every committed poll bumps the
+   counter and polls are the only writers of received outputs. The payments to change are
+   loaded there (their versions guard the writes), changed, and committed with the events,
+   the new cursor and the bumped counter.
 """
 from __future__ import annotations
 
@@ -21,14 +34,16 @@ from kaccy_bitcoin.domain.chain import Direction, WalletEntry, WalletTransaction
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, unknown_address_event
+from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
-from kaccy_bitcoin.ports.storage import StoredOutput, UnitOfWork
+from kaccy_bitcoin.ports.storage import StoredOutput, UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 CURSOR = "payments"
+POLLS = "payments:polls"   # its `height` counts the committed polls (block_hash unused)
 
 
 @attrs.define
@@ -44,7 +59,7 @@ class _Verdict:
 class PollPayments:
     """Run one monitor poll; returns the events it committed."""
 
-    def __init__(self, uow: Callable[[], UnitOfWork], chain: ChainBackend, clock: Clock,
+    def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock,
                  publisher: EventPublisher, settings: PaymentSettings) -> None:
         self._uow = uow
         self._chain = chain
@@ -53,46 +68,41 @@ class PollPayments:
         self._settings = settings
 
     async def __call__(self) -> list[DomainEvent]:
-        for attempt in range(1, 4):
-            try:
-                return await self._poll()
-            except ConcurrentUpdate:
-                # Another monitor committed the same payments first; its work is durable,
-                # so reading again from its cursor sees everything (and counts nothing twice).
-                if attempt == 3:
-                    raise
-                log.warning("another writer changed payments during this poll; polling again")
-        raise AssertionError("unreachable")
+        # Another monitor committed the same payments first; its work is durable, so reading
+        # again from its cursor sees everything (and counts nothing twice).
+        return await retried(self._poll, on=ConcurrentUpdate, why="another writer changed payments during this poll")
 
     async def _poll(self) -> list[DomainEvent]:
         final = self._settings.thresholds.final
+        with self._uow.read() as uow:
+            started = (uow.cursors.get(CURSOR), uow.cursors.get(POLLS))
+        cursor, polls = started
+        # The node builds its answer on its own core; meanwhile a worker thread reads what is
+        # stored about the unsettled payments, in its own read-only unit of work.
+        reading = asyncio.get_running_loop().run_in_executor(None, self._unsettled)
+        try:
+            history = await self._chain.wallet_history(cursor.block_hash if cursor else None, final)
+        except BaseException:
+            await asyncio.wait([reading])
+            raise
+        unsettled = await reading
+        verdicts = await self._judge(history.entries, history.removed, unsettled)
         async with self._uow() as uow:
-            cursor = uow.cursors.get(CURSOR)
-            # The node builds its answer on its own core; meanwhile a worker thread reads what
-            # is stored about the unsettled payments. The unit of work is used by one thread at
-            # a time: this coroutine touches it again only once the thread is done.
-            reading = asyncio.get_running_loop().run_in_executor(None, self._stored, uow)
-            try:
-                history = await self._chain.wallet_history(cursor.block_hash if cursor else None, final)
-            except BaseException:
-                await asyncio.wait([reading])   # never leave the unit of work while the thread uses it
-                raise
-            unsettled, loaded = await reading
-            verdicts = await self._judge(history.entries, history.removed, unsettled)
+            if (uow.cursors.get(CURSOR), uow.cursors.get(POLLS)) != started:
+                raise ConcurrentUpdate("another monitor committed a poll while this one was asking the node")
             now = self._clock.now()
-            self._apply(uow, verdicts, unsettled, loaded, now)
-            self._check_spends(uow, history.entries, now)
+            self._apply(uow, verdicts, unsettled, now)
             uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
+            uow.cursors.set(POLLS, MonitorCursor("", (polls.height or 0) + 1 if polls else 1))
             uow.commit()
         events = uow.committed_events()
         await self._publisher.publish(events)
         return events
 
-    @staticmethod
-    def _stored(uow: UnitOfWork) -> tuple[dict[OutPoint, StoredOutput], dict[str, Payment]]:
-        """The outputs that still count for unsettled payments, and those payments."""
-        unsettled = uow.payments.unsettled_outputs()
-        return unsettled, uow.payments.get_many({s.order_id for s in unsettled.values()})
+    def _unsettled(self) -> dict[OutPoint, StoredOutput]:
+        """The outputs that still count for unsettled payments, as stored."""
+        with self._uow.read() as uow:
+            return uow.payments.unsettled_outputs()
 
     async def _judge(self, entries: Iterable[WalletEntry], removed: Iterable[WalletEntry],
                      unsettled: Iterable[OutPoint]) -> dict[OutPoint, _Verdict]:
@@ -107,7 +117,7 @@ class PollPayments:
             if e.abandoned or e.confirmations < 0:
                 recheck.add(e.outpoint.txid)
             elif e.confirmations > 0:
-                v.seen = OutputObservation(e.outpoint, e.amount, e.confirmations, e.block_hash)
+                v.seen = OutputObservation(e.outpoint, e.amount, e.confirmations, e.block_hash, e.first_seen)
                 trusted.add(e.outpoint.txid)
             else:
                 unconfirmed.append(e)
@@ -116,7 +126,7 @@ class PollPayments:
         live = await self._chain.in_mempool(sorted({e.outpoint.txid for e in unconfirmed}, key=_txid_key))
         for e in unconfirmed:
             if e.outpoint.txid in live:
-                verdicts[e.outpoint].seen = OutputObservation(e.outpoint, e.amount, 0, None)
+                verdicts[e.outpoint].seen = OutputObservation(e.outpoint, e.amount, 0, None, e.first_seen)
                 trusted.add(e.outpoint.txid)
             else:
                 recheck.add(e.outpoint.txid)
@@ -157,12 +167,13 @@ class PollPayments:
                 verdicts.setdefault(r.outpoint, _Verdict(r.address)).address = r.address
                 if r.outpoint not in mine:
                     mine.append(r.outpoint)
-        amounts = {r.outpoint: r.amount for r in view.receives}
+        receives = {r.outpoint: r for r in view.receives}
         live = view.confirmations > 0 or (view.confirmations == 0 and view.in_mempool)
         for op in mine:
             v = verdicts[op]
-            if live and op in amounts:
-                v.seen = OutputObservation(op, amounts[op], view.confirmations, view.block_hash)
+            if live and op in receives:
+                v.seen = OutputObservation(op, receives[op].amount, view.confirmations, view.block_hash,
+                                           receives[op].first_seen)
                 v.gone = None
                 continue
             v.seen = None
@@ -177,7 +188,7 @@ class PollPayments:
                 v.gone = OutputStatus.REORGED_OUT
 
     def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict],
-               unsettled: dict[OutPoint, StoredOutput], loaded: dict[str, Payment], now) -> None:  # noqa: ANN001
+               unsettled: dict[OutPoint, StoredOutput], now) -> None:  # noqa: ANN001
         stored = uow.payments.by_outpoints([op for op in verdicts if op not in unsettled])
         stored.update((op, unsettled[op]) for op in verdicts if op in unsettled)
         # An output the chain reports exactly as stored changes nothing: skip it before
@@ -198,8 +209,7 @@ class PollPayments:
         order_ids = set(owner.values()) | {r.order_id for r in expiring}
         requests = {r.order_id: r for r in by_address.values()}
         requests.update(uow.requests.get_many(order_ids - requests.keys()))
-        payments = {i: loaded[i] for i in order_ids if i in loaded}
-        payments.update(uow.payments.get_many(order_ids - payments.keys()))
+        payments = uow.payments.get_many(order_ids)
         for order_id in order_ids - payments.keys():
             payments[order_id] = Payment(order_id)
 
@@ -214,7 +224,7 @@ class PollPayments:
                     used.add(requests[order_id].address)
                 payments[order_id].observe(requests[order_id], v.seen, now)
             elif v.gone is not None:
-                payments[order_id].withdraw(op, v.gone, now, v.replaced_by)
+                payments[order_id].withdraw(requests[order_id], op, v.gone, now, v.replaced_by)
         for request in expiring:
             payments[request.order_id].expire(request, now)
         for order_id, payment in payments.items():
@@ -224,20 +234,6 @@ class PollPayments:
         uow.record(events)
         if used:
             uow.addresses.mark_used(used)
-
-
-    @staticmethod
-    def _check_spends(uow: UnitOfWork, entries: Iterable[WalletEntry], now) -> None:  # noqa: ANN001
-        """Coins leaving the wallet in a transaction that is none of our withdrawals: an alert."""
-        spends = {e.outpoint.txid for e in entries if e.direction is Direction.SEND and e.confirmations >= 0}
-        if not spends:
-            return
-        ours = {w.txid for w in uow.withdrawals.in_states(["broadcast", "finalized"]) if w.txid is not None}
-        uow.record([DomainEvent(f"unexpected_spend:{t.value}", "unexpected_spend", t.value, now,
-                                {"txid": t.value, "amount_sat": sum(e.amount.value for e in entries
-                                                                    if e.outpoint.txid == t and
-                                                                    e.direction is Direction.SEND)})
-                    for t in sorted(spends - ours)])
 
 
 def _txid_key(txid: Txid) -> str:

@@ -1,6 +1,7 @@
 """What the chain backend reports, as domain records (no RPC JSON leaves the adapter)."""
 from __future__ import annotations
 
+import datetime as dt
 import enum
 
 import attrs
@@ -50,6 +51,7 @@ class WalletEntry:
     """One line of the wallet's history (listsinceblock / gettransaction details).
 
     `confirmations` is negative when a conflicting transaction is that deep in the chain.
+    `first_seen` is when the node first saw the transaction (None when it does not say).
     """
 
     outpoint: OutPoint
@@ -63,6 +65,7 @@ class WalletEntry:
     replaced_by: Txid | None = None
     replaces: Txid | None = None
     abandoned: bool = False
+    first_seen: dt.datetime | None = None
 
 
 @attrs.frozen
@@ -112,3 +115,15 @@ class MempoolAcceptance:
     reject_reason: str = ""
     vsize: int | None = None
     fee: Satoshis | None = None
+
+
+@attrs.frozen
+class MempoolEntry:
+    """A transaction waiting in the mempool, with the package it heads (getmempoolentry)."""
+
+    txid: Txid
+    vsize: int
+    fee: Satoshis
+    descendant_fees: Satoshis     # its own fee plus its unconfirmed descendants'
+    descendant_vsize: int
+    time: int                     # when it entered this node's mempool (seconds since the epoch)

@@ -5,6 +5,13 @@ A `Payment` is what arrived: every transaction output that paid the address, eac
 with its depth, plus the payment state machine. Outputs are keyed by outpoint and
 recomputed from what the chain says, never added blindly, so seeing the same output
 twice (a re-poll, a reorg that re-mines it) can never count it twice.
+
+Every event a payment emits says what was paid: `match` (none / exact / underpaid /
+overpaid), `expected_sat` (the order's amount) and `received_sat` (what counts for the
+order once the event's own change is applied, unconfirmed outputs included). `order_paid`
+is emitted once per order, when the outputs at least `thresholds.confirmed` deep first add
+up to the amount less the tolerance; a reorg that takes that away and gives it back does
+not emit it again.
 """
 from __future__ import annotations
 
@@ -67,6 +74,19 @@ class PaymentRequest:
         if self.expires_at is not None and self.expires_at <= self.created_at:
             raise InvalidOrder(f"order {self.order_id}: expiry must be after creation")
 
+    @classmethod
+    def new(cls, **terms: object) -> PaymentRequest:
+        """A new order, refused unless its terms make sense today. (The constructor also loads
+        orders stored by earlier releases, which did not refuse a tolerance this large: those
+        must keep loading.)"""
+        request = cls(**terms)  # type: ignore[arg-type]
+        if request.tolerance.value >= request.amount.value:
+            # Within the tolerance of the amount would include receiving nothing at all.
+            raise InvalidOrder(
+                f"order {request.order_id}: the tolerance of {request.tolerance.value} sat must be smaller "
+                f"than the amount of {request.amount.value} sat")
+        return request
+
     def check_same_terms(self, amount: Satoshis) -> None:
         """Creating an order again is idempotent only with the same amount."""
         if amount != self.amount:
@@ -105,12 +125,16 @@ class ReceivedOutput:
 
 @attrs.frozen
 class OutputObservation:
-    """What the chain says about one output paying an order's address right now."""
+    """What the chain says about one output paying an order's address right now.
+
+    `first_seen` is when the node first saw its transaction (None when it did not say):
+    lateness is judged by it, not by when the monitor happened to poll."""
 
     outpoint: OutPoint
     amount: Satoshis
     confirmations: int
     block_hash: str | None = None
+    first_seen: dt.datetime | None = None
 
 
 _FORWARD = {
@@ -139,6 +163,7 @@ class Payment:
     event_seq: int = 0
     reported_match: tuple[str, int] | None = None
     finality_alerted: bool = False
+    paid_reported: bool = False     # order_paid was emitted (never again for this order)
     events: list[DomainEvent] = attrs.field(factory=list, eq=False)
 
     def copy(self) -> Payment:
@@ -147,7 +172,7 @@ class Payment:
                                                           o.block_hash, o.status, o.replaced_by)
                                        for op, o in self.outputs.items()},
                        PaymentMachine(self.machine.state, self.machine.history), self.event_seq,
-                       self.reported_match, self.finality_alerted)
+                       self.reported_match, self.finality_alerted, self.paid_reported)
 
     # -- reading ---------------------------------------------------------------
     @property
@@ -188,20 +213,28 @@ class Payment:
     def txids(self) -> list[str]:
         return sorted({o.outpoint.txid.value for o in self.counted()})
 
+    def amounts(self, request: PaymentRequest) -> dict[str, object]:
+        """What every payment event says about the amount: match, expected and received."""
+        received = self.received
+        return {"match": match_amount(request.amount, received, request.tolerance).value,
+                "expected_sat": request.amount.value, "received_sat": received.value}
+
     # -- changing --------------------------------------------------------------
     def observe(self, request: PaymentRequest, seen: OutputObservation, at: dt.datetime) -> None:
         """Record what the chain says about an output paying this order."""
         out = self.outputs.get(seen.outpoint)
         if out is None:
-            out = ReceivedOutput(seen.outpoint, seen.amount, seen.confirmations, at, seen.block_hash)
+            first_seen = seen.first_seen or at
+            out = ReceivedOutput(seen.outpoint, seen.amount, seen.confirmations, first_seen, seen.block_hash)
             self.outputs[seen.outpoint] = out
             data = {"order_id": self.order_id, "txid": seen.outpoint.txid.value,
                     "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
                     "confirmations": seen.confirmations}
-            self._emit("payment_detected", at, data)
-            late = self._lateness(request, at)
+            self._emit("payment_detected", at, data, request)
+            late = self._lateness(request, first_seen)
             if late:
-                self._emit("payment_late", at, {**data, "reason": late})
+                self._emit("payment_late", at, {**data, "reason": late, "first_seen": first_seen.isoformat()},
+                           request)
             return
         if not out.counts:
             out.status = OutputStatus.ACTIVE
@@ -209,11 +242,11 @@ class Payment:
             self._emit("payment_detected", at, {
                 "order_id": self.order_id, "txid": seen.outpoint.txid.value,
                 "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
-                "confirmations": seen.confirmations, "revived": True})
+                "confirmations": seen.confirmations, "revived": True}, request)
         out.confirmations = seen.confirmations
         out.block_hash = seen.block_hash
 
-    def withdraw(self, outpoint: OutPoint, status: OutputStatus, at: dt.datetime,
+    def withdraw(self, request: PaymentRequest, outpoint: OutPoint, status: OutputStatus, at: dt.datetime,
                  replaced_by: Txid | None = None) -> None:
         """An output stops counting: replaced, double-spent or reorged out of the chain."""
         out = self.outputs.get(outpoint)
@@ -226,11 +259,12 @@ class Payment:
         data = {"order_id": self.order_id, "txid": outpoint.txid.value, "vout": outpoint.vout,
                 "amount_sat": out.amount.value}
         if status is OutputStatus.REPLACED:
-            self._emit("payment_replaced", at, {**data, "replaced_by": replaced_by.value if replaced_by else None})
+            self._emit("payment_replaced", at, {**data, "replaced_by": replaced_by.value if replaced_by else None},
+                       request)
         elif status is OutputStatus.DOUBLE_SPENT:
-            self._emit("payment_double_spent", at, data)
+            self._emit("payment_double_spent", at, data, request)
         else:
-            self._emit("payment_reorged", at, {**data, "reason": "transaction left the chain"})
+            self._emit("payment_reorged", at, {**data, "reason": "transaction left the chain"}, request)
 
     def settle(self, request: PaymentRequest, thresholds: ConfirmationThresholds, at: dt.datetime) -> None:
         """Walk the state machine to where the counted outputs' depth says it belongs."""
@@ -243,31 +277,32 @@ class Payment:
             if _RANK[target] < _RANK[state] and not self.finality_alerted:
                 self.finality_alerted = True
                 self._emit("payment_reorged", at, {"order_id": self.order_id, "from": state.name,
-                                                   "confirmations": depth, "beyond_finality": True})
+                                                   "confirmations": depth, "beyond_finality": True}, request)
         else:
-            self._walk(target, depth, at)
+            self._walk(request, target, depth, at)
         self._report_match(request, at)
+        self._report_paid(request, thresholds, at)
 
     def expire(self, request: PaymentRequest, at: dt.datetime) -> None:
         """An order past its expiry with nothing received fails; a paid one is kept."""
         if (self.state is PaymentState.PENDING and not self.counted() and request.is_expired(at)):
             self.machine.fire("fail", at=at, reason="expired")
-            self._emit("payment_failed", at, {"order_id": self.order_id, "reason": "expired"})
+            self._emit("payment_failed", at, {"order_id": self.order_id, "reason": "expired"}, request)
 
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []
         return events
 
     # -- internals -------------------------------------------------------------
-    def _walk(self, target: PaymentState, depth: int | None, at: dt.datetime) -> None:
+    def _walk(self, request: PaymentRequest, target: PaymentState, depth: int | None, at: dt.datetime) -> None:
         while _RANK[self.state] < _RANK[target]:
             trigger, dest = _FORWARD[self.state]  # type: ignore[index]
             self.machine.fire(trigger, at=at, reason=f"{depth} confirmations")
             if dest is PaymentState.CONFIRMED or dest is PaymentState.FULL_CONFIRMED:
                 self._emit("payment_confirmed", at, {"order_id": self.order_id, "state": dest.name.lower(),
-                                                     "confirmations": depth})
+                                                     "confirmations": depth}, request)
             elif dest is PaymentState.FINALIZED:
-                self._emit("payment_finalized", at, {"order_id": self.order_id, "confirmations": depth})
+                self._emit("payment_finalized", at, {"order_id": self.order_id, "confirmations": depth}, request)
         while _RANK[self.state] > _RANK[target]:
             source = self.state
             trigger = _BACKWARD[source]  # type: ignore[index]
@@ -275,7 +310,7 @@ class Payment:
             self.machine.fire(trigger, at=at, reason=why)
             if trigger == "reorg":
                 self._emit("payment_reorged", at, {"order_id": self.order_id, "from": source.name.lower(),
-                                                   "to": self.state.name.lower(), "confirmations": depth})
+                                                   "to": self.state.name.lower(), "confirmations": depth}, request)
 
     def _report_match(self, request: PaymentRequest, at: dt.datetime) -> None:
         received = self.received
@@ -286,22 +321,36 @@ class Payment:
         self.reported_match = key
         if status in (MatchStatus.UNDERPAID, MatchStatus.OVERPAID):
             self._emit(f"order_{status.value}", at, {
-                "order_id": self.order_id, "expected_sat": request.amount.value,
-                "received_sat": received.value, "difference_sat": received.value - request.amount.value})
+                "order_id": self.order_id, "difference_sat": received.value - request.amount.value}, request)
 
-    def _lateness(self, request: PaymentRequest, at: dt.datetime) -> str | None:
+    def _report_paid(self, request: PaymentRequest, thresholds: ConfirmationThresholds, at: dt.datetime) -> None:
+        """order_paid, once: the outputs at least `thresholds.confirmed` deep cover the amount."""
+        if self.paid_reported:
+            return
+        confirmed = [o for o in self.counted() if o.confirmations >= thresholds.confirmed]
+        confirmed_sat = sum(o.amount.value for o in confirmed)
+        if confirmed_sat < request.amount.value - request.tolerance.value:
+            return
+        self.paid_reported = True
+        self._emit("order_paid", at, {
+            "order_id": self.order_id, "confirmed_sat": confirmed_sat,
+            "confirmations": self.confirmations(request), "state": self.state.name.lower(),
+            "txids": sorted({o.outpoint.txid.value for o in confirmed})}, request)
+
+    def _lateness(self, request: PaymentRequest, first_seen: dt.datetime) -> str | None:
+        """Why an output first seen (by the node) at `first_seen` came too late, if it did."""
         if self.state is PaymentState.FAILED:
             return "order_failed"
         if self.state is PaymentState.FINALIZED:
             return "order_finalized"
-        if request.is_expired(at) and len(self.outputs) == 1:
+        if request.is_expired(first_seen) and len(self.outputs) == 1:
             return "order_expired"
         return None
 
-    def _emit(self, kind: str, at: dt.datetime, data: dict) -> None:
+    def _emit(self, kind: str, at: dt.datetime, data: dict, request: PaymentRequest) -> None:
         self.event_seq += 1
         self.events.append(DomainEvent(f"{kind}:{self.order_id}:{self.event_seq}", kind,
-                                       self.order_id, at, data))
+                                       self.order_id, at, {**data, **self.amounts(request)}))
 
 
 def unknown_address_event(address: str, seen: OutputObservation, at: dt.datetime) -> DomainEvent:

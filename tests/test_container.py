@@ -60,7 +60,7 @@ async def test_overrides_run_the_use_cases_on_fakes(tmp_path) -> None:
     await container.services.poll_payments()()
     view = await container.services.show_order()("o-1")
     assert (view.status, view.match, view.confirmations) == ("full_confirmed", "exact", 3)
-    assert publisher.kinds() == ["payment_detected", "payment_confirmed", "payment_confirmed"]
+    assert publisher.kinds() == ["payment_detected", "payment_confirmed", "payment_confirmed", "order_paid"]
     assert not (tmp_path / "kaccy.db").exists()  # the SQL engine was never built
     container.unwire()
     container.reset_override()

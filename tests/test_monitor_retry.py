@@ -46,6 +46,9 @@ class LosesRaces:
         uow.__class__ = Wrapped
         return uow
 
+    def read(self):  # noqa: ANN201
+        return self._inner.read()
+
 
 @pytest.fixture
 def setup(tmp_path):  # noqa: ANN001, ANN201
@@ -68,12 +71,12 @@ async def test_a_poll_that_loses_a_race_polls_again_and_counts_once(setup) -> No
     racing = LosesRaces(store, losses=2)
     events = await PollPayments(racing, chain, clock, publisher, settings)()
     assert racing.losses == 0
-    assert [e.kind for e in events] == ["payment_detected", "payment_confirmed"]
-    assert publisher.kinds() == ["payment_detected", "payment_confirmed"]
+    assert [e.kind for e in events] == ["payment_detected", "payment_confirmed", "order_paid"]
+    assert publisher.kinds() == ["payment_detected", "payment_confirmed", "order_paid"]
     view = await ShowOrder(store)("o-1")
     assert (view.status, view.received_sat, view.confirmations) == ("confirmed", 20_000, 1)
     with store() as uow:
-        assert [e.kind for e in uow.audit.events("o-1")] == ["payment_detected", "payment_confirmed"]
+        assert [e.kind for e in uow.audit.events("o-1")] == ["payment_detected", "payment_confirmed", "order_paid"]
 
 
 async def test_a_poll_that_keeps_losing_gives_up_with_the_typed_error(setup) -> None:

@@ -36,7 +36,7 @@ async def test_exact_payment_walks_to_finalized_with_events(node, tmp_path) -> N
 
     await node.mine(1)
     events = shop.poll()
-    assert kinds(events) == ["payment_confirmed"] and events[0]["confirmations"] == 1
+    assert kinds(events) == ["payment_confirmed", "order_paid"] and events[0]["confirmations"] == 1
     await node.mine(2)
     events = shop.poll()
     assert kinds(events) == ["payment_confirmed"] and events[0]["state"] == "full_confirmed"
@@ -86,7 +86,7 @@ async def test_reorg_moves_payment_back_and_forth_without_double_counting(node, 
     txid = await node.send(address, 70_000)
     (block,) = await node.mine(1)
     await node.mine(1)
-    assert kinds(shop.poll()) == ["payment_detected", "payment_confirmed"]
+    assert kinds(shop.poll()) == ["payment_detected", "payment_confirmed", "order_paid"]
     assert shop.show("reorg")["confirmations"] == 2
 
     await node.call("invalidateblock", block)   # two blocks leave the chain; the tx returns to the mempool
@@ -118,7 +118,7 @@ async def test_rbf_fee_bump_keeps_one_payment_under_the_new_txid(node, tmp_path)
     view = shop.show("bump")
     assert (view["received_sat"], view["txids"], view["match"]) == (80_000, [new], "exact")
     await node.mine(1)
-    assert kinds(shop.poll()) == ["payment_confirmed"]
+    assert kinds(shop.poll()) == ["payment_confirmed", "order_paid"]
     assert shop.show("bump")["txids"] == [new]
 
 
@@ -165,7 +165,8 @@ async def test_unknown_address_late_and_after_final_payments_are_reported(node, 
     address = shop.order("fin", 10_000)["address"]
     await node.send(address, 10_000)
     await node.mine(1)
-    assert kinds(shop.poll()) == ["payment_detected", "payment_confirmed", "payment_confirmed", "payment_finalized"]
+    assert kinds(shop.poll()) == ["payment_detected", "payment_confirmed", "payment_confirmed", "payment_finalized",
+                                  "order_paid"]
     await node.send(address, 5_000)   # a second payment after the order is final
     events = shop.poll()
     assert kinds(events) == ["payment_detected", "payment_late", "order_overpaid"]
@@ -207,7 +208,7 @@ async def test_killed_monitor_and_stale_cursor_lose_and_duplicate_nothing(node, 
     shop.poll()
     with uow() as u:
         log = [e.kind for e in u.audit.events("crash")]
-    assert log == ["payment_detected", "payment_confirmed", "payment_confirmed", "payment_finalized"]
+    assert log == ["payment_detected", "payment_confirmed", "order_paid", "payment_confirmed", "payment_finalized"]
 
     first = await node.call("getblockhash", 1)
     with uow() as u:   # restart with a stale cursor: the whole history is seen again

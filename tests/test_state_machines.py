@@ -131,7 +131,7 @@ class PaymentAggregate(RuleBasedStateMachine):
         op = data.draw(st.sampled_from(sorted(self.live)))
         self.live.discard(op)
         self.depth[op] = 0
-        self.payment.withdraw(op, status, self.now())
+        self.payment.withdraw(self.request, op, status, self.now())
         self.payment.settle(self.request, self.thresholds, self.now())
 
     @precondition(lambda self: set(self.depth) - self.live)
@@ -175,22 +175,3 @@ class PaymentAggregate(RuleBasedStateMachine):
 
 TestPaymentAggregate = PaymentAggregate.TestCase
 TestPaymentAggregate.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
-
-
-def test_withdrawal_cancel_and_broadcast_only_actions() -> None:
-    from kaccy_bitcoin.domain.errors import WithdrawalStateError
-    from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
-
-    w = Withdrawal("w", T0, [WithdrawalInput(OutPoint(Txid("aa" * 32), 0), Satoshis(10_000))],
-                   [WithdrawalOutput("addr", Satoshis(9_000))], Satoshis(1_000), "psbt")
-    with pytest.raises(WithdrawalStateError, match="only a broadcast withdrawal can be bumped"):
-        w.require_broadcast("bumped")
-    w.record_signatures("psbt", True, T0, "software")
-    w.finalize("psbt", Txid("bb" * 32), T0)
-    w.mark_broadcast(T0)
-    assert w.require_broadcast("bumped") == Txid("bb" * 32)
-    with pytest.raises(WithdrawalStateError, match="already broadcast"):
-        w.cancel(T0)
-    w.replaced_by = "w2"
-    with pytest.raises(WithdrawalStateError, match="already replaced by w2"):
-        w.require_broadcast("bumped")

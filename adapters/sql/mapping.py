@@ -37,10 +37,10 @@ def order_from_row(row: OrderRow) -> PaymentRequest:
 def payment_fields(p: Payment) -> dict:
     return {"state": p.state.name, "history": [t.to_dict() for t in p.history], "event_seq": p.event_seq,
             "reported_match": list(p.reported_match) if p.reported_match else None,
-            "finality_alerted": p.finality_alerted}
+            "finality_alerted": p.finality_alerted, "paid_reported": p.paid_reported}
 
 
-PAYMENT_COLUMNS = ("state", "history", "event_seq", "reported_match", "finality_alerted")
+PAYMENT_COLUMNS = ("state", "history", "event_seq", "reported_match", "finality_alerted", "paid_reported")
 OUTPUT_STATE_COLUMNS = ("confirmations", "block_hash", "status", "replaced_by")
 
 
@@ -65,40 +65,47 @@ def payment_from_rows(row: PaymentRow, outputs: list[OutputRow]) -> Payment:
                                       o.block_hash, OutputStatus(o.status),
                                       Txid(o.replaced_by) if o.replaced_by else None)
     match = tuple(row.reported_match) if row.reported_match else None
-    return Payment(row.order_id, received, machine, row.event_seq, match, row.finality_alerted)
+    return Payment(row.order_id, received, machine, row.event_seq, match, row.finality_alerted,
+                   paid_reported=bool(row.paid_reported))
 
 
 def withdrawal_fields(w: Withdrawal) -> dict:
     return {
         "state": w.state.name, "created_at": w.created_at, "psbt": w.psbt,
+        "txid": w.txid.value if w.txid else None, "settled": w.settled,
         "data": {
             "inputs": [{"txid": i.outpoint.txid.value, "vout": i.outpoint.vout, "amount_sat": i.amount.value,
                         "chain": i.chain, "index": i.index} for i in w.inputs],
             "outputs": [{"address": o.address, "amount_sat": o.amount.value, "change": o.change}
                         for o in w.outputs],
             "fee_sat": w.fee.value, "history": [t.to_dict() for t in w.machine.history],
-            "txid": w.txid.value if w.txid else None, "replaces": w.replaces,
-            "replaced_by": w.replaced_by, "reject_reason": w.reject_reason, "child_of": w.child_of,
-            "rebroadcasts": w.rebroadcasts, "stuck_alerted": w.stuck_alerted,
-            "confirmed_reported": w.confirmed_reported,
+            "replaces": w.replaces, "replaced_by": w.replaced_by, "reject_reason": w.reject_reason,
+            "child_of": w.child_of, "kind": w.kind, "rebroadcasts": w.rebroadcasts,
+            "stuck_alerted": w.stuck_alerted, "confirmations": w.confirmations,
+            "conflicted_by": w.conflicted_by.value if w.conflicted_by else None,
             "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
         },
     }
 
 
 def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
+    """From an ORM object or a Core row; rows written before a field existed get its default
+    (`txid` lived in `data` before it had a column)."""
     d = row.data
     machine = PsbtMachine(PsbtMachine.States[row.state], [Transition.from_dict(t) for t in d["history"]])
+    txid = row.txid or d.get("txid")
     return Withdrawal(
         withdrawal_id=row.withdrawal_id, created_at=utc(row.created_at),
         inputs=[WithdrawalInput(OutPoint(Txid(i["txid"]), i["vout"]), Satoshis(i["amount_sat"]),
                                 i.get("chain"), i.get("index")) for i in d["inputs"]],
         outputs=[WithdrawalOutput(o["address"], Satoshis(o["amount_sat"]), o["change"]) for o in d["outputs"]],
         fee=Satoshis(d["fee_sat"]), psbt=row.psbt, machine=machine,
-        txid=Txid(d["txid"]) if d.get("txid") else None, replaces=d.get("replaces"),
+        txid=Txid(txid) if txid else None, replaces=d.get("replaces"),
         replaced_by=d.get("replaced_by"), reject_reason=d.get("reject_reason", ""), child_of=d.get("child_of"),
-        rebroadcasts=d.get("rebroadcasts", 0), stuck_alerted=d.get("stuck_alerted", False),
-        confirmed_reported=d.get("confirmed_reported", False),
+        kind=d.get("kind", "payout"), rebroadcasts=d.get("rebroadcasts", 0),
+        stuck_alerted=d.get("stuck_alerted", False), confirmations=d.get("confirmations", 0),
+        conflicted_by=Txid(d["conflicted_by"]) if d.get("conflicted_by") else None,
+        settled=bool(row.settled), version=row.version,
         last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
         else None)
 
