@@ -1,8 +1,19 @@
-"""Builds withdrawal PSBTs: payout checks, fee rate, coin selection, change, key origins."""
+"""Proposes withdrawals: payout checks, fee rate, coin selection, change, the PSBT.
+
+It never waits on the node inside a unit of work: it asks the node first (UTXOs, tip,
+the funding transactions of P2PKH inputs), reads the reservations in a short read unit
+of work, records a change address in its own short write unit of work (an unused change
+index is harmless), then asks the node to watch it. What it returns is unsaved: the
+caller reserves the inputs and saves the withdrawal in its own unit of work, and asks
+again when a coin was reserved in between (CoinsReserved).
+
+All of the wallet's coins and its change are of the deriver's address type; the PSBT
+carries what a signer needs for that type (see domain/psbt.py).
+"""
 from __future__ import annotations
 
 import random
-from typing import Mapping, Sequence
+from typing import Callable, Iterable, Sequence
 
 import attrs
 
@@ -10,28 +21,32 @@ from kaccy_bitcoin.application.orders import WatchRange
 from kaccy_bitcoin.domain.addresses import AddressEntry
 from kaccy_bitcoin.domain.bitcoin import Address, AddressType, Network, OutPoint
 from kaccy_bitcoin.domain.coin_selection import (
-    OUTPUT_WEIGHT,
-    TX_OVERHEAD_WEIGHT,
+    DUST_LIMIT,
+    INPUT_WEIGHT,
+    OUTPUT_TYPE_WEIGHT,
     Coin,
+    Selection,
     SelectionParams,
     finish_selection,
+    overhead_weight,
     select_coins,
+    vsize,
 )
-from kaccy_bitcoin.domain.errors import DustOutput, InsufficientFunds, InvalidAmount
+from kaccy_bitcoin.domain.errors import DustOutput, InsufficientFunds, InvalidAmount, NotFound
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
-from kaccy_bitcoin.domain.psbt import KeyOrigin, PsbtInputSpec, PsbtOutputSpec, build_psbt
+from kaccy_bitcoin.domain.psbt import (
+    KeyOrigin,
+    PsbtInputSpec,
+    PsbtOutputSpec,
+    build_psbt,
+    estimated_vsize,
+    psbt_txid,
+)
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 from kaccy_bitcoin.ports.addresses import CHANGE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.storage import UnitOfWork
-
-# Outputs below these values are dust at Bitcoin Core's 3 sat/vB dust relay fee.
-DUST_LIMIT = {AddressType.P2PKH: 546, AddressType.P2SH: 540, AddressType.P2WPKH: 294,
-              AddressType.P2WSH: 330, AddressType.P2TR: 330}
-OUTPUT_TYPE_WEIGHT = {AddressType.P2PKH: OUTPUT_WEIGHT["p2pkh"], AddressType.P2SH: OUTPUT_WEIGHT["p2sh"],
-                      AddressType.P2WPKH: OUTPUT_WEIGHT["p2wpkh"], AddressType.P2WSH: OUTPUT_WEIGHT["p2wsh"],
-                      AddressType.P2TR: OUTPUT_WEIGHT["p2tr"]}
 
 
 @attrs.frozen
@@ -44,20 +59,21 @@ class WithdrawalSettings:
 
 
 class WithdrawalBuilder:
-    """Shared by create and bump: fee rate, coin selection, change, PSBT."""
+    """Shared by create, bump, void and CPFP: fee rate, coin selection, change, PSBT."""
 
     def __init__(self, chain: ChainBackend, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
-                 settings: WithdrawalSettings) -> None:
+                 settings: WithdrawalSettings, uow: Callable[[], UnitOfWork]) -> None:
         self._chain, self._deriver = chain, deriver
         self._watch, self._clock, self._settings = watch, clock, settings
-        self._paths: dict[OutPoint, tuple[int, int]] = {}
+        self._uow = uow
 
     @property
     def network(self) -> Network:
         return self._settings.network
 
-    def remember_paths(self, paths: Mapping[OutPoint, tuple[int, int]]) -> None:
-        self._paths.update(paths)
+    @property
+    def _type(self) -> AddressType:
+        return self._deriver.address_type
 
     def parse_payouts(self, payouts: Sequence[tuple[str, int]]) -> list[tuple[Address, Satoshis]]:
         if not payouts:
@@ -82,79 +98,149 @@ class WithdrawalBuilder:
         estimate = await self._chain.estimate_fee(self._settings.fee_target_blocks)
         return max(estimate.rate or self._settings.fallback_fee_rate, floor)
 
-    async def build(self, uow: UnitOfWork, withdrawal_id: str, payouts: list[tuple[Address, Satoshis]],
-                    rate: FeeRate, must_spend: Sequence[Coin] = (), extra: Sequence[Coin] = ()) -> Withdrawal:
-        now = self._clock.now()
-        fixed = TX_OVERHEAD_WEIGHT + sum(OUTPUT_TYPE_WEIGHT[a.type] for a, _ in payouts)
-        target = Satoshis(sum(v.value for _, v in payouts))
-        params = SelectionParams(rate)
-        rng = random.Random(withdrawal_id)
-        if must_spend:   # a replacement spends every input of the original, plus more if needed
-            selection = finish_selection(list(must_spend), "replacement", target, fixed, params, allow_change=True)
-            pool = list(extra)
-            while selection is None and pool:
-                pool.sort(key=lambda c: c.amount.value)
-                must_spend = [*must_spend, pool.pop()]
-                selection = finish_selection(list(must_spend), "replacement", target, fixed, params, allow_change=True)
-            if selection is None:
-                selection = select_coins(list(must_spend) + list(extra), target, fixed, params, rng)
-        else:
-            selection = select_coins(list(extra), target, fixed, params, rng)
-        inputs = [self._input_spec(c) for c in selection.coins]
-        outputs = [PsbtOutputSpec(a.script_pubkey(), v) for a, v in payouts]
-        w_outputs = [WithdrawalOutput(a.value, v) for a, v in payouts]
-        if selection.change.value:
-            index = uow.addresses.allocate(CHANGE)
-            change_address = self._deriver.address(CHANGE, index)
-            uow.addresses.record(AddressEntry(change_address, CHANGE, index, f"change of {withdrawal_id}",
-                                              None, "change"))
-            await self._watch.cover(uow, CHANGE, uow.addresses.issued(CHANGE))
-            outputs.append(PsbtOutputSpec(Address(change_address, self._settings.network).script_pubkey(),
-                                          selection.change, self._origin(CHANGE, index)))
-            w_outputs.append(WithdrawalOutput(change_address, selection.change, change=True))
-        tip = (await self._chain.chain_info()).blocks
-        psbt = build_psbt(self._settings.network, inputs, outputs, locktime=tip)
-        return Withdrawal(withdrawal_id, now, [WithdrawalInput(c.outpoint, c.amount, *self._paths[c.outpoint])
-                                               for c in selection.coins],
-                          w_outputs, selection.fee, psbt)
+    def vsize(self, w: Withdrawal) -> int:
+        """The withdrawal's virtual size once signed (as Core's `analyzepsbt` estimates it)."""
+        return estimated_vsize(self.network, w.psbt)
 
-    async def build_child(self, uow: UnitOfWork, withdrawal_id: str, coin: Coin, path: tuple[int, int],
-                          rate: FeeRate, parent_vsize: int, parent_fee: Satoshis) -> Withdrawal:
-        """A CPFP child: spends one of our outputs of an unconfirmed parent back to a fresh change
-        address, paying enough that parent and child together reach `rate`."""
-        self._paths[coin.outpoint] = path
-        child_vsize = -(-(TX_OVERHEAD_WEIGHT + coin.input_weight + OUTPUT_WEIGHT["p2wpkh"]) // 4)
-        fee = max(rate.fee_for(parent_vsize + child_vsize).value - parent_fee.value,
-                  rate.fee_for(child_vsize).value)
-        keep = coin.amount.value - fee
-        if keep < DUST_LIMIT[AddressType.P2WPKH]:
-            raise InsufficientFunds(DUST_LIMIT[AddressType.P2WPKH] - keep,
-                                    f"the change of {coin.amount.value} sat cannot pay a {fee} sat child fee")
-        index = uow.addresses.allocate(CHANGE)
-        address = self._deriver.address(CHANGE, index)
-        uow.addresses.record(AddressEntry(address, CHANGE, index, f"change of {withdrawal_id}", None, "change"))
-        await self._watch.cover(uow, CHANGE, uow.addresses.issued(CHANGE))
+    # -- proposals -------------------------------------------------------------------------
+
+    async def propose(self, withdrawal_id: str, payouts: list[tuple[Address, Satoshis]], rate: FeeRate,
+                      *, must_spend: Sequence[WithdrawalInput] = ()) -> Withdrawal:
+        """Pay `payouts` at `rate` from unreserved coins; a replacement (RBF) passes the inputs
+        of the withdrawal it replaces as `must_spend`: all of them are spent, plus more if needed."""
+        utxos = await self._chain.unspent(self._settings.min_confirmations)
         tip = (await self._chain.chain_info()).blocks
-        psbt = build_psbt(self.network, [self._input_spec(coin)],
-                          [PsbtOutputSpec(Address(address, self.network).script_pubkey(), Satoshis(keep),
-                                          self._origin(CHANGE, index))], locktime=tip)
-        return Withdrawal(withdrawal_id, self._clock.now(), [WithdrawalInput(coin.outpoint, coin.amount, *path)],
-                          [WithdrawalOutput(address, Satoshis(keep), change=True)], Satoshis(fee), psbt)
+        with self._uow() as uow:
+            reserved = uow.reservations.reserved()
+        paths = {i.outpoint: self._path_of(i) for i in must_spend}
+        pool = []
+        for u in utxos:
+            if (u.outpoint in paths or u.outpoint in reserved or u.chain is None or u.index is None
+                    or self._deriver.address(u.chain, u.index) != u.address):
+                continue   # reserved, already required, or not a key of this account and type
+            paths[u.outpoint] = (u.chain, u.index)
+            pool.append(Coin(u.outpoint, u.amount, INPUT_WEIGHT[self._type]))
+        required = [Coin(i.outpoint, i.amount, INPUT_WEIGHT[self._type]) for i in must_spend]
+        fixed = overhead_weight(self._type) + sum(OUTPUT_TYPE_WEIGHT[a.type] for a, _ in payouts)
+        target = Satoshis(sum(v.value for _, v in payouts))
+        params = SelectionParams.for_type(rate, self._type)
+        if required:
+            selection = self._replacement(required, pool, target, fixed, params)
+        else:
+            selection = select_coins(pool, target, fixed, params, random.Random(withdrawal_id))
+        coins = [(c.outpoint, c.amount, *paths[c.outpoint]) for c in selection.coins]
+        funding = await self._funding(c.outpoint for c in selection.coins)
+        outputs: list[tuple[str, Satoshis, int | None]] = [(a.value, v, None) for a, v in payouts]
+        if selection.change.value:
+            address, index = await self._new_change(withdrawal_id)
+            outputs.append((address, selection.change, index))
+        return self._withdrawal(withdrawal_id, coins, outputs, selection.fee, tip, funding)
+
+    async def propose_child(self, withdrawal_id: str, parent: Withdrawal, rate: FeeRate) -> Withdrawal:
+        """CPFP: spend the parent's change to a fresh change address, paying enough that
+        parent and child together reach `rate`."""
+        if parent.txid is None:
+            raise InvalidAmount(f"withdrawal {parent.withdrawal_id} has no transaction id yet: nothing to lift")
+        change = [(vout, o) for vout, o in enumerate(parent.outputs) if o.change]
+        if not change:
+            raise InvalidAmount(f"withdrawal {parent.withdrawal_id} has no change output to spend")
+        vout, out = change[0]
+        outpoint = OutPoint(parent.txid, vout)
+        tip = (await self._chain.chain_info()).blocks
+        funding = await self._funding([outpoint])
+        with self._uow() as uow:
+            entry = uow.addresses.get(out.address)
+        if entry is None:
+            raise NotFound(f"change address {out.address} is not in the address book")
+        parent_vsize = self.vsize(parent)
+        child_vsize = vsize(overhead_weight(self._type) + INPUT_WEIGHT[self._type] + OUTPUT_TYPE_WEIGHT[self._type])
+        fee = max(rate.fee_for(parent_vsize + child_vsize).value - parent.fee.value, rate.fee_for(child_vsize).value)
+        keep = self._above_dust(out.amount.value - fee, f"the change of {out.amount.value} sat cannot pay "
+                                                        f"a {fee} sat child fee")
+        address, index = await self._new_change(withdrawal_id)
+        return self._withdrawal(withdrawal_id, [(outpoint, out.amount, entry.chain, entry.index)],
+                                [(address, keep, index)], Satoshis(fee), tip, funding)
+
+    async def propose_void(self, withdrawal_id: str, original: Withdrawal, rate: FeeRate) -> Withdrawal:
+        """Spend exactly `original.inputs` (no other coin) back to one fresh change address of
+        ours, for a fee of `rate` times its size."""
+        coins = [(i.outpoint, i.amount, *self._path_of(i)) for i in original.inputs]
+        tip = (await self._chain.chain_info()).blocks
+        funding = await self._funding(i.outpoint for i in original.inputs)
+        weight = (overhead_weight(self._type) + INPUT_WEIGHT[self._type] * len(coins)
+                  + OUTPUT_TYPE_WEIGHT[self._type])
+        fee = rate.fee_for(vsize(weight)).value
+        total = sum(i.amount.value for i in original.inputs)
+        keep = self._above_dust(total - fee, f"voiding {original.withdrawal_id} at {rate} costs {fee} sat "
+                                             f"of its {total} sat")
+        address, index = await self._new_change(withdrawal_id)
+        return self._withdrawal(withdrawal_id, coins, [(address, keep, index)], Satoshis(fee), tip, funding)
+
+    # -- parts -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _replacement(required: list[Coin], pool: list[Coin], target: Satoshis, fixed: int,
+                     params: SelectionParams) -> Selection:
+        """Every required coin, plus the largest others until the payouts and the fee are paid."""
+        chosen = list(required)
+        extra = sorted(pool, key=lambda c: c.amount.value)
+        selection = finish_selection(chosen, "replacement", target, fixed, params, allow_change=True)
+        while selection is None and extra:
+            chosen.append(extra.pop())
+            selection = finish_selection(chosen, "replacement", target, fixed, params, allow_change=True)
+        if selection is None:
+            fee = params.fee_rate.fee_for(vsize(fixed + sum(c.input_weight for c in chosen))).value
+            missing = target.value + fee - sum(c.amount.value for c in chosen)
+            raise InsufficientFunds(missing, f"insufficient funds: the replacement needs {target.value} sat plus "
+                                             f"{fee} sat of fees: {missing} sat missing")
+        return selection
+
+    def _above_dust(self, keep: int, why: str) -> Satoshis:
+        dust = DUST_LIMIT[self._type]
+        if keep < dust:
+            raise InsufficientFunds(dust - keep, f"{why}: what is left would be below the "
+                                                 f"{self._type.value} dust limit of {dust} sat")
+        return Satoshis(keep)
+
+    @staticmethod
+    def _path_of(i: WithdrawalInput) -> tuple[int, int]:
+        if i.chain is None or i.index is None:
+            raise NotFound(f"input {i.outpoint} has no recorded key path: cannot spend it again")
+        return i.chain, i.index
+
+    async def _funding(self, outpoints: Iterable[OutPoint]) -> dict[OutPoint, bytes]:
+        """The whole funding transaction of each input, which spending P2PKH needs."""
+        if self._type is not AddressType.P2PKH:
+            return {}
+        return {o: await self._chain.raw_transaction(o.txid) for o in outpoints}
+
+    async def _new_change(self, withdrawal_id: str) -> tuple[str, int]:
+        """A fresh change address, committed to the address book and watched by the node."""
+        with self._uow() as uow:
+            index = uow.addresses.allocate(CHANGE)
+            address = self._deriver.address(CHANGE, index)
+            uow.addresses.record(AddressEntry(address, CHANGE, index, f"change of {withdrawal_id}", None, "change"))
+            uow.commit()
+        await self._watch.cover(CHANGE, index + 1)
+        return address, index
 
     def _origin(self, chain: int, index: int) -> KeyOrigin:
         return KeyOrigin(self._settings.master_fingerprint, self._deriver.path(chain, index),
                          self._deriver.public_key(chain, index))  # type: ignore[attr-defined]
 
-    def _input_spec(self, coin: Coin) -> PsbtInputSpec:
-        chain, index = self._paths[coin.outpoint]
-        address = self._deriver.address(chain, index)
-        return PsbtInputSpec(coin.outpoint, coin.amount, Address(address, self._settings.network).script_pubkey(),
-                             self._origin(chain, index))
-
-    async def spendable(self, uow: UnitOfWork, exclude_reserved: bool = True) -> list[Coin]:
-        utxos = await self._chain.unspent(self._settings.min_confirmations)
-        reserved = uow.reservations.reserved() if exclude_reserved else {}
-        self._paths.update({u.outpoint: (u.chain, u.index) for u in utxos
-                            if u.chain is not None and u.index is not None})
-        return [Coin(u.outpoint, u.amount) for u in utxos
-                if u.chain is not None and u.index is not None and u.outpoint not in reserved]
+    def _withdrawal(self, withdrawal_id: str, coins: Sequence[tuple[OutPoint, Satoshis, int, int]],
+                    outputs: Sequence[tuple[str, Satoshis, int | None]], fee: Satoshis, tip: int,
+                    funding: dict[OutPoint, bytes]) -> Withdrawal:
+        """The unsaved withdrawal and its PSBT; an output with a change index is our change."""
+        inputs = [PsbtInputSpec(o, amount, Address(self._deriver.address(chain, index), self.network).script_pubkey(),
+                                self._origin(chain, index), funding.get(o))
+                  for o, amount, chain, index in coins]
+        specs = [PsbtOutputSpec(Address(address, self.network).script_pubkey(), amount,
+                                None if change is None else self._origin(CHANGE, change))
+                 for address, amount, change in outputs]
+        psbt = build_psbt(self.network, inputs, specs, locktime=tip)
+        return Withdrawal(withdrawal_id, self._clock.now(),
+                          [WithdrawalInput(o, amount, chain, index) for o, amount, chain, index in coins],
+                          [WithdrawalOutput(address, amount, change=change is not None)
+                           for address, amount, change in outputs],
+                          fee, psbt, txid=psbt_txid(self.network, psbt))

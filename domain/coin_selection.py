@@ -18,20 +18,36 @@ from typing import Sequence
 
 import attrs
 
-from kaccy_bitcoin.domain.bitcoin import OutPoint
+from kaccy_bitcoin.domain.bitcoin import AddressType, OutPoint
 from kaccy_bitcoin.domain.errors import InsufficientFunds
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 
-# Weights in weight units (vbytes x 4) for P2WPKH, the platform's default script.
-TX_OVERHEAD_WEIGHT = 42          # version, locktime, in/out counts, segwit marker+flag
-P2WPKH_INPUT_WEIGHT = 272        # outpoint, sequence, empty scriptSig; witness sig+pubkey
+# Weights in weight units (vbytes x 4).
+TX_OVERHEAD_WEIGHT = 42          # version, locktime, 1-byte in/out counts, segwit marker+flag
+LEGACY_TX_OVERHEAD_WEIGHT = 40   # the same without marker and flag: every input is P2PKH
+# One signed input of each script the wallet derives (AddressType.P2SH is P2SH-P2WPKH):
+# outpoint, sequence, scriptSig and, for segwit, the witness with its item count. ECDSA
+# inputs are priced with a 72-byte signature, the worst case (a signer that does not grind
+# low R); BIP86 taproot key-path inputs with a 64-byte SIGHASH_DEFAULT Schnorr signature.
+INPUT_WEIGHT = {AddressType.P2WPKH: 272, AddressType.P2SH: 364, AddressType.P2PKH: 592, AddressType.P2TR: 230}
+P2WPKH_INPUT_WEIGHT = INPUT_WEIGHT[AddressType.P2WPKH]
 OUTPUT_WEIGHT = {"p2wpkh": 124, "p2sh": 128, "p2pkh": 136, "p2wsh": 172, "p2tr": 172}
+OUTPUT_TYPE_WEIGHT = {AddressType(name): weight for name, weight in OUTPUT_WEIGHT.items()}
+# Outputs below these values are dust at Bitcoin Core's 3 sat/vB dust relay fee
+# (the output's size plus the size of spending it, as Core's GetDustThreshold counts).
+DUST_LIMIT = {AddressType.P2PKH: 546, AddressType.P2SH: 540, AddressType.P2WPKH: 294,
+              AddressType.P2WSH: 330, AddressType.P2TR: 330}
 BNB_MAX_TRIES = 100_000
 KNAPSACK_ITERATIONS = 1000
 
 
 def vsize(weight: int) -> int:
     return -(-weight // 4)
+
+
+def overhead_weight(spend_type: AddressType) -> int:
+    """The weight of a transaction's fixed fields when all its inputs are of `spend_type`."""
+    return LEGACY_TX_OVERHEAD_WEIGHT if spend_type is AddressType.P2PKH else TX_OVERHEAD_WEIGHT
 
 
 @attrs.frozen
@@ -49,6 +65,12 @@ class SelectionParams:
     change_spend_weight: int = P2WPKH_INPUT_WEIGHT
     dust_limit: Satoshis = Satoshis(294)                # P2WPKH at the 3 sat/vB dust relay fee
     min_change: Satoshis = Satoshis(50_000)             # Core's CHANGE_LOWER for random draws
+
+    @classmethod
+    def for_type(cls, fee_rate: FeeRate, spend_type: AddressType) -> SelectionParams:
+        """Parameters for a wallet whose coins and change are all of `spend_type`."""
+        return cls(fee_rate, change_output_weight=OUTPUT_TYPE_WEIGHT[spend_type],
+                   change_spend_weight=INPUT_WEIGHT[spend_type], dust_limit=Satoshis(DUST_LIMIT[spend_type]))
 
     def input_fee(self, coin: Coin) -> int:
         return self.fee_rate.fee_for(vsize(coin.input_weight)).value

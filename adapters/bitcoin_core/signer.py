@@ -1,4 +1,7 @@
-"""Signs PSBTs with a node-held hot wallet (walletprocesspsbt)."""
+"""Signs PSBTs with a node-held hot wallet (walletprocesspsbt).
+
+It asks for SIGHASH_DEFAULT: SIGHASH_ALL for ECDSA inputs, and for taproot key-path inputs
+the 64-byte signature the fee was estimated for (an explicit ALL would add a byte)."""
 from __future__ import annotations
 
 from kaccy_bitcoin.adapters.bitcoin_core.errors import RpcError
@@ -19,7 +22,7 @@ class CoreWalletSigner(PsbtSigner):
     async def sign(self, psbt: str) -> SignResult:
         before = psbt_status(self._network, psbt)
         try:
-            r = await self._rpc.call("walletprocesspsbt", psbt, True, "ALL", True, False, wallet=self._wallet)
+            r = await self._rpc.call("walletprocesspsbt", psbt, True, "DEFAULT", True, False, wallet=self._wallet)
         except RpcError as err:
             raise SignerError(f"node wallet {self._wallet!r} could not sign: {err.rpc_message}") from None
         after = psbt_status(self._network, r["psbt"])

@@ -1,16 +1,39 @@
 """Signs PSBTs with keys derived from a BIP39 mnemonic (bip-utils), signatures by python-bitcointx.
 
+ECDSA inputs (P2WPKH, P2SH-P2WPKH, P2PKH) are found through their BIP32 derivations and
+signed by python-bitcointx's PSBT signer with SIGHASH_ALL. BIP86 taproot inputs are found
+through their BIP371 taproot derivations and get a key-path Schnorr signature (BIP341
+tweak without a script tree, SIGHASH_DEFAULT) stored as PSBT_IN_TAP_KEY_SIG.
+
 The signer refuses to start when the account key its words give does not match the
-platform's KACCY_XPUB: signing for one account while watching another loses money.
+platform's KACCY_XPUB, and signs only keys of that account: signing for one account while
+watching another loses money.
 """
 from __future__ import annotations
 
 from bip_utils import Bip32Secp256k1, Bip39MnemonicValidator, Bip39SeedGenerator
 from bitcointx import ChainParams
-from bitcointx.core.key import CKey, KeyStore
+from bitcointx.core.key import CKey, KeyStore, XOnlyPubKey
+from bitcointx.core.psbt import PartiallySignedTransaction, PSBT_Input
+from bitcointx.core.script import SIGHASH_ALL
+from bitcointx.wallet import CCoinKey, P2TRCoinAddress
 
 from kaccy_bitcoin.adapters.bip32.deriver import Bip32AddressDeriver
-from kaccy_bitcoin.domain.psbt import parse_psbt, psbt_status
+from kaccy_bitcoin.domain.bitcoin import DerivationPath
+from kaccy_bitcoin.domain.psbt import (
+    P2TR,
+    SIGHASH_DEFAULT,
+    input_kind,
+    parse_psbt,
+    psbt_status,
+    set_tap_key_sig,
+    spent_output,
+    tap_internal_key,
+    tap_key_derivations,
+    tap_key_sig,
+    tap_merkle_root,
+    taproot_key_path_sighash,
+)
 from kaccy_bitcoin.ports.signer import PsbtSigner, SignerError, SignResult
 
 
@@ -32,32 +55,75 @@ class SoftwareSigner(PsbtSigner):
         self._master = Bip32Secp256k1.FromSeed(Bip39SeedGenerator(words).Generate(passphrase))
         self.fingerprint = self._master.FingerPrint().ToBytes().hex()
         self._network = deriver.network
+        self._account = deriver.path(0, 0).indexes[:-2]
         account_path = str(deriver.path(0, 0)).rsplit("/", 2)[0]
         chain0 = deriver.public_key(0, 0)
         if self._master.DerivePath(f"{account_path}/0/0").PublicKey().RawCompressed().ToBytes() != chain0:
             raise SignerKeyMismatch(
                 f"the account key of KACCY_SIGNER_MNEMONIC at {account_path} does not match KACCY_XPUB")
 
-    def _key_for(self, fingerprint: bytes, path: str, pubkey: bytes) -> CKey | None:
-        if fingerprint.hex() not in (self.fingerprint, "00000000"):
+    def _secret_for(self, fingerprint: bytes, path: list[int], pubkey: bytes) -> bytes | None:
+        """The private key at `path`, if `path` lies in the account KACCY_XPUB names and gives
+        `pubkey` (33 bytes, or 32 for an x-only taproot key)."""
+        if fingerprint.hex() not in (self.fingerprint, "00000000") or tuple(path[:-2]) != self._account:
             return None
-        node = self._master.DerivePath(path)
-        if node.PublicKey().RawCompressed().ToBytes() != pubkey:
+        node = self._master.DerivePath(str(DerivationPath(tuple(path))))
+        ours = node.PublicKey().RawCompressed().ToBytes()
+        if (ours if len(pubkey) == 33 else ours[1:]) != pubkey:
             return None
-        return CKey.from_secret_bytes(node.PrivateKey().Raw().ToBytes())
+        return node.PrivateKey().Raw().ToBytes()
+
+    def _taproot_secret(self, psbt: PartiallySignedTransaction, n: int) -> bytes | None:
+        """Our private key for input `n`'s BIP86 key path: a taproot derivation of ours whose
+        key, tweaked without a script tree, is the output key the input spends."""
+        inp = psbt.inputs[n]
+        if tap_merkle_root(inp) is not None:
+            return None           # a script tree: not a BIP86 output
+        internal = tap_internal_key(inp)
+        spent_script = spent_output(psbt, n).scriptPubKey
+        for xonly, info in tap_key_derivations(inp):
+            if internal is not None and xonly != internal:
+                continue
+            if P2TRCoinAddress.from_xonly_pubkey(XOnlyPubKey(xonly)).to_scriptPubKey() != spent_script:
+                continue
+            secret = self._secret_for(bytes(info.master_fp), list(info.path), xonly)
+            if secret is not None:
+                return secret
+        return None
+
+    @staticmethod
+    def _require_sighash(inp: PSBT_Input, n: int, allowed: int) -> None:
+        if inp.sighash_type not in (None, allowed):
+            raise SignerError(f"input {n} asks for sighash type {inp.sighash_type}: this signer signs only "
+                              f"{'DEFAULT' if allowed == SIGHASH_DEFAULT else 'ALL'}")
 
     async def sign(self, psbt: str) -> SignResult:
         with ChainParams(self._network.chain_params):
             parsed = parse_psbt(self._network, psbt)
-            keys = []
-            for inp in parsed.inputs:
-                for pub, info in inp.derivation_map.items():
-                    key = self._key_for(bytes(info.master_fp), str(info.path).replace("h", "'"), bytes(pub))
-                    if key is not None:
-                        keys.append(key)
-            if not keys:
+            keys, ours, taproot_signed = [], 0, 0
+            for n, inp in enumerate(parsed.inputs):
+                if inp.is_final():
+                    continue
+                if input_kind(parsed, n) == P2TR:
+                    secret = self._taproot_secret(parsed, n)
+                    if secret is None:
+                        continue
+                    ours += 1
+                    if tap_key_sig(inp) is None:
+                        self._require_sighash(inp, n, SIGHASH_DEFAULT)
+                        sighash = taproot_key_path_sighash(parsed, n)
+                        set_tap_key_sig(inp, CCoinKey.from_secret_bytes(secret).sign_schnorr_tweaked(sighash))
+                        taproot_signed += 1
+                    continue
+                secrets = [secret for pub, info in inp.derivation_map.items()
+                           if (secret := self._secret_for(bytes(info.master_fp), list(info.path), bytes(pub)))]
+                if secrets:
+                    ours += 1
+                    self._require_sighash(inp, n, SIGHASH_ALL)
+                    keys.extend(CKey.from_secret_bytes(secret) for secret in secrets)
+            if not ours:
                 raise SignerError("none of the PSBT's inputs belong to this signer's keys")
             result = parsed.sign(KeyStore(*keys), finalize=False)
             signed = parsed.to_base64()
         status = psbt_status(self._network, signed)
-        return SignResult(signed, status.complete, result.num_inputs_signed)
+        return SignResult(signed, status.complete, result.num_inputs_signed + taproot_signed)
