@@ -1,8 +1,11 @@
-"""Use cases for money going out: create, sign, broadcast, cancel, show a withdrawal.
+"""Use cases for money going out: create, sign, broadcast, cancel, void, show a withdrawal.
 
-Coins are reserved in the database in the same unit of work that records the
-withdrawal, so two withdrawals (in one process or two) never spend the same coin;
-the PSBT is persisted at every step, so a restart resumes where it stopped.
+No unit of work stays open while the node, a signer or a person is being waited on: a use
+case reads in one short unit of work, does the slow part with none open, and writes in
+another, where the withdrawal's version check refuses the write if another process changed
+it meanwhile. Coins are reserved in the same unit of work that records the withdrawal, so
+two withdrawals never spend the same coin; FINALIZED is committed before anything reaches
+the network, so a crash between the two is found again (as `finalized`, never as free coins).
 """
 from __future__ import annotations
 
@@ -10,21 +13,33 @@ import inspect
 import uuid
 from typing import Any, Callable, Mapping, Sequence
 
+from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
-from kaccy_bitcoin.domain.bitcoin import Network, Txid
-from kaccy_bitcoin.domain.errors import CoinsReserved, DomainError, NotFound
+from kaccy_bitcoin.domain.bitcoin import Address, Network, Txid
+from kaccy_bitcoin.domain.errors import CoinsReserved, DomainError, FeeTooLow, NotFound, WithdrawalStateError
 from kaccy_bitcoin.domain.money import FeeRate
-from kaccy_bitcoin.domain.psbt import finalize_psbt
+from kaccy_bitcoin.domain.psbt import (
+    PsbtMismatch,
+    check_psbt_pays,
+    finalize_psbt,
+    psbt_txid,
+    same_unsigned_tx,
+)
 from kaccy_bitcoin.domain.psbt_state import PsbtState
-from kaccy_bitcoin.domain.withdrawals import Withdrawal
+from kaccy_bitcoin.domain.withdrawals import VOID, Withdrawal
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.signer import PsbtSigner, SignerError
-from kaccy_bitcoin.ports.storage import UnitOfWork
+from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
+
+_ON_CHAIN = (PsbtState.BROADCAST, PsbtState.CONFIRMED, PsbtState.COMPLETED)
 
 
 class RejectedByNode(DomainError):
+    """The node refused our transaction: an outside failure (exit status 1)."""
+
     code = "rejected_by_node"
+    exit_status = 1
 
 
 def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
@@ -33,125 +48,19 @@ def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
         "inputs": [{"txid": i.outpoint.txid.value, "vout": i.outpoint.vout, "amount_sat": i.amount.value}
                    for i in w.inputs],
         "outputs": [{"address": o.address, "amount_sat": o.amount.value, "change": o.change} for o in w.outputs],
-        "state": w.state.name.lower(),
+        "state": w.name,
     }
-    if w.replaces:
-        out["replaces"] = w.replaces
-    if w.replaced_by:
-        out["replaced_by"] = w.replaced_by
-    if w.reject_reason:
-        out["reject_reason"] = w.reject_reason
-    if w.child_of:
-        out["child_of"] = w.child_of
-    if w.txid is not None and w.state is PsbtState.BROADCAST:
+    for key in ("replaces", "replaced_by", "reject_reason", "child_of"):
+        if getattr(w, key):
+            out[key] = getattr(w, key)
+    if w.kind != "payout":
+        out["kind"] = w.kind
+    if w.conflicted_by is not None:
+        out["conflicted_by"] = w.conflicted_by.value
+    if w.txid is not None and (w.state in _ON_CHAIN or w.ever_signed):
         out["txid"] = w.txid.value
-        out["confirmations"] = confirmations or 0
+        out["confirmations"] = w.confirmations if confirmations is None else confirmations
     return out
-
-
-class CreateWithdrawal:
-    def __init__(self, builder: WithdrawalBuilder, uow: Callable[[], UnitOfWork], clock: Clock) -> None:
-        self._builder, self._uow, self._clock = builder, uow, clock
-
-    async def __call__(self, payouts: Sequence[tuple[str, int]], fee_rate: FeeRate | None = None) -> dict[str, Any]:
-        parsed = self._builder.parse_payouts(payouts)
-        rate = await self._builder.fee_rate(fee_rate)
-        for attempt in range(3):
-            try:
-                async with self._uow() as uow:
-                    coins = await self._builder.spendable(uow)
-                    w = await self._builder.build(uow, uuid.uuid4().hex, parsed, rate, extra=coins)
-                    uow.reservations.reserve(w.outpoints(), w.withdrawal_id, self._clock.now())
-                    uow.withdrawals.save(w)
-                    uow.commit()
-                    return view(w)
-            except CoinsReserved:
-                if attempt == 2:
-                    raise
-        raise CoinsReserved("coins kept being reserved by concurrent withdrawals")
-
-
-class SignWithdrawal:
-    def __init__(self, uow: Callable[[], UnitOfWork], signers: Mapping[str, Callable[[], Any]], clock: Clock) -> None:
-        self._uow, self._signers, self._clock = uow, signers, clock
-
-    async def __call__(self, withdrawal_id: str, signer_name: str) -> dict[str, Any]:
-        if signer_name not in self._signers:
-            raise SignerError(f"unknown signer {signer_name!r}; expected one of {', '.join(self._signers)}")
-        async with self._uow() as uow:
-            w = load_withdrawal(uow, withdrawal_id)
-            signer: PsbtSigner = await _resolve(self._signers[signer_name]())
-            result = await signer.sign(w.psbt)
-            w.record_signatures(result.psbt, result.complete, self._clock.now(), signer.name)
-            uow.withdrawals.save(w)
-            uow.commit()
-        return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.state.name.lower()}
-
-
-class BroadcastWithdrawal:
-    def __init__(self, uow: Callable[[], UnitOfWork], chain: ChainBackend, clock: Clock, network: Network) -> None:
-        self._uow, self._chain, self._clock, self._network = uow, chain, clock, network
-
-    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
-        async with self._uow() as uow:
-            w = load_withdrawal(uow, withdrawal_id)
-            if w.state is PsbtState.SIGNED:
-                psbt, raw, txid = finalize_psbt(self._network, w.psbt)
-                w.finalize(psbt, txid, self._clock.now())
-                uow.withdrawals.save(w)
-                uow.commit()   # FINALIZED is durable before anything reaches the network
-        async with self._uow() as uow:
-            w = load_withdrawal(uow, withdrawal_id)
-            if w.state is not PsbtState.FINALIZED:
-                w.mark_broadcast(self._clock.now())   # raises IllegalTransition naming the state
-            _, raw, txid = finalize_psbt(self._network, w.psbt)
-            accept = await self._chain.test_accept(raw)
-            if not accept.allowed and not await self._already_known(txid):
-                w.reject(f"rejected by the node: {accept.reject_reason}", self._clock.now())
-                uow.reservations.release(w.withdrawal_id)
-                uow.withdrawals.save(w)
-                uow.commit()
-                raise RejectedByNode(f"withdrawal {withdrawal_id} was rejected by the node "
-                                     f"({accept.reject_reason}); its coins are released")
-            if accept.allowed:
-                await self._chain.broadcast(raw)
-            w.mark_broadcast(self._clock.now())
-            uow.withdrawals.save(w)
-            uow.commit()
-        return {"withdrawal_id": w.withdrawal_id, "txid": txid.value, "state": "broadcast"}
-
-    async def _already_known(self, txid: Txid) -> bool:
-        """A resumed broadcast whose transaction already reached the mempool or a block."""
-        found = (await self._chain.wallet_transactions([txid])).get(txid)
-        return found is not None and (found.confirmations > 0 or found.in_mempool)
-
-
-class CancelWithdrawal:
-    def __init__(self, uow: Callable[[], UnitOfWork], clock: Clock) -> None:
-        self._uow, self._clock = uow, clock
-
-    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
-        async with self._uow() as uow:
-            w = load_withdrawal(uow, withdrawal_id)
-            w.cancel(self._clock.now())
-            uow.reservations.release(withdrawal_id)
-            uow.withdrawals.save(w)
-            uow.commit()
-        return {"withdrawal_id": withdrawal_id, "state": "rejected"}
-
-
-class ShowWithdrawal:
-    def __init__(self, uow: Callable[[], UnitOfWork], chain: ChainBackend) -> None:
-        self._uow, self._chain = uow, chain
-
-    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
-        async with self._uow() as uow:
-            w = load_withdrawal(uow, withdrawal_id)
-        confirmations = None
-        if w.txid is not None and w.state is PsbtState.BROADCAST:
-            found = (await self._chain.wallet_transactions([w.txid])).get(w.txid)
-            confirmations = max(found.confirmations, 0) if found else 0
-        return view(w, confirmations)
 
 
 def load_withdrawal(uow: UnitOfWork, withdrawal_id: str) -> Withdrawal:
@@ -161,6 +70,245 @@ def load_withdrawal(uow: UnitOfWork, withdrawal_id: str) -> Withdrawal:
     return w
 
 
+async def read_withdrawal(uow: UnitOfWorkFactory, withdrawal_id: str) -> Withdrawal:
+    with uow.read() as u:
+        return load_withdrawal(u, withdrawal_id)
+
+
+def lineage(uow: UnitOfWork, w: Withdrawal) -> list[str]:
+    """`w` and every withdrawal it replaces, back to the original: the holders of the coins a
+    replacement of `w` shares with them."""
+    ids, current = [w.withdrawal_id], w
+    while current.replaces and current.replaces not in ids:
+        ids.append(current.replaces)
+        parent = uow.withdrawals.get(current.replaces)
+        if parent is None:
+            break
+        current = parent
+    return ids
+
+
+def check_unchanged(network: Network, w: Withdrawal, psbt: str | None = None) -> None:
+    """No blind signing or sending: the PSBT must spend exactly the recorded inputs and pay
+    exactly the recorded outputs and fee."""
+    check_psbt_pays(network, psbt or w.psbt, [(i.outpoint, i.amount) for i in w.inputs],
+                    [(Address(o.address, network).script_pubkey(), o.amount) for o in w.outputs], w.fee)
+
+
+async def save_new(uow: UnitOfWorkFactory, w: Withdrawal, shared_with: Sequence[str], at) -> None:  # noqa: ANN001
+    """Record a withdrawal the builder proposed, holding its coins (CoinsReserved if one was taken)."""
+    async with uow() as u:
+        u.reservations.reserve(w.outpoints(), w.withdrawal_id, at, shared_with=shared_with)
+        u.withdrawals.save(w)
+        u.commit()
+
+
+class CreateWithdrawal:
+    def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._builder, self._uow, self._clock = builder, uow, clock
+
+    async def __call__(self, payouts: Sequence[tuple[str, int]], fee_rate: FeeRate | None = None) -> dict[str, Any]:
+        parsed = self._builder.parse_payouts(payouts)
+        rate = await self._builder.fee_rate(fee_rate)
+
+        async def attempt() -> dict[str, Any]:
+            w = await self._builder.propose(uuid.uuid4().hex, parsed, rate)
+            await save_new(self._uow, w, (), self._clock.now())
+            return view(w)
+
+        return await retried(attempt, on=CoinsReserved, why="a coin was reserved by another withdrawal meanwhile")
+
+
+async def sign_with(signer: PsbtSigner, network: Network, w: Withdrawal, at) -> None:  # noqa: ANN001
+    """Have `signer` sign `w` (nothing open meanwhile); refuse anything but the same transaction back."""
+    check_unchanged(network, w)
+    result = await signer.sign(w.psbt)
+    if not same_unsigned_tx(network, w.psbt, result.psbt):
+        raise PsbtMismatch(f"signer {signer.name} returned a PSBT for another transaction; nothing was stored")
+    check_unchanged(network, w, result.psbt)
+    txid = psbt_txid(network, result.psbt)
+    if txid is None and result.complete:
+        txid = finalize_psbt(network, result.psbt)[2]
+    w.record_signatures(result.psbt, result.complete, at, signer.name, txid)
+
+
+class SignWithdrawal:
+    def __init__(self, uow: UnitOfWorkFactory, signers: Mapping[str, Callable[[], Any]], clock: Clock,
+                 network: Network) -> None:
+        self._uow, self._signers, self._clock, self._network = uow, signers, clock, network
+
+    async def signer(self, name: str) -> PsbtSigner:
+        if name not in self._signers:
+            raise SignerError(f"unknown signer {name!r}; expected one of {', '.join(self._signers)}")
+        return await _resolve(self._signers[name]())
+
+    async def __call__(self, withdrawal_id: str, signer_name: str) -> dict[str, Any]:
+        w = await read_withdrawal(self._uow, withdrawal_id)
+        w.require_signable()
+        signer = await self.signer(signer_name)
+        await sign_with(signer, self._network, w, self._clock.now())   # a device may wait for a person
+        async with self._uow() as uow:
+            uow.withdrawals.save(w)     # refused if it was cancelled or signed elsewhere meanwhile
+            uow.commit()
+        return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
+
+
+class Broadcaster:
+    """Sends a FINALIZED withdrawal and records the node's answer."""
+
+    def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock, network: Network) -> None:
+        self._uow, self._chain, self._clock, self._network = uow, chain, clock, network
+
+    async def finalize(self, w: Withdrawal) -> None:
+        """SIGNED -> FINALIZED, committed before anything reaches the network."""
+        check_unchanged(self._network, w)
+        psbt, _, txid = finalize_psbt(self._network, w.psbt)
+        w.finalize(psbt, txid, self._clock.now())
+
+    async def send(self, w: Withdrawal) -> dict[str, Any]:
+        check_unchanged(self._network, w)
+        _, raw, txid = finalize_psbt(self._network, w.psbt)
+        accept = await self._chain.test_accept(raw)
+        if not accept.allowed and not await self._already_known(txid):
+            w.reject(f"rejected by the node: {accept.reject_reason}", self._clock.now())
+            async with self._uow() as uow:
+                uow.withdrawals.save(w)
+                uow.commit()
+            raise RejectedByNode(
+                f"withdrawal {w.withdrawal_id} was rejected by the node ({accept.reject_reason}); its "
+                "transaction is signed, so its coins stay held until the chain settles it "
+                "(`withdraw void` spends them back to us)")
+        if accept.allowed:
+            await self._chain.broadcast(raw)
+        w.mark_broadcast(self._clock.now())
+        async with self._uow() as uow:
+            uow.withdrawals.save(w)
+            if w.replaces:   # the node accepted the replacement: it is the one to keep alive now
+                old = uow.withdrawals.get(w.replaces)
+                if old is not None and old.replaced_by != w.withdrawal_id:
+                    old.replaced_by = w.withdrawal_id
+                    uow.withdrawals.save(old)
+            uow.commit()
+        return {"withdrawal_id": w.withdrawal_id, "txid": txid.value, "state": w.name}
+
+    async def _already_known(self, txid: Txid) -> bool:
+        """A resumed broadcast whose transaction already reached the mempool or a block."""
+        found = (await self._chain.wallet_transactions([txid])).get(txid)
+        return found is not None and (found.confirmations > 0 or found.in_mempool)
+
+
+class BroadcastWithdrawal:
+    def __init__(self, uow: UnitOfWorkFactory, broadcaster: Broadcaster) -> None:
+        self._uow, self._broadcaster = uow, broadcaster
+
+    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
+        w = await read_withdrawal(self._uow, withdrawal_id)
+        if w.state in _ON_CHAIN and w.txid is not None:   # sent already (perhaps by a run that crashed)
+            return {"withdrawal_id": w.withdrawal_id, "txid": w.txid.value, "state": w.name}
+        if w.state is PsbtState.SIGNED:
+            await self._broadcaster.finalize(w)
+            async with self._uow() as uow:
+                uow.withdrawals.save(w)
+                uow.commit()
+        if w.state is not PsbtState.FINALIZED:
+            raise WithdrawalStateError(f"withdrawal {w.withdrawal_id} is {w.name}: only a signed withdrawal "
+                                       "can be broadcast")
+        return await self._broadcaster.send(w)
+
+
+class CancelWithdrawal:
+    """Only an unsigned withdrawal gives its coins back; the domain refuses the rest."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
+        async with self._uow() as uow:
+            w = load_withdrawal(uow, withdrawal_id)
+            w.cancel(self._clock.now())
+            w.settled = True
+            uow.reservations.release(withdrawal_id)
+            uow.withdrawals.save(w)
+            uow.commit()
+        return {"withdrawal_id": withdrawal_id, "state": w.name}
+
+
+async def bip125_minimum(chain: ChainBackend, replaced: Sequence[Txid], vsize: int) -> int:
+    """Rules 3 and 4: at least what the replaced transactions and their descendants pay, plus
+    the node's incremental relay fee for the replacement's own size."""
+    paid = 0
+    for txid in replaced:
+        entry = await chain.mempool_entry(txid)
+        if entry is not None:
+            paid += entry.descendant_fees.value
+    return paid + (await chain.incremental_relay_fee()).fee_for(vsize).value
+
+
+def fee_too_low(what: str, minimum: int, vsize: int) -> FeeTooLow:
+    rate = FeeRate(-(-minimum * 1000 // vsize))
+    return FeeTooLow(minimum, str(rate), f"{what} must pay at least {minimum} sat ({rate} for its {vsize} vB): "
+                                         "what it replaces and their descendants pay, plus the node's incremental "
+                                         "relay fee (BIP125 rules 3 and 4)")
+
+
+class VoidWithdrawal:
+    """"Cancel (double-spend)": spend a signed withdrawal's inputs back to our change chain at a
+    higher fee, broadcast at once. It is `voided` when the void confirms; if the original wins
+    the race it is confirmed as usual."""
+
+    def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock,
+                 signing: SignWithdrawal, broadcaster: Broadcaster) -> None:
+        self._builder, self._uow, self._chain, self._clock = builder, uow, chain, clock
+        self._signing, self._broadcaster = signing, broadcaster
+
+    async def __call__(self, withdrawal_id: str, fee_rate: FeeRate | None = None,
+                       signer_name: str = "software") -> dict[str, Any]:
+        with self._uow.read() as uow:
+            w = load_withdrawal(uow, withdrawal_id)
+            holders = lineage(uow, w)
+            rivals = [x for x in (uow.withdrawals.get(i) for i in holders) if x is not None]
+            newer = w
+            while newer.replaced_by and all(r.withdrawal_id != newer.replaced_by for r in rivals):
+                found = uow.withdrawals.get(newer.replaced_by)
+                if found is None:
+                    break
+                rivals.append(found)
+                newer = found
+            live = [r.txid for r in rivals if r.txid is not None]   # what the void must outbid
+        w.require_voidable()
+        signer = await self._signing.signer(signer_name)
+        rate = fee_rate or await self._builder.fee_rate(None)
+        void = await self._builder.propose_void(uuid.uuid4().hex, w, rate)
+        vsize = self._builder.vsize(void)
+        minimum = await bip125_minimum(self._chain, live, vsize)
+        if void.fee.value < minimum:
+            if fee_rate is not None:
+                raise fee_too_low(f"the void of {withdrawal_id}", minimum, vsize)
+            void = await self._builder.propose_void(void.withdrawal_id, w, FeeRate(-(-minimum * 1000 // vsize)))
+        void.kind, void.replaces = VOID, w.withdrawal_id
+        now = self._clock.now()
+        await sign_with(signer, self._builder.network, void, now)
+        if void.state is not PsbtState.SIGNED:
+            raise SignerError(f"signer {signer.name} could not sign every input of the void; nothing was sent")
+        await self._broadcaster.finalize(void)
+        await save_new(self._uow, void, holders, now)
+        sent = await self._broadcaster.send(void)
+        return {"withdrawal_id": w.withdrawal_id, "state": w.name,
+                "void": {**view(void), **sent}}
+
+
+class ShowWithdrawal:
+    def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend) -> None:
+        self._uow, self._chain = uow, chain
+
+    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
+        w = await read_withdrawal(self._uow, withdrawal_id)
+        confirmations = None
+        if w.txid is not None and w.state in _ON_CHAIN:
+            found = (await self._chain.wallet_transactions([w.txid])).get(w.txid)
+            confirmations = max(found.confirmations, 0) if found else 0
+        return view(w, confirmations)
+
+
 async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
-

@@ -6,23 +6,16 @@ Parsing and encoding go through python-bitcointx (addresses) and bip-utils
 from __future__ import annotations
 
 import enum
+import functools
 import re
+from typing import TYPE_CHECKING
 
 import attrs
-from bip_utils import Bip32PathParser
-from bip_utils.bip.bip32 import Bip32Path
-from bitcointx import ChainParams
-from bitcointx.wallet import (
-    CCoinAddress,
-    CCoinAddressError,
-    P2PKHCoinAddress,
-    P2SHCoinAddress,
-    P2TRCoinAddress,
-    P2WPKHCoinAddress,
-    P2WSHCoinAddress,
-)
 
 from kaccy_bitcoin.domain.errors import InvalidAddress, InvalidDerivationPath, InvalidNetwork, InvalidTxid
+
+if TYPE_CHECKING:
+    from bitcointx.wallet import CCoinAddress
 
 
 class Network(enum.Enum):
@@ -70,16 +63,31 @@ class AddressType(enum.Enum):
     P2TR = "p2tr"
 
 
-_ADDRESS_CLASSES: tuple[tuple[type, AddressType], ...] = (
-    (P2WPKHCoinAddress, AddressType.P2WPKH),
-    (P2WSHCoinAddress, AddressType.P2WSH),
-    (P2TRCoinAddress, AddressType.P2TR),
-    (P2SHCoinAddress, AddressType.P2SH),
-    (P2PKHCoinAddress, AddressType.P2PKH),
-)
+@functools.cache
+def _address_classes() -> tuple[tuple[type, AddressType], ...]:
+    # Imported on first use, not with the module: python-bitcointx's wallet loads
+    # libsecp256k1, which commands that parse no address (`order show`) never need.
+    from bitcointx.wallet import (
+        P2PKHCoinAddress,
+        P2SHCoinAddress,
+        P2TRCoinAddress,
+        P2WPKHCoinAddress,
+        P2WSHCoinAddress,
+    )
+
+    return (
+        (P2WPKHCoinAddress, AddressType.P2WPKH),
+        (P2WSHCoinAddress, AddressType.P2WSH),
+        (P2TRCoinAddress, AddressType.P2TR),
+        (P2SHCoinAddress, AddressType.P2SH),
+        (P2PKHCoinAddress, AddressType.P2PKH),
+    )
 
 
 def _decode(text: str, network: Network) -> CCoinAddress:
+    from bitcointx import ChainParams   # on first use: see _address_classes
+    from bitcointx.wallet import CCoinAddress, CCoinAddressError
+
     with ChainParams(network.chain_params):
         try:
             return CCoinAddress(text)
@@ -99,7 +107,7 @@ class Address:
         if not isinstance(self.value, str) or not self.value or self.value != self.value.strip():
             raise InvalidAddress(f"not an address: {self.value!r}")
         decoded = _decode(self.value, self.network)
-        for cls, kind in _ADDRESS_CLASSES:
+        for cls, kind in _address_classes():
             if isinstance(decoded, cls):
                 object.__setattr__(self, "type", kind)
                 break
@@ -167,9 +175,11 @@ class DerivationPath:
 
     @classmethod
     def parse(cls, text: str) -> DerivationPath:
+        from bip_utils import Bip32PathParser   # on first use: bip-utils imports its whole package
+
         cleaned = text.strip().replace("h", "'").replace("H", "'")
         try:
-            path: Bip32Path = Bip32PathParser.Parse(cleaned)
+            path = Bip32PathParser.Parse(cleaned)
         except Exception as exc:  # bip-utils raises its own Bip32PathError
             raise InvalidDerivationPath(f"not a derivation path: {text!r} ({exc})") from None
         if cleaned not in ("m", "") and not cleaned.startswith("m/"):
@@ -182,3 +192,11 @@ class DerivationPath:
     def __str__(self) -> str:
         parts = [f"{i - HARDENED}'" if i >= HARDENED else str(i) for i in self.indexes]
         return "/".join(["m", *parts])
+
+
+def spent_outpoints(raw_tx: bytes) -> list[OutPoint]:
+    """The outputs a serialized transaction spends (its inputs' previous outpoints)."""
+    from bitcointx.core import CTransaction
+
+    tx = CTransaction.deserialize(raw_tx)
+    return [OutPoint(Txid(i.prevout.hash[::-1].hex()), i.prevout.n) for i in tx.vin]

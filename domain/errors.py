@@ -90,3 +90,21 @@ class WithdrawalStateError(DomainError):
     """The withdrawal is not in a state that allows what was asked."""
 
     code = "invalid_withdrawal_state"
+
+
+class InvalidEventRequest(DomainError):
+    """A read or acknowledgement of the event outbox with a sequence number, limit or
+    consumer name it cannot take (e.g. acknowledging an event that was never committed)."""
+
+    code = "invalid_event_request"
+
+
+class FeeTooLow(DomainError):
+    """A replacement that would not pay what BIP125 (rules 3 and 4) asks over what it replaces."""
+
+    code = "fee_too_low"
+
+    def __init__(self, minimum_sat: int, minimum_rate: str, message: str) -> None:
+        self.minimum_sat = minimum_sat
+        self.minimum_rate = minimum_rate
+        super().__init__(message)

@@ -16,9 +16,16 @@ EVENT_KINDS = frozenset({
     "payment_failed",
     "order_underpaid",
     "order_overpaid",
+    "order_paid",
     "payment_late",
     "payment_to_unknown_address",
+    "withdrawal_broadcast",
     "withdrawal_confirmed",
+    "withdrawal_completed",
+    "withdrawal_reorged",
+    "withdrawal_replaced",
+    "withdrawal_voided",
+    "withdrawal_conflicted",
     "withdrawal_expired",
     "withdrawal_stuck",
     "unexpected_spend",
@@ -34,6 +41,8 @@ DISCREPANCY_KINDS = frozenset({
     "payment_late",
     "payment_to_unknown_address",
     "withdrawal_stuck",
+    "withdrawal_conflicted",
+    "withdrawal_reorged",
     "unexpected_spend",
 })
 
@@ -59,3 +68,19 @@ class DomainEvent:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "subject": self.subject,
                 "at": self.at.isoformat(), **self.data}
+
+
+@attrs.frozen
+class StoredEvent:
+    """An event as the outbox holds it: `seq` is its place in commit order (strictly
+    increasing, starting at 1), the cursor a consumer passes back to read what follows."""
+
+    seq: int
+    event: DomainEvent
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 1:
+            raise ValueError(f"an event's sequence number is a whole number from 1, got {self.seq!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, **self.event.to_dict()}

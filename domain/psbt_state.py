@@ -1,4 +1,13 @@
-"""The PSBT (withdrawal signing) state machine, BIP174 roles in order."""
+"""The withdrawal (PSBT) state machine: BIP174 roles in order, then what the chain says.
+
+Once a transaction is signed it may be on the network whatever we recorded (a signed
+PSBT was printed; a crash can follow `sendrawtransaction`), so every state that a
+signed transaction can be in moves to BROADCAST when the chain shows it (`seen`), and
+a withdrawal leaves the running only when the chain settles it: COMPLETED (its own
+transaction final), REPLACED or VOIDED (a sibling of its family confirmed: an RBF
+replacement, or a void spending its inputs back to us), CONFLICTED (a transaction that
+is none of ours spent an input).
+"""
 from __future__ import annotations
 
 import enum
@@ -12,18 +21,41 @@ class PsbtState(enum.Enum):
     SIGNED = "SIGNED"
     FINALIZED = "FINALIZED"
     BROADCAST = "BROADCAST"
+    CONFIRMED = "CONFIRMED"
+    COMPLETED = "COMPLETED"
     REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    REPLACED = "REPLACED"
+    VOIDED = "VOIDED"
+    CONFLICTED = "CONFLICTED"
+
+
+UNSIGNED = ("CREATED", "PARTIALLY_SIGNED")
+# Every state whose transaction may exist on the network without being confirmed there.
+OFF_CHAIN = ("CREATED", "PARTIALLY_SIGNED", "SIGNED", "FINALIZED", "REJECTED", "EXPIRED",
+             "REPLACED", "VOIDED", "CONFLICTED")
+# States a losing sibling (or a victim of a foreign spend) can be in when the chain decides.
+LOSABLE = ("SIGNED", "FINALIZED", "BROADCAST", "CONFIRMED", "REJECTED", "CONFLICTED")
 
 
 class PsbtMachine(StateMachine):
     NAME = "psbt"
     States = PsbtState
     INITIAL = PsbtState.CREATED
-    TERMINAL = frozenset({PsbtState.BROADCAST, PsbtState.REJECTED})
+    TERMINAL = frozenset({PsbtState.COMPLETED})
     MOVES = moves(
-        ("add_signature", ("CREATED", "PARTIALLY_SIGNED"), "PARTIALLY_SIGNED"),
-        ("complete_signatures", ("CREATED", "PARTIALLY_SIGNED"), "SIGNED"),
+        ("add_signature", UNSIGNED, "PARTIALLY_SIGNED"),
+        ("complete_signatures", UNSIGNED, "SIGNED"),
         ("finalize", "SIGNED", "FINALIZED"),
         ("broadcast", "FINALIZED", "BROADCAST"),
-        ("reject", ("CREATED", "PARTIALLY_SIGNED", "SIGNED", "FINALIZED"), "REJECTED"),
+        ("cancel", UNSIGNED, "REJECTED"),
+        ("expire", UNSIGNED, "EXPIRED"),
+        ("reject", "FINALIZED", "REJECTED"),
+        ("seen", OFF_CHAIN, "BROADCAST"),
+        ("confirm", "BROADCAST", "CONFIRMED"),
+        ("unconfirm", "CONFIRMED", "BROADCAST"),
+        ("complete", "CONFIRMED", "COMPLETED"),
+        ("replace", LOSABLE + UNSIGNED, "REPLACED"),
+        ("void", LOSABLE + UNSIGNED, "VOIDED"),
+        ("conflict", LOSABLE, "CONFLICTED"),
     )

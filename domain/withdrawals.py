@@ -1,14 +1,22 @@
-"""Money going out: withdrawals (a PSBT and its lifecycle) and the UTXOs they spend."""
+"""Money going out: withdrawals (a PSBT and its lifecycle) and the UTXOs they spend.
+
+The rule behind every method here: once a transaction is signed it may be on the
+network, so nothing but the chain can make its coins free again. Before signing, a
+withdrawal can be cancelled and its coins go back to the pool; after signing, the only
+way out is a void (a replacement paying the same inputs back to us) or the chain.
+"""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import attrs
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalStateError
+from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
-from kaccy_bitcoin.domain.psbt_state import PsbtMachine, PsbtState
+from kaccy_bitcoin.domain.psbt_state import UNSIGNED, PsbtMachine, PsbtState
 
 
 @attrs.frozen
@@ -42,9 +50,17 @@ class WithdrawalInput:
     index: int | None = None
 
 
+PAYOUT, VOID, CPFP = "payout", "void", "cpfp"
+
+
 @attrs.define
 class Withdrawal:
-    """One outgoing transaction from creation to broadcast, persisted at every step."""
+    """One outgoing transaction from creation until the chain settles it, persisted at every step.
+
+    A *family* is a withdrawal and the replacements built on it (`replaces` points at the
+    one replaced; a void is a replacement that pays our own change chain): at most one
+    member can confirm, and until one does none of them gives its coins back.
+    """
 
     withdrawal_id: str
     created_at: dt.datetime
@@ -54,26 +70,57 @@ class Withdrawal:
     psbt: str
     machine: PsbtMachine = attrs.field(factory=PsbtMachine)
     txid: Txid | None = None
-    replaces: str | None = None
-    replaced_by: str | None = None
+    replaces: str | None = None          # the family member this one replaces (RBF, or a void)
+    replaced_by: str | None = None       # the replacement the node accepted in its place
     reject_reason: str = ""
     child_of: str | None = None          # a CPFP child: the withdrawal whose change it spends
+    kind: str = PAYOUT
     rebroadcasts: int = 0
     last_rebroadcast_at: dt.datetime | None = None
     stuck_alerted: bool = False
-    confirmed_reported: bool = False
+    confirmations: int = 0
+    conflicted_by: Txid | None = None    # the transaction that won over this one
+    settled: bool = False                # the chain's verdict is final: nothing more to watch
+    version: int = attrs.field(default=0, eq=False)   # storage's optimistic-concurrency token
 
+    # -- reading ---------------------------------------------------------------
     @property
     def state(self) -> PsbtState:
         return self.machine.state  # type: ignore[return-value]
 
+    @property
+    def name(self) -> str:
+        return self.state.name.lower()
+
     def outpoints(self) -> list[OutPoint]:
         return [i.outpoint for i in self.inputs]
 
-    def record_signatures(self, psbt: str, complete: bool, at: dt.datetime, signer: str) -> None:
+    @property
+    def payout_total(self) -> Satoshis:
+        return Satoshis(sum(o.amount.value for o in self.outputs if not o.change))
+
+    @property
+    def ever_signed(self) -> bool:
+        """Whether a fully signed transaction ever existed (and so may be on the network)."""
+        return any(t.dest == "SIGNED" or t.trigger == "seen" for t in self.machine.history)
+
+    @property
+    def broadcast_at(self) -> dt.datetime | None:
+        return next((t.at for t in reversed(self.machine.history) if t.dest == "BROADCAST"), None)
+
+    # -- the owner's steps -------------------------------------------------------
+    def require_signable(self) -> None:
+        if self.state.value not in UNSIGNED:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: only a created or "
+                                       "partially signed withdrawal takes signatures")
+
+    def record_signatures(self, psbt: str, complete: bool, at: dt.datetime, signer: str,
+                          txid: Txid | None = None) -> None:
         trigger = "complete_signatures" if complete else "add_signature"
         self.machine.fire(trigger, at=at, reason=f"signed by {signer}")
         self.psbt = psbt
+        if txid is not None:
+            self.txid = txid
 
     def finalize(self, psbt: str, txid: Txid, at: dt.datetime) -> None:
         self.machine.fire("finalize", at=at)
@@ -83,9 +130,63 @@ class Withdrawal:
     def mark_broadcast(self, at: dt.datetime) -> None:
         self.machine.fire("broadcast", at=at)
 
-    @property
-    def broadcast_at(self) -> dt.datetime | None:
-        return next((t.at for t in self.machine.history if t.dest == "BROADCAST"), None)
+    def reject(self, reason: str, at: dt.datetime) -> None:
+        """The node refused the finalized transaction; its coins stay held (it is signed)."""
+        self.machine.fire("reject", at=at, reason=reason)
+        self.reject_reason = reason
+
+    def cancel(self, at: dt.datetime) -> None:
+        """Withdraw an unsigned withdrawal; a signed one may be on the network: void it instead."""
+        if self.state.value not in UNSIGNED:
+            if self.state in (PsbtState.CONFIRMED, PsbtState.COMPLETED):
+                why = "its transaction is confirmed"
+            elif self.state in (PsbtState.REJECTED, PsbtState.EXPIRED) and not self.ever_signed:
+                why = "it is already " + self.name
+            else:
+                why = ("its transaction is signed and may be on the network: use `withdraw void` to spend "
+                       "its inputs back to us, or `withdraw bump` to replace it")
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: cannot cancel, {why}")
+        self.machine.fire("cancel", at=at, reason="cancelled")
+        self.reject_reason = "cancelled"
+
+    def expire(self, now: dt.datetime, ttl_seconds: float) -> DomainEvent | None:
+        """An unsigned withdrawal past its time to live gives its coins back (a signed one never
+        does: it can only be voided)."""
+        if self.state.value not in UNSIGNED or (now - self.created_at).total_seconds() < ttl_seconds:
+            return None
+        self.machine.fire("expire", at=now, reason="not signed within its time to live")
+        self.reject_reason = "expired before signing"
+        return self.event("withdrawal_expired", now)
+
+    def require_bumpable(self) -> Txid:
+        """The txid of a broadcast withdrawal that no accepted replacement has taken over."""
+        if self.state is not PsbtState.BROADCAST or self.txid is None:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: only a broadcast "
+                                       "withdrawal waiting in the mempool can be replaced")
+        if self.replaced_by:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} was already replaced by "
+                                       f"{self.replaced_by}: bump that one")
+        return self.txid
+
+    def require_voidable(self) -> None:
+        if self.state.value in UNSIGNED:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: nothing was signed, "
+                                       "use `withdraw cancel`")
+        if self.state in (PsbtState.CONFIRMED, PsbtState.COMPLETED):
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: too late to void")
+        if self.state in (PsbtState.REPLACED, PsbtState.VOIDED, PsbtState.CONFLICTED) or not self.ever_signed:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: nothing left to void")
+        if self.kind == VOID:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is itself a void: "
+                                       "use `withdraw bump` to raise its fee")
+
+    # -- what the chain says (see domain/withdrawal_tracking.py) -------------------
+    def chain_moves(self, trigger: str, at: dt.datetime, reason: str = "") -> bool:
+        """Fire `trigger` if the machine allows it from here; report whether it moved."""
+        if not self.machine.can(trigger):
+            return False
+        self.machine.fire(trigger, at=at, reason=reason)
+        return True
 
     def rebroadcast_due(self, now: dt.datetime, first_delay: float, max_delay: float) -> bool:
         """Exponential backoff between re-submissions of a transaction the mempool lost."""
@@ -102,32 +203,16 @@ class Withdrawal:
     def stuck(self, now: dt.datetime, after_seconds: float) -> bool:
         """True once, when a broadcast transaction is still unconfirmed past `after_seconds`."""
         since = self.broadcast_at
-        if self.stuck_alerted or since is None or (now - since).total_seconds() < after_seconds:
+        if (self.stuck_alerted or self.state is not PsbtState.BROADCAST or since is None
+                or (now - since).total_seconds() < after_seconds):
             return False
         self.stuck_alerted = True
         return True
 
-    def expired(self, now: dt.datetime, ttl_seconds: float) -> bool:
-        """Not broadcast within its time to live: its coins should go back to the pool."""
-        waiting = self.state.name in ("CREATED", "PARTIALLY_SIGNED", "SIGNED")
-        return waiting and (now - self.created_at).total_seconds() >= ttl_seconds
-
-    def cancel(self, at: dt.datetime) -> None:
-        """Reject before broadcast; a broadcast transaction can only be replaced (bump)."""
-        if self.state is PsbtState.BROADCAST:
-            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is already broadcast: "
-                                       "use `withdraw bump` to replace it")
-        self.reject("cancelled", at)
-
-    def require_broadcast(self, action: str) -> Txid:
-        """The txid of a broadcast withdrawal, for actions that only make sense on one."""
-        if self.state is not PsbtState.BROADCAST or self.txid is None:
-            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.state.name.lower()}: "
-                                       f"only a broadcast withdrawal can be {action}")
-        if self.replaced_by:
-            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} was already replaced by {self.replaced_by}")
-        return self.txid
-
-    def reject(self, reason: str, at: dt.datetime) -> None:
-        self.machine.fire("reject", at=at, reason=reason)
-        self.reject_reason = reason
+    def event(self, kind: str, at: dt.datetime, **data: Any) -> DomainEvent:
+        """An event about this withdrawal; its id names the move it follows, so re-deriving the
+        same fact gives the same id."""
+        body = {"withdrawal_id": self.withdrawal_id, "state": self.name, "amount_sat": self.payout_total.value,
+                "fee_sat": self.fee.value, "txid": self.txid.value if self.txid else None, **data}
+        return DomainEvent(f"{kind}:{self.withdrawal_id}:{len(self.machine.history)}", kind,
+                           self.withdrawal_id, at, body)

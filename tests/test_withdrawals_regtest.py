@@ -165,25 +165,41 @@ async def hot_wallet(node, shop: Shop) -> str:  # noqa: ANN001
     return hot
 
 
-async def test_a_rejected_broadcast_goes_to_rejected_and_releases_coins(node, tmp_path) -> None:
+async def test_a_rejected_broadcast_keeps_its_coins_until_the_chain_settles_the_rival(node, tmp_path) -> None:
     shop = await funded_shop(node, tmp_path, amounts=(200_000,))
     hot = await hot_wallet(node, shop)
     dest = await node.call("getnewaddress", wallet="miner")
     w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000")[1]
     shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
-    await node.call("sendall", [dest], wallet=hot)   # the same coin leaves by another road
+    rival = await node.call("sendall", [dest], wallet=hot)   # the same coin leaves by another road
     # ... and is mined: while the rival only sits in the mempool, full RBF lets ours replace it
     # whenever our fee is higher (it is, once the node has fee estimates from earlier tests).
     await node.mine(1)
     rc, out = shop.cli("withdraw", "broadcast", w["withdrawal_id"], check=False)
-    assert rc == 2 and out["error"]["code"] == "rejected_by_node" and "released" in out["error"]["message"]
+    assert rc == 1 and out["error"]["code"] == "rejected_by_node" and "stay held" in out["error"]["message"]
     shown = shop.cli("withdraw", "show", w["withdrawal_id"])[1]
     assert shown["state"] == "rejected" and "rejected by the node" in shown["reject_reason"]
+    assert held(shop) == {(i["txid"], i["vout"]) for i in w["inputs"]}   # signed: held until the chain settles
+    events = shop.poll()
+    conflicted = [e for e in events if e["kind"] == "withdrawal_conflicted"]
+    assert [(e["subject"], e["conflicting_txid"]) for e in conflicted] == [(w["withdrawal_id"], rival["txid"])]
+    assert [e["subject"] for e in events if e["kind"] == "unexpected_spend"] == [rival["txid"]]
+    await node.mine(5)
+    shop.poll()
+    assert shop.cli("withdraw", "show", w["withdrawal_id"])[1]["state"] == "conflicted"
+    assert held(shop) == set()   # the rival is final: nothing left to hold
+
+
+def held(shop: Shop) -> set[tuple[str, int]]:
+    """The coins the shop's database holds for withdrawals."""
     from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
 
-    uow = SqlUnitOfWorkFactory(make_engine(shop.env["KACCY_DATABASE_URL"]))
-    with uow() as u:
-        assert u.reservations.reserved() == {}
+    engine = make_engine(shop.env["KACCY_DATABASE_URL"])
+    try:
+        with SqlUnitOfWorkFactory(engine)() as u:
+            return {(op.txid.value, op.vout) for op in u.reservations.reserved()}
+    finally:
+        engine.dispose()
 
 
 async def test_core_signs_our_psbt_and_we_finalize(node, tmp_path) -> None:
@@ -214,7 +230,7 @@ async def test_unbroadcast_withdrawal_expires_and_releases_its_coins(node, tmp_p
     assert [(e["kind"], e["subject"]) for e in events if e["kind"] == "withdrawal_expired"] == [
         ("withdrawal_expired", w["withdrawal_id"])]
     shown = shop.cli("withdraw", "show", w["withdrawal_id"])[1]
-    assert shown["state"] == "rejected" and shown["reject_reason"] == "expired before broadcast"
+    assert shown["state"] == "expired" and shown["reject_reason"] == "expired before signing"
     again = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000")[1]
     assert again["inputs"] == w["inputs"]
 
