@@ -23,6 +23,7 @@ docs: setup
 bench: setup bitcoind
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/coin_selection.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/incoming.py
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/startup.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis

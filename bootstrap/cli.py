@@ -2,27 +2,32 @@
 
 Every command prints exactly one JSON object on stdout and exits 0; on bad input or
 a failure it prints {"error": {"code": ..., "message": ...}} and exits non-zero
-(2: the input was wrong, 1: something outside failed). Each command is its own
-process: everything lives in the database between them.
+(2: the input was wrong, 1: something outside failed; an error may say otherwise with an
+`exit_status`). No traceback is printed unless `--debug` asks for one, and no URL shows
+its user:password. Each command is its own process: everything lives in the database
+between them, and every command but `db upgrade` refuses a database whose schema is
+not this release's.
+
+Start-up time: a command imports what it uses when it runs, nothing at the top of this
+module but the standard library and two dependency-free error modules; `--help` and a
+usage error load no library at all (bench/startup.py, tests/test_startup_imports.py).
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
-import inspect
+import gc
 import json
 import logging
-import signal
+import math
 import sys
-from typing import Any, Awaitable, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
 
-from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
-from kaccy_bitcoin.bootstrap import config as config_module
-from kaccy_bitcoin.bootstrap.container import Container, build
-from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
+from kaccy_bitcoin.adapters.bitcoin_core.errors import redact_credentials
 from kaccy_bitcoin.domain.errors import DomainError
-from kaccy_bitcoin.domain.money import FeeRate, Satoshis
-from kaccy_bitcoin.ports.signer import SignerError
+
+if TYPE_CHECKING:
+    from kaccy_bitcoin.bootstrap.container import Container
+    from kaccy_bitcoin.domain.money import FeeRate
 
 
 class UsageError(Exception):
@@ -51,7 +56,31 @@ def _signed_int(name: str) -> Callable[[str], int]:
     return parse
 
 
+def _int_in_range(name: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        digits = text.strip()
+        value = int(digits) if digits.isascii() and digits.isdigit() else None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number from {low} to {high}, got {text!r}")
+        return value
+    return parse
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number of seconds, got {text!r}")
+        return value
+    return parse
+
+
 def _fee_rate(text: str) -> FeeRate:
+    from kaccy_bitcoin.domain.money import FeeRate
+
     try:
         return FeeRate.from_sat_per_vb(text)
     except DomainError as exc:
@@ -59,7 +88,10 @@ def _fee_rate(text: str) -> FeeRate:
 
 
 def parser() -> argparse.ArgumentParser:
+    from kaccy_bitcoin.application.event_limits import MAX_LIMIT as EVENTS_MAX_LIMIT, MAX_SEQ
+
     p = _Parser(prog="kaccy-bitcoin", description="Bitcoin payments for the Kaccy Protocol.")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error on stderr")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     order = sub.add_parser("order", help="deposit orders").add_subparsers(dest="action", required=True,
@@ -74,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
 
     monitor = sub.add_parser("monitor", help="poll the node for payments")
     monitor.add_argument("--once", action="store_true", help="one poll, print its events, exit")
-    monitor.add_argument("--interval", type=float, default=None, help="seconds between polls (default 30)")
+    monitor.add_argument("--interval", type=_seconds("--interval"), default=None,
+                         help="seconds between polls (default KACCY_POLL_INTERVAL, 30)")
 
     addresses = sub.add_parser("addresses", help="the address book").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
@@ -91,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     ws.add_argument("withdrawal_id")
     ws.add_argument("--signer", required=True, choices=["software", "hwi", "core"])
     for name, text in (("broadcast", "finalize, check with the mempool, and send"),
-                       ("cancel", "reject a withdrawal that is not broadcast and release its coins"),
+                       ("cancel", "withdraw an unsigned withdrawal and release its coins"),
                        ("show", "show a withdrawal")):
         withdraw.add_parser(name, help=text).add_argument("withdrawal_id")
     wb = withdraw.add_parser("bump", help="replace a broadcast withdrawal with a higher fee (RBF)")
@@ -99,9 +132,25 @@ def parser() -> argparse.ArgumentParser:
     wb.add_argument("--fee-rate", type=_fee_rate, required=True)
     wb.add_argument("--to", action="append", default=[], dest="to", help="batch RBF: another payout to add")
     wb.add_argument("--amount-sat", action="append", default=[], dest="amounts", type=_signed_int("--amount-sat"))
+    wv = withdraw.add_parser("void", help="spend a signed withdrawal's inputs back to our change chain at a "
+                                          "higher fee (cancel by double-spend), broadcast at once")
+    wv.add_argument("withdrawal_id")
+    wv.add_argument("--fee-rate", type=_fee_rate, default=None,
+                    help="sat/vB (default: the node's estimate, raised to what BIP125 requires)")
+    wv.add_argument("--signer", choices=["software", "hwi", "core"], default="software")
     wp = withdraw.add_parser("cpfp", help="lift a stuck broadcast withdrawal with a child spending its change")
     wp.add_argument("withdrawal_id")
     wp.add_argument("--fee-rate", type=_fee_rate, required=True, help="target rate for parent and child together")
+
+    events = sub.add_parser("events", help="committed events after a cursor, oldest first (the outbox)")
+    events.add_argument("--after", type=_int_in_range("--after", 0, MAX_SEQ), default=0,
+                        help="the seq to read after: 0, or the `next` of the previous answer")
+    events.add_argument("--limit", type=_int_in_range("--limit", 1, EVENTS_MAX_LIMIT), default=100,
+                        help=f"at most this many events (1 to {EVENTS_MAX_LIMIT}, default 100)")
+
+    db = sub.add_parser("db", help="the database").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    db.add_parser("upgrade", help="migrate the database to this release's schema (the only command that "
+                                  "runs on an older one)")
 
     run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the monitor")
     run.add_argument("--no-demo", action="store_true")
@@ -114,12 +163,16 @@ def emit(obj: dict[str, Any]) -> None:
 
 
 async def _service(container: Container, name: str) -> Any:
+    import inspect
+
     provided = getattr(container.services, name)()
     return await provided if inspect.isawaitable(provided) else provided
 
 
 async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     if args.action == "create":
+        from kaccy_bitcoin.domain.money import Satoshis
+
         create = await _service(c, "create_order")
         return await create(args.order_id, Satoshis(args.amount_sat), expires_in=args.expires_in,
                             label=args.label)
@@ -129,6 +182,11 @@ async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 
 async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    import asyncio
+    import signal
+
+    from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
+
     poll = GcPausedDuring(await _service(c, "monitor_tick"))
     if args.once:
         events = await poll()
@@ -168,11 +226,19 @@ async def cmd_withdraw(args: argparse.Namespace, c: Container) -> dict[str, Any]
             raise UsageError("give one --amount-sat for every --to")
         bump = await _service(c, "bump_withdrawal")
         return await bump(args.withdrawal_id, args.fee_rate, list(zip(args.to, args.amounts)))
+    if args.action == "void":
+        void = await _service(c, "void_withdrawal")
+        return await void(args.withdrawal_id, args.fee_rate, args.signer)
     if args.action == "cpfp":
         cpfp = await _service(c, "cpfp_withdrawal")
         return await cpfp(args.withdrawal_id, args.fee_rate)
     use_case = await _service(c, f"{args.action}_withdrawal")
     return await use_case(args.withdrawal_id)
+
+
+async def cmd_events(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    list_events = await _service(c, "list_events")
+    return await list_events(args.after, args.limit)
 
 
 async def cmd_addresses(args: argparse.Namespace, c: Container) -> dict[str, Any]:
@@ -185,6 +251,18 @@ async def cmd_addresses(args: argparse.Namespace, c: Container) -> dict[str, Any
     return {"path": args.output, "count": len(entries)}
 
 
+async def cmd_db(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    from kaccy_bitcoin.adapters.sql import migrations
+    from kaccy_bitcoin.adapters.sql.storage import make_engine
+
+    engine = make_engine(c.config.database_url(), check_schema=False)
+    try:
+        before, after = migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    return {"database": "upgraded", "from": before, "to": after}
+
+
 async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     from kaccy_bitcoin.bootstrap.service import run_service
 
@@ -193,20 +271,65 @@ async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
-    "withdraw": cmd_withdraw,
+    "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db,
 }
 
 
+def _reported_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """Errors the boundary reports as they are: the input was wrong (exit 2) or something
+    outside failed (exit 1), unless the error's own `exit_status` says otherwise."""
+    from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
+    from kaccy_bitcoin.adapters.sql.errors import StorageError
+    from kaccy_bitcoin.bootstrap.config import ConfigError
+    from kaccy_bitcoin.ports.signer import SignerError
+
+    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError)
+
+
 def _error(code: str, message: str, status: int) -> int:
-    emit({"error": {"code": code, "message": message}})
+    emit({"error": {"code": code, "message": redact_credentials(message)}})
     return status
 
 
-async def _main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    container = build(config_module.load())
+class _LogFormatter(logging.Formatter):
+    """One line per record unless --debug: an exception shows as its type and message, not
+    a traceback. No URL's user:password, debug or not."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._debug = debug
+
+    def formatException(self, ei) -> str:  # noqa: ANN001, N802 - logging's name
+        if self._debug:
+            return super().formatException(ei)
+        return f"{ei[0].__name__}: {ei[1]}" if ei[0] is not None else ""
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return super().formatStack(stack_info) if self._debug else ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_credentials(super().format(record))
+
+
+def _configure_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter(debug))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
+async def _main(args: argparse.Namespace, own_process: bool) -> int:
+    import inspect
+
+    from kaccy_bitcoin.bootstrap import config
+    from kaccy_bitcoin.bootstrap.container import build
+
+    container = build(config.load())
+    if args.command != "db":
+        container.storage.engine()   # the schema check: a database behind or ahead is refused here
     if container.config.signer_mnemonic():
         container.gateways.software_signer()   # refuses to start on words for another account
+    if own_process:
+        _start_up_done()
     try:
         result = await COMMANDS[args.command](args, container)
     finally:
@@ -217,27 +340,46 @@ async def _main(argv: list[str]) -> int:
     return 0
 
 
+def _start_up_done() -> None:
+    """The cyclic GC was off while the start-up imported the libraries and built the container
+    (collections then walk a growing heap and free nothing); what it made lives until exit, so it
+    is frozen out of the collector's reach, the interpreter's last collection at exit included,
+    and the collector runs again for the command itself. Nothing frozen needs the collector to
+    close it: `shutdown_resources()` closes the database and the node's session."""
+    gc.freeze()
+    gc.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """The program. Run as the process's own (`argv` None) it also tunes the process's garbage
+    collector during start-up (see `_start_up_done`); called with `argv`, it leaves it alone."""
+    own_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv in (["-h"], ["--help"]) or not argv:
         parser().print_help(sys.stdout)
         return 0 if argv else 2
     try:
-        return asyncio.run(_main(argv))
+        args = parser().parse_args(argv)
     except UsageError as exc:
         return _error("usage", str(exc), 2)
-    except (DomainError, config_module.ConfigError) as exc:
-        return _error(getattr(exc, "code", "invalid"), str(exc), 2)
-    except BitcoinCoreError as exc:
-        return _error(exc.code, str(exc), 1)
-    except SignerError as exc:
-        return _error(exc.code, str(exc), 1)
+    _configure_logging(args.debug)
+    import asyncio
+
+    if own_process:
+        gc.disable()   # until _start_up_done
+    bad_input, outside = _reported_errors()
+    try:
+        return asyncio.run(_main(args, own_process))
+    except UsageError as exc:
+        return _error("usage", str(exc), 2)
+    except (*bad_input, *outside) as exc:
+        status = getattr(exc, "exit_status", 2 if isinstance(exc, bad_input) else 1)
+        return _error(getattr(exc, "code", "invalid"), str(exc), status)
     except KeyboardInterrupt:
         return _error("interrupted", "stopped by the user", 130)
-    except Exception as exc:  # noqa: BLE001 - the boundary: report, never a traceback on stdout
-        logging.getLogger("kaccy_bitcoin").exception("unexpected failure")
+    except Exception as exc:  # noqa: BLE001 - the boundary: one JSON error; the traceback only with --debug
+        if args.debug:
+            logging.getLogger("kaccy_bitcoin").error("unexpected failure", exc_info=True)
         return _error("internal", f"{type(exc).__name__}: {exc}", 1)
 
 

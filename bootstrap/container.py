@@ -4,40 +4,86 @@ Three containers by role (gateways to outside systems, storage, services) compos
 in `Container`. Tests replace any provider: `container.gateways.chain.override(fake)`.
 Nothing is built at import time; long-lived clients are Resources closed by
 `shutdown_resources()`.
+
+Nor is anything imported that a command may not use: each adapter and use case below is
+a `_Lazy` stand-in that imports its module when its provider first builds one, so
+`order show` loads the SQL storage and the domain, not aiohttp, hwilib or bip-utils
+(bench/startup.py measures it, tests/test_startup_imports.py keeps it so).
 """
 from __future__ import annotations
 
-from typing import AsyncIterator
+import importlib
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 from dependency_injector import containers, providers
 
-from kaccy_bitcoin.adapters.bip32.deriver import Bip32AddressDeriver, parse_address_type
-from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend
-from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
-from kaccy_bitcoin.adapters.memory.clock import SystemClock
-from kaccy_bitcoin.adapters.memory.publisher import InProcessPublisher, LogNotifier
-from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
-from kaccy_bitcoin.application.monitor import PollPayments
-from kaccy_bitcoin.application.orders import CreateOrder, ShowOrder, WatchRange
-from kaccy_bitcoin.application.rebroadcast import MonitorTick, RebroadcastSettings, RebroadcastWithdrawals
-from kaccy_bitcoin.application.settings import PaymentSettings
-from kaccy_bitcoin.application.fee_bumping import BumpWithdrawal, CpfpWithdrawal
-from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder, WithdrawalSettings
-from kaccy_bitcoin.application.withdrawals import (
-    BroadcastWithdrawal,
-    CancelWithdrawal,
-    CreateWithdrawal,
-    ShowWithdrawal,
-    SignWithdrawal,
-)
-from kaccy_bitcoin.adapters.bitcoin_core.signer import CoreWalletSigner
-from kaccy_bitcoin.adapters.hwi.hardware_wallet import HwiHardwareWallet, HwiSigner
-from kaccy_bitcoin.adapters.keys.software_signer import SoftwareSigner
 from kaccy_bitcoin.ports.signer import SignerError
 from kaccy_bitcoin.bootstrap.config import ConfigError
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from kaccy_bitcoin.adapters.bip32.deriver import Bip32AddressDeriver
+    from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
+    from kaccy_bitcoin.adapters.keys.software_signer import SoftwareSigner
+    from kaccy_bitcoin.adapters.memory.publisher import InProcessPublisher as _Publisher, LogNotifier as _Notifier
+
+
+class _Lazy:
+    """Builds `module.name(...)`, importing `module` at the first call instead of now."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def target(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.module), self.name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.target()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{self.module}.{self.name}, imported when first built>"
+
+
+_CORE = "kaccy_bitcoin.adapters.bitcoin_core"
+_HWI = "kaccy_bitcoin.adapters.hwi.hardware_wallet"
+_SQL = "kaccy_bitcoin.adapters.sql.storage"
+_APP = "kaccy_bitcoin.application"
+
+BitcoinCoreBackend = _Lazy(f"{_CORE}.backend", "BitcoinCoreBackend")
+CoreWalletSigner = _Lazy(f"{_CORE}.signer", "CoreWalletSigner")
+HwiHardwareWallet = _Lazy(_HWI, "HwiHardwareWallet")
+HwiSigner = _Lazy(_HWI, "HwiSigner")
+SystemClock = _Lazy("kaccy_bitcoin.adapters.memory.clock", "SystemClock")
+LogNotifier = _Lazy("kaccy_bitcoin.adapters.memory.publisher", "LogNotifier")
+InProcessPublisher = _Lazy("kaccy_bitcoin.adapters.memory.publisher", "InProcessPublisher")
+SqlUnitOfWorkFactory = _Lazy(_SQL, "SqlUnitOfWorkFactory")
+
+PaymentSettings = _Lazy(f"{_APP}.settings", "PaymentSettings")
+WatchRange = _Lazy(f"{_APP}.orders", "WatchRange")
+CreateOrder = _Lazy(f"{_APP}.orders", "CreateOrder")
+ShowOrder = _Lazy(f"{_APP}.orders", "ShowOrder")
+PollPayments = _Lazy(f"{_APP}.monitor", "PollPayments")
+TrackWithdrawals = _Lazy(f"{_APP}.withdrawal_tracker", "TrackWithdrawals")
+TrackerSettings = _Lazy(f"{_APP}.withdrawal_tracker", "TrackerSettings")
+MonitorTick = _Lazy(f"{_APP}.withdrawal_tracker", "MonitorTick")
+ListEvents = _Lazy(f"{_APP}.events", "ListEvents")
+EventFeed = _Lazy(f"{_APP}.events", "EventFeed")
+WithdrawalSettings = _Lazy(f"{_APP}.withdrawal_builder", "WithdrawalSettings")
+WithdrawalBuilder = _Lazy(f"{_APP}.withdrawal_builder", "WithdrawalBuilder")
+CreateWithdrawal = _Lazy(f"{_APP}.withdrawals", "CreateWithdrawal")
+SignWithdrawal = _Lazy(f"{_APP}.withdrawals", "SignWithdrawal")
+Broadcaster = _Lazy(f"{_APP}.withdrawals", "Broadcaster")
+BroadcastWithdrawal = _Lazy(f"{_APP}.withdrawals", "BroadcastWithdrawal")
+VoidWithdrawal = _Lazy(f"{_APP}.withdrawals", "VoidWithdrawal")
+CancelWithdrawal = _Lazy(f"{_APP}.withdrawals", "CancelWithdrawal")
+ShowWithdrawal = _Lazy(f"{_APP}.withdrawals", "ShowWithdrawal")
+BumpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "BumpWithdrawal")
+CpfpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "CpfpWithdrawal")
 
 
 async def _rpc_client(url: str | None, user: str | None, password: str | None,
@@ -46,6 +92,8 @@ async def _rpc_client(url: str | None, user: str | None, password: str | None,
         raise ConfigError("KACCY_BITCOIN_RPC_URL is not set")
     if not cookie and not user:
         raise ConfigError("set KACCY_BITCOIN_RPC_USER and KACCY_BITCOIN_RPC_PASSWORD, or KACCY_BITCOIN_RPC_COOKIE")
+    from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc   # aiohttp: only commands that use the node
+
     client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie)
     try:
         yield client
@@ -53,15 +101,31 @@ async def _rpc_client(url: str | None, user: str | None, password: str | None,
         await client.close()
 
 
+def _engine(url: str) -> Iterator[Engine]:
+    """The database engine, schema checked; `shutdown_resources()` closes its connections, so a
+    command leaves no connection for the interpreter's exit to find."""
+    from kaccy_bitcoin.adapters.sql.storage import make_engine
+
+    engine = make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _deriver(xpub: str | None, network: str, address_type: str, fingerprint: str | None) -> Bip32AddressDeriver:
     if not xpub:
         raise ConfigError("KACCY_XPUB is not set (the account-level extended public key)")
+    from kaccy_bitcoin.adapters.bip32.deriver import Bip32AddressDeriver, parse_address_type   # bip-utils
+
     return Bip32AddressDeriver(xpub, Network.parse(network), parse_address_type(address_type), fingerprint)
 
 
 def _software_signer(mnemonic: str | None, passphrase: str, deriver: Bip32AddressDeriver) -> SoftwareSigner:
     if not mnemonic:
         raise SignerError("the software signer needs KACCY_SIGNER_MNEMONIC")
+    from kaccy_bitcoin.adapters.keys.software_signer import SoftwareSigner   # bip-utils, bitcointx
+
     return SoftwareSigner(mnemonic, passphrase or "", deriver)
 
 
@@ -74,7 +138,9 @@ def _fingerprint(configured: str | None, mnemonic: str | None, software_signer) 
     return "00000000"
 
 
-def _subscribe_notifier(publisher: InProcessPublisher, notifier: LogNotifier) -> InProcessPublisher:
+def _subscribe_notifier(notifier: _Notifier) -> _Publisher:
+    publisher = InProcessPublisher()
+
     async def discrepancies(event):  # noqa: ANN001, ANN202
         if event.is_discrepancy:
             await notifier.notify(event)
@@ -100,13 +166,13 @@ class Gateways(containers.DeclarativeContainer):
         address_type=providers.Callable(lambda d: d.address_type, deriver))
     core_signer = providers.Singleton(CoreWalletSigner, rpc=rpc, wallet=config.signer_core_wallet,
                                       network=providers.Callable(Network.parse, config.network))
-    publisher = providers.Singleton(lambda n: _subscribe_notifier(InProcessPublisher(), n), notifier)
+    publisher = providers.Singleton(_subscribe_notifier, notifier)
 
 
 class Storage(containers.DeclarativeContainer):
     config = providers.Configuration()
 
-    engine = providers.Singleton(make_engine, url=config.database_url)
+    engine = providers.Resource(_engine, url=config.database_url)
     uow = providers.Singleton(SqlUnitOfWorkFactory, engine=engine)
 
 
@@ -121,21 +187,27 @@ class Services(containers.DeclarativeContainer):
         tolerance=providers.Callable(Satoshis, config.tolerance_sat),
         gap_limit=config.gap_limit,
     )
-    watch_range = providers.Factory(WatchRange, deriver=gateways.deriver, chain=gateways.chain,
-                                    gap_limit=config.gap_limit)
+    # One per process: it notes the range the node is known to watch, shared by every use case.
+    watch_range = providers.Singleton(WatchRange, deriver=gateways.deriver, chain=gateways.chain,
+                                      gap_limit=config.gap_limit)
     create_order = providers.Factory(CreateOrder, uow=storage.uow, deriver=gateways.deriver,
                                      watch=watch_range, clock=gateways.clock, settings=payment_settings)
     show_order = providers.Factory(ShowOrder, uow=storage.uow)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
-    rebroadcast_withdrawals = providers.Factory(
-        RebroadcastWithdrawals, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
+    track_withdrawals = providers.Factory(
+        TrackWithdrawals, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
         publisher=gateways.publisher,
-        settings=providers.Factory(RebroadcastSettings, network=providers.Callable(Network.parse, config.network),
+        settings=providers.Factory(TrackerSettings, network=providers.Callable(Network.parse, config.network),
                                    first_delay_seconds=config.rebroadcast_delay,
                                    stuck_after_seconds=config.stuck_after,
+                                   final_confirmations=payment_settings.provided.thresholds.final,
                                    unsigned_ttl_seconds=config.withdrawal_ttl))
-    monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, rebroadcast=rebroadcast_withdrawals)
+    monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals)
+    # The outbox: a page of committed events for `kaccy-bitcoin events`, and the waiting feed
+    # with named consumers for a program that embeds the library.
+    list_events = providers.Factory(ListEvents, uow=storage.uow)
+    event_feed = providers.Factory(EventFeed, uow=storage.uow, clock=gateways.clock)
 
     withdrawal_settings = providers.Singleton(
         WithdrawalSettings,
@@ -146,26 +218,31 @@ class Services(containers.DeclarativeContainer):
                                               gateways.software_signer.provider),
     )
     withdrawal_builder = providers.Factory(WithdrawalBuilder, chain=gateways.chain, deriver=gateways.deriver,
-                                           watch=watch_range, clock=gateways.clock, settings=withdrawal_settings)
+                                           watch=watch_range, clock=gateways.clock, settings=withdrawal_settings,
+                                           uow=storage.uow)
+    network = providers.Callable(Network.parse, config.network)
     create_withdrawal = providers.Factory(CreateWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                           clock=gateways.clock)
     sign_withdrawal = providers.Factory(
-        SignWithdrawal, uow=storage.uow, clock=gateways.clock,
+        SignWithdrawal, uow=storage.uow, clock=gateways.clock, network=network,
         signers=providers.Dict(
             software=gateways.software_signer.provider,
             core=gateways.core_signer.provider,
             hwi=providers.Factory(HwiSigner, wallet=gateways.hardware_wallet,
                                   network=providers.Callable(Network.parse, config.network),
                                   fingerprint=withdrawal_settings.provided.master_fingerprint).provider))
-    broadcast_withdrawal = providers.Factory(BroadcastWithdrawal, uow=storage.uow, chain=gateways.chain,
-                                             clock=gateways.clock,
-                                             network=providers.Callable(Network.parse, config.network))
+    broadcaster = providers.Factory(Broadcaster, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
+                                    network=network)
+    broadcast_withdrawal = providers.Factory(BroadcastWithdrawal, uow=storage.uow, broadcaster=broadcaster)
+    void_withdrawal = providers.Factory(VoidWithdrawal, builder=withdrawal_builder, uow=storage.uow,
+                                        chain=gateways.chain, clock=gateways.clock, signing=sign_withdrawal,
+                                        broadcaster=broadcaster)
     cancel_withdrawal = providers.Factory(CancelWithdrawal, uow=storage.uow, clock=gateways.clock)
     show_withdrawal = providers.Factory(ShowWithdrawal, uow=storage.uow, chain=gateways.chain)
     cpfp_withdrawal = providers.Factory(CpfpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
-                                        clock=gateways.clock)
+                                        chain=gateways.chain, clock=gateways.clock)
 
 
 class Container(containers.DeclarativeContainer):
