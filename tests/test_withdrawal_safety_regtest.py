@@ -293,3 +293,46 @@ async def test_two_processes_on_postgresql_cannot_both_win(node, tmp_path) -> No
     assert all("txid" in r or r["error"]["code"] == "concurrent_update" for r in results[:2]), results
     shown = shop.cli("withdraw", "show", w["withdrawal_id"])[1]
     assert shown["state"] == "broadcast" and shown["txid"] in await node.call("getrawmempool")
+
+
+async def test_when_the_original_wins_the_race_the_void_is_refused_and_the_original_confirms(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000,))
+    w, _ = await signed_withdrawal(node, shop, 60_000, "--fee-rate", "5")
+    wid = w["withdrawal_id"]
+    txid = shop.cli("withdraw", "broadcast", wid)[1]["txid"]
+    await node.mine(1)                      # mined before the monitor knew: the original won
+    rc, out = shop.cli("withdraw", "void", wid, check=False)
+    assert rc == 1 and out["error"]["code"] == "rejected_by_node"
+    events = shop.poll()
+    assert ("withdrawal_confirmed", wid) in [(e["kind"], e["subject"]) for e in events]
+    assert state(shop, wid) == "confirmed"
+    shown = shop.cli("withdraw", "show", wid)[1]
+    assert (shown["txid"], shown["confirmations"]) == (txid, 1)
+    rc, out = shop.cli("withdraw", "void", wid, check=False)
+    assert rc == 2 and "too late" in out["error"]["message"]
+
+
+async def test_a_broadcast_withdrawal_double_spent_by_a_stranger_is_conflicted(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000,))
+    hot = await hot_wallet(node, shop)
+    w, dest = await signed_withdrawal(node, shop, 60_000, "--fee-rate", "1")
+    wid = w["withdrawal_id"]
+    ours = shop.cli("withdraw", "broadcast", wid)[1]["txid"]
+    # The same coins, signed by another holder of the keys, paying a stranger a higher fee.
+    (coin,) = w["inputs"]
+    raw = await node.call("createrawtransaction", [{"txid": coin["txid"], "vout": coin["vout"]}],
+                          [{dest: f"{(coin['amount_sat'] - 10_000) / 1e8:.8f}"}])
+    signed = await node.call("signrawtransactionwithwallet", raw, wallet=hot)
+    rival = await node.call("sendrawtransaction", signed["hex"])
+    await node.settle()
+    mempool = await node.call("getrawmempool")
+    assert rival in mempool and ours not in mempool          # full RBF: the stranger outbid us
+    await node.mine(1)
+    events = shop.poll()
+    conflicted = [e for e in events if e["kind"] == "withdrawal_conflicted"]
+    assert [(e["subject"], e["conflicting_txid"]) for e in conflicted] == [(wid, rival)]
+    assert state(shop, wid) == "conflicted"
+    assert held(shop) == inputs_of(w)           # the stranger's block could still be reorged away
+    await node.mine(5)
+    shop.poll()
+    assert held(shop) == set()
