@@ -108,3 +108,9 @@ class FeeTooLow(DomainError):
         self.minimum_sat = minimum_sat
         self.minimum_rate = minimum_rate
         super().__init__(message)
+
+
+class InvalidLightningValue(DomainError):
+    """A Lightning record was given a malformed hash, index or state combination."""
+
+    code = "invalid_lightning_value"

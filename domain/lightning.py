@@ -1,24 +1,143 @@
-"""Lightning invoices as the domain sees them (amounts in millisatoshis)."""
+"""Lightning invoices, payments and channels as the domain sees them: amounts in
+millisatoshis (channel sizes in whole satoshis, as channels are funded on chain), hashes and
+public keys as lowercase hex, times timezone-aware UTC."""
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import re
 
 import attrs
 
+from kaccy_bitcoin.domain.errors import InvalidLightningValue
 from kaccy_bitcoin.domain.invoice_state import InvoiceState
 from kaccy_bitcoin.domain.money import MilliSatoshis
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+_PUBKEY = re.compile(r"^0[23][0-9a-f]{64}$")
+
+
+def _hex_hash(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, str) or not _HASH.match(value):
+        raise InvalidLightningValue(f"{attribute.name} must be 32 bytes of lowercase hex, got {value!r}")
+
+
+def _optional_hex_hash(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None:
+        _hex_hash(instance, attribute, value)
+
+
+def _index(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidLightningValue(f"{attribute.name} must be a non-negative integer, got {value!r}")
+
+
+def _aware(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and (not isinstance(value, dt.datetime) or value.tzinfo is None):
+        raise InvalidLightningValue(f"{attribute.name} must be a timezone-aware datetime, got {value!r}")
+
+
+def is_payment_hash(text: str) -> bool:
+    return bool(_HASH.match(text))
+
+
+class CancelReason(enum.Enum):
+    """Why an invoice ended without payment: both reach the machine's EXPIRED state."""
+
+    EXPIRED = "expired"      # its expiry time passed while it was open
+    CANCELED = "canceled"    # someone canceled it before its expiry time
 
 
 @attrs.frozen
 class LightningInvoice:
-    payment_hash: str          # hex
-    payment_request: str       # BOLT11
+    payment_hash: str = attrs.field(validator=_hex_hash)
+    payment_request: str
     amount: MilliSatoshis
     memo: str
-    created_at: dt.datetime
+    created_at: dt.datetime = attrs.field(validator=_aware)
     expiry_seconds: int
     state: InvoiceState = InvoiceState.OPEN
     amount_paid: MilliSatoshis = MilliSatoshis(0)
+    add_index: int = attrs.field(default=0, validator=_index)
+    settle_index: int = attrs.field(default=0, validator=_index)
+    settled_at: dt.datetime | None = attrs.field(default=None, validator=_aware)
+    cancel_reason: CancelReason | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.state is InvoiceState.EXPIRED) != (self.cancel_reason is not None):
+            raise InvalidLightningValue(
+                f"invoice {self.payment_hash}: a cancel reason goes with the EXPIRED state only "
+                f"(state {self.state.value}, reason {self.cancel_reason})")
+        if (self.state is InvoiceState.SETTLED) != (self.settle_index > 0):
+            raise InvalidLightningValue(
+                f"invoice {self.payment_hash}: a settle index goes with the SETTLED state only")
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.created_at + dt.timedelta(seconds=self.expiry_seconds)
+
+
+@attrs.frozen
+class InvoicePage:
+    """One page of invoices ordered by add index; the offsets continue the listing."""
+
+    invoices: tuple[LightningInvoice, ...]
+    first_index_offset: int
+    last_index_offset: int
+
+
+class PaymentStatus(enum.Enum):
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class LightningPayment:
+    """An outgoing payment as it stands; `failure_reason` is LND's (e.g.
+    FAILURE_REASON_INSUFFICIENT_BALANCE) and set only when it failed."""
+
+    payment_hash: str = attrs.field(validator=_hex_hash)
+    status: PaymentStatus
+    amount: MilliSatoshis
+    fee: MilliSatoshis
+    failure_reason: str | None = None
+    preimage: str | None = attrs.field(default=None, validator=_optional_hex_hash)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.status is PaymentStatus.FAILED) != (self.failure_reason is not None):
+            raise InvalidLightningValue(
+                f"payment {self.payment_hash}: a failure reason goes with the FAILED status only")
+        if self.status is PaymentStatus.SUCCEEDED and self.preimage is None:
+            raise InvalidLightningValue(f"payment {self.payment_hash}: succeeded without a preimage")
+
+    @property
+    def is_final(self) -> bool:
+        return self.status is not PaymentStatus.IN_FLIGHT
+
+
+@attrs.frozen
+class DecodedPaymentRequest:
+    destination: str
+    payment_hash: str = attrs.field(validator=_hex_hash)
+    amount: MilliSatoshis
+    created_at: dt.datetime = attrs.field(validator=_aware)
+    expiry_seconds: int
+    description: str
+    cltv_expiry: int
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.created_at + dt.timedelta(seconds=self.expiry_seconds)
+
+
+@attrs.frozen
+class ChannelPoint:
+    funding_txid: str = attrs.field(validator=_hex_hash)
+    output_index: int = attrs.field(validator=_index)
+
+    def __str__(self) -> str:
+        return f"{self.funding_txid}:{self.output_index}"
 
 
 @attrs.frozen
@@ -29,3 +148,19 @@ class ChannelSummary:
     local_balance_sat: int
     remote_balance_sat: int
     active: bool
+    channel_point: ChannelPoint | None = None
+
+
+@attrs.frozen
+class ChannelBalance:
+    """What the node could send (local) and receive (remote) over its open channels."""
+
+    local: MilliSatoshis
+    remote: MilliSatoshis
+    pending_open_local: MilliSatoshis = MilliSatoshis(0)
+
+
+def check_node_pubkey(pubkey: str) -> str:
+    if not isinstance(pubkey, str) or not _PUBKEY.match(pubkey):
+        raise InvalidLightningValue(f"a node public key is 33 bytes of compressed-key hex, got {pubkey!r}")
+    return pubkey

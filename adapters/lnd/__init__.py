@@ -1,0 +1,1 @@
+"""LND over its REST API: the `LightningNode` adapter and a fake LND server for tests."""
