@@ -152,6 +152,14 @@ def parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="migrate the database to this release's schema (the only command that "
                                   "runs on an older one)")
 
+    ln = sub.add_parser("ln", help="Lightning (LND): pay out, channels").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    pay = ln.add_parser("pay", help="pay a BOLT11 payment request and wait for the result")
+    pay.add_argument("payment_request")
+    pay.add_argument("--max-fee-sat", type=_positive_int("--max-fee-sat"), default=None,
+                     help="the most the routing may cost (default 1000 sat)")
+    ln.add_parser("channels", help="the node's channels and their balances")
+
     run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the monitor")
     run.add_argument("--no-demo", action="store_true")
     return p
@@ -263,6 +271,14 @@ async def cmd_db(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     return {"database": "upgraded", "from": before, "to": after}
 
 
+async def cmd_ln(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "pay":
+        pay = await _service(c, "pay_invoice")
+        return await pay(args.payment_request, args.max_fee_sat)
+    channels = await _service(c, "list_channels")
+    return await channels()
+
+
 async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     from kaccy_bitcoin.bootstrap.service import run_service
 
@@ -271,7 +287,7 @@ async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
-    "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db,
+    "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db, "ln": cmd_ln,
 }
 
 
@@ -279,11 +295,12 @@ def _reported_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exceptio
     """Errors the boundary reports as they are: the input was wrong (exit 2) or something
     outside failed (exit 1), unless the error's own `exit_status` says otherwise."""
     from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
+    from kaccy_bitcoin.adapters.lnd.errors import LndError
     from kaccy_bitcoin.adapters.sql.errors import StorageError
     from kaccy_bitcoin.bootstrap.config import ConfigError
     from kaccy_bitcoin.ports.signer import SignerError
 
-    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError)
+    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError, LndError)
 
 
 def _error(code: str, message: str, status: int) -> int:

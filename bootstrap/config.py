@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "rebroadcast_delay": "30",
     "stuck_after": "21600",
     "withdrawal_ttl": "86400",
+    "lnd_rest_url": None,
+    "lnd_macaroon": None,
+    "lnd_tls_cert": None,
 }
 
 

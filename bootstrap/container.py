@@ -84,6 +84,8 @@ CancelWithdrawal = _Lazy(f"{_APP}.withdrawals", "CancelWithdrawal")
 ShowWithdrawal = _Lazy(f"{_APP}.withdrawals", "ShowWithdrawal")
 BumpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "BumpWithdrawal")
 CpfpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "CpfpWithdrawal")
+PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
+ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
 
 
 async def _rpc_client(url: str | None, user: str | None, password: str | None,
@@ -99,6 +101,22 @@ async def _rpc_client(url: str | None, user: str | None, password: str | None,
         yield client
     finally:
         await client.close()
+
+
+async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any) -> AsyncIterator[Any]:
+    if not url:
+        raise ConfigError("KACCY_LND_REST_URL is not set (LND's REST address, e.g. https://127.0.0.1:8080)")
+    if not macaroon or not tls_cert:
+        raise ConfigError("set KACCY_LND_MACAROON and KACCY_LND_TLS_CERT: the paths of LND's macaroon and "
+                          "of its TLS certificate")
+    from kaccy_bitcoin.adapters.lnd.client import LndRestClient   # aiohttp: only the Lightning commands
+    from kaccy_bitcoin.adapters.lnd.node import LndNode
+
+    node = LndNode(LndRestClient(url, macaroon_path=macaroon, tls_cert_path=tls_cert), clock)
+    try:
+        yield node
+    finally:
+        await node.close()
 
 
 def _engine(url: str) -> Iterator[Engine]:
@@ -158,6 +176,8 @@ class Gateways(containers.DeclarativeContainer):
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
     clock = providers.Singleton(SystemClock)
+    lightning = providers.Resource(_lnd_node, url=config.lnd_rest_url, macaroon=config.lnd_macaroon,
+                                   tls_cert=config.lnd_tls_cert, clock=clock)
     notifier = providers.Singleton(LogNotifier)
     software_signer = providers.Singleton(_software_signer, mnemonic=config.signer_mnemonic,
                                           passphrase=config.signer_passphrase, deriver=deriver)
@@ -243,6 +263,8 @@ class Services(containers.DeclarativeContainer):
                                         chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)
+    pay_invoice = providers.Factory(PayInvoice, node=gateways.lightning)
+    list_channels = providers.Factory(ListChannels, node=gateways.lightning)
 
 
 class Container(containers.DeclarativeContainer):
