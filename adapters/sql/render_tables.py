@@ -3,7 +3,7 @@ Core `Table` objects, which the repositories use at run time.
 
 tables.py (SQLModel) stays the one source of the schema: Alembic, `create_all` and the
 migration tests use its metadata. Importing it costs SQLAlchemy's ORM and pydantic (about
-70 ms a command), which nothing that only reads and writes rows needs, so the Core copy is
+80 ms a command), which nothing that only reads and writes rows needs, so the Core copy is
 generated from it: `python scripts/render_core_tables.py > adapters/sql/core_tables.py`
 (`make tables`). tests/test_core_tables.py fails while the copy is stale or differs from
 the metadata in any column, default, index or constraint.

@@ -1,7 +1,7 @@
 """SQL repositories and the unit of work that commits them in one transaction, on SQLAlchemy
 Core: one `Connection` per unit of work, the tables of core_tables.py (generated from the
 SQLModel tables), no ORM session (importing the ORM and SQLModel would cost every command
-about 70 ms, for nothing a repository needs).
+about 80 ms, for nothing a repository needs).
 
 SQLite: WAL journal, and every transaction starts with BEGIN IMMEDIATE so writers
 queue on the database lock instead of failing half-way; a read-only unit of work
