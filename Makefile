@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test setup bitcoind docs bench clean
+.PHONY: run test setup bitcoind docs tables bench clean
 
 setup:
 	@scripts/setup.sh
@@ -19,6 +19,10 @@ test: setup bitcoind
 
 docs: setup
 	@$(PY) scripts/render_state_machines.py > docs/state-machines.md
+
+# The runtime's Core tables, generated from the SQLModel tables (adapters/sql/render_tables.py).
+tables: setup
+	@$(PY) scripts/render_core_tables.py > adapters/sql/core_tables.py
 
 bench: setup bitcoind
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/coin_selection.py

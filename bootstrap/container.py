@@ -12,10 +12,45 @@ a `_Lazy` stand-in that imports its module when its provider first builds one, s
 """
 from __future__ import annotations
 
+import _thread
+import contextlib
 import importlib
+import importlib.abc
+import sys
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
-from dependency_injector import containers, providers
+
+class _HiddenFromThisThread(importlib.abc.MetaPathFinder):
+    """Makes `import NAME` (for the given top-level names) fail in the thread that installed
+    it, as if the package were not installed; other threads import as usual."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.thread = _thread.get_ident()
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name.partition(".")[0] in self.names and _thread.get_ident() == self.thread:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+@contextlib.contextmanager
+def _without_pydantic() -> Iterator[None]:
+    """dependency-injector imports pydantic when it is first imported, only to learn whether
+    `Configuration.from_pydantic` can take pydantic 1's (or pydantic-settings') BaseSettings;
+    nothing here uses that, and the import costs every command ~15 ms. Only what is not
+    loaded yet is hidden, and only while dependency-injector loads (an application that
+    uses pydantic, or SQLModel creating a database, imports it normally later)."""
+    finder = _HiddenFromThisThread(("pydantic", "pydantic_settings"))
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+with _without_pydantic():
+    from dependency_injector import containers, providers
 
 from kaccy_bitcoin.ports.signer import SignerError
 from kaccy_bitcoin.bootstrap.config import ConfigError

@@ -1,6 +1,8 @@
 """What a command imports before it answers, each command run as its own process (as users run
 it): `--help` and a usage error load no library; `order show` loads the SQL storage and the
-domain, not the node's client, the hardware wallets, bip-utils or python-bitcointx. What each
+domain, not the node's client, the hardware wallets, bip-utils or python-bitcointx, and no command
+that uses an existing database loads SQLModel, pydantic or SQLAlchemy's ORM (only creating or
+migrating a database does, through adapters/sql/tables.py and Alembic). What each
 import costs is measured by bench/startup.py; these tests keep a new import at the top of a
 module from bringing it back unnoticed."""
 from __future__ import annotations
@@ -45,6 +47,9 @@ NOT_FOR_ORDER_SHOW = ("aiohttp", "hwilib", "bip_utils", "bitcointx", "alembic", 
                       "kaccy_bitcoin.adapters.hwi", "kaccy_bitcoin.adapters.bip32", "kaccy_bitcoin.adapters.keys",
                       "kaccy_bitcoin.domain.psbt", "kaccy_bitcoin.application.withdrawals",
                       "kaccy_bitcoin.application.monitor")
+# What reading and writing rows has no use for: the schema's declaration and the ORM under it.
+NOT_FOR_A_DATABASE_IN_USE = ("sqlmodel", "pydantic", "sqlalchemy.orm", "kaccy_bitcoin.adapters.sql.tables",
+                             "kaccy_bitcoin.adapters.sql.migrations")
 
 
 def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
@@ -94,11 +99,27 @@ def test_order_show_loads_the_storage_not_the_node_keys_or_devices(tmp_path: pat
     modules = report["modules"]
     assert loaded(modules, ("sqlalchemy", "kaccy_bitcoin.application.orders")) != []   # the probe sees imports
     assert loaded(modules, NOT_FOR_ORDER_SHOW) == []
+    assert loaded(modules, NOT_FOR_A_DATABASE_IN_USE) == []
     # The collector paused for the start-up runs again for the command (and for `monitor`)...
     assert report["gc_enabled"]
     # ...and what start-up built is out of its reach, the database engine included: the
     # command closed its connections itself, so SQLite's last close removed the WAL file.
     assert not (tmp_path / "kaccy.db-wal").exists()
+
+
+def test_commands_on_a_database_in_use_load_no_orm_and_creating_one_does(tmp_path: pathlib.Path) -> None:
+    order_in(tmp_path)
+    status, out, report = run(tmp_path, "events")   # the outbox (creating an order records no event)
+    assert status == 0 and out["events"] == [], out
+    assert loaded(report["modules"], ("sqlalchemy", "kaccy_bitcoin.adapters.sql.storage")) != []
+    assert loaded(report["modules"], NOT_FOR_A_DATABASE_IN_USE) == []
+    # A new database is created at the current schema from the SQLModel tables (Alembic's way).
+    new = tmp_path / "new"
+    new.mkdir()
+    status, out, report = run(new, "events")
+    assert status == 0 and out["events"] == []
+    # (pydantic too: the container kept it from dependency-injector only while that loaded)
+    assert {"sqlmodel", "pydantic", "kaccy_bitcoin.adapters.sql.tables"} <= set(report["modules"])
 
 
 def test_the_container_imports_no_adapter_or_use_case_until_one_is_built() -> None:

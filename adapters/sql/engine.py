@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.engine.interfaces import ExceptionContext
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlmodel import create_engine
 
 from kaccy_bitcoin.adapters.sql.errors import DatabaseDriverMissing, DatabaseUnavailable, InvalidDatabaseUrl
 

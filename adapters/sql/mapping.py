@@ -1,7 +1,11 @@
-"""Row <-> domain translation; the domain never sees a row, the database never sees an aggregate."""
+"""Row <-> domain translation; the domain never sees a row, the database never sees an aggregate.
+
+Rows are SQLAlchemy Core rows (attribute access by column name); what is written is a dict of
+column values."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
@@ -11,7 +15,6 @@ from kaccy_bitcoin.domain.payment_state import PaymentMachine
 from kaccy_bitcoin.domain.psbt_state import PsbtMachine
 from kaccy_bitcoin.domain.statemachine import Transition
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
-from kaccy_bitcoin.adapters.sql.tables import AuditRow, OrderRow, OutputRow, PaymentRow, WithdrawalRow
 
 
 def utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -21,13 +24,13 @@ def utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
-def order_to_row(r: PaymentRequest) -> OrderRow:
-    return OrderRow(order_id=r.order_id, address=r.address, amount_sat=r.amount.value,
-                    tolerance_sat=r.tolerance.value, created_at=r.created_at, expires_at=r.expires_at,
-                    label=r.label, derivation_index=r.derivation_index)
+def order_fields(r: PaymentRequest) -> dict:
+    return {"order_id": r.order_id, "address": r.address, "amount_sat": r.amount.value,
+            "tolerance_sat": r.tolerance.value, "created_at": r.created_at, "expires_at": r.expires_at,
+            "label": r.label, "derivation_index": r.derivation_index}
 
 
-def order_from_row(row: OrderRow) -> PaymentRequest:
+def order_from_row(row: Any) -> PaymentRequest:
     return PaymentRequest(order_id=row.order_id, address=row.address, amount=Satoshis(row.amount_sat),
                           created_at=utc(row.created_at), tolerance=Satoshis(row.tolerance_sat),
                           expires_at=utc(row.expires_at), label=row.label,
@@ -54,8 +57,7 @@ def output_fields(order_id: str, o: ReceivedOutput) -> dict:
     return {"order_id": order_id, "amount_sat": o.amount.value, "first_seen": o.first_seen, **output_state(o)}
 
 
-def payment_from_rows(row: PaymentRow, outputs: list[OutputRow]) -> Payment:
-    """From ORM objects or Core rows alike (attribute access by column name)."""
+def payment_from_rows(row: Any, outputs: list[Any]) -> Payment:
     history = [Transition.from_dict(t) for t in row.history]
     machine = PaymentMachine(PaymentMachine.States[row.state], history)
     received = {}
@@ -88,8 +90,8 @@ def withdrawal_fields(w: Withdrawal) -> dict:
     }
 
 
-def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
-    """From an ORM object or a Core row; rows written before a field existed get its default
+def withdrawal_from_row(row: Any) -> Withdrawal:
+    """Rows written before a field existed get its default
     (`txid` lived in `data` before it had a column)."""
     d = row.data
     machine = PsbtMachine(PsbtMachine.States[row.state], [Transition.from_dict(t) for t in d["history"]])
@@ -110,5 +112,5 @@ def withdrawal_from_row(row: WithdrawalRow) -> Withdrawal:
         else None)
 
 
-def event_from_row(row: AuditRow) -> DomainEvent:
+def event_from_row(row: Any) -> DomainEvent:
     return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data))

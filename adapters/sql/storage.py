@@ -1,4 +1,7 @@
-"""SQLModel repositories and the unit of work that commits them in one transaction.
+"""SQL repositories and the unit of work that commits them in one transaction, on SQLAlchemy
+Core: one `Connection` per unit of work, the tables of core_tables.py (generated from the
+SQLModel tables), no ORM session (importing the ORM and SQLModel would cost every command
+about 80 ms, for nothing a repository needs).
 
 SQLite: WAL journal, and every transaction starts with BEGIN IMMEDIATE so writers
 queue on the database lock instead of failing half-way; a read-only unit of work
@@ -13,26 +16,14 @@ import datetime as dt
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import BigInteger, bindparam, delete, event, func, insert, literal, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import (BigInteger, bindparam, create_engine, delete, event, func, insert, literal, select,
+                        update)
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, create_engine
 
+from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql import mapping
 from kaccy_bitcoin.adapters.sql import engine as opening, schema
-from kaccy_bitcoin.adapters.sql.tables import (
-    AddressRow,
-    AuditRow,
-    CounterRow,
-    CursorRow,
-    EventConsumerRow,
-    OrderRow,
-    OutputRow,
-    PaymentRow,
-    ReservationRow,
-    SequenceRow,
-    WithdrawalRow,
-)
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
@@ -104,15 +95,17 @@ class OrderCache:
 
 
 class SqlPaymentRequests(storage.PaymentRequestRepository):
-    def __init__(self, session: Session, cache: OrderCache) -> None:
-        self._s = session
+    _t = tables.orders
+
+    def __init__(self, conn: Connection, cache: OrderCache) -> None:
+        self._s = conn
         self._cache = cache
         self._added: set[str] = set()   # not committed yet: never cached
 
     def add(self, request: PaymentRequest) -> None:
         try:
             with self._s.begin_nested():
-                self._s.add(mapping.order_to_row(request))
+                self._s.execute(insert(self._t).values(mapping.order_fields(request)))
             self._added.add(request.order_id)
         except IntegrityError:
             raise OrderConflict(
@@ -122,10 +115,10 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, PaymentRequest]:
-        return self._lookup(OrderRow.__table__.c.order_id, order_ids, self._cache.get)
+        return self._lookup(self._t.c.order_id, order_ids, self._cache.get)
 
     def by_addresses(self, addresses: Iterable[str]) -> dict[str, PaymentRequest]:
-        return self._lookup(OrderRow.__table__.c.address, addresses, self._cache.by_address)
+        return self._lookup(self._t.c.address, addresses, self._cache.by_address)
 
     def _lookup(self, column, keys: Iterable[str], cached: Callable[[str], PaymentRequest | None],  # noqa: ANN001
                 ) -> dict[str, PaymentRequest]:
@@ -138,7 +131,7 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
                 missing.append(key)
             else:
                 found[key] = request
-        t = OrderRow.__table__
+        t = self._t
         for start in range(0, len(missing), 500):
             for row in self._s.execute(select(t).where(column.in_(missing[start:start + 500]))):
                 request = mapping.order_from_row(row)
@@ -148,11 +141,12 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         return found
 
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
-        q = (select(OrderRow).join(PaymentRow, PaymentRow.order_id == OrderRow.order_id, isouter=True)
-             .where(OrderRow.expires_at.is_not(None), OrderRow.expires_at <= now)
-             .where((PaymentRow.state == "PENDING") | (PaymentRow.state.is_(None)))
-             .order_by(OrderRow.order_id))
-        return [mapping.order_from_row(row) for (row,) in self._s.execute(q)]
+        o, p = self._t, tables.payments
+        q = (select(o).join(p, p.c.order_id == o.c.order_id, isouter=True)
+             .where(o.c.expires_at.is_not(None), o.c.expires_at <= now)
+             .where((p.c.state == "PENDING") | (p.c.state.is_(None)))
+             .order_by(o.c.order_id))
+        return [mapping.order_from_row(row) for row in self._s.execute(q)]
 
 
 class PaymentCache:
@@ -194,11 +188,11 @@ class SqlPayments(storage.PaymentRepository):
     unit of work rolls back and the caller retries), and a payment whose row still has the
     version of a cached copy is not read again."""
 
-    _payments = PaymentRow.__table__
-    _outputs = OutputRow.__table__
+    _payments = tables.payments
+    _outputs = tables.received_outputs
 
-    def __init__(self, session: Session, cache: PaymentCache) -> None:
-        self._s = session
+    def __init__(self, conn: Connection, cache: PaymentCache) -> None:
+        self._s = conn
         self._cache = cache
         self._versions: dict[str, int] = {}   # as read (or written) in this unit of work
         self._loaded: dict[str, tuple[tuple, dict[OutPoint, tuple]]] = {}
@@ -341,10 +335,10 @@ def _snapshot(p: Payment) -> tuple[tuple, dict[OutPoint, tuple]]:
 class SqlWithdrawals(storage.WithdrawalRepository):
     """Core-level reads and writes; every update is guarded by `WHERE version = <as read>`."""
 
-    _t = WithdrawalRow.__table__
+    _t = tables.withdrawals
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
 
     def _select(self, where) -> list[Withdrawal]:  # noqa: ANN001
         q = select(self._t).where(where).order_by(self._t.c.created_at, self._t.c.withdrawal_id)
@@ -388,84 +382,89 @@ class SqlWithdrawals(storage.WithdrawalRepository):
 
 
 class SqlAddressBook(storage.AddressBook):
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    _t = tables.addresses
+    _counters = tables.address_counters
 
-    def _counter(self, chain: int, lock: bool) -> CounterRow:
-        q = select(CounterRow).where(CounterRow.chain == chain)
-        if lock:
-            q = q.with_for_update()
-        row = self._s.execute(q).first()
-        if row is None:
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
+
+    def _locked_counter(self, chain: int) -> int:
+        """The chain's next index, with the counter's row lock held until the transaction
+        ends; a chain without a counter gets one (of two creating it at once, one insert
+        fails and that writer waits for the other's row)."""
+        c = self._counters
+        q = select(c.c.next_index).where(c.c.chain == chain).with_for_update()
+        value = self._s.execute(q).scalar()
+        if value is None:
             try:
                 with self._s.begin_nested():
-                    self._s.add(CounterRow(chain=chain, next_index=0))
+                    self._s.execute(insert(c).values(chain=chain, next_index=0))
             except IntegrityError:
                 pass
-            row = self._s.execute(q).first()
-        return row[0]
+            value = self._s.execute(q).scalar_one()
+        return value
 
     def allocate(self, chain: int) -> int:
-        counter = self._counter(chain, lock=True)
-        index = counter.next_index
-        counter.next_index = index + 1
-        self._s.flush()
+        index = self._locked_counter(chain)
+        c = self._counters
+        self._s.execute(update(c).where(c.c.chain == chain).values(next_index=index + 1))
         return index
 
     def issued(self, chain: int) -> int:
-        row = self._s.get(CounterRow, chain)
-        return row.next_index if row else 0
+        c = self._counters
+        return self._s.execute(select(c.c.next_index).where(c.c.chain == chain)).scalar() or 0
 
     def record(self, entry: AddressEntry) -> None:
-        row = self._s.get(AddressRow, entry.address)
+        t = self._t
         fields = {"chain": entry.chain, "index": entry.index, "label": entry.label,
                   "order_id": entry.order_id, "purpose": entry.purpose, "used": entry.used}
-        if row is None:
-            self._s.add(AddressRow(address=entry.address, **fields))
+        if self._s.execute(select(t.c.address).where(t.c.address == entry.address)).first() is None:
+            self._s.execute(insert(t).values(address=entry.address, **fields))
         else:
-            for k, v in fields.items():
-                setattr(row, k, v)
-        self._s.flush()
+            self._s.execute(update(t).where(t.c.address == entry.address).values(**fields))
 
     def get(self, address: str) -> AddressEntry | None:
-        row = self._s.get(AddressRow, address)
+        row = self._s.execute(select(self._t).where(self._t.c.address == address)).first()
         return _entry(row) if row else None
 
     def mark_used(self, addresses: Iterable[str]) -> None:
+        t = self._t
         wanted = list(set(addresses))
         for start in range(0, len(wanted), 500):
-            self._s.execute(update(AddressRow).where(AddressRow.address.in_(wanted[start:start + 500]),
-                                                     AddressRow.used.is_(False)).values(used=True))
+            self._s.execute(update(t).where(t.c.address.in_(wanted[start:start + 500]), t.c.used.is_(False))
+                            .values(used=True))
 
     def unused_count(self, chain: int) -> int:
-        q = select(func.count()).select_from(AddressRow).where(AddressRow.chain == chain,
-                                                                 AddressRow.used.is_(False))
+        t = self._t
+        q = select(func.count()).select_from(t).where(t.c.chain == chain, t.c.used.is_(False))
         return self._s.execute(q).one()[0]
 
     def entries(self) -> list[AddressEntry]:
-        q = select(AddressRow).order_by(AddressRow.chain, AddressRow.index)
-        return [_entry(r) for (r,) in self._s.execute(q)]
+        q = select(self._t).order_by(self._t.c.chain, self._t.c.index)
+        return [_entry(r) for r in self._s.execute(q)]
 
 
-def _entry(row: AddressRow) -> AddressEntry:
+def _entry(row: Any) -> AddressEntry:
     return AddressEntry(row.address, row.chain, row.index, row.label, row.order_id, row.purpose, row.used)
 
 
 class SqlCursors(storage.CursorRepository):
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    _t = tables.cursors
+
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
 
     def get(self, name: str) -> MonitorCursor | None:
-        row = self._s.get(CursorRow, name)
+        row = self._s.execute(select(self._t).where(self._t.c.name == name)).first()
         return MonitorCursor(row.block_hash, row.height) if row else None
 
     def set(self, name: str, cursor: MonitorCursor) -> None:
-        row = self._s.get(CursorRow, name)
-        if row is None:
-            self._s.add(CursorRow(name=name, block_hash=cursor.block_hash, height=cursor.height))
+        t = self._t
+        values = {"block_hash": cursor.block_hash, "height": cursor.height}
+        if self._s.execute(select(t.c.name).where(t.c.name == name)).first() is None:
+            self._s.execute(insert(t).values(name=name, **values))
         else:
-            row.block_hash, row.height = cursor.block_hash, cursor.height
-        self._s.flush()
+            self._s.execute(update(t).where(t.c.name == name).values(**values))
 
 
 EVENTS_SEQUENCE = "events"
@@ -477,25 +476,24 @@ class SqlAuditLog(storage.AuditLog):
     and advanced in the same transaction: the next writer of events waits for this one to
     commit or roll back, so sequence order is commit order and a rollback leaves no gap."""
 
-    _t = AuditRow.__table__
-    _seq = SequenceRow.__table__
+    _t = tables.audit_log
+    _seq = tables.sequences
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
 
     def append(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
         if not events:
             return []
-        # The work's own pending writes go first, so nothing waits for another lock while
-        # this transaction holds the sequence (two writers could otherwise deadlock).
-        self._s.flush()
+        # The work's own writes went to the database when they were made (no session holds
+        # any back), so nothing waits for another lock while this transaction holds the
+        # sequence (two writers could otherwise deadlock).
         last = self._lock_sequence()
         ids = [e.id for e in events]
         seen: set[str] = set()
-        with self._s.no_autoflush:
-            for start in range(0, len(ids), 500):
-                q = select(self._t.c.event_id).where(self._t.c.event_id.in_(ids[start:start + 500]))
-                seen.update(i for (i,) in self._s.execute(q))
+        for start in range(0, len(ids), 500):
+            q = select(self._t.c.event_id).where(self._t.c.event_id.in_(ids[start:start + 500]))
+            seen.update(i for (i,) in self._s.execute(q))
         new = [e for e in events if e.id not in seen]
         if new:
             self._s.execute(insert(self._t), [
@@ -523,10 +521,10 @@ class SqlAuditLog(storage.AuditLog):
         return value
 
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
-        q = select(AuditRow)
+        q = select(self._t)
         if subject is not None:
-            q = q.where(AuditRow.subject == subject)
-        return [mapping.event_from_row(r) for (r,) in self._s.execute(q.order_by(AuditRow.seq).limit(limit))]
+            q = q.where(self._t.c.subject == subject)
+        return [mapping.event_from_row(r) for r in self._s.execute(q.order_by(self._t.c.seq).limit(limit))]
 
     def after(self, seq: int, limit: int) -> list[StoredEvent]:
         # Bound as BIGINT: any cursor a consumer may hold compares, whatever the column's width.
@@ -538,10 +536,10 @@ class SqlAuditLog(storage.AuditLog):
 
 
 class SqlEventConsumers(storage.EventConsumers):
-    _t = EventConsumerRow.__table__
+    _t = tables.event_consumers
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
 
     def acknowledged(self, name: str) -> int:
         return self._s.execute(select(self._t.c.after_seq).where(self._t.c.name == name)).scalar() or 0
@@ -564,10 +562,10 @@ class SqlEventConsumers(storage.EventConsumers):
 class SqlReservations(storage.CoinReservations):
     """The primary key (txid, vout) is the lock: a second holder's insert fails, in any process."""
 
-    _t = ReservationRow.__table__
+    _t = tables.coin_reservations
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
 
     def reserve(self, outpoints: Sequence[OutPoint], withdrawal_id: str, at: dt.datetime,
                 shared_with: Iterable[str] = ()) -> None:
@@ -595,7 +593,10 @@ class SqlReservations(storage.CoinReservations):
 
 
 class SqlUnitOfWork(storage.UnitOfWork):
-    """`read_only`: for reading only (commit() is refused). On SQLite it begins a deferred
+    """One Core connection; its transaction begins with the first statement (SQLite: BEGIN
+    IMMEDIATE, see make_engine) and ends with commit() or the rollback on leaving the block.
+
+    `read_only`: for reading only (commit() is refused). On SQLite it begins a deferred
     transaction, which reads a consistent snapshot without taking the write lock, so a
     use case can read, wait on the node, then write in a second, short unit of work."""
 
@@ -605,37 +606,37 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self._engine = engine
         self._order_cache = order_cache if order_cache is not None else OrderCache()
         self._payment_cache = payment_cache if payment_cache is not None else PaymentCache()
-        self._session: Session | None = None
+        self._conn: Connection | None = None
         self.read_only = read_only
 
     def _begin(self) -> None:
         bind = self._engine.execution_options(**{READ_ONLY: True}) if self.read_only else self._engine
-        self._session = s = Session(bind, expire_on_commit=False, autoflush=True)
-        self.requests = SqlPaymentRequests(s, self._order_cache)
-        self.payments = SqlPayments(s, self._payment_cache)
-        self.withdrawals = SqlWithdrawals(s)
-        self.addresses = SqlAddressBook(s)
-        self.cursors = SqlCursors(s)
-        self.audit = SqlAuditLog(s)
-        self.consumers = SqlEventConsumers(s)
-        self.reservations = SqlReservations(s)
+        self._conn = c = bind.connect()
+        self.requests = SqlPaymentRequests(c, self._order_cache)
+        self.payments = SqlPayments(c, self._payment_cache)
+        self.withdrawals = SqlWithdrawals(c)
+        self.addresses = SqlAddressBook(c)
+        self.cursors = SqlCursors(c)
+        self.audit = SqlAuditLog(c)
+        self.consumers = SqlEventConsumers(c)
+        self.reservations = SqlReservations(c)
 
     def _commit(self) -> None:
-        if self._session is None:
+        if self._conn is None:
             raise RuntimeError("commit() called outside `with uow:`")
         if self.read_only:
             raise RuntimeError("commit() called on a read-only unit of work")
-        self._session.commit()
+        self._conn.commit()
         self.payments.committed()
 
     def _rollback(self) -> None:
-        if self._session is not None:
-            self._session.rollback()
+        if self._conn is not None:
+            self._conn.rollback()
 
     def _close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class SqlUnitOfWorkFactory(storage.UnitOfWorkFactory):

@@ -1,5 +1,10 @@
-"""Table definitions. They live in their own metadata (prefix `kaccy_`), so an
-embedding application's `SQLModel.metadata.create_all()` never creates them by accident."""
+"""Table definitions: the one declaration of the schema. They live in their own metadata
+(prefix `kaccy_`), so an embedding application's `SQLModel.metadata.create_all()` never
+creates them by accident.
+
+Alembic and the creation of a new database use this metadata; the repositories use
+`core_tables.py`, generated from it (`make tables`), so that a command on an existing
+database imports neither SQLModel nor pydantic nor SQLAlchemy's ORM."""
 from __future__ import annotations
 
 import datetime as dt
@@ -15,7 +20,7 @@ class KaccyTable(SQLModel, registry=registry()):
     # Rows are built and read through SQLAlchemy, never validated or serialized by pydantic
     # (SQLModel's table models skip validation), so pydantic's validator and serializer are
     # built only if something asks for one, not when each class is defined (a third of what
-    # importing this module costs every command).
+    # importing this module costs).
     model_config = ConfigDict(defer_build=True)
 
 

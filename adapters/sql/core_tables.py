@@ -1,0 +1,151 @@
+"""The kaccy_ tables as SQLAlchemy Core tables, for the repositories (adapters/sql/storage.py).
+
+GENERATED from adapters/sql/tables.py by scripts/render_core_tables.py (`make tables`); do not
+edit. Importing this loads SQLAlchemy Core only: no ORM, SQLModel or pydantic.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    JSON,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    false,
+)
+
+metadata = MetaData()
+
+
+address_counters = Table(
+    'kaccy_address_counters', metadata,
+    Column('chain', Integer(), primary_key=True, nullable=False),
+    Column('next_index', Integer(), nullable=False, default=0),
+)
+
+
+addresses = Table(
+    'kaccy_addresses', metadata,
+    Column('address', String(length=100), primary_key=True, nullable=False),
+    Column('chain', Integer(), nullable=False),
+    Column('index', Integer(), nullable=False),
+    Column('label', String(), nullable=False, default=''),
+    Column('order_id', String(length=128), nullable=True),
+    Column('purpose', String(), nullable=False, default='receive'),
+    Column('used', Boolean(), nullable=False, default=False),
+    Index('ix_kaccy_addresses_chain_used', 'chain', 'used'),
+    UniqueConstraint('chain', 'index', name='uq_kaccy_addresses_chain_index'),
+)
+
+
+audit_log = Table(
+    'kaccy_audit_log', metadata,
+    Column('seq', Integer(), primary_key=True, nullable=False),
+    Column('event_id', String(length=200), nullable=False),
+    Column('kind', String(length=40), nullable=False),
+    Column('subject', String(length=128), nullable=False),
+    Column('at', DateTime(timezone=True), nullable=False),
+    Column('data', JSON(), nullable=False),
+    Index('ix_kaccy_audit_log_event_id', 'event_id', unique=True),
+    Index('ix_kaccy_audit_log_kind', 'kind'),
+    Index('ix_kaccy_audit_log_subject', 'subject'),
+)
+
+
+coin_reservations = Table(
+    'kaccy_coin_reservations', metadata,
+    Column('txid', String(length=64), primary_key=True, nullable=False),
+    Column('vout', Integer(), primary_key=True, nullable=False),
+    Column('withdrawal_id', String(length=64), nullable=False),
+    Column('reserved_at', DateTime(timezone=True), nullable=False),
+    Index('ix_kaccy_coin_reservations_withdrawal_id', 'withdrawal_id'),
+)
+
+
+cursors = Table(
+    'kaccy_cursors', metadata,
+    Column('name', String(length=64), primary_key=True, nullable=False),
+    Column('block_hash', String(), nullable=False),
+    Column('height', Integer(), nullable=True),
+)
+
+
+event_consumers = Table(
+    'kaccy_event_consumers', metadata,
+    Column('name', String(length=64), primary_key=True, nullable=False),
+    Column('after_seq', BigInteger(), nullable=False),
+    Column('updated_at', DateTime(timezone=True), nullable=False),
+)
+
+
+orders = Table(
+    'kaccy_orders', metadata,
+    Column('order_id', String(length=128), primary_key=True, nullable=False),
+    Column('address', String(length=100), nullable=False),
+    Column('amount_sat', BigInteger(), nullable=False),
+    Column('tolerance_sat', BigInteger(), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('expires_at', DateTime(timezone=True), nullable=True),
+    Column('label', String(), nullable=False, default=''),
+    Column('derivation_index', Integer(), nullable=True),
+    Index('ix_kaccy_orders_address', 'address', unique=True),
+    Index('ix_kaccy_orders_expires_at', 'expires_at'),
+)
+
+
+payments = Table(
+    'kaccy_payments', metadata,
+    Column('order_id', String(length=128), primary_key=True, nullable=False),
+    Column('state', String(length=20), nullable=False),
+    Column('history', JSON(), nullable=False),
+    Column('event_seq', Integer(), nullable=False, default=0),
+    Column('reported_match', JSON(), nullable=True),
+    Column('finality_alerted', Boolean(), nullable=False, default=False),
+    Column('paid_reported', Boolean(), nullable=False, server_default=false()),
+    Column('version', BigInteger(), nullable=False, server_default='1'),
+    Index('ix_kaccy_payments_state', 'state'),
+)
+
+
+received_outputs = Table(
+    'kaccy_received_outputs', metadata,
+    Column('txid', String(length=64), primary_key=True, nullable=False),
+    Column('vout', Integer(), primary_key=True, nullable=False),
+    Column('order_id', String(length=128), nullable=False),
+    Column('amount_sat', BigInteger(), nullable=False),
+    Column('confirmations', Integer(), nullable=False),
+    Column('first_seen', DateTime(timezone=True), nullable=False),
+    Column('block_hash', String(), nullable=True),
+    Column('status', String(length=20), nullable=False),
+    Column('replaced_by', String(), nullable=True),
+    Index('ix_kaccy_received_outputs_order_id', 'order_id'),
+)
+
+
+sequences = Table(
+    'kaccy_sequences', metadata,
+    Column('name', String(length=64), primary_key=True, nullable=False),
+    Column('value', BigInteger(), nullable=False),
+)
+
+
+withdrawals = Table(
+    'kaccy_withdrawals', metadata,
+    Column('withdrawal_id', String(length=64), primary_key=True, nullable=False),
+    Column('state', String(length=20), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('psbt', String(), nullable=False),
+    Column('data', JSON(), nullable=False),
+    Column('txid', String(length=64), nullable=True),
+    Column('settled', Boolean(), nullable=False, default=False),
+    Column('version', BigInteger(), nullable=False, server_default='1'),
+    Index('ix_kaccy_withdrawals_settled', 'settled'),
+    Index('ix_kaccy_withdrawals_state', 'state'),
+    Index('ix_kaccy_withdrawals_txid', 'txid'),
+)
