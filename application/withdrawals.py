@@ -192,7 +192,11 @@ class Broadcaster:
         return {"withdrawal_id": w.withdrawal_id, "txid": txid.value, "state": w.name}
 
     async def _already_known(self, txid: Txid) -> bool:
-        """A resumed broadcast whose transaction already reached the mempool or a block."""
+        """A resumed broadcast (or another process's, a moment ago) whose transaction already
+        reached the mempool or a block. The mempool is asked directly: the wallet learns of a
+        transaction another process just sent a little after the mempool does."""
+        if txid in await self._chain.in_mempool([txid]):
+            return True
         found = (await self._chain.wallet_transactions([txid])).get(txid)
         return found is not None and (found.confirmations > 0 or found.in_mempool)
 
