@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import attrs
@@ -15,9 +15,8 @@ from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.addresses import RECEIVE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
-from kaccy_bitcoin.ports.storage import UnitOfWork
+from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
-UowFactory = Callable[[], UnitOfWork]
 
 
 @attrs.frozen
@@ -90,7 +89,7 @@ class CreateOrder:
     order id makes sure of the watching again, so a failure between the two heals on retry.
     """
 
-    def __init__(self, uow: UowFactory, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
+    def __init__(self, uow: UnitOfWorkFactory, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
                  settings: PaymentSettings) -> None:
         self._uow = uow
         self._deriver = deriver
@@ -128,11 +127,11 @@ class CreateOrder:
 
 
 class ShowOrder:
-    def __init__(self, uow: UowFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
     async def __call__(self, order_id: str) -> OrderView:
-        async with self._uow() as uow:
+        with self._uow.read() as uow:   # reading only: on SQLite it waits for no writer
             request = uow.requests.get(order_id)
             if request is None:
                 raise NotFound(f"no order with id {order_id!r}")

@@ -13,7 +13,7 @@ carries what a signer needs for that type (see domain/psbt.py).
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import attrs
 
@@ -46,7 +46,7 @@ from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, Withdr
 from kaccy_bitcoin.ports.addresses import CHANGE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
-from kaccy_bitcoin.ports.storage import UnitOfWork
+from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
 
 @attrs.frozen
@@ -62,7 +62,7 @@ class WithdrawalBuilder:
     """Shared by create, bump, void and CPFP: fee rate, coin selection, change, PSBT."""
 
     def __init__(self, chain: ChainBackend, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
-                 settings: WithdrawalSettings, uow: Callable[[], UnitOfWork]) -> None:
+                 settings: WithdrawalSettings, uow: UnitOfWorkFactory) -> None:
         self._chain, self._deriver = chain, deriver
         self._watch, self._clock, self._settings = watch, clock, settings
         self._uow = uow
@@ -110,7 +110,7 @@ class WithdrawalBuilder:
         of the withdrawal it replaces as `must_spend`: all of them are spent, plus more if needed."""
         utxos = await self._chain.unspent(self._settings.min_confirmations)
         tip = (await self._chain.chain_info()).blocks
-        with self._uow() as uow:
+        with self._uow.read() as uow:
             reserved = uow.reservations.reserved()
         paths = {i.outpoint: self._path_of(i) for i in must_spend}
         pool = []
@@ -148,7 +148,7 @@ class WithdrawalBuilder:
         outpoint = OutPoint(parent.txid, vout)
         tip = (await self._chain.chain_info()).blocks
         funding = await self._funding([outpoint])
-        with self._uow() as uow:
+        with self._uow.read() as uow:
             entry = uow.addresses.get(out.address)
         if entry is None:
             raise NotFound(f"change address {out.address} is not in the address book")

@@ -28,6 +28,7 @@ from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.money import Satoshis
+from table import print_table  # noqa: E402 - bench/ is the script's own folder
 
 ROWS: list[tuple[str, str, str, str]] = []
 
@@ -206,13 +207,7 @@ def main() -> None:
     bench_matching()
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(bench_node(pathlib.Path(tmp)))
-    widths = [max(len(r[i]) for r in ROWS + [("what", "ours", "reference (same run)", "target")]) for i in range(4)]
-    header = ("what", "ours", "reference (same run)", "target")
-    print()
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for r in ROWS:
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_table(ROWS)
 
 
 if __name__ == "__main__":

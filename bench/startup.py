@@ -35,6 +35,7 @@ from kaccy_bitcoin.application.orders import CreateOrder, WatchRange
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.money import Satoshis
+from table import print_table  # noqa: E402 - bench/ is the script's own folder
 
 CLI = str(pathlib.Path(sys.executable).parent / "kaccy-bitcoin")
 ORDER_SHOW = "kaccy-bitcoin order show ID (SQLite, no node)"
@@ -167,13 +168,7 @@ def main() -> None:
     for name in timings.commands:
         ours = f"{timings.median_ms(name):,.0f} ms (fastest {timings.min_ms(name):,.0f})"
         rows.append((name, ours, references.get(name, base), targets.get(name, "")))
-    header = ("what", "ours", "reference (same run)", "target")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-    print()
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_table(rows)
 
 
 if __name__ == "__main__":

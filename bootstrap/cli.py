@@ -251,7 +251,7 @@ async def cmd_events(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 async def cmd_addresses(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     uow_factory = c.storage.uow()
-    with uow_factory() as uow:
+    with uow_factory.read() as uow:
         entries = uow.addresses.entries()
     with open(args.output, "w", encoding="utf-8") as f:
         for entry in entries:

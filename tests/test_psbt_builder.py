@@ -29,10 +29,13 @@ class Storage:
     def __call__(self) -> MemoryUnitOfWork:
         return _CountedUow(self)
 
+    def read(self) -> MemoryUnitOfWork:
+        return _CountedUow(self, read_only=True)
+
 
 class _CountedUow(MemoryUnitOfWork):
-    def __init__(self, storage: Storage) -> None:
-        super().__init__(storage.store)
+    def __init__(self, storage: Storage, read_only: bool = False) -> None:
+        super().__init__(storage.store, read_only=read_only)
         self._storage = storage
 
     def __enter__(self) -> MemoryUnitOfWork:
