@@ -45,11 +45,15 @@ class ListEvents:
         self._uow = uow
 
     async def __call__(self, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        page = await self.stored(after, limit)
+        return {"events": [s.to_dict() for s in page], "next": page[-1].seq if page else after}
+
+    async def stored(self, after: int = 0, limit: int = 100) -> list[StoredEvent]:
+        """The same page as stored events (what the library's `KaccyBitcoin.list_events` gives)."""
         _check_seq("after", after)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise InvalidEventRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {limit!r}")
-        page = _read(self._uow, after, limit)
-        return {"events": [s.to_dict() for s in page], "next": page[-1].seq if page else after}
+        return _read(self._uow, after, limit)
 
 
 class EventFeed:

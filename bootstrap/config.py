@@ -11,6 +11,8 @@ import pathlib
 import tomllib
 from typing import Any, Mapping
 
+from kaccy_bitcoin.domain.errors import KaccyError
+
 DEFAULTS: dict[str, Any] = {
     "network": "regtest",
     "data_dir": None,
@@ -41,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(KaccyError, ValueError):
     code = "config_error"
 
 

@@ -1,8 +1,26 @@
-"""Domain errors: small named classes, each with a stable machine-readable code."""
+"""Domain errors: small named classes, each with a stable machine-readable code.
+
+`KaccyError` is the root of every error the library raises on purpose: the domain's rules
+(`DomainError`) here, and each adapter's failures (the node, the database, a signer, LND)
+and the configuration's in their own modules. An embedding program catches `KaccyError` and
+reads `.code`; the command line prints the same code.
+"""
 from __future__ import annotations
 
 
-class DomainError(Exception):
+class KaccyError(Exception):
+    """Base of every error kaccy-bitcoin raises on purpose; `code` is stable and machine-readable."""
+
+    code = "kaccy_error"
+
+
+class InternalError(KaccyError):
+    """Something unexpected (a bug, or a failure no adapter translated); `__cause__` is the original."""
+
+    code = "internal"
+
+
+class DomainError(KaccyError):
     """Base of every rule the domain refuses to break."""
 
     code = "domain_error"

@@ -5,6 +5,8 @@ import abc
 
 import attrs
 
+from kaccy_bitcoin.domain.errors import KaccyError
+
 
 @attrs.frozen
 class SignResult:
@@ -13,7 +15,7 @@ class SignResult:
     signed_inputs: int
 
 
-class SignerError(Exception):
+class SignerError(KaccyError):
     """A signer could not sign: no device, the wrong device or keys, a refusal."""
 
     code = "signer_error"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from kaccy_bitcoin.domain.errors import KaccyError
+
 # The user:password part of a URL (scheme://user:password@host), up to the last @ of the token.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@:]*:[^\s/]*@")
 
@@ -13,7 +15,7 @@ def redact_credentials(text: str) -> str:
     return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
-class BitcoinCoreError(Exception):
+class BitcoinCoreError(KaccyError):
     code = "node_error"
 
 

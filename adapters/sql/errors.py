@@ -5,8 +5,10 @@ outside failed, 2: the configuration given was wrong). Messages never show a pas
 """
 from __future__ import annotations
 
+from kaccy_bitcoin.domain.errors import KaccyError
 
-class StorageError(Exception):
+
+class StorageError(KaccyError):
     code = "storage_error"
     exit_status = 1
 
