@@ -187,7 +187,9 @@ class KaccyBitcoin:
         while True:
             try:
                 stored = await stream.__anext__()
-            except (StopAsyncIteration, KaccyError, asyncio.CancelledError):
+            except StopAsyncIteration:
+                return
+            except (KaccyError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # noqa: BLE001 - as in _use_method
                 raise InternalError(f"{type(exc).__name__}: {exc}") from exc
