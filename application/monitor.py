@@ -37,6 +37,7 @@ from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.ports.chain_notifications import ChainNotifications
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
 from kaccy_bitcoin.ports.storage import StoredOutput, UnitOfWork, UnitOfWorkFactory
@@ -248,15 +249,22 @@ def _changes(verdict: _Verdict, stored: StoredOutput) -> bool:
 
 
 class RunMonitor:
-    """Poll forever (until cancelled), every `interval` seconds; a failed poll is retried."""
+    """Poll until `stop` is set: every `interval` seconds, and at once when the node notifies
+    something (`wake`). After a notification it polls once more `settle` seconds later, unless
+    another notification came first: the node's wallet may take in a transaction a moment after
+    the notification announcing it, and that poll sees it. A failed poll is retried."""
 
-    def __init__(self, poll: Callable[[], Awaitable[list[DomainEvent]]], interval: float) -> None:
+    def __init__(self, poll: Callable[[], Awaitable[list[DomainEvent]]], interval: float,
+                 wake: ChainNotifications | None = None, settle: float = 0.25) -> None:
         self._poll = poll
         self._interval = interval
+        self._wake = wake
+        self._settle = min(settle, interval)
 
     async def __call__(self, on_events: Callable[[list[DomainEvent]], None] | None = None,
                        stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        timeout = self._interval
         while not stop.is_set():
             try:
                 events = await self._poll()
@@ -264,7 +272,25 @@ class RunMonitor:
                     on_events(events)
             except Exception:  # noqa: BLE001 - the monitor keeps going; the poll is retried
                 log.exception("monitor poll failed; retrying in %ss", self._interval)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self._interval)
-            except asyncio.TimeoutError:
-                pass
+            woken = await self._sleep(stop, timeout)
+            timeout = self._settle if woken else self._interval
+
+    async def _sleep(self, stop: asyncio.Event, timeout: float) -> bool:
+        """Wait for `stop`, a notification or the timeout; True for a notification."""
+        waits = {asyncio.ensure_future(stop.wait())}
+        if self._wake is not None:
+            woken = asyncio.ensure_future(self._wake.wait(timeout))
+            waits.add(woken)
+        done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        if self._wake is None or woken not in done or woken.cancelled():
+            return False
+        try:
+            return bool(woken.result())
+        except Exception:  # noqa: BLE001 - a broken subscription leaves the interval poll
+            log.exception("waiting for the node's notifications failed; polling every %ss", self._interval)
+            self._wake = None
+            return False

@@ -170,11 +170,16 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _service(container: Container, name: str) -> Any:
+async def _resolved(provided: Any) -> Any:
+    """What a provider gave: awaited when it is a coroutine (an async Resource's, or anything
+    built from one)."""
     import inspect
 
-    provided = getattr(container.services, name)()
     return await provided if inspect.isawaitable(provided) else provided
+
+
+async def _service(container: Container, name: str) -> Any:
+    return await _resolved(getattr(container.services, name)())
 
 
 async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
@@ -202,8 +207,11 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     from kaccy_bitcoin.application.monitor import RunMonitor
 
     interval = args.interval if args.interval is not None else c.config.poll_interval()
+    wake = await _resolved(c.gateways.chain_notifications())
+    print(json.dumps({"monitor": "started", "interval": interval, "notifications": wake.sources}),
+          file=sys.stderr, flush=True)
     freeze_startup_objects()
-    runner = RunMonitor(poll, interval)
+    runner = RunMonitor(poll, interval, wake)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

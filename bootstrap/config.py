@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "tolerance_sat": "0",
     "gap_limit": "20",
     "poll_interval": "30",
+    "zmq": "auto",
     "signer_mnemonic": None,
     "signer_passphrase": "",
     "signer_core_wallet": "kaccy-hot",
@@ -73,6 +74,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     values["data_dir"] = values["data_dir"] or default_data_dir()
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{os.path.join(values['data_dir'], 'kaccy.db')}"
+    if values["zmq"] not in ("auto", "off"):
+        raise ConfigError(f"KACCY_ZMQ must be auto (use the node's ZMQ notifications if it publishes any) "
+                          f"or off, got {values['zmq']!r}")
     for key in ("tolerance_sat", "gap_limit", "fee_target_blocks"):
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum, Bip84, Bip84Coins
 
-from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
+from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode, free_port
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 from kaccy_bitcoin.application.monitor import RunMonitor
 from kaccy_bitcoin.bootstrap.container import Container
@@ -60,7 +60,7 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
         if config.network() != "regtest":
             raise ValueError("without KACCY_BITCOIN_RPC_URL only a local regtest node can be started")
         data_dir = pathlib.Path(config.data_dir())
-        node = RegtestNode(data_dir / "regtest-node")
+        node = RegtestNode(data_dir / "regtest-node", zmq_port=free_port())
         say(f"starting the project's regtest node in {node.datadir} (RPC {node.url})")
         node.start()
         config.bitcoin_rpc_url.from_value(node.url)
@@ -74,8 +74,10 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
         if demo and config.network() == "regtest":
             await _demo(container, poll)
         interval = config.poll_interval()
+        wake = await _awaited(container.gateways.chain_notifications())
         freeze_startup_objects()
-        say(f"monitoring every {interval:g}s; Ctrl-C to stop")
+        woken_by = f", and at once on the node's ZMQ notifications ({'; '.join(wake.sources)})" if wake.sources else ""
+        say(f"monitoring every {interval:g}s{woken_by}; Ctrl-C to stop")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,7 +87,7 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
             for e in events:
                 say(f"event {e.kind} {e.subject} {e.data}")
 
-        await RunMonitor(poll, interval)(on_events=show, stop=stop)
+        await RunMonitor(poll, interval, wake)(on_events=show, stop=stop)
         return {"stopped": True}
     finally:
         if node is not None:

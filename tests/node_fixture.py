@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum, Bip84, Bip84Coins
 
-from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
+from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode, free_port
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 
 _names = itertools.count(1)
@@ -16,7 +16,8 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def regtest_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegtestNode]:
-    node = RegtestNode(tmp_path_factory.mktemp("bitcoind"))
+    # Publishing ZMQ notifications: a continuous `monitor` polls at once when one arrives.
+    node = RegtestNode(tmp_path_factory.mktemp("bitcoind"), zmq_port=free_port())
     node.start()
     yield node
     node.stop()

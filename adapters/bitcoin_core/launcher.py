@@ -50,6 +50,11 @@ class RegtestNode:
     password: str = "kaccy-regtest"
     process: subprocess.Popen | None = None
     extra_args: tuple[str, ...] = ()
+    zmq_port: int | None = None   # publish ZMQ `sequence` and `hashblock` there (127.0.0.1)
+
+    @property
+    def zmq_url(self) -> str | None:
+        return f"tcp://127.0.0.1:{self.zmq_port}" if self.zmq_port else None
 
     @property
     def url(self) -> str:
@@ -64,7 +69,8 @@ class RegtestNode:
             f"rpcport={self.rpc_port}\nport={self.p2p_port}\nrpcbind=127.0.0.1\nrpcallowip=127.0.0.1\n"
             + (f"rpcuser={self.user}\nrpcpassword={self.password}\n" if self.user else "")
             + "listen=0\ndnsseed=0\nupnp=0\nnatpmp=0\ndiscover=0\nrpcworkqueue=64\nrpcthreads=8\n"
-            "peerblockfilters=0\nprinttoconsole=0\n")
+            "peerblockfilters=0\nprinttoconsole=0\n"
+            + (f"zmqpubsequence={self.zmq_url}\nzmqpubhashblock={self.zmq_url}\n" if self.zmq_url else ""))
         log = open(self.datadir / "stdout.log", "ab")
         self.process = subprocess.Popen(
             [self.bitcoind, f"-datadir={self.datadir}", f"-conf={conf}", *self.extra_args],

@@ -1,0 +1,94 @@
+"""The node's ZMQ notifications (pyzmq), found with `getzmqnotifications`: nothing to configure.
+
+Bitcoin Core publishes on the endpoints given by its `-zmqpub*` options; we subscribe to
+`sequence` (blocks connected and disconnected, transactions entering and leaving the
+mempool), `hashblock`, `hashtx` and `rawtx`, whichever it publishes, with one SUB socket
+connected to each distinct endpoint. A message's content is not used: any message means
+"poll now". An endpoint the node binds on every interface (`tcp://0.0.0.0:P`) is reached on
+the RPC URL's host. ZMQ reconnects by itself when the node restarts; messages sent meanwhile
+are lost, which the monitor's interval poll covers.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+import zmq.asyncio
+
+from kaccy_bitcoin.adapters.bitcoin_core.errors import RpcError
+from kaccy_bitcoin.ports.chain_notifications import ChainNotifications
+
+log = logging.getLogger(__name__)
+TOPICS = ("sequence", "hashblock", "hashtx", "rawtx")
+_ANY_HOST = ("0.0.0.0", "*", "[::]", "::")
+METHOD_NOT_FOUND = -32601   # a node built without ZMQ has no getzmqnotifications
+
+
+def endpoints(notifications: list[dict[str, Any]], rpc_url: str) -> dict[str, list[str]]:
+    """`{endpoint: [topic, ...]}` from `getzmqnotifications`' answer, for the topics we use."""
+    host = urlsplit(rpc_url).hostname or "127.0.0.1"
+    found: dict[str, list[str]] = {}
+    for n in notifications:
+        topic = str(n.get("type", "")).removeprefix("pub")
+        if topic not in TOPICS:
+            continue
+        scheme, _, rest = str(n["address"]).partition("://")
+        where, _, port = rest.rpartition(":")
+        if scheme == "tcp" and where in _ANY_HOST:
+            rest = f"{host}:{port}"
+        found.setdefault(f"{scheme}://{rest}", []).append(topic)
+    return found
+
+
+class ZmqNotifications(ChainNotifications):
+    def __init__(self, subscriptions: dict[str, list[str]]) -> None:
+        self._subscriptions = subscriptions
+        self._context: zmq.asyncio.Context | None = None
+        self._socket: zmq.asyncio.Socket | None = None
+        if subscriptions:
+            self._context = zmq.asyncio.Context()
+            self._socket = self._context.socket(zmq.SUB)
+            self._socket.setsockopt(zmq.RCVHWM, 0)   # keep every message until read (they are tiny)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            for topic in sorted({t for ts in subscriptions.values() for t in ts}):
+                self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            for endpoint in subscriptions:
+                self._socket.connect(endpoint)
+
+    @classmethod
+    async def discover(cls, rpc: Any) -> ZmqNotifications:
+        """Subscribe to what the node at `rpc` (a BitcoinRpc) publishes; nothing if it publishes nothing."""
+        try:
+            answer = await rpc.call("getzmqnotifications")
+        except RpcError as exc:
+            if exc.rpc_code != METHOD_NOT_FOUND:
+                raise
+            answer = []
+        return cls(endpoints(answer, rpc.url))
+
+    @property
+    def sources(self) -> list[str]:
+        return [f"{','.join(sorted(topics))} {endpoint}" for endpoint, topics in self._subscriptions.items()]
+
+    async def wait(self, timeout: float) -> bool:
+        if self._socket is None:
+            await asyncio.sleep(timeout)
+            return False
+        if not await self._socket.poll(timeout=max(timeout, 0) * 1000, flags=zmq.POLLIN):
+            return False
+        for _ in range(10_000):   # a burst wakes the monitor once
+            if not await self._socket.poll(timeout=0, flags=zmq.POLLIN):
+                break
+            await self._socket.recv_multipart()
+        return True
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
