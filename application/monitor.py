@@ -251,21 +251,26 @@ def _changes(verdict: _Verdict, stored: StoredOutput) -> bool:
 class RunMonitor:
     """Poll until `stop` is set: every `interval` seconds, and at once when the node notifies
     something (`wake`). After a notification it polls once more `settle` seconds later, unless
-    another notification came first: the node's wallet may take in a transaction a moment after
-    the notification announcing it, and that poll sees it. A failed poll is retried."""
+    another notification came first, in case the node's wallet took in a transaction after the
+    poll the notification started. Notifications never make polls start closer together than
+    `min_gap` seconds (a busy mainnet mempool notifies several times a second). A failed poll is
+    retried."""
 
     def __init__(self, poll: Callable[[], Awaitable[list[DomainEvent]]], interval: float,
-                 wake: ChainNotifications | None = None, settle: float = 0.25) -> None:
+                 wake: ChainNotifications | None = None, settle: float = 0.5, min_gap: float = 0.1) -> None:
         self._poll = poll
         self._interval = interval
         self._wake = wake
         self._settle = min(settle, interval)
+        self._min_gap = min_gap
 
     async def __call__(self, on_events: Callable[[list[DomainEvent]], None] | None = None,
                        stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
         timeout = self._interval
         while not stop.is_set():
+            started = loop.time()
             try:
                 events = await self._poll()
                 if on_events and events:
@@ -274,6 +279,9 @@ class RunMonitor:
                 log.exception("monitor poll failed; retrying in %ss", self._interval)
             woken = await self._sleep(stop, timeout)
             timeout = self._settle if woken else self._interval
+            gap = started + self._min_gap - loop.time()
+            if woken and gap > 0:
+                await asyncio.sleep(gap)
 
     async def _sleep(self, stop: asyncio.Event, timeout: float) -> bool:
         """Wait for `stop`, a notification or the timeout; True for a notification."""

@@ -157,7 +157,7 @@ async def run_for(seconds: float, wake: ChainNotifications | None, interval: flo
 
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(seconds, stop.set)
-    await asyncio.wait_for(RunMonitor(poll, interval, wake, settle=0.1)(stop=stop), seconds + 2)
+    await asyncio.wait_for(RunMonitor(poll, interval, wake, settle=0.1, min_gap=0)(stop=stop), seconds + 2)
     return polls
 
 

@@ -7,6 +7,12 @@ connected to each distinct endpoint. A message's content is not used: any messag
 "poll now". An endpoint the node binds on every interface (`tcp://0.0.0.0:P`) is reached on
 the RPC URL's host. ZMQ reconnects by itself when the node restarts; messages sent meanwhile
 are lost, which the monitor's interval poll covers.
+
+The node publishes a transaction's notification before its wallets have taken the transaction
+in (both are fed from its validation queue, ZMQ first), so a poll right after a notification
+can miss what it announced; `wait` therefore returns only after `syncwithvalidationinterfacequeue`,
+which answers once that queue is drained (an RPC Core keeps out of its help but has had since
+0.17; a node without it only loses that guarantee, and the monitor's follow-up poll covers it).
 """
 from __future__ import annotations
 
@@ -44,8 +50,9 @@ def endpoints(notifications: list[dict[str, Any]], rpc_url: str) -> dict[str, li
 
 
 class ZmqNotifications(ChainNotifications):
-    def __init__(self, subscriptions: dict[str, list[str]]) -> None:
+    def __init__(self, subscriptions: dict[str, list[str]], rpc: Any = None) -> None:
         self._subscriptions = subscriptions
+        self._rpc = rpc
         self._context: zmq.asyncio.Context | None = None
         self._socket: zmq.asyncio.Socket | None = None
         if subscriptions:
@@ -67,7 +74,7 @@ class ZmqNotifications(ChainNotifications):
             if exc.rpc_code != METHOD_NOT_FOUND:
                 raise
             answer = []
-        return cls(endpoints(answer, rpc.url))
+        return cls(endpoints(answer, rpc.url), rpc)
 
     @property
     def sources(self) -> list[str]:
@@ -83,7 +90,17 @@ class ZmqNotifications(ChainNotifications):
             if not await self._socket.poll(timeout=0, flags=zmq.POLLIN):
                 break
             await self._socket.recv_multipart()
+        await self._wallets_caught_up()
         return True
+
+    async def _wallets_caught_up(self) -> None:
+        if self._rpc is None:
+            return
+        try:
+            await self._rpc.call("syncwithvalidationinterfacequeue")
+        except RpcError as exc:
+            log.info("the node cannot tell when its wallets caught up (%s); polling on the notification alone", exc)
+            self._rpc = None
 
     def close(self) -> None:
         if self._socket is not None:
