@@ -196,6 +196,7 @@ async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     import asyncio
+    import os
     import signal
 
     from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
@@ -204,12 +205,17 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     if args.once:
         events = await poll()
         return {"events": [e.to_dict() for e in events]}
+    from kaccy_bitcoin.application.leadership import RunAsLeader
     from kaccy_bitcoin.application.monitor import RunMonitor
 
     interval = args.interval if args.interval is not None else c.config.poll_interval()
     wake = await _resolved(c.gateways.chain_notifications())
-    print(json.dumps({"monitor": "started", "interval": interval, "notifications": wake.sources}),
-          file=sys.stderr, flush=True)
+    leadership = await _resolved(c.storage.leadership())
+
+    def say(line: dict[str, Any]) -> None:
+        print(json.dumps(line), file=sys.stderr, flush=True)
+
+    say({"monitor": "started", "interval": interval, "notifications": wake.sources, "lock": leadership.describe})
     freeze_startup_objects()
     runner = RunMonitor(poll, interval, wake)
     stop = asyncio.Event()
@@ -222,9 +228,14 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
         nonlocal count
         count += len(events)
         for e in events:
-            print(json.dumps(e.to_dict()), file=sys.stderr, flush=True)
+            say(e.to_dict())
 
-    await runner(on_events=show, stop=stop)
+    async def monitors(until: asyncio.Event) -> None:
+        await runner(on_events=show, stop=until)
+
+    # Of the processes sharing the database, one runs the monitors; the others wait as standbys.
+    await RunAsLeader(leadership, retry=min(interval, 1.0))(
+        monitors, stop, on_change=lambda state: say({"monitor": state, "pid": os.getpid()}))
     return {"stopped": True, "events_seen": count}
 
 

@@ -178,6 +178,12 @@ def _engine(url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
+def _leadership(engine: Engine, data_dir: str) -> Any:
+    from kaccy_bitcoin.adapters.sql.leadership import leadership_for
+
+    return leadership_for(engine, data_dir)
+
+
 def _deriver(xpub: str | None, network: str, address_type: str, fingerprint: str | None) -> Bip32AddressDeriver:
     if not xpub:
         raise ConfigError("KACCY_XPUB is not set (the account-level extended public key)")
@@ -242,6 +248,8 @@ class Storage(containers.DeclarativeContainer):
 
     engine = providers.Resource(_engine, url=config.database_url)
     uow = providers.Singleton(SqlUnitOfWorkFactory, engine=engine)
+    # Who runs the monitors among the processes sharing this database (released by RunAsLeader).
+    leadership = providers.Singleton(_leadership, engine=engine, data_dir=config.data_dir)
 
 
 class Services(containers.DeclarativeContainer):
