@@ -39,7 +39,6 @@ async def eventually(check, timeout: float = 30, every: float = 0.3):  # noqa: A
 async def failover(node, shop: Shop, interval: float = 1.0) -> None:  # noqa: ANN001
     async with KaccyBitcoin.from_env({k: v for k, v in shop.env.items() if k.startswith("KACCY_")}) as kaccy:
         orders = [attrs.asdict(await kaccy.create_order(f"ha-{n}", 20_000 + n)) for n in range(8)]
-    timings.append(time.monotonic() - t0)
     leader = await Monitor.start(shop, "--interval", str(interval))
     standby = None
     try:
