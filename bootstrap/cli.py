@@ -196,33 +196,24 @@ async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     import asyncio
-    import os
     import signal
 
-    from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
-
-    poll = GcPausedDuring(await _service(c, "monitor_tick"))
     if args.once:
+        from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring
+
+        poll = GcPausedDuring(await _service(c, "monitor_tick"))
         events = await poll()
         return {"events": [e.to_dict() for e in events]}
-    from kaccy_bitcoin.application.leadership import RunAsLeader
-    from kaccy_bitcoin.application.monitor import RunMonitor
+    from kaccy_bitcoin.bootstrap.monitoring import run_monitors
 
-    interval = args.interval if args.interval is not None else c.config.poll_interval()
-    wake = await _resolved(c.gateways.chain_notifications())
-    leadership = await _resolved(c.storage.leadership())
-
-    def say(line: dict[str, Any]) -> None:
-        print(json.dumps(line), file=sys.stderr, flush=True)
-
-    say({"monitor": "started", "interval": interval, "notifications": wake.sources, "lock": leadership.describe})
-    freeze_startup_objects()
-    runner = RunMonitor(poll, interval, wake)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     count = 0
+
+    def say(line: dict[str, Any]) -> None:
+        print(json.dumps(line), file=sys.stderr, flush=True)
 
     def show(events: list) -> None:  # noqa: ANN001
         nonlocal count
@@ -230,12 +221,8 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
         for e in events:
             say(e.to_dict())
 
-    async def monitors(until: asyncio.Event) -> None:
-        await runner(on_events=show, stop=until)
-
     # Of the processes sharing the database, one runs the monitors; the others wait as standbys.
-    await RunAsLeader(leadership, retry=min(interval, 1.0))(
-        monitors, stop, on_change=lambda state: say({"monitor": state, "pid": os.getpid()}))
+    await run_monitors(c, stop, interval=args.interval, say=say, on_events=show, own_process=True)
     return {"stopped": True, "events_seen": count}
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sequence
 
 from kaccy_bitcoin.application.results import (
     Channel,
@@ -204,6 +204,22 @@ class KaccyBitcoin:
         """One poll of the node (payments, then withdrawals); the events it committed. A
         service normally runs `kaccy-bitcoin monitor`, which calls this on every wake-up."""
         return tuple(await self._use("monitor_tick"))
+
+    async def run_monitor(self, stop: asyncio.Event, *, interval: float | None = None,
+                          on_state: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Run the monitors until `stop` is set, as `kaccy-bitcoin monitor` does: every
+        `interval` seconds (default the poll_interval setting) and at once on the node's ZMQ
+        notifications, and only while this process leads among those sharing the database (the
+        others wait and take over when it dies). `on_state` hears the state lines (`started`,
+        `standby`, `leader`, `lost`). The events are in the outbox: read them with `events()`."""
+        from kaccy_bitcoin.bootstrap.monitoring import run_monitors
+
+        try:
+            await run_monitors(self.container, stop, interval=interval, say=on_state or (lambda _: None))
+        except (KaccyError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - as in _use_method
+            raise InternalError(f"{type(exc).__name__}: {exc}") from exc
 
     # --- Lightning ----------------------------------------------------------------------
     async def pay_invoice(self, payment_request: str, *, max_fee_sat: int | None = None) -> LightningPayment:

@@ -18,9 +18,9 @@ from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum,
 
 from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode, free_port
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
-from kaccy_bitcoin.application.monitor import RunMonitor
 from kaccy_bitcoin.bootstrap.container import Container
-from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
+from kaccy_bitcoin.bootstrap.monitoring import run_monitors
+from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring
 from kaccy_bitcoin.domain.money import Satoshis
 
 
@@ -73,11 +73,6 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
         poll = GcPausedDuring(await _awaited(container.services.monitor_tick()))
         if demo and config.network() == "regtest":
             await _demo(container, poll)
-        interval = config.poll_interval()
-        wake = await _awaited(container.gateways.chain_notifications())
-        freeze_startup_objects()
-        woken_by = f", and at once on the node's ZMQ notifications ({'; '.join(wake.sources)})" if wake.sources else ""
-        say(f"monitoring every {interval:g}s{woken_by}; Ctrl-C to stop")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +82,17 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
             for e in events:
                 say(f"event {e.kind} {e.subject} {e.data}")
 
-        await RunMonitor(poll, interval, wake)(on_events=show, stop=stop)
+        def state(line: dict[str, Any]) -> None:
+            if line["monitor"] == "started":
+                woken = (f", and at once on the node's ZMQ notifications ({'; '.join(line['notifications'])})"
+                         if line["notifications"] else "")
+                say(f"monitoring every {line['interval']:g}s{woken}; Ctrl-C to stop")
+            elif line["monitor"] == "standby":
+                say(f"another process runs the monitors ({line}); waiting to take over")
+            else:
+                say(f"monitor: {line['monitor']}")
+
+        await run_monitors(container, stop, say=state, on_events=show, own_process=True)
         return {"stopped": True}
     finally:
         if node is not None:

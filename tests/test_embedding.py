@@ -160,3 +160,77 @@ def test_top_level_import_is_cheap() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd="/",
                          env={k: v for k, v in os.environ.items() if not k.startswith("KACCY_")})
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def fake_lnd(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from tests.fake_lnd import FakeLndProcess
+
+    process = FakeLndProcess(tmp_path_factory.mktemp("fake-lnd-embedding"))
+    process.start()
+    yield process
+    process.stop()
+
+
+async def test_lightning_pay_and_channels(fake_lnd, tmp_path) -> None:  # noqa: ANN001
+    from kaccy_bitcoin import Channel, LightningPayment, LndError
+
+    settings = {"data_dir": str(tmp_path), "lnd_rest_url": fake_lnd.rest_url,
+                "lnd_macaroon": fake_lnd.info["macaroon"], "lnd_tls_cert": fake_lnd.info["tls_cert"]}
+    async with KaccyBitcoin.from_settings(settings) as kaccy:
+        (channel,) = await kaccy.channels()
+        assert isinstance(channel, Channel) and channel.active and channel.capacity_sat == 1_000_000
+        invoice = await fake_lnd.invoice_elsewhere(10_000_000, "supplier")
+        paid = await kaccy.pay_invoice(invoice["payment_request"], max_fee_sat=50)
+        assert isinstance(paid, LightningPayment) and (paid.state, paid.amount_msat) == ("succeeded", 10_000_000)
+    wrong = tmp_path / "wrong.macaroon"
+    wrong.write_bytes(b"\x01" * 32)
+    async with KaccyBitcoin.from_settings({**settings, "lnd_macaroon": str(wrong)}) as kaccy:
+        with pytest.raises(LndError) as refused:
+            await kaccy.channels()
+        assert refused.value.code == "lnd_auth_failed" and isinstance(refused.value, KaccyError)
+
+
+async def test_bump_cpfp_and_void_are_typed(node, tmp_path) -> None:
+    from kaccy_bitcoin import FeeTooLow, VoidedWithdrawal
+
+    shop = Shop(node, tmp_path)
+    async with KaccyBitcoin.from_env({**kaccy_env(shop), "KACCY_SIGNER_MNEMONIC": shop.words}) as kaccy:
+        for n, amount in enumerate((300_000, 200_000, 100_000)):
+            await node.send((await kaccy.create_order(f"fund-{n}", amount)).address, amount)
+        await node.mine(1)
+        await kaccy.monitor_tick()
+        dest = await node.call("getnewaddress", wallet="miner")
+
+        first = await kaccy.create_withdrawal([(dest, 50_000)], fee_rate=1)
+        await kaccy.sign_withdrawal(first.withdrawal_id, "software")
+        await kaccy.broadcast_withdrawal(first.withdrawal_id)
+        with pytest.raises(FeeTooLow) as low:
+            await kaccy.bump_withdrawal(first.withdrawal_id, "1.001")
+        assert low.value.code == "fee_too_low" and low.value.minimum_sat > 0
+        bumped = await kaccy.bump_withdrawal(first.withdrawal_id, 5)
+        assert isinstance(bumped, Withdrawal) and bumped.replaces == first.withdrawal_id
+        child = await kaccy.cpfp_withdrawal(first.withdrawal_id, 10)
+        assert child.child_of == first.withdrawal_id and child.kind == "cpfp"
+        await kaccy.cancel_withdrawal(child.withdrawal_id)
+        await kaccy.cancel_withdrawal(bumped.withdrawal_id)
+
+        voided = await kaccy.void_withdrawal(first.withdrawal_id)
+        assert isinstance(voided, VoidedWithdrawal) and voided.void.kind == "void"
+        assert voided.void.replaces == first.withdrawal_id and voided.void.txid in await node.call("getrawmempool")
+
+
+async def test_run_monitor_leads_and_finds_payments(node, tmp_path) -> None:
+    shop = Shop(node, tmp_path)
+    states: list[dict] = []
+    async with KaccyBitcoin.from_env(kaccy_env(shop)) as kaccy:
+        order = await kaccy.create_order("run-1", 30_000)
+        stop = asyncio.Event()
+        running = asyncio.create_task(kaccy.run_monitor(stop, interval=60, on_state=states.append))
+        await node.send(order.address, 30_000)
+        async for stored in kaccy.events():
+            if stored.event.kind == "payment_detected" and stored.event.subject == "run-1":
+                break
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    assert [s["monitor"] for s in states] == ["started", "leader"] and states[0]["notifications"]

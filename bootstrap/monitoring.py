@@ -1,0 +1,48 @@
+"""The continuous monitor as every long-running face runs it (`kaccy-bitcoin monitor`, `run`,
+the embedding API's `KaccyBitcoin.run_monitor`, and a service that wants its monitors):
+polls on the interval and on the node's ZMQ notifications, only while this process leads
+among those sharing the database."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+from kaccy_bitcoin.application.leadership import RunAsLeader
+from kaccy_bitcoin.application.monitor import RunMonitor
+from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
+from kaccy_bitcoin.domain.events import DomainEvent
+
+if TYPE_CHECKING:
+    from kaccy_bitcoin.bootstrap.container import Container
+
+STANDBY_RETRY_MAX = 1.0   # seconds: a standby tries the lock at least this often
+
+
+async def _resolved(provided: Any) -> Any:
+    return await provided if inspect.isawaitable(provided) else provided
+
+
+async def run_monitors(container: Container, stop: asyncio.Event, *, interval: float | None = None,
+                       say: Callable[[dict[str, Any]], None] = lambda _: None,
+                       on_events: Callable[[list[DomainEvent]], None] | None = None,
+                       own_process: bool = False) -> None:
+    """Run the monitors until `stop` is set. `say` hears the JSON-able state lines (`started`,
+    then `standby` / `leader` / `lost` with the pid); `on_events` each poll's committed events.
+    `own_process`: the process is ours (the command line), so its GC may be tuned for polls."""
+    interval = interval if interval is not None else container.config.poll_interval()
+    tick = await _resolved(container.services.monitor_tick())
+    poll = GcPausedDuring(tick) if own_process else tick
+    wake = await _resolved(container.gateways.chain_notifications())
+    leadership = await _resolved(container.storage.leadership())
+    say({"monitor": "started", "interval": interval, "notifications": wake.sources, "lock": leadership.describe})
+    if own_process:
+        freeze_startup_objects()
+    runner = RunMonitor(poll, interval, wake)
+
+    async def monitors(until: asyncio.Event) -> None:
+        await runner(on_events=on_events, stop=until)
+
+    await RunAsLeader(leadership, retry=min(interval, STANDBY_RETRY_MAX))(
+        monitors, stop, on_change=lambda state: say({"monitor": state, "pid": os.getpid()}))
