@@ -3,7 +3,8 @@
 PostgreSQL: `pg_try_advisory_lock` on a connection of its own (not from the pool, in
 autocommit, so no transaction stays open); the server releases the lock when that
 connection ends, which it notices at once when the process dies (its socket closes).
-`held` asks the server whether this connection still holds it.
+`held` asks the server whether this connection still holds it. TCP keepalives on both ends
+bound how long a lock outlives a host that vanished without closing its socket.
 
 SQLite: an exclusive `fcntl.flock` on `<database file>.monitor.lock` (the data dir's
 `monitor.lock` for an in-memory database), released by the kernel when the process dies.
@@ -24,6 +25,13 @@ from kaccy_bitcoin.ports.leadership import Leadership
 
 # One key per database (advisory locks are per database): what the lock is for.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"kaccy-bitcoin:monitor-leader").digest()[:8], "big", signed=True)
+# The lock's connection: give up connecting after 10 s, and have both ends probe the other with
+# TCP keepalives, so a leader whose host vanished (no socket closed) loses the lock in about
+# 25 s (the server's default is to wait two hours), and the leader learns it lost it as soon.
+LOCK_CONNECTION = {
+    "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
+}
 
 
 async def _off_loop(fn: Callable[[], Any]) -> Any:
@@ -32,7 +40,7 @@ async def _off_loop(fn: Callable[[], Any]) -> Any:
 
 class PostgresLeadership(Leadership):
     def __init__(self, engine: Engine, key: int = LOCK_KEY) -> None:
-        self._engine = create_engine(engine.url, poolclass=NullPool)
+        self._engine = create_engine(engine.url, poolclass=NullPool, connect_args=LOCK_CONNECTION)
         self._key = key
         self._conn: Connection | None = None
         self._holding = False
