@@ -17,7 +17,7 @@ from kaccy_bitcoin.domain.events import StoredEvent
 T = TypeVar("T")
 
 __all__ = ["OrderCreated", "OrderView", "WithdrawalInput", "WithdrawalOutput", "Withdrawal", "WithdrawalStep",
-           "VoidedWithdrawal", "LightningPayment", "Channel", "EventPage", "read"]
+           "VoidedWithdrawal", "LightningPayment", "OrderInvoiceCreated", "OrderInvoice", "Channel", "EventPage", "read"]
 
 
 def read(cls: type[T], answer: Mapping[str, Any]) -> T:
@@ -110,6 +110,27 @@ class LightningPayment:
     amount_msat: int
     fee_msat: int
     failure_reason: str | None = None
+
+
+@attrs.frozen
+class OrderInvoiceCreated:
+    """`ln invoice create`: the BOLT11 request to show the customer."""
+
+    order_id: str
+    payment_request: str
+    payment_hash: str
+    state: str
+
+
+@attrs.frozen
+class OrderInvoice:
+    """`ln invoice show`: the order's newest invoice (state open, pending, settled, expired, canceled)."""
+
+    order_id: str
+    payment_hash: str
+    state: str
+    amount_msat: int
+    settled_at: str | None = None
 
 
 @attrs.frozen

@@ -25,6 +25,8 @@ from kaccy_bitcoin.application.results import (
     EventPage,
     LightningPayment,
     OrderCreated,
+    OrderInvoice,
+    OrderInvoiceCreated,
     OrderView,
     VoidedWithdrawal,
     Withdrawal,
@@ -222,6 +224,16 @@ class KaccyBitcoin:
             raise InternalError(f"{type(exc).__name__}: {exc}") from exc
 
     # --- Lightning ----------------------------------------------------------------------
+    async def create_order_invoice(self, order_id: str, amount_msat: int, *,
+                                   expiry_seconds: int | None = None) -> OrderInvoiceCreated:
+        """A BOLT11 invoice paying the order over LND; the same amount again returns the same one."""
+        return read(OrderInvoiceCreated, await self._use("create_order_invoice", order_id, amount_msat,
+                                                         expiry_seconds))
+
+    async def show_order_invoice(self, order_id: str) -> OrderInvoice:
+        """The order's newest invoice (an open one looked up at LND first)."""
+        return read(OrderInvoice, await self._use("show_order_invoice", order_id))
+
     async def pay_invoice(self, payment_request: str, *, max_fee_sat: int | None = None) -> LightningPayment:
         """Pay a BOLT11 request over LND and wait for the final result."""
         return read(LightningPayment, await self._use("pay_invoice", payment_request, max_fee_sat))

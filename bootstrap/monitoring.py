@@ -1,7 +1,7 @@
 """The continuous monitor as every long-running face runs it (`kaccy-bitcoin monitor`, `run`,
 the embedding API's `KaccyBitcoin.run_monitor`, and a service that wants its monitors):
-polls on the interval and on the node's ZMQ notifications, only while this process leads
-among those sharing the database."""
+polls on the interval and on the node's ZMQ notifications, and (LND configured) follows the
+invoice stream, only while this process leads among those sharing the database."""
 from __future__ import annotations
 
 import asyncio
@@ -42,7 +42,18 @@ async def run_monitors(container: Container, stop: asyncio.Event, *, interval: f
     runner = RunMonitor(poll, interval, wake)
 
     async def monitors(until: asyncio.Event) -> None:
-        await runner(on_events=on_events, stop=until)
+        # With LND configured, its invoice stream is followed beside the polls.
+        watching = None
+        if container.config.lnd_rest_url():
+            say({"monitor": "following", "what": "the LND invoice stream"})
+            watch = await _resolved(container.services.watch_invoices())
+            watching = asyncio.ensure_future(watch(until, on_events=on_events))
+        try:
+            await runner(on_events=on_events, stop=until)
+        finally:
+            until.set()
+            if watching is not None:
+                await watching
 
     await RunAsLeader(leadership, retry=min(interval, STANDBY_RETRY_MAX))(
         monitors, stop, on_change=lambda state: say({"monitor": state, "pid": os.getpid()}))

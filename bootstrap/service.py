@@ -87,6 +87,8 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
                 woken = (f", and at once on the node's ZMQ notifications ({'; '.join(line['notifications'])})"
                          if line["notifications"] else "")
                 say(f"monitoring every {line['interval']:g}s{woken}; Ctrl-C to stop")
+            elif line["monitor"] == "following":
+                say(f"following {line['what']}")
             elif line["monitor"] == "standby":
                 say(f"another process runs the monitors ({line}); waiting to take over")
             else:

@@ -132,3 +132,15 @@ class InvalidLightningValue(DomainError):
     """A Lightning record was given a malformed hash, index or state combination."""
 
     code = "invalid_lightning_value"
+
+
+class OrderClosed(DomainError):
+    """The order can take no new payment request: it is paid (finalized), failed or expired."""
+
+    code = "order_closed"
+
+
+class InvoiceConflict(DomainError):
+    """The order already has an open Lightning invoice for another amount."""
+
+    code = "invoice_conflict"

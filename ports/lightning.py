@@ -13,7 +13,13 @@ from kaccy_bitcoin.domain.lightning import (
     LightningInvoice,
     LightningPayment,
 )
+from kaccy_bitcoin.domain.errors import KaccyError
 from kaccy_bitcoin.domain.money import MilliSatoshis
+
+
+class LightningNodeError(KaccyError):
+    """The Lightning node could not be reached or refused a request (adapters' errors derive
+    from it, so a use case can tell "the node did not answer" from a rule it broke)."""
 
 
 class LightningNode(abc.ABC):

@@ -104,6 +104,10 @@ async def test_typed_results_and_errors_for_orders_and_withdrawals(node, tmp_pat
         with pytest.raises(InvalidFeeRate):
             await kaccy.create_withdrawal([(dest, 1_000)], fee_rate="fast")
 
+        other = await kaccy.create_withdrawal([(dest, 10_000)], fee_rate=2)
+        cancelled = await kaccy.cancel_withdrawal(other.withdrawal_id)
+        assert cancelled == WithdrawalStep(other.withdrawal_id, "rejected")
+
         created = await kaccy.create_withdrawal([(dest, 150_000)], fee_rate="2.5")
         assert isinstance(created, Withdrawal) and created.state == "created" and created.txid is None
         assert sum(i.amount_sat for i in created.inputs) == sum(o.amount_sat for o in created.outputs) + created.fee_sat
@@ -113,10 +117,6 @@ async def test_typed_results_and_errors_for_orders_and_withdrawals(node, tmp_pat
         assert sent.state == "broadcast" and sent.txid in await node.call("getrawmempool")
         shown = await kaccy.show_withdrawal(created.withdrawal_id)
         assert (shown.txid, shown.confirmations, shown.state) == (sent.txid, 0, "broadcast")
-
-        other = await kaccy.create_withdrawal([(dest, 10_000)], fee_rate=2)
-        cancelled = await kaccy.cancel_withdrawal(other.withdrawal_id)
-        assert cancelled == WithdrawalStep(other.withdrawal_id, "rejected")
 
         page = await kaccy.list_events(after=0, limit=1000)
         assert page.events and page.next == page.events[-1].seq
@@ -202,11 +202,11 @@ async def test_bump_cpfp_and_void_are_typed(node, tmp_path) -> None:
         await kaccy.monitor_tick()
         dest = await node.call("getnewaddress", wallet="miner")
 
-        first = await kaccy.create_withdrawal([(dest, 50_000)], fee_rate=1)
+        first = await kaccy.create_withdrawal([(dest, 20_000)], fee_rate=1)   # change from any coin
         await kaccy.sign_withdrawal(first.withdrawal_id, "software")
         await kaccy.broadcast_withdrawal(first.withdrawal_id)
         with pytest.raises(FeeTooLow) as low:
-            await kaccy.bump_withdrawal(first.withdrawal_id, "1.001")
+            await kaccy.bump_withdrawal(first.withdrawal_id, "1.5")
         assert low.value.code == "fee_too_low" and low.value.minimum_sat > 0
         bumped = await kaccy.bump_withdrawal(first.withdrawal_id, 5)
         assert isinstance(bumped, Withdrawal) and bumped.replaces == first.withdrawal_id
@@ -234,3 +234,19 @@ async def test_run_monitor_leads_and_finds_payments(node, tmp_path) -> None:
         stop.set()
         await asyncio.wait_for(running, 10)
     assert [s["monitor"] for s in states] == ["started", "leader"] and states[0]["notifications"]
+
+
+async def test_an_order_paid_over_lightning(node, tmp_path, fake_lnd) -> None:  # noqa: ANN001
+    from kaccy_bitcoin import OrderInvoice, OrderInvoiceCreated
+
+    shop = Shop(node, tmp_path, KACCY_LND_REST_URL=fake_lnd.rest_url, KACCY_LND_MACAROON=fake_lnd.info["macaroon"],
+                KACCY_LND_TLS_CERT=fake_lnd.info["tls_cert"])
+    async with KaccyBitcoin.from_env(kaccy_env(shop)) as kaccy:
+        await kaccy.create_order("ln-1", 20_000)
+        made = await kaccy.create_order_invoice("ln-1", 20_000_000, expiry_seconds=600)
+        assert isinstance(made, OrderInvoiceCreated) and made.state == "open"
+        await fake_lnd.pay(made.payment_request)
+        assert "invoice_settled" in [e.kind for e in await kaccy.monitor_tick()]
+        shown = await kaccy.show_order_invoice("ln-1")
+        assert isinstance(shown, OrderInvoice) and (shown.state, shown.amount_msat) == ("settled", 20_000_000)
+        assert (await kaccy.show_order("ln-1")).status == "finalized"

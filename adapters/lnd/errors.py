@@ -1,10 +1,11 @@
 """Errors of the LND adapter; each keeps what LND said (its gRPC code and message)."""
 from __future__ import annotations
 
-from kaccy_bitcoin.domain.errors import KaccyError, NotFound
+from kaccy_bitcoin.domain.errors import NotFound
+from kaccy_bitcoin.ports.lightning import LightningNodeError
 
 
-class LndError(KaccyError):
+class LndError(LightningNodeError):
     """LND answered with an error body `{"code", "message", "details"}`."""
 
     code = "lnd_error"
