@@ -170,3 +170,26 @@ async def test_run_monitor_polls_on_a_notification_then_once_more_after_settling
 async def test_run_monitor_falls_back_to_the_interval_when_notifications_fail() -> None:
     polls = await run_for(0.75, ScriptedWake([], fail=True), interval=0.2)
     assert len(polls) >= 3, polls
+
+
+class FailingRpc(FakeRpc):
+    def __init__(self, error: Exception) -> None:
+        super().__init__([])
+        self.error = error
+        self.calls = 0
+
+    async def call(self, method: str, *params):  # noqa: ANN002, ANN201
+        self.calls += 1
+        raise self.error
+
+
+async def test_waiting_for_the_wallets_is_best_effort() -> None:
+    from kaccy_bitcoin.adapters.bitcoin_core.errors import RpcConnectionError, RpcError
+
+    down = ZmqNotifications({}, FailingRpc(RpcConnectionError("node down")))
+    await down._wallets_caught_up()          # logged, not raised: the poll says the node is down
+    await down._wallets_caught_up()
+    assert down._rpc.calls == 2
+    old = ZmqNotifications({}, FailingRpc(RpcError("syncwithvalidationinterfacequeue", -32601, "Method not found")))
+    await old._wallets_caught_up()          # a node without the RPC: not asked again
+    assert old._rpc is None

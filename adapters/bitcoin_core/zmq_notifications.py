@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import zmq
 import zmq.asyncio
 
-from kaccy_bitcoin.adapters.bitcoin_core.errors import RpcError
+from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcError
 from kaccy_bitcoin.ports.chain_notifications import ChainNotifications
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,13 @@ class ZmqNotifications(ChainNotifications):
         try:
             await self._rpc.call("syncwithvalidationinterfacequeue")
         except RpcError as exc:
+            if exc.rpc_code != METHOD_NOT_FOUND:
+                log.warning("could not wait for the node's wallets after a notification: %s", exc)
+                return
             log.info("the node cannot tell when its wallets caught up (%s); polling on the notification alone", exc)
             self._rpc = None
+        except BitcoinCoreError as exc:   # the node is down or busy: the poll will say so too
+            log.warning("could not wait for the node's wallets after a notification: %s", exc)
 
     def close(self) -> None:
         if self._socket is not None:
