@@ -287,9 +287,12 @@ class RunMonitor:
         """Wait for `stop`, a notification or the timeout; True for a notification."""
         waits = {asyncio.ensure_future(stop.wait())}
         if self._wake is not None:
+            # `wait` keeps the timeout itself: cut short, it could swallow a notification it was
+            # already handling (read, then waiting for the node's wallets) and report none.
             woken = asyncio.ensure_future(self._wake.wait(timeout))
             waits.add(woken)
-        done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait(waits, timeout=None if self._wake is not None else timeout,
+                                           return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         if pending:

@@ -193,3 +193,28 @@ async def test_waiting_for_the_wallets_is_best_effort() -> None:
     old = ZmqNotifications({}, FailingRpc(RpcError("syncwithvalidationinterfacequeue", -32601, "Method not found")))
     await old._wallets_caught_up()          # a node without the RPC: not asked again
     assert old._rpc is None
+
+
+class SlowToReport(ChainNotifications):
+    """A notification that arrives just before the timeout and takes a moment to handle (the
+    wait for the node's wallets): it must still count as a notification."""
+
+    def __init__(self) -> None:
+        self.reported = 0
+
+    @property
+    def sources(self) -> list[str]:
+        return ["slow"]
+
+    async def wait(self, timeout: float) -> bool:
+        await asyncio.sleep(timeout * 0.9)
+        await asyncio.sleep(timeout * 0.3)   # handling it runs past the timeout
+        self.reported += 1
+        return True
+
+
+async def test_a_notification_handled_past_the_timeout_still_counts() -> None:
+    wake = SlowToReport()
+    polls = await run_for(0.5, wake, interval=0.1)
+    # every wait reported a notification, so every sleep was a settle (0.1 s), none was lost
+    assert wake.reported >= 3 and len(polls) == wake.reported + 1, (polls, wake.reported)
