@@ -117,7 +117,7 @@ def record_new(u: UnitOfWork, w: Withdrawal, shared_with: Sequence[str], at) -> 
     record its creation for the audit trail."""
     u.reservations.reserve(w.outpoints(), w.withdrawal_id, at, shared_with=shared_with)
     u.withdrawals.save(w)
-    u.record([w.event("withdrawal_created", at, kind=w.kind, user=w.user, replaces=w.replaces,
+    u.record([w.event("withdrawal_created", at, withdrawal_kind=w.kind, user=w.user, replaces=w.replaces,
                       outputs=[{"address": o.address, "amount_sat": o.amount.value, "change": o.change}
                                for o in w.outputs])])
 
