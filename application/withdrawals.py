@@ -64,8 +64,7 @@ def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
     if w.txid is not None and (w.state in _ON_CHAIN or w.ever_signed):
         out["txid"] = w.txid.value
         out["confirmations"] = w.confirmations if confirmations is None else confirmations
-    if w.kind == "payout":
-        out["risk"] = w.risk.to_dict()
+    out["risk"] = w.risk.to_dict()
     if w.user is not None:
         out["user"] = w.user
     if w.approved_by is not None:
