@@ -128,3 +128,27 @@ async def test_twenty_concurrent_requests_on_postgresql_exactly_five_fit_the_dai
     coins = [(i["txid"], i["vout"]) for r in made for i in r["inputs"]]
     assert len(coins) == len(set(coins))                                 # no coin twice
     assert shop.cli("audit", "verify")[1]["ok"] is True
+
+
+async def test_a_voided_withdrawal_gives_its_amount_back_once_the_void_is_final(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000, 200_000))
+    dest = await node.call("getnewaddress", wallet="miner")
+    shop.cli("limits", "set", "--user", "vic", "--daily-sat", "60000")
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", "--user", "vic")[1]
+    wid = w["withdrawal_id"]
+    shop.cli("withdraw", "sign", wid, "--signer", "software")
+    void = shop.cli("withdraw", "void", wid, "--by", "olivia")[1]["void"]
+    rc, out = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", "--user", "vic", check=False)
+    assert rc == 2 and out["error"]["code"] == "limit_exceeded"          # a signed one counts until settled
+    await node.mine(1)
+    shop.poll()
+    assert shop.cli("withdraw", "show", wid)[1]["state"] == "voided"
+    await node.mine(5)
+    shop.poll()
+    assert shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", "--user", "vic")[1]["state"] == (
+        "created")
+    kinds = [(e["kind"], e["actor"]) for e in shop.cli("audit", "query", "--subject", wid)[1]["entries"]]
+    assert ("withdrawal_void_requested", "olivia") in kinds and ("withdrawal_voided", "system") in kinds
+    assert ("withdrawal_created", "system") in [
+        (e["kind"], e["actor"]) for e in shop.cli("audit", "query", "--subject", void["withdrawal_id"])[1]["entries"]]
+    assert shop.cli("audit", "verify")[1]["ok"] is True
