@@ -40,23 +40,25 @@ class SetLimits:
         if user_given and user is None:
             raise InvalidAmount("--daily-sat, --monthly-sat, --single-max-sat and --hourly-sat need --user "
                                 "(the platform's limit is --platform-daily-sat)")
-        if user is None and platform_daily_sat is None:
-            raise InvalidAmount("give --user U with at least one limit, or --platform-daily-sat N")
+        if not user_given and platform_daily_sat is None:
+            raise InvalidAmount("nothing to set: give --user U with at least one limit, or --platform-daily-sat N "
+                                "(`limits show` prints them)")
         if user is not None and (not user.strip() or len(user) > 128 or user == PLATFORM):
             raise InvalidAmount(f"--user must be a name of 1 to 128 characters other than {PLATFORM!r}")
         now = self._clock.now()
         async with self._uow() as u:
+            # The platform's row first, then the user's: the order every check locks them in.
             mine = platform = None
+            if platform_daily_sat is not None:
+                platform = (u.limits.get(PLATFORM) or Limits(PLATFORM)).merged(daily_sat=platform_daily_sat)
+                u.limits.set(platform, now)
+            elif user is None:
+                platform = u.limits.get(PLATFORM)
             if user is not None:
                 mine = (u.limits.get(user) or Limits(user)).merged(
                     daily_sat=daily_sat, monthly_sat=monthly_sat, single_max_sat=single_max_sat,
                     hourly_sat=hourly_sat)
                 u.limits.set(mine, now)
-            if platform_daily_sat is not None:
-                platform = (u.limits.get(PLATFORM) or Limits(PLATFORM)).merged(daily_sat=platform_daily_sat)
-                u.limits.set(platform, now)
-            else:
-                platform = u.limits.get(PLATFORM) if user is None else None
             shown = _limits_view(mine, platform, user)
             u.record([DomainEvent(f"limits_set:{uuid.uuid4().hex}", "limits_set", user or PLATFORM, now,
                                   dict(shown), by)])

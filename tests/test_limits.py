@@ -151,3 +151,32 @@ def test_storage_takes_locks_and_gives_back(uow_factory) -> None:  # noqa: ANN00
     with uow_factory() as u:
         check_limits(u, "carol", 100, T0, lock=True)
         assert [x.returned for x in u.limits.user_usage("carol", T0 - L.DAY)] == [True]
+
+
+def test_limits_set_and_show_from_the_command_line(tmp_path) -> None:  # noqa: ANN001
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    cli = str(pathlib.Path(sys.executable).parent / "kaccy-bitcoin")
+    env = {**os.environ, "KACCY_DATABASE_URL": f"sqlite:///{tmp_path}/l.db", "KACCY_DATA_DIR": str(tmp_path)}
+
+    def run(*args: str) -> tuple[int, dict]:
+        proc = subprocess.run([cli, *args], env=env, capture_output=True, text=True, timeout=60)
+        return proc.returncode, json.loads(proc.stdout)
+
+    assert run("limits", "set", "--user", "ann", "--daily-sat", "1000", "--by", "ops") == (0, {
+        "user": "ann", "daily_sat": 1000, "monthly_sat": None, "single_max_sat": None, "hourly_sat": None})
+    assert run("limits", "set", "--user", "ann", "--hourly-sat", "100")[1]["daily_sat"] == 1000   # merged
+    assert run("limits", "set", "--platform-daily-sat", "5000") == (0, {"platform_daily_sat": 5000})
+    assert run("limits", "show", "--user", "ann") == (0, {
+        "user": "ann", "daily_sat": 1000, "monthly_sat": None, "single_max_sat": None, "hourly_sat": 100,
+        "platform_daily_sat": 5000})
+    for bad in (["--daily-sat", "5"], [], ["--user", "ann"], ["--user", "ann", "--daily-sat", "-5"],
+                ["--user", "platform", "--daily-sat", "5"]):
+        rc, out = run("limits", "set", *bad)
+        assert rc == 2 and out["error"]["code"] in ("invalid_amount", "usage"), (bad, out)
+    rc, out = run("audit", "query", "--subject", "ann")
+    assert [(e["kind"], e["actor"]) for e in out["entries"]] == [("limits_set", "ops"), ("limits_set", "operator")]
