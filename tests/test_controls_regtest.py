@@ -152,3 +152,25 @@ async def test_a_voided_withdrawal_gives_its_amount_back_once_the_void_is_final(
     assert ("withdrawal_created", "system") in [
         (e["kind"], e["actor"]) for e in shop.cli("audit", "query", "--subject", void["withdrawal_id"])[1]["entries"]]
     assert shop.cli("audit", "verify")[1]["ok"] is True
+
+
+async def test_a_batch_rbf_adding_payouts_is_held_to_the_original_users_limits(node, tmp_path) -> None:
+    shop = await funded_shop(node, tmp_path, amounts=(200_000, 200_000, 200_000))
+    dest, other = [await node.call("getnewaddress", wallet="miner") for _ in range(2)]
+    shop.cli("limits", "set", "--user", "wes", "--daily-sat", "100000")
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", "--fee-rate", "2", "--user", "wes")[1]
+    shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
+    shop.cli("withdraw", "broadcast", w["withdrawal_id"])
+    rc, out = shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "10", "--to", other, "--amount-sat",
+                       "60000", check=False)
+    assert rc == 2 and (out["error"]["code"], out["error"]["limit"], out["error"]["remaining_sat"]) == (
+        "limit_exceeded", "daily", 50_000)
+    bumped = shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "10", "--to", other, "--amount-sat",
+                      "40000")[1]
+    assert bumped["replaces"] == w["withdrawal_id"] and bumped["user"] == "wes"
+    rc, out = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "20000", "--user", "wes", check=False)
+    assert rc == 2 and out["error"]["remaining_sat"] == 10_000
+    # a plain RBF (no new payouts) takes nothing more
+    assert shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "12")[1]["replaces"] == w["withdrawal_id"]
+    assert shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "10000", "--user", "wes")[1]["state"] == (
+        "created")
