@@ -67,7 +67,7 @@ class LimitCounters(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.uow = MemoryUnitOfWorkFactory()
+        self.uow = self.make_store()
         self.now = T0
         self.n = 0
         self.taken: dict[str, L.Usage] = {}
@@ -79,6 +79,9 @@ class LimitCounters(RuleBasedStateMachine):
             for limits in (*self.limits.values(), self.platform):
                 u.limits.set(limits, T0)
             u.commit()
+
+    def make_store(self):  # noqa: ANN201
+        return MemoryUnitOfWorkFactory()
 
     @rule(user=st.sampled_from(USERS + (None,)), amount=AMOUNTS, commit=st.booleans())
     def request(self, user: str | None, amount: int, commit: bool) -> None:
@@ -128,6 +131,26 @@ class LimitCounters(RuleBasedStateMachine):
 
 TestLimitCounters = LimitCounters.TestCase
 TestLimitCounters.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+class SqliteLimitCounters(LimitCounters):
+    """The same interleavings over the SQL adapter (a new SQLite file per example)."""
+
+    def make_store(self):  # noqa: ANN201
+        import tempfile
+
+        from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
+
+        self._dir = tempfile.TemporaryDirectory()
+        self._engine = make_engine(f"sqlite:///{self._dir.name}/limits.db")
+        return SqlUnitOfWorkFactory(self._engine)
+
+    def teardown(self) -> None:
+        self._engine.dispose()
+        self._dir.cleanup()
+
+TestSqliteLimitCounters = SqliteLimitCounters.TestCase
+TestSqliteLimitCounters.settings = settings(max_examples=15, stateful_step_count=25, deadline=None)
 
 
 def test_storage_takes_locks_and_gives_back(uow_factory) -> None:  # noqa: ANN001
