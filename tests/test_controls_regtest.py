@@ -85,7 +85,7 @@ async def test_a_withdrawal_to_our_own_deposit_address_is_held_until_an_operator
 
 
 async def test_a_held_withdrawal_alerts_the_notifier(node, tmp_path) -> None:
-    shop = await funded_shop(node, tmp_path, amounts=(300_000, 300_000), KACCY_REVIEW_SCORE="15")
+    shop = await funded_shop(node, tmp_path, amounts=(300_000,) * 4, KACCY_REVIEW_SCORE="15")
     dest = await node.call("getnewaddress", wallet="miner")
     c = shop.container()
     try:
@@ -95,6 +95,12 @@ async def test_a_held_withdrawal_alerts_the_notifier(node, tmp_path) -> None:
         assert [(e.kind, e.subject) for e in shop.notifier.notified] == [("withdrawal_held", made["withdrawal_id"])]
         anonymous = await manager([(dest, 40_000)])                # no user: no history rules
         assert anonymous["state"] == "created" and anonymous["risk"] == {"score": 0, "reasons": []}
+        # the whole way for a program embedding the library: request, sign, broadcast
+        sent = await manager.process([(dest, 30_000)], "software")
+        assert sent["state"] == "broadcast" and sent["txid"] in await node.call("getrawmempool")
+        assert sent["risk"] == {"score": 0, "reasons": []}
+        held = await manager.process([(dest, 30_000)], "software", user="erin")   # again within a minute
+        assert held["state"] == "held"
     finally:
         await _shutdown(c)
 
