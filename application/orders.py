@@ -31,6 +31,7 @@ class OrderView:
     txids: list[str]
     expires_at: str | None
     label: str
+    lightning: dict[str, str] | None = None   # {"payment_hash", "state"} of its Lightning invoice
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -136,10 +137,14 @@ class ShowOrder:
             if request is None:
                 raise NotFound(f"no order with id {order_id!r}")
             payment = uow.payments.get(order_id) or Payment(order_id)
+            invoices = uow.invoices.for_order(order_id)
+        # The invoice that paid the order, else the newest one.
+        invoice = next((i for i in invoices if i.payment_hash in payment.lightning), invoices[0] if invoices else None)
         depth = payment.confirmations(request)
         return OrderView(
             order_id=order_id, address=request.address, amount_sat=request.amount.value,
             received_sat=payment.received.value, status=payment.state.name.lower(),
             match=payment.match(request).value, confirmations=depth or 0, txids=payment.txids(),
             expires_at=request.expires_at.isoformat() if request.expires_at else None,
-            label=request.label)
+            label=request.label,
+            lightning={"payment_hash": invoice.payment_hash, "state": invoice.status} if invoice else None)

@@ -85,7 +85,17 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
             for e in events:
                 say(f"event {e.kind} {e.subject} {e.data}")
 
-        await RunMonitor(poll, interval)(on_events=show, stop=stop)
+        watching = None
+        if config.lnd_rest_url():
+            say("following LND's invoice stream")
+            watching = asyncio.ensure_future((await _awaited(container.services.watch_invoices()))(
+                stop, on_events=show))
+        try:
+            await RunMonitor(poll, interval)(on_events=show, stop=stop)
+        finally:
+            stop.set()
+            if watching is not None:
+                await watching
         return {"stopped": True}
     finally:
         if node is not None:

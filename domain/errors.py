@@ -138,5 +138,13 @@ class WithdrawalHeld(DomainError):
     code = "withdrawal_held"
 
 
-class InvalidAuditQuery(DomainError):
-    code = "invalid_audit_query"
+class OrderClosed(DomainError):
+    """The order can take no new payment request: it is paid (finalized), failed or expired."""
+
+    code = "order_closed"
+
+
+class InvoiceConflict(DomainError):
+    """The order already has an open Lightning invoice for another amount."""
+
+    code = "invoice_conflict"

@@ -41,6 +41,9 @@ EVENT_KINDS = frozenset({
     "withdrawal_void_requested",
     # operator actions on the controls
     "limits_set",
+    "invoice_created",
+    "invoice_settled",
+    "invoice_expired",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.

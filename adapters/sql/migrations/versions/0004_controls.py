@@ -8,7 +8,7 @@ removal of the last entries is seen too. Withdrawals made before limits existed 
 from them.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from alembic import op
 from kaccy_bitcoin.domain.audit import GENESIS, SYSTEM, entry_hash
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
