@@ -2,11 +2,10 @@
 
 Once a transaction is signed it may be on the network whatever we recorded (a signed
 PSBT was printed; a crash can follow `sendrawtransaction`), so every state that a
-signed transaction can be in moves to BROADCAST when the chain shows it (`seen`), and
-a withdrawal the risk review
-holds waits in HELD, where nothing signs it, until an operator approves it (back to
-CREATED) or cancels it; a withdrawal leaves the running only when the chain settles it: COMPLETED (its own
-transaction final), REPLACED or VOIDED (a sibling of its family confirmed: an RBF
+signed transaction can be in moves to BROADCAST when the chain shows it (`seen`). A
+withdrawal the risk review holds waits in HELD, where nothing signs it, until an operator
+approves it (back to CREATED) or cancels it. A withdrawal leaves the running only when the
+chain settles it: COMPLETED (its own transaction final), REPLACED or VOIDED (a sibling of its family confirmed: an RBF
 replacement, or a void spending its inputs back to us), CONFLICTED (a transaction that
 is none of ours spent an input).
 """

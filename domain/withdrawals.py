@@ -115,11 +115,12 @@ class Withdrawal:
 
     @property
     def pays_nothing(self) -> bool:
-        """Known never to pay out: cancelled or expired before signing, or voided (its inputs went
-        back to us). Its amount no longer counts against the limits."""
+        """Known never to pay out: expired, voided (its inputs went back to us), or cancelled or
+        replaced before it was ever signed (a replacement of it needs it signed first). Once
+        settled, its amount no longer counts against the limits."""
         if self.state in (PsbtState.EXPIRED, PsbtState.VOIDED):
             return True
-        return self.state is PsbtState.REJECTED and not self.ever_signed
+        return self.state in (PsbtState.REJECTED, PsbtState.REPLACED) and not self.ever_signed
 
     # -- the owner's steps -------------------------------------------------------
     def review(self, risk: RiskAssessment, review_score: int, at: dt.datetime) -> DomainEvent | None:

@@ -69,3 +69,19 @@ def test_a_held_withdrawal_cannot_be_signed_until_approved() -> None:
     with pytest.raises(WithdrawalStateError):
         w.approve("alice", T0)
     assert Withdrawal("w2", T0, [], [], Satoshis(100), "p").review(RiskAssessment.of(["velocity"]), 70, T0) is None
+
+
+def test_only_what_is_certain_not_to_pay_gives_its_amount_back() -> None:
+    def withdrawal(*triggers: str) -> Withdrawal:
+        w = Withdrawal("w", T0, [], [], Satoshis(100), "p")
+        for trigger in triggers:
+            w.machine.fire(trigger, at=T0)
+        return w
+
+    assert withdrawal("cancel").pays_nothing and withdrawal("hold", "cancel").pays_nothing
+    assert withdrawal("expire").pays_nothing and withdrawal("replace").pays_nothing
+    assert withdrawal("complete_signatures", "void").pays_nothing
+    assert not withdrawal("complete_signatures", "finalize", "reject").pays_nothing   # signed: may still confirm
+    assert not withdrawal("complete_signatures", "replace").pays_nothing              # its replacement pays them
+    assert not withdrawal("complete_signatures", "conflict").pays_nothing
+    assert not withdrawal().pays_nothing and not withdrawal("hold").pays_nothing
