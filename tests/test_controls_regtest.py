@@ -113,11 +113,13 @@ async def _shutdown(container) -> None:  # noqa: ANN001
         await done
 
 
-async def test_twenty_concurrent_requests_on_postgresql_exactly_five_fit_the_daily_limit(node, tmp_path) -> None:
-    url = os.environ.get("KACCY_TEST_DATABASE_URL")
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+async def test_twenty_concurrent_requests_exactly_five_fit_the_daily_limit(node, tmp_path, kind: str) -> None:
+    url = os.environ.get("KACCY_TEST_DATABASE_URL") if kind == "postgresql" else f"sqlite:///{tmp_path}/race.db"
     if not url:
         pytest.skip("KACCY_TEST_DATABASE_URL is not set")
-    fresh_engine("postgresql", tmp_path).dispose()
+    if kind == "postgresql":
+        fresh_engine("postgresql", tmp_path).dispose()
     shop = await funded_shop(node, tmp_path, amounts=(100_000,) * 8, KACCY_DATABASE_URL=url)
     dest = await node.call("getnewaddress", wallet="miner")
     shop.cli("limits", "set", "--user", "racer", "--daily-sat", "150000")
