@@ -7,7 +7,7 @@ import uuid
 from typing import Any, Iterator
 
 from kaccy_bitcoin.domain import audit
-from kaccy_bitcoin.domain.errors import InvalidAmount
+from kaccy_bitcoin.domain.errors import InvalidAmount, InvalidUser
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.limits import PLATFORM, Limits
 from kaccy_bitcoin.ports.clock import Clock
@@ -44,7 +44,7 @@ class SetLimits:
             raise InvalidAmount("nothing to set: give --user U with at least one limit, or --platform-daily-sat N "
                                 "(`limits show` prints them)")
         if user is not None and (not user.strip() or len(user) > 128 or user == PLATFORM):
-            raise InvalidAmount(f"--user must be a name of 1 to 128 characters other than {PLATFORM!r}")
+            raise InvalidUser(f"--user must be a name of 1 to 128 characters other than {PLATFORM!r}")
         now = self._clock.now()
         async with self._uow() as u:
             # The platform's row first, then the user's: the order every check locks them in.

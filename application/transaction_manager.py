@@ -27,7 +27,7 @@ from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.application.withdrawals import BroadcastWithdrawal, SignWithdrawal, record_new, view
 from kaccy_bitcoin.domain import limits as limit_rules
-from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount
+from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount, InvalidUser
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.psbt_state import PsbtState
 from kaccy_bitcoin.domain.risk import DEFAULT_REVIEW_SCORE, RiskAssessment, assess
@@ -67,8 +67,8 @@ def _user(user: str | None) -> str | None:
     if user is None:
         return None
     if not user.strip() or len(user) > 128 or user == limit_rules.PLATFORM:
-        raise InvalidAmount(f"--user must be a name of 1 to 128 characters other than {limit_rules.PLATFORM!r}, "
-                            f"got {user!r}")
+        raise InvalidUser(f"--user must be a name of 1 to 128 characters other than {limit_rules.PLATFORM!r}, "
+                          f"got {user!r}")
     return user
 
 

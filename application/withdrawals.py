@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.domain.bitcoin import Address, Network, Txid
-from kaccy_bitcoin.domain.errors import DomainError, FeeTooLow, NotFound, WithdrawalStateError
+from kaccy_bitcoin.domain.errors import DomainError, FeeTooLow, InvalidOperator, NotFound, WithdrawalStateError
 from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.psbt import (
     PsbtMismatch,
@@ -33,10 +33,6 @@ from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
 
 OPERATOR = "operator"   # the actor of an operator action when the command names nobody (--by)
 _ON_CHAIN = (PsbtState.BROADCAST, PsbtState.CONFIRMED, PsbtState.COMPLETED)
-
-
-class InvalidOperator(DomainError):
-    code = "invalid_operator"
 
 
 class RejectedByNode(DomainError):

@@ -132,6 +132,18 @@ class LimitExceeded(DomainError):
         return {"limit": self.limit, "limit_sat": self.limit_sat, "remaining_sat": self.remaining_sat}
 
 
+class InvalidUser(DomainError):
+    """A user name that cannot name a user (empty, too long, or the platform's own scope)."""
+
+    code = "invalid_user"
+
+
+class InvalidOperator(DomainError):
+    """An operator action that does not say who is acting."""
+
+    code = "invalid_operator"
+
+
 class WithdrawalHeld(DomainError):
     """The risk review held the withdrawal: nothing signs it until an operator approves it."""
 

@@ -200,6 +200,6 @@ def test_limits_set_and_show_from_the_command_line(tmp_path) -> None:  # noqa: A
     for bad in (["--daily-sat", "5"], [], ["--user", "ann"], ["--user", "ann", "--daily-sat", "-5"],
                 ["--user", "platform", "--daily-sat", "5"]):
         rc, out = run("limits", "set", *bad)
-        assert rc == 2 and out["error"]["code"] in ("invalid_amount", "usage"), (bad, out)
+        assert rc == 2 and out["error"]["code"] in ("invalid_amount", "invalid_user", "usage"), (bad, out)
     rc, out = run("audit", "query", "--subject", "ann")
     assert [(e["kind"], e["actor"]) for e in out["entries"]] == [("limits_set", "ops"), ("limits_set", "operator")]
