@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "lnd_rest_url": None,
     "lnd_macaroon": None,
     "lnd_tls_cert": None,
+    "custody_tiers": None,
+    "custody_targets": None,
 }
 
 

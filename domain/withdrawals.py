@@ -81,6 +81,7 @@ class Withdrawal:
     confirmations: int = 0
     conflicted_by: Txid | None = None    # the transaction that won over this one
     settled: bool = False                # the chain's verdict is final: nothing more to watch
+    wallet: str = "default"              # the wallet whose coins it spends and whose change it makes
     version: int = attrs.field(default=0, eq=False)   # storage's optimistic-concurrency token
 
     # -- reading ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
+from kaccy_bitcoin.domain.wallets import Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 
 
@@ -194,6 +195,30 @@ class CoinReservations(abc.ABC):
         """Every held coin and the withdrawal holding it."""
 
 
+class WalletRepository(abc.ABC):
+    """The wallets added besides `default` (which KACCY_XPUB configures and is not stored)."""
+
+    @abc.abstractmethod
+    def add(self, wallet: Wallet) -> None:
+        """Store a new wallet; WalletExists if its name or number is taken."""
+
+    @abc.abstractmethod
+    def get(self, name: str) -> Wallet | None:
+        """The wallet of that name."""
+
+    @abc.abstractmethod
+    def by_number(self, number: int) -> Wallet | None:
+        """The wallet of that number."""
+
+    @abc.abstractmethod
+    def all(self) -> list[Wallet]:
+        """Every stored wallet, by number."""
+
+    @abc.abstractmethod
+    def next_number(self) -> int:
+        """The number the next added wallet takes (1 when none is stored; 0 is `default`)."""
+
+
 class UnitOfWork(abc.ABC):
     """A transaction over every repository: all of it commits, or none of it does.
 
@@ -212,6 +237,7 @@ class UnitOfWork(abc.ABC):
     audit: AuditLog
     consumers: EventConsumers
     reservations: CoinReservations
+    wallets: WalletRepository
 
     def __init__(self) -> None:
         self._recorded: list[DomainEvent] = []

@@ -19,13 +19,14 @@ from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
+from kaccy_bitcoin.domain.wallets import Wallet, WalletExists
 
 
 class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "addresses", "counters", "cursors",
-              "audit", "consumers", "reservations")
+              "audit", "consumers", "reservations", "wallets")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -281,6 +282,28 @@ class MemoryReservations(storage.CoinReservations):
         return {op: w for op, w in merged.items() if w is not None}
 
 
+class MemoryWallets(storage.WalletRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def add(self, wallet: Wallet) -> None:
+        if wallet.name in self._t or any(w.number == wallet.number for w in self._t.values()):
+            raise WalletExists(f"a wallet named {wallet.name!r} (or numbered {wallet.number}) exists")
+        self._t.put(wallet.name, wallet)
+
+    def get(self, name: str) -> Wallet | None:
+        return self._t.get(name)
+
+    def by_number(self, number: int) -> Wallet | None:
+        return next((w for w in self._t.values() if w.number == number), None)
+
+    def all(self) -> list[Wallet]:
+        return sorted(self._t.values(), key=lambda w: w.number)
+
+    def next_number(self) -> int:
+        return max((w.number for w in self._t.values()), default=0) + 1
+
+
 class MemoryUnitOfWork(storage.UnitOfWork):
     """`read_only`: for reading only, as the SQL adapter's (commit() is refused)."""
 
@@ -300,6 +323,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.audit = MemoryAuditLog(t["audit"], self._store.audit_order, self._store.events_lock)
         self.consumers = MemoryEventConsumers(t["consumers"])
         self.reservations = MemoryReservations(t["reservations"])
+        self.wallets = MemoryWallets(t["wallets"])
 
     def _commit(self) -> None:
         if self.read_only:

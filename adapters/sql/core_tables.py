@@ -135,6 +135,17 @@ sequences = Table(
 )
 
 
+wallets = Table(
+    'kaccy_wallets', metadata,
+    Column('name', String(length=32), primary_key=True, nullable=False),
+    Column('number', Integer(), nullable=False),
+    Column('threshold', Integer(), nullable=False),
+    Column('keys', JSON(), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    UniqueConstraint('number', name=None),
+)
+
+
 withdrawals = Table(
     'kaccy_withdrawals', metadata,
     Column('withdrawal_id', String(length=64), primary_key=True, nullable=False),

@@ -7,13 +7,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.bitcoin import HARDENED, DerivationPath, OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest, ReceivedOutput
 from kaccy_bitcoin.domain.payment_state import PaymentMachine
 from kaccy_bitcoin.domain.psbt_state import PsbtMachine
 from kaccy_bitcoin.domain.statemachine import Transition
+from kaccy_bitcoin.domain.wallets import DEFAULT as DEFAULT_WALLET, CosignerKey, Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 
 
@@ -86,6 +87,7 @@ def withdrawal_fields(w: Withdrawal) -> dict:
             "stuck_alerted": w.stuck_alerted, "confirmations": w.confirmations,
             "conflicted_by": w.conflicted_by.value if w.conflicted_by else None,
             "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
+            "wallet": w.wallet,
         },
     }
 
@@ -107,10 +109,29 @@ def withdrawal_from_row(row: Any) -> Withdrawal:
         kind=d.get("kind", "payout"), rebroadcasts=d.get("rebroadcasts", 0),
         stuck_alerted=d.get("stuck_alerted", False), confirmations=d.get("confirmations", 0),
         conflicted_by=Txid(d["conflicted_by"]) if d.get("conflicted_by") else None,
-        settled=bool(row.settled), version=row.version,
+        settled=bool(row.settled), version=row.version, wallet=d.get("wallet", DEFAULT_WALLET),
         last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
         else None)
 
 
 def event_from_row(row: Any) -> DomainEvent:
     return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data))
+
+
+def wallet_fields(w: Wallet) -> dict:
+    return {"name": w.name, "number": w.number, "threshold": w.threshold,
+            "keys": [k.expression() for k in w.keys], "created_at": w.created_at}
+
+
+def wallet_from_row(row: Any) -> Wallet:
+    """Stored keys were checked when the wallet was added; they are read back without the
+    network check (the network cannot change under a database)."""
+    keys = tuple(_stored_key(k) for k in row.keys)
+    return Wallet(row.name, row.number, row.threshold, keys, utc(row.created_at))
+
+
+def _stored_key(text: str) -> CosignerKey:
+    origin, _, xpub = text[1:].partition("]")
+    fingerprint, _, path = origin.partition("/")
+    steps = [int(p.rstrip("h'")) | (HARDENED if p[-1] in "h'" else 0) for p in path.split("/")]
+    return CosignerKey(fingerprint, DerivationPath(tuple(steps)), xpub)

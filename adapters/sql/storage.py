@@ -29,6 +29,7 @@ from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
+from kaccy_bitcoin.domain.wallets import Wallet, WalletExists
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
 
@@ -592,6 +593,37 @@ class SqlReservations(storage.CoinReservations):
         return {OutPoint(Txid(t), v): w for t, v, w in rows}
 
 
+class SqlWallets(storage.WalletRepository):
+    _t = tables.wallets
+
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
+
+    def add(self, wallet: Wallet) -> None:
+        try:
+            with self._s.begin_nested():
+                self._s.execute(insert(self._t).values(mapping.wallet_fields(wallet)))
+        except IntegrityError:
+            raise WalletExists(f"a wallet named {wallet.name!r} (or numbered {wallet.number}) was added "
+                               "at the same time") from None
+
+    def _one(self, where) -> Wallet | None:  # noqa: ANN001
+        row = self._s.execute(select(self._t).where(where)).first()
+        return mapping.wallet_from_row(row) if row else None
+
+    def get(self, name: str) -> Wallet | None:
+        return self._one(self._t.c.name == name)
+
+    def by_number(self, number: int) -> Wallet | None:
+        return self._one(self._t.c.number == number)
+
+    def all(self) -> list[Wallet]:
+        return [mapping.wallet_from_row(r) for r in self._s.execute(select(self._t).order_by(self._t.c.number))]
+
+    def next_number(self) -> int:
+        return self._s.execute(select(func.coalesce(func.max(self._t.c.number), 0))).scalar_one() + 1
+
+
 class SqlUnitOfWork(storage.UnitOfWork):
     """One Core connection; its transaction begins with the first statement (SQLite: BEGIN
     IMMEDIATE, see make_engine) and ends with commit() or the rollback on leaving the block.
@@ -620,6 +652,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.audit = SqlAuditLog(c)
         self.consumers = SqlEventConsumers(c)
         self.reservations = SqlReservations(c)
+        self.wallets = SqlWallets(c)
 
     def _commit(self) -> None:
         if self._conn is None:

@@ -147,3 +147,14 @@ class ReservationRow(KaccyTable, table=True):
     vout: int = Field(primary_key=True)
     withdrawal_id: str = Field(index=True, max_length=64)
     reserved_at: dt.datetime = _ts(nullable=False)
+
+
+class WalletRow(KaccyTable, table=True):
+    """A wallet added by `wallet add` (the `default` wallet is configured, not stored)."""
+
+    __tablename__ = "kaccy_wallets"
+    name: str = Field(primary_key=True, max_length=32)
+    number: int = Field(unique=True)
+    threshold: int
+    keys: list = Field(sa_column=Column(JSON, nullable=False))    # key expressions with their origins
+    created_at: dt.datetime = _ts(nullable=False)
