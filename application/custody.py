@@ -6,6 +6,7 @@ from typing import Any
 
 from kaccy_bitcoin.application.wallets import WalletDirectory, balances
 from kaccy_bitcoin.domain.custody import CustodyPolicy, InvalidCustodyConfig
+from kaccy_bitcoin.domain.wallets import UnknownWallet
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 
 
@@ -17,6 +18,14 @@ class CustodyStatus:
         if not self._policy.tiers:
             raise InvalidCustodyConfig("no custody tiers: set KACCY_CUSTODY_TIERS, e.g. "
                                        "hot=default:2000000,warm=treasury:50000000,cold=vault")
-        opened = [self._wallets.get(t.wallet) for t in self._policy.tiers]
+        opened = []
+        for tier in self._policy.tiers:
+            try:
+                opened.append(self._wallets.get(tier.wallet))
+            except UnknownWallet:
+                pass    # a tier whose wallet is not added yet holds nothing
         found = balances(opened, await self._chain.unspent(0))
-        return self._policy.status({name: b["confirmed_sat"] + b["unconfirmed_sat"] for name, b in found.items()})
+        status = self._policy.status({name: b["confirmed_sat"] + b["unconfirmed_sat"] for name, b in found.items()})
+        for row in status["tiers"]:
+            row["wallet_known"] = row["wallet"] in found
+        return status

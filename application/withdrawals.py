@@ -121,7 +121,7 @@ class CreateWithdrawal:
         """`wallet`: the wallet to pay from; None lets the custody tiers choose by amount
         (`default` without tiers). A wallet of a capped tier refuses more than its cap."""
         parsed = self._builder.parse_payouts(payouts)
-        total = sum(amount.value for _, amount in parsed)
+        total = self._paid_out(parsed)
         if wallet is None:
             wallet = self._custody.choose(total)
         self._custody.check(wallet or DEFAULT, total)
@@ -134,6 +134,14 @@ class CreateWithdrawal:
             return view(w)
 
         return await retried(attempt, on=CoinsReserved, why="a coin was reserved by another withdrawal meanwhile")
+
+    def _paid_out(self, payouts: Sequence[tuple[Address, Any]]) -> int:
+        """What leaves the platform: payouts to our own addresses (a sweep or refill between our
+        wallets) count against no tier's cap."""
+        if not self._custody.tiers:
+            return sum(amount.value for _, amount in payouts)
+        with self._uow.read() as uow:
+            return sum(amount.value for address, amount in payouts if uow.addresses.get(address.value) is None)
 
 
 async def sign_with(signer: PsbtSigner, network: Network, w: Withdrawal, at) -> None:  # noqa: ANN001
