@@ -17,7 +17,7 @@ import attrs
 
 from kaccy_bitcoin.application.orders import WatchRange
 from kaccy_bitcoin.domain.addresses import AddressEntry
-from kaccy_bitcoin.domain.bitcoin import Network
+from kaccy_bitcoin.domain.bitcoin import AddressType, Network
 from kaccy_bitcoin.domain.wallets import DEFAULT, CosignerKey, UnknownWallet, Wallet, WalletExists, check_name
 from kaccy_bitcoin.domain.withdrawals import Utxo
 from kaccy_bitcoin.ports.addresses import CHANGE, RECEIVE, AddressDeriver
@@ -49,7 +49,8 @@ class OpenWallet:
             and self.deriver.address(u.chain, u.index) == u.address
 
     def policy(self) -> str:
-        return self.wallet.policy(self.deriver.address_type.value if not self.wallet.is_multisig else "p2wsh")
+        kind = self.deriver.address_type
+        return self.wallet.policy("p2sh-p2wpkh" if kind is AddressType.P2SH else kind.value)
 
 
 class WalletDirectory:

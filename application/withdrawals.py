@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.domain.bitcoin import Address, Network, Txid
+from kaccy_bitcoin.domain.custody import CustodyPolicy
 from kaccy_bitcoin.domain.errors import CoinsReserved, DomainError, FeeTooLow, NotFound, WithdrawalStateError
 from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.psbt import (
@@ -29,7 +30,6 @@ from kaccy_bitcoin.domain.psbt import (
     verify_signatures,
 )
 from kaccy_bitcoin.domain.psbt_state import UNSIGNED, PsbtState
-from kaccy_bitcoin.domain.custody import CustodyPolicy
 from kaccy_bitcoin.domain.wallets import DEFAULT
 from kaccy_bitcoin.domain.withdrawals import VOID, Withdrawal
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend

@@ -4,6 +4,7 @@ signature combined with a node wallet's (a second cosigner's private descriptor)
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 
 import pytest
@@ -12,6 +13,7 @@ from bitcointx import ChainParams
 from bitcointx.core.key import CKey
 from bitcointx.core.psbt import PartiallySignedTransaction
 
+from tests.conftest import fresh_engine
 from tests.payments_harness import Shop
 
 pytestmark = pytest.mark.node
@@ -20,6 +22,7 @@ TEST_NET = Bip32KeyNetVersions(bytes.fromhex("043587cf"), bytes.fromhex("0435839
 COSIGNER_B = "legal winner thank year wave sausage worth useful legal winner thank yellow"
 COSIGNER_C = "letter advice cage absurd amount doctor acoustic avoid letter advice cage above"
 BIP48_P2WSH = "m/48'/1'/0'/2'"
+DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get("KACCY_TEST_DATABASE_URL") else [])
 
 
 def bip48_key(words: str) -> tuple[str, str]:
@@ -51,8 +54,14 @@ async def multisig_shop(node, tmp_path, **settings):  # noqa: ANN001, ANN201
     return shop, keys
 
 
-async def test_two_of_three_wallet_funded_signed_by_two_cosigners_broadcast_and_confirmed(node, tmp_path) -> None:
-    shop, keys = await multisig_shop(node, tmp_path)
+@pytest.mark.parametrize("database", DATABASES)
+async def test_two_of_three_wallet_funded_signed_by_two_cosigners_broadcast_and_confirmed(node, tmp_path,
+                                                                                         database) -> None:
+    settings = {}
+    if database == "postgresql":
+        fresh_engine("postgresql", tmp_path).dispose()
+        settings["KACCY_DATABASE_URL"] = os.environ["KACCY_TEST_DATABASE_URL"]
+    shop, keys = await multisig_shop(node, tmp_path, **settings)
     public = [k[0] for k in keys]
     added = shop.cli("wallet", "add", "treasury", "--threshold", "2", *[a for k in public for a in ("--key", k)])[1]
     assert set(added) == {"wallet", "receive_descriptor", "change_descriptor", "first_address"}
@@ -66,6 +75,14 @@ async def test_two_of_three_wallet_funded_signed_by_two_cosigners_broadcast_and_
 
     order = shop.order("t-1", 1_000_000, "--wallet", "treasury")
     assert order["address"] == added["first_address"]
+    assert shop.order("t-1", 1_000_000, "--wallet", "treasury") == order              # the same order again
+    rc, out = shop.cli("order", "create", "t-1", "--amount-sat", "1000000", check=False)
+    assert rc == 2 and out["error"]["code"] == "order_conflict"                       # bound to its wallet
+    rc, out = shop.cli("order", "create", "x-1", "--amount-sat", "5000", "--wallet", "nope", check=False)
+    assert rc == 2 and out["error"]["code"] == "unknown_wallet"
+    for bad in (["--key", public[0].replace("/2h]", "/1h]")], ["--key", keys[1][1]], ["--key", public[2]]):
+        rc, out = shop.cli("wallet", "add", "vault", "--threshold", "1", "--key", public[2], *bad, check=False)
+        assert rc == 2 and out["error"]["code"] == "invalid_wallet", out
     default_order = shop.order("d-1", 100_000)
     assert default_order["address"] != order["address"]
     await node.send(order["address"], 1_000_000)

@@ -126,7 +126,7 @@ def wallet_fields(w: Wallet) -> dict:
 def wallet_from_row(row: Any) -> Wallet:
     """Stored keys were checked when the wallet was added; they are read back without the
     network check (the network cannot change under a database)."""
-    keys = tuple(_stored_key(k) for k in row.keys)
+    keys = tuple(_stored_key(k) for k in row._mapping["keys"])   # `keys`, not Row.keys
     return Wallet(row.name, row.number, row.threshold, keys, utc(row.created_at))
 
 
