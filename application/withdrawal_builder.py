@@ -91,6 +91,11 @@ class WithdrawalBuilder:
         return self._deriver.address_type
 
     @property
+    def is_multisig(self) -> bool:
+        """Whether a withdrawal of this wallet needs several signers."""
+        return self._deriver.witness_script(0, 0) is not None
+
+    @property
     def _input_weight(self) -> int:
         return self._deriver.spend_weight() or INPUT_WEIGHT[self._type]
 

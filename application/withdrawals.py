@@ -350,6 +350,11 @@ class VoidWithdrawal:
         void.kind, void.replaces = VOID, w.withdrawal_id
         now = self._clock.now()
         await sign_with(signer, self._builder.network, void, now)
+        if void.state is PsbtState.PARTIALLY_SIGNED and builder.is_multisig:
+            # One cosigner's signature: the void is recorded (holding what the original holds)
+            # and waits for the others (`withdraw sign`/`combine` on it, then `withdraw broadcast`).
+            await save_new(self._uow, void, holders, now)
+            return {"withdrawal_id": w.withdrawal_id, "state": w.name, "void": view(void)}
         if void.state is not PsbtState.SIGNED:
             raise SignerError(f"signer {signer.name} could not sign every input of the void; nothing was sent")
         await self._broadcaster.finalize(void)

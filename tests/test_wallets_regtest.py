@@ -216,3 +216,34 @@ def with_broken_signature(psbt: str) -> str:
         return pub, bytes(raw)
     return _edit_first_signature(psbt, flip)
 
+
+
+async def test_a_multisig_withdrawal_is_voided_with_two_cosigners(node, tmp_path) -> None:
+    shop, keys = await multisig_shop(node, tmp_path)
+    shop.cli("wallet", "add", "treasury", "--threshold", "2", *[a for k in keys for a in ("--key", k[0])])
+    await node.send(shop.order("t-1", 500_000, "--wallet", "treasury")["address"], 500_000)
+    await node.mine(1)
+    shop.poll()
+    cos_b = await cosigner_wallet(node, [keys[0][0], keys[1][1], keys[2][0]], 1)
+    shop.env["KACCY_SIGNER_CORE_WALLET"] = cos_b
+    dest = await node.call("getnewaddress", wallet="miner")
+    wid = shop.cli("withdraw", "create", "--wallet", "treasury", "--to", dest, "--amount-sat", "100000",
+                   "--fee-rate", "2")[1]["withdrawal_id"]
+    shop.cli("withdraw", "sign", wid, "--signer", "software")
+    shop.cli("withdraw", "sign", wid, "--signer", "core")
+    original = shop.cli("withdraw", "broadcast", wid)[1]["txid"]
+
+    voided = shop.cli("withdraw", "void", wid, "--signer", "software")[1]
+    void = voided["void"]
+    assert void["state"] == "partially_signed" and void["kind"] == "void" and void["wallet"] == "treasury"
+    assert original in await node.call("getrawmempool")                     # nothing sent with one signature
+    assert shop.cli("withdraw", "sign", void["withdrawal_id"], "--signer", "core")[1]["state"] == "signed"
+    sent = shop.cli("withdraw", "broadcast", void["withdrawal_id"])[1]
+    mempool = await node.call("getrawmempool")
+    assert sent["txid"] in mempool and original not in mempool
+    await node.mine(1)
+    shop.poll()
+    assert shop.cli("withdraw", "show", void["withdrawal_id"])[1]["state"] == "confirmed"
+    assert shop.cli("withdraw", "show", wid)[1]["state"] == "voided"
+    listed = {w["wallet"]: w for w in shop.cli("wallet", "list")[1]["wallets"]}
+    assert listed["treasury"]["confirmed_sat"] == 500_000 - void["fee_sat"]

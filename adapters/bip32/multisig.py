@@ -1,18 +1,22 @@
 """Addresses of an M-of-N P2WSH wallet: `wsh(sortedmulti(M, K1/<chain>/*, ..., KN/<chain>/*))`.
 
 Each cosigner's account key is parsed by bip-utils and its two chain nodes cached; an
-address costs one public derivation per key. The witness script is python-bitcointx's
-standard multisig script over the keys in lexicographic order (BIP67, what `sortedmulti`
+address costs one public derivation per key (BIP32 CKDpub: HMAC-SHA512 and a libsecp256k1
+tweak-add through coincurve, as the single-key deriver does), and recent addresses are kept
+(coin selection asks for the address of every coin). The witness script is the standard
+multisig script over the keys in lexicographic order (BIP67, what `sortedmulti`
 means); the descriptor's checksum is HWI's. tests/test_wallets_regtest.py checks addresses
 against Bitcoin Core's `deriveaddresses` for the same descriptor.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 
 from bip_utils import Bip32KeyNetVersions, Bip32Secp256k1, SegwitBech32Encoder
-from bitcointx.core.key import CPubKey
-from bitcointx.core.script import standard_multisig_redeem_script
+from coincurve import PublicKey
+from bitcointx.core.script import OP_CHECKMULTISIG, CScript, CScriptOp
 from hwilib.descriptor import AddChecksum
 
 from kaccy_bitcoin.domain.bitcoin import HARDENED, AddressType, DerivationPath, Network
@@ -36,10 +40,14 @@ class MultisigAddressDeriver(AddressDeriver):
         self.wallet = wallet
         self._threshold = wallet.threshold
         versions = _VERSIONS[network is Network.MAINNET]
-        self._chains: list[dict[int, Bip32Secp256k1]] = []
+        self._chains: list[dict[int, tuple[bytes, bytes]]] = []   # per key, chain -> (chain code, public key)
         for key in wallet.keys:
             account = Bip32Secp256k1.FromExtendedKey(key.xpub, versions)
-            self._chains.append({0: account.ChildKey(0), 1: account.ChildKey(1)})
+            nodes = {c: account.ChildKey(c) for c in (0, 1)}
+            self._chains.append({c: (n.ChainCode().ToBytes(), n.PublicKey().RawCompressed().ToBytes())
+                                 for c, n in nodes.items()})
+        self._keys = functools.lru_cache(maxsize=4096)(self._derive_keys)
+        self._address = functools.lru_cache(maxsize=4096)(self._encode_address)
 
     def _check(self, chain: int, index: int) -> None:
         if chain not in (0, 1):
@@ -47,16 +55,27 @@ class MultisigAddressDeriver(AddressDeriver):
         if not 0 <= index < HARDENED:
             raise InvalidExtendedKey(f"address index out of range: {index}")
 
-    def _keys(self, chain: int, index: int) -> list[bytes]:
+    def _derive_keys(self, chain: int, index: int) -> tuple[bytes, ...]:
         self._check(chain, index)
-        return [nodes[chain].ChildKey(index).PublicKey().RawCompressed().ToBytes() for nodes in self._chains]
+        found = []
+        for nodes in self._chains:
+            chain_code, parent = nodes[chain]
+            tweak = hmac.new(chain_code, parent + index.to_bytes(4, "big"), hashlib.sha512).digest()[:32]
+            found.append(PublicKey(parent).add(tweak).format())
+        return tuple(found)
 
     def witness_script(self, chain: int, index: int) -> bytes:
+        """OP_m <keys, sorted> OP_n OP_CHECKMULTISIG, encoded by python-bitcointx (its
+        standard_multisig_redeem_script would build a CPubKey per key, whose pure-Python
+        RIPEMD160 costs a millisecond each)."""
         keys = sorted(self._keys(chain, index))
-        return bytes(standard_multisig_redeem_script(total=len(keys), required=self._threshold,
-                                                     pubkeys=[CPubKey(k) for k in keys]))
+        return bytes(CScript([CScriptOp.encode_op_n(self._threshold), *keys, CScriptOp.encode_op_n(len(keys)),
+                              OP_CHECKMULTISIG]))
 
     def address(self, chain: int, index: int) -> str:
+        return self._address(chain, index)
+
+    def _encode_address(self, chain: int, index: int) -> str:
         program = hashlib.sha256(self.witness_script(chain, index)).digest()
         return SegwitBech32Encoder.Encode(_HRP[self.network], 0, program)
 
