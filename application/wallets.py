@@ -16,8 +16,10 @@ from typing import Any, Callable
 import attrs
 
 from kaccy_bitcoin.application.orders import WatchRange
+from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.domain.addresses import AddressEntry
 from kaccy_bitcoin.domain.bitcoin import AddressType, Network
+from kaccy_bitcoin.domain.errors import ConcurrentUpdate
 from kaccy_bitcoin.domain.wallets import DEFAULT, CosignerKey, UnknownWallet, Wallet, WalletExists, check_name
 from kaccy_bitcoin.domain.withdrawals import Utxo
 from kaccy_bitcoin.ports.addresses import CHANGE, RECEIVE, AddressDeriver
@@ -111,16 +113,24 @@ class AddWallet:
 
     async def __call__(self, name: str, threshold: int, keys: list[str]) -> dict[str, Any]:
         parsed = [CosignerKey.parse(k, self._network) for k in keys]
-        async with self._uow() as uow:
-            wallet = Wallet.multisig(name, uow.wallets.next_number(), threshold, parsed, self._clock.now())
-            existing = uow.wallets.get(name)
-            if existing is None:
-                uow.wallets.add(wallet)
-                uow.commit()
-            elif existing.same_definition(wallet):
-                wallet = existing
-            else:
+
+        async def attempt() -> Wallet:
+            async with self._uow() as uow:
+                wallet = Wallet.multisig(name, uow.wallets.next_number(), threshold, parsed, self._clock.now())
+                existing = uow.wallets.get(name)
+                twin = uow.wallets.by_definition(wallet.definition())
+                if existing is None and twin is None:
+                    uow.wallets.add(wallet)
+                    uow.commit()
+                    return wallet
+            if existing is not None and existing.same_definition(wallet):
+                return existing
+            if existing is not None:
                 raise WalletExists(f"a wallet named {name!r} exists with other keys or another threshold")
+            raise WalletExists(f"wallet {twin.name!r} has the same keys and threshold (every address would be "
+                               "the same): use that one")
+
+        wallet = await retried(attempt, on=ConcurrentUpdate, why="another wallet was added at the same time")
         opened = self._wallets.open(wallet)
         for chain in (RECEIVE, CHANGE):   # its gap range, before any address of it is handed out
             await opened.watch.cover(chain, 1)

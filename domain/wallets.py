@@ -10,6 +10,7 @@ default wallet's addresses are where they always were (chains 0 and 1).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 
 import attrs
@@ -137,9 +138,14 @@ class Wallet:
             return f"{self.threshold}-of-{len(self.keys)} p2wsh"
         return f"single-sig {single_type}"
 
+    def definition(self) -> str:
+        """What decides the wallet's addresses: the threshold and the set of keys (sortedmulti
+        sorts them at every index, so their order does not matter), as a SHA-256 digest."""
+        text = f"{self.threshold}:" + ",".join(sorted(k.expression() for k in self.keys))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def same_definition(self, other: Wallet) -> bool:
-        return (self.threshold, tuple(k.expression() for k in self.keys)) == (
-            other.threshold, tuple(k.expression() for k in other.keys))
+        return self.definition() == other.definition()
 
     def book_chain(self, chain: int) -> int:
         return book_chain(self.number, chain)

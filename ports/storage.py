@@ -200,11 +200,16 @@ class WalletRepository(abc.ABC):
 
     @abc.abstractmethod
     def add(self, wallet: Wallet) -> None:
-        """Store a new wallet; WalletExists if its name or number is taken."""
+        """Store a new wallet; ConcurrentUpdate if its name, number or definition is taken
+        (another writer added one since this unit of work looked)."""
 
     @abc.abstractmethod
     def get(self, name: str) -> Wallet | None:
         """The wallet of that name."""
+
+    @abc.abstractmethod
+    def by_definition(self, definition: str) -> Wallet | None:
+        """The wallet whose `Wallet.definition()` (threshold and keys) this is."""
 
     @abc.abstractmethod
     def by_number(self, number: int) -> Wallet | None:

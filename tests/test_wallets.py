@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 from decimal import Decimal
 
+import attrs
 import pytest
 from hypothesis import given, settings, strategies as st
 from bip_utils import Bip32KeyNetVersions, Bip32Secp256k1, Bip39SeedGenerator, Bip84, Bip84Coins
@@ -36,7 +37,8 @@ from kaccy_bitcoin.domain.psbt import (
     psbt_status,
     verify_signatures,
 )
-from kaccy_bitcoin.domain.wallets import CosignerKey, InvalidWallet, Wallet, WalletExists
+from kaccy_bitcoin.domain.errors import ConcurrentUpdate
+from kaccy_bitcoin.domain.wallets import CosignerKey, InvalidWallet, Wallet
 
 NET = Network.REGTEST
 TEST_NET = Bip32KeyNetVersions(bytes.fromhex("043587cf"), bytes.fromhex("04358394"))
@@ -162,8 +164,15 @@ def test_wallet_repository(uow_factory) -> None:  # noqa: ANN001
         assert uow.wallets.get("treasury") == wallet and uow.wallets.by_number(1) == wallet
         assert uow.wallets.all() == [wallet] and uow.wallets.next_number() == 2 and uow.wallets.get("x") is None
     with uow_factory() as uow:
-        with pytest.raises(WalletExists):
+        with pytest.raises(ConcurrentUpdate):
             uow.wallets.add(wallet)
+        with pytest.raises(ConcurrentUpdate):
+            uow.wallets.add(attrs.evolve(wallet, name="other", threshold=3))   # its number is taken
+        with pytest.raises(ConcurrentUpdate):
+            uow.wallets.add(attrs.evolve(wallet, name="other", number=2))      # the same keys and threshold
+    with uow_factory.read() as uow:
+        assert uow.wallets.by_definition(wallet.definition()) == wallet
+        assert uow.wallets.by_definition(attrs.evolve(wallet, keys=wallet.keys[::-1]).definition()) == wallet
 
 
 def test_custody_tiers_choose_and_cap() -> None:

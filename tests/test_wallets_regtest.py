@@ -4,7 +4,9 @@ signature combined with a node wallet's (a second cosigner's private descriptor)
 from __future__ import annotations
 
 import base64
+import json
 import os
+import subprocess
 import uuid
 
 import pytest
@@ -14,7 +16,7 @@ from bitcointx.core.key import CKey
 from bitcointx.core.psbt import PartiallySignedTransaction
 
 from tests.conftest import fresh_engine
-from tests.payments_harness import Shop
+from tests.payments_harness import CLI, Shop
 
 pytestmark = pytest.mark.node
 
@@ -247,3 +249,26 @@ async def test_a_multisig_withdrawal_is_voided_with_two_cosigners(node, tmp_path
     assert shop.cli("withdraw", "show", wid)[1]["state"] == "voided"
     listed = {w["wallet"]: w for w in shop.cli("wallet", "list")[1]["wallets"]}
     assert listed["treasury"]["confirmed_sat"] == 500_000 - void["fee_sat"]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+async def test_wallets_added_at_once_by_several_processes_all_get_their_own_chains(node, tmp_path, database) -> None:
+    settings = {}
+    if database == "postgresql":
+        fresh_engine("postgresql", tmp_path).dispose()
+        settings["KACCY_DATABASE_URL"] = os.environ["KACCY_TEST_DATABASE_URL"]
+    shop, keys = await multisig_shop(node, tmp_path, **settings)
+    public = [a for k in keys for a in ("--key", k[0])]
+    definitions = [("1", public), ("2", public), ("3", public), ("1", public[:4])]
+    procs = [subprocess.Popen([CLI, "wallet", "add", f"w{n}", "--threshold", threshold, *given], env=shop.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n, (threshold, given) in enumerate(definitions)]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all("wallet" in r for r in results), results
+    listed = [w["wallet"] for w in shop.cli("wallet", "list")[1]["wallets"]]
+    assert sorted(listed) == ["default", "w0", "w1", "w2", "w3"]
+    orders = [shop.order(f"o-{n}", 10_000, "--wallet", f"w{n}")["address"] for n in range(4)]
+    assert orders == [r["first_address"] for r in results]
+    reordered = public[2:] + public[:2]
+    rc, out = shop.cli("wallet", "add", "twin", "--threshold", "2", *reordered, check=False)
+    assert rc == 2 and out["error"]["code"] == "wallet_exists" and "w1" in out["error"]["message"]

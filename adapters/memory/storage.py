@@ -19,7 +19,7 @@ from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
-from kaccy_bitcoin.domain.wallets import Wallet, WalletExists
+from kaccy_bitcoin.domain.wallets import Wallet
 
 
 class MemoryStore:
@@ -287,12 +287,17 @@ class MemoryWallets(storage.WalletRepository):
         self._t = table
 
     def add(self, wallet: Wallet) -> None:
-        if wallet.name in self._t or any(w.number == wallet.number for w in self._t.values()):
-            raise WalletExists(f"a wallet named {wallet.name!r} (or numbered {wallet.number}) exists")
+        if wallet.name in self._t or any(w.number == wallet.number or w.definition() == wallet.definition()
+                                         for w in self._t.values()):
+            raise ConcurrentUpdate(f"a wallet named {wallet.name!r}, numbered {wallet.number} or of the same keys "
+                                   "exists")
         self._t.put(wallet.name, wallet)
 
     def get(self, name: str) -> Wallet | None:
         return self._t.get(name)
+
+    def by_definition(self, definition: str) -> Wallet | None:
+        return next((w for w in self._t.values() if w.definition() == definition), None)
 
     def by_number(self, number: int) -> Wallet | None:
         return next((w for w in self._t.values() if w.number == number), None)

@@ -141,8 +141,10 @@ wallets = Table(
     Column('number', Integer(), nullable=False),
     Column('threshold', Integer(), nullable=False),
     Column('keys', JSON(), nullable=False),
+    Column('definition', String(length=64), nullable=False),
     Column('created_at', DateTime(timezone=True), nullable=False),
-    UniqueConstraint('number', name=None),
+    UniqueConstraint('definition', name='uq_kaccy_wallets_definition'),
+    UniqueConstraint('number', name='uq_kaccy_wallets_number'),
 )
 
 

@@ -120,7 +120,7 @@ def event_from_row(row: Any) -> DomainEvent:
 
 def wallet_fields(w: Wallet) -> dict:
     return {"name": w.name, "number": w.number, "threshold": w.threshold,
-            "keys": [k.expression() for k in w.keys], "created_at": w.created_at}
+            "keys": [k.expression() for k in w.keys], "definition": w.definition(), "created_at": w.created_at}
 
 
 def wallet_from_row(row: Any) -> Wallet:

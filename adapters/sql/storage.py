@@ -29,7 +29,7 @@ from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
-from kaccy_bitcoin.domain.wallets import Wallet, WalletExists
+from kaccy_bitcoin.domain.wallets import Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
 
@@ -604,8 +604,8 @@ class SqlWallets(storage.WalletRepository):
             with self._s.begin_nested():
                 self._s.execute(insert(self._t).values(mapping.wallet_fields(wallet)))
         except IntegrityError:
-            raise WalletExists(f"a wallet named {wallet.name!r} (or numbered {wallet.number}) was added "
-                               "at the same time") from None
+            raise ConcurrentUpdate(f"a wallet named {wallet.name!r}, numbered {wallet.number} or of the same keys "
+                                   "was added by another writer at the same time") from None
 
     def _one(self, where) -> Wallet | None:  # noqa: ANN001
         row = self._s.execute(select(self._t).where(where)).first()
@@ -616,6 +616,9 @@ class SqlWallets(storage.WalletRepository):
 
     def by_number(self, number: int) -> Wallet | None:
         return self._one(self._t.c.number == number)
+
+    def by_definition(self, definition: str) -> Wallet | None:
+        return self._one(self._t.c.definition == definition)
 
     def all(self) -> list[Wallet]:
         return [mapping.wallet_from_row(r) for r in self._s.execute(select(self._t).order_by(self._t.c.number))]

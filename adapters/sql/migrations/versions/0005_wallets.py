@@ -23,8 +23,10 @@ def upgrade() -> None:
         sa.Column("number", sa.Integer(), nullable=False),
         sa.Column("threshold", sa.Integer(), nullable=False),
         sa.Column("keys", sa.JSON(), nullable=False),
+        sa.Column("definition", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.UniqueConstraint("number"),
+        sa.UniqueConstraint("number", name="uq_kaccy_wallets_number"),
+        sa.UniqueConstraint("definition", name="uq_kaccy_wallets_definition"),
     )
 
 
