@@ -534,6 +534,18 @@ def combine_psbts(network: Network, ours: str, theirs: str) -> str:
             raise InvalidPsbt(f"the PSBTs cannot be combined: {exc}") from None
 
 
+def multisig_fingerprints(network: Network, text: str) -> list[str]:
+    """The master fingerprints of the cosigners of the PSBT's multisig (P2WSH) inputs, in the
+    order first met."""
+    with ChainParams(network.chain_params):
+        psbt = parse_psbt(network, text)
+        found: dict[str, None] = {}
+        for n, inp in enumerate(psbt.inputs):
+            if not inp.is_final() and input_kind(psbt, n) == P2WSH:
+                found.update((bytes(info.master_fp).hex(), None) for info in inp.derivation_map.values())
+        return list(found)
+
+
 def same_unsigned_tx(network: Network, a: str, b: str) -> bool:
     """Whether two PSBTs are for the same unsigned transaction (signatures aside)."""
     with ChainParams(network.chain_params):

@@ -237,3 +237,23 @@ def test_combining_any_signatures_in_any_order_completes_exactly_with_two_distin
     assert status.complete == (len(set(order)) >= 2)
     if status.complete:
         finalize_psbt(NET, psbt)
+
+
+async def test_a_hardware_wallet_of_one_cosigner_signs_its_key_of_a_multisig_input() -> None:
+    from kaccy_bitcoin.adapters.hwi.hardware_wallet import HwiHardwareWallet, HwiSigner, WrongDevice
+    from tests import fake_hwi_device
+
+    unsigned, _ = multisig_psbt(MultisigAddressDeriver(two_of_three(), NET))
+    hwi = HwiSigner(HwiHardwareWallet(NET), NET, "00000000")    # no single-key device configured
+    fake_hwi_device.plug_in(WORDS[1])
+    try:
+        result = await hwi.sign(unsigned)
+        assert psbt_status(NET, result.psbt).signatures == 1 and not result.complete
+        verify_signatures(NET, result.psbt)
+        both = combine_psbts(NET, result.psbt, (await signer(0).sign(unsigned)).psbt)
+        assert psbt_status(NET, both).complete
+        fake_hwi_device.plug_in("zoo " * 11 + "wrong")              # a device of no cosigner
+        with pytest.raises(WrongDevice):
+            await hwi.sign(unsigned)
+    finally:
+        fake_hwi_device.unplug()
