@@ -88,16 +88,6 @@ class WalletDirectory:
             raise UnknownWallet(f"no wallet named {name!r} (see `kaccy-bitcoin wallet list`)")
         return self.open(wallet)
 
-    def by_book_chain(self, book: int) -> OpenWallet:
-        number = book // 2
-        if number == 0:
-            return self.open(DEFAULT_WALLET)
-        with self._uow.read() as uow:
-            wallet = uow.wallets.by_number(number)
-        if wallet is None:
-            raise UnknownWallet(f"no wallet numbered {number} (address-book chain {book})")
-        return self.open(wallet)
-
     def all(self) -> list[OpenWallet]:
         with self._uow.read() as uow:
             stored = uow.wallets.all()

@@ -54,10 +54,6 @@ def book_chain(number: int, chain: int) -> int:
     return 2 * number + chain
 
 
-def wallet_number_of(book: int) -> int:
-    return book // 2
-
-
 @attrs.frozen
 class CosignerKey:
     """One cosigner's account key, `[fingerprint/48h/coin h/account h/2h]xpub`."""
