@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "lnd_macaroon": None,
     "lnd_tls_cert": None,
     "review_score": "70",
+    "custody_tiers": None,
+    "custody_targets": None,
 }
 
 

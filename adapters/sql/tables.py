@@ -200,3 +200,18 @@ class ReservationRow(KaccyTable, table=True):
     vout: int = Field(primary_key=True)
     withdrawal_id: str = Field(index=True, max_length=64)
     reserved_at: dt.datetime = _ts(nullable=False)
+
+
+class WalletRow(KaccyTable, table=True):
+    """A wallet added by `wallet add` (the `default` wallet is configured, not stored)."""
+
+    __tablename__ = "kaccy_wallets"
+    __table_args__ = (UniqueConstraint("number", name="uq_kaccy_wallets_number"),
+                      UniqueConstraint("definition", name="uq_kaccy_wallets_definition"))
+    name: str = Field(primary_key=True, max_length=32)
+    number: int
+    threshold: int
+    keys: list = Field(sa_column=Column(JSON, nullable=False))    # key expressions with their origins
+    # Wallet.definition(): two wallets of the same keys and threshold would share every address.
+    definition: str = Field(max_length=64)
+    created_at: dt.datetime = _ts(nullable=False)
