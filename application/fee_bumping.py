@@ -12,9 +12,12 @@ from kaccy_bitcoin.application.withdrawals import (
     lineage,
     load_withdrawal,
     read_withdrawal,
+    record_new,
     save_new,
     view,
 )
+from kaccy_bitcoin.application.transaction_manager import check_limits
+from kaccy_bitcoin.domain.limits import Usage
 from kaccy_bitcoin.domain.bitcoin import Address
 from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount
 from kaccy_bitcoin.domain.money import FeeRate
@@ -26,7 +29,8 @@ from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
 class BumpWithdrawal:
     """RBF (BIP125): a new withdrawal spending the same inputs (plus more if needed), paying
-    the same payouts (and, for a batch RBF, new ones) at a higher fee rate. The original keeps
+    the same payouts (and, for a batch RBF, new ones, checked against the original's user's and
+    the platform's limits and counted there) at a higher fee rate. The original keeps
     its coins and stays as it is until the node accepts the replacement; the replacement holds
     only the coins it adds, so cancelling it leaves the original exactly as it was."""
 
@@ -49,13 +53,24 @@ class BumpWithdrawal:
             raise InvalidAmount(f"the new fee rate {fee_rate} must exceed the current {FeeRate(old_rate_kvb)}")
 
         async def attempt() -> dict[str, Any]:
-            new = await self._builder.propose(uuid.uuid4().hex, payouts, fee_rate, must_spend=old.inputs)
+            new = await self._builder.of(old.wallet).propose(uuid.uuid4().hex, payouts, fee_rate,
+                                                             must_spend=old.inputs)
             vsize = self._builder.vsize(new)
             minimum = max(await bip125_minimum(self._chain, [txid], vsize), old.fee.value + 1)
             if new.fee.value < minimum:
                 raise fee_too_low(f"a replacement of {withdrawal_id}", minimum, vsize)
-            new.replaces = old.withdrawal_id
-            await save_new(self._uow, new, holders, self._clock.now())
+            new.replaces, new.user = old.withdrawal_id, old.user
+            if not extra_payouts:
+                await save_new(self._uow, new, holders, self._clock.now())
+                return view(new)
+            added = sum(v.value for _, v in extra_payouts)   # batch RBF: new money out, within the limits
+            async with self._uow() as u:
+                now = self._clock.now()
+                check_limits(u, old.user, added, now, lock=True)
+                record_new(u, new, holders, now)
+                u.limits.take(Usage(new.withdrawal_id, old.user, added, now,
+                                    destinations=tuple(a.value for a, _ in extra_payouts)))
+                u.commit()
             return view(new)
 
         return await retried(attempt, on=CoinsReserved, why="a coin was reserved by another withdrawal meanwhile")
@@ -76,7 +91,7 @@ class CpfpWithdrawal:
             raise InvalidAmount(f"withdrawal {withdrawal_id} is not waiting in the mempool: nothing to lift")
         if not any(o.change for o in parent.outputs):
             raise InvalidAmount(f"withdrawal {withdrawal_id} has no change output to spend")
-        child = await self._builder.propose_child(uuid.uuid4().hex, parent, fee_rate)
+        child = await self._builder.of(parent.wallet).propose_child(uuid.uuid4().hex, parent, fee_rate)
         child.child_of, child.kind = parent.withdrawal_id, CPFP
         await save_new(self._uow, child, (), self._clock.now())
         return {**view(child), "child_of": parent.withdrawal_id}

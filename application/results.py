@@ -16,7 +16,7 @@ from kaccy_bitcoin.domain.events import StoredEvent
 
 T = TypeVar("T")
 
-__all__ = ["OrderCreated", "OrderView", "WithdrawalInput", "WithdrawalOutput", "Withdrawal", "WithdrawalStep",
+__all__ = ["OrderCreated", "OrderView", "WithdrawalInput", "WithdrawalOutput", "Risk", "Withdrawal", "WithdrawalStep",
            "VoidedWithdrawal", "LightningPayment", "OrderInvoiceCreated", "OrderInvoice", "Channel", "EventPage", "read"]
 
 
@@ -52,6 +52,14 @@ class WithdrawalOutput:
 
 
 @attrs.frozen
+class Risk:
+    """The risk review's verdict on a withdrawal (a `held` one waits for `approve_withdrawal`)."""
+
+    score: int
+    reasons: tuple[str, ...]
+
+
+@attrs.frozen
 class Withdrawal:
     """A withdrawal as `withdraw create` / `show` / `bump` / `cpfp` print it."""
 
@@ -69,12 +77,18 @@ class Withdrawal:
     reject_reason: str | None = None
     child_of: str | None = None
     conflicted_by: str | None = None
+    wallet: str = "default"
+    risk: Risk | None = None
+    user: str | None = None
+    approved_by: str | None = None
 
     @classmethod
     def from_dict(cls, answer: Mapping[str, Any]) -> Withdrawal:
-        names = {f.name for f in attrs.fields(cls)} - {"inputs", "outputs"}
+        names = {f.name for f in attrs.fields(cls)} - {"inputs", "outputs", "risk"}
+        risk = answer.get("risk")
         return cls(inputs=tuple(WithdrawalInput(**i) for i in answer["inputs"]),
                    outputs=tuple(WithdrawalOutput(**o) for o in answer["outputs"]),
+                   risk=Risk(risk["score"], tuple(risk["reasons"])) if risk else None,
                    **{k: v for k, v in answer.items() if k in names})
 
 

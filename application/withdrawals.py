@@ -13,25 +13,29 @@ import inspect
 import uuid
 from typing import Any, Callable, Mapping, Sequence
 
-from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.domain.bitcoin import Address, Network, Txid
-from kaccy_bitcoin.domain.errors import CoinsReserved, DomainError, FeeTooLow, NotFound, WithdrawalStateError
+from kaccy_bitcoin.domain.errors import DomainError, FeeTooLow, InvalidOperator, NotFound, WithdrawalStateError
 from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.psbt import (
     PsbtMismatch,
     check_psbt_pays,
+    combine_psbts,
     finalize_psbt,
+    psbt_status,
     psbt_txid,
     same_unsigned_tx,
+    verify_signatures,
 )
-from kaccy_bitcoin.domain.psbt_state import PsbtState
+from kaccy_bitcoin.domain.psbt_state import UNSIGNED, PsbtState
+from kaccy_bitcoin.domain.wallets import DEFAULT
 from kaccy_bitcoin.domain.withdrawals import VOID, Withdrawal
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.signer import PsbtSigner, SignerError
 from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
 
+OPERATOR = "operator"   # the actor of an operator action when the command names nobody (--by)
 _ON_CHAIN = (PsbtState.BROADCAST, PsbtState.CONFIRMED, PsbtState.COMPLETED)
 
 
@@ -55,11 +59,18 @@ def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
             out[key] = getattr(w, key)
     if w.kind != "payout":
         out["kind"] = w.kind
+    if w.wallet != DEFAULT:
+        out["wallet"] = w.wallet
     if w.conflicted_by is not None:
         out["conflicted_by"] = w.conflicted_by.value
     if w.txid is not None and (w.state in _ON_CHAIN or w.ever_signed):
         out["txid"] = w.txid.value
         out["confirmations"] = w.confirmations if confirmations is None else confirmations
+    out["risk"] = w.risk.to_dict()
+    if w.user is not None:
+        out["user"] = w.user
+    if w.approved_by is not None:
+        out["approved_by"] = w.approved_by
     return out
 
 
@@ -98,25 +109,19 @@ def check_unchanged(network: Network, w: Withdrawal, psbt: str | None = None) ->
 async def save_new(uow: UnitOfWorkFactory, w: Withdrawal, shared_with: Sequence[str], at) -> None:  # noqa: ANN001
     """Record a withdrawal the builder proposed, holding its coins (CoinsReserved if one was taken)."""
     async with uow() as u:
-        u.reservations.reserve(w.outpoints(), w.withdrawal_id, at, shared_with=shared_with)
-        u.withdrawals.save(w)
+        record_new(u, w, shared_with, at)
         u.commit()
 
 
-class CreateWithdrawal:
-    def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._builder, self._uow, self._clock = builder, uow, clock
+def record_new(u: UnitOfWork, w: Withdrawal, shared_with: Sequence[str], at) -> None:  # noqa: ANN001
+    """In an open unit of work: hold `w`'s coins (CoinsReserved if one was taken), save it and
+    record its creation for the audit trail."""
+    u.reservations.reserve(w.outpoints(), w.withdrawal_id, at, shared_with=shared_with)
+    u.withdrawals.save(w)
+    u.record([w.event("withdrawal_created", at, withdrawal_kind=w.kind, user=w.user, replaces=w.replaces,
+                      outputs=[{"address": o.address, "amount_sat": o.amount.value, "change": o.change}
+                               for o in w.outputs])])
 
-    async def __call__(self, payouts: Sequence[tuple[str, int]], fee_rate: FeeRate | None = None) -> dict[str, Any]:
-        parsed = self._builder.parse_payouts(payouts)
-        rate = await self._builder.fee_rate(fee_rate)
-
-        async def attempt() -> dict[str, Any]:
-            w = await self._builder.propose(uuid.uuid4().hex, parsed, rate)
-            await save_new(self._uow, w, (), self._clock.now())
-            return view(w)
-
-        return await retried(attempt, on=CoinsReserved, why="a coin was reserved by another withdrawal meanwhile")
 
 
 async def sign_with(signer: PsbtSigner, network: Network, w: Withdrawal, at) -> None:  # noqa: ANN001
@@ -126,6 +131,7 @@ async def sign_with(signer: PsbtSigner, network: Network, w: Withdrawal, at) -> 
     if not same_unsigned_tx(network, w.psbt, result.psbt):
         raise PsbtMismatch(f"signer {signer.name} returned a PSBT for another transaction; nothing was stored")
     check_unchanged(network, w, result.psbt)
+    verify_signatures(network, result.psbt)
     txid = psbt_txid(network, result.psbt)
     if txid is None and result.complete:
         txid = finalize_psbt(network, result.psbt)[2]
@@ -149,7 +155,39 @@ class SignWithdrawal:
         await sign_with(signer, self._network, w, self._clock.now())   # a device may wait for a person
         async with self._uow() as uow:
             uow.withdrawals.save(w)     # refused if it was cancelled or signed elsewhere meanwhile
+            uow.record([w.event("withdrawal_signed", self._clock.now(), actor=f"signer:{signer.name}")])
             uow.commit()
+        return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
+
+
+class CombineWithdrawal:
+    """Merge signatures made elsewhere (another cosigner's device, Sparrow, a node's
+    `walletprocesspsbt`) into a withdrawal's PSBT. Refused: a PSBT for another transaction
+    (psbt_mismatch), a signature from a key outside the input's script or one that does not
+    verify (bad_signature). The withdrawal is `signed` once every input has what it needs
+    (M valid signatures of a multisig input); a signature more on a signed one changes nothing."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, network: Network) -> None:
+        self._uow, self._clock, self._network = uow, clock, network
+
+    async def __call__(self, withdrawal_id: str, psbt: str) -> dict[str, Any]:
+        w = await read_withdrawal(self._uow, withdrawal_id)
+        check_unchanged(self._network, w)
+        merged = combine_psbts(self._network, w.psbt, psbt)
+        check_unchanged(self._network, w, merged)
+        verify_signatures(self._network, merged)
+        if w.state.value not in UNSIGNED and w.ever_signed:
+            return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
+        w.require_signable()
+        status = psbt_status(self._network, merged)
+        txid = psbt_txid(self._network, merged)
+        if txid is None and status.complete:
+            txid = finalize_psbt(self._network, merged)[2]
+        if status.signatures or status.complete:
+            w.record_signatures(merged, status.complete, self._clock.now(), "combine", txid)
+            async with self._uow() as uow:
+                uow.withdrawals.save(w)     # refused if it was cancelled or signed elsewhere meanwhile
+                uow.commit()
         return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
 
 
@@ -173,6 +211,7 @@ class Broadcaster:
             w.reject(f"rejected by the node: {accept.reject_reason}", self._clock.now())
             async with self._uow() as uow:
                 uow.withdrawals.save(w)
+                uow.record([w.event("withdrawal_rejected", self._clock.now(), reason=accept.reject_reason)])
                 uow.commit()
             raise RejectedByNode(
                 f"withdrawal {w.withdrawal_id} was rejected by the node ({accept.reject_reason}); its "
@@ -183,6 +222,7 @@ class Broadcaster:
         w.mark_broadcast(self._clock.now())
         async with self._uow() as uow:
             uow.withdrawals.save(w)
+            uow.record([w.event("withdrawal_sent", self._clock.now())])
             if w.replaces:   # the node accepted the replacement: it is the one to keep alive now
                 old = uow.withdrawals.get(w.replaces)
                 if old is not None and old.replaced_by != w.withdrawal_id:
@@ -213,6 +253,7 @@ class BroadcastWithdrawal:
             await self._broadcaster.finalize(w)
             async with self._uow() as uow:
                 uow.withdrawals.save(w)
+                uow.record([w.event("withdrawal_finalized", w.machine.history[-1].at)])
                 uow.commit()
         if w.state is not PsbtState.FINALIZED:
             raise WithdrawalStateError(f"withdrawal {w.withdrawal_id} is {w.name}: only a signed withdrawal "
@@ -226,13 +267,33 @@ class CancelWithdrawal:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
+    async def __call__(self, withdrawal_id: str, by: str = OPERATOR) -> dict[str, Any]:
         async with self._uow() as uow:
             w = load_withdrawal(uow, withdrawal_id)
             w.cancel(self._clock.now())
             w.settled = True
             uow.reservations.release(withdrawal_id)
+            uow.limits.give_back(withdrawal_id)
             uow.withdrawals.save(w)
+            uow.record([w.event("withdrawal_cancelled", self._clock.now(), actor=by)])
+            uow.commit()
+        return {"withdrawal_id": withdrawal_id, "state": w.name}
+
+
+class ApproveWithdrawal:
+    """An operator releases a withdrawal the risk review held: back to `created`, signable."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, withdrawal_id: str, by: str) -> dict[str, Any]:
+        if not by.strip():
+            raise InvalidOperator("--by must name the operator who approves")
+        async with self._uow() as uow:
+            w = load_withdrawal(uow, withdrawal_id)
+            event = w.approve(by.strip(), self._clock.now())
+            uow.withdrawals.save(w)
+            uow.record([event])
             uow.commit()
         return {"withdrawal_id": withdrawal_id, "state": w.name}
 
@@ -266,7 +327,7 @@ class VoidWithdrawal:
         self._signing, self._broadcaster = signing, broadcaster
 
     async def __call__(self, withdrawal_id: str, fee_rate: FeeRate | None = None,
-                       signer_name: str = "software") -> dict[str, Any]:
+                       signer_name: str = "software", by: str = OPERATOR) -> dict[str, Any]:
         with self._uow.read() as uow:
             w = load_withdrawal(uow, withdrawal_id)
             holders = lineage(uow, w)
@@ -281,21 +342,30 @@ class VoidWithdrawal:
             live = [r.txid for r in rivals if r.txid is not None]   # what the void must outbid
         w.require_voidable()
         signer = await self._signing.signer(signer_name)
-        rate = fee_rate or await self._builder.fee_rate(None)
-        void = await self._builder.propose_void(uuid.uuid4().hex, w, rate)
-        vsize = self._builder.vsize(void)
+        builder = self._builder.of(w.wallet)
+        rate = fee_rate or await builder.fee_rate(None)
+        void = await builder.propose_void(uuid.uuid4().hex, w, rate)
+        vsize = builder.vsize(void)
         minimum = await bip125_minimum(self._chain, live, vsize)
         if void.fee.value < minimum:
             if fee_rate is not None:
                 raise fee_too_low(f"the void of {withdrawal_id}", minimum, vsize)
-            void = await self._builder.propose_void(void.withdrawal_id, w, FeeRate(-(-minimum * 1000 // vsize)))
+            void = await builder.propose_void(void.withdrawal_id, w, FeeRate(-(-minimum * 1000 // vsize)))
         void.kind, void.replaces = VOID, w.withdrawal_id
         now = self._clock.now()
         await sign_with(signer, self._builder.network, void, now)
+        if void.state is PsbtState.PARTIALLY_SIGNED and builder.is_multisig:
+            # One cosigner's signature: the void is recorded (holding what the original holds)
+            # and waits for the others (`withdraw sign`/`combine` on it, then `withdraw broadcast`).
+            await save_new(self._uow, void, holders, now)
+            return {"withdrawal_id": w.withdrawal_id, "state": w.name, "void": view(void)}
         if void.state is not PsbtState.SIGNED:
             raise SignerError(f"signer {signer.name} could not sign every input of the void; nothing was sent")
         await self._broadcaster.finalize(void)
-        await save_new(self._uow, void, holders, now)
+        async with self._uow() as u:
+            record_new(u, void, holders, now)
+            u.record([w.event("withdrawal_void_requested", now, actor=by, void_id=void.withdrawal_id)])
+            u.commit()
         sent = await self._broadcaster.send(void)
         return {"withdrawal_id": w.withdrawal_id, "state": w.name,
                 "void": {**view(void), **sent}}

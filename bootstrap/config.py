@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "lnd_rest_url": None,
     "lnd_macaroon": None,
     "lnd_tls_cert": None,
+    "review_score": "70",
+    "custody_tiers": None,
+    "custody_targets": None,
 }
 
 
@@ -81,6 +84,11 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
+    score = str(values["review_score"]).strip()
+    if not (score.isascii() and score.isdigit()) or int(score) > 101:
+        raise ConfigError(f"KACCY_REVIEW_SCORE must be a whole number from 0 to 101 (101: never hold), "
+                          f"got {values['review_score']!r}")
+    values["review_score"] = int(score)
     for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl"):
         try:
             seconds = float(values[key])

@@ -110,7 +110,13 @@ ListEvents = _Lazy(f"{_APP}.events", "ListEvents")
 EventFeed = _Lazy(f"{_APP}.events", "EventFeed")
 WithdrawalSettings = _Lazy(f"{_APP}.withdrawal_builder", "WithdrawalSettings")
 WithdrawalBuilder = _Lazy(f"{_APP}.withdrawal_builder", "WithdrawalBuilder")
-CreateWithdrawal = _Lazy(f"{_APP}.withdrawals", "CreateWithdrawal")
+TransactionManager = _Lazy(f"{_APP}.transaction_manager", "TransactionManager")
+ControlSettings = _Lazy(f"{_APP}.transaction_manager", "ControlSettings")
+ApproveWithdrawal = _Lazy(f"{_APP}.withdrawals", "ApproveWithdrawal")
+SetLimits = _Lazy(f"{_APP}.controls", "SetLimits")
+ShowLimits = _Lazy(f"{_APP}.controls", "ShowLimits")
+VerifyAudit = _Lazy(f"{_APP}.controls", "VerifyAudit")
+QueryAudit = _Lazy(f"{_APP}.controls", "QueryAudit")
 SignWithdrawal = _Lazy(f"{_APP}.withdrawals", "SignWithdrawal")
 Broadcaster = _Lazy(f"{_APP}.withdrawals", "Broadcaster")
 BroadcastWithdrawal = _Lazy(f"{_APP}.withdrawals", "BroadcastWithdrawal")
@@ -119,6 +125,12 @@ CancelWithdrawal = _Lazy(f"{_APP}.withdrawals", "CancelWithdrawal")
 ShowWithdrawal = _Lazy(f"{_APP}.withdrawals", "ShowWithdrawal")
 BumpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "BumpWithdrawal")
 CpfpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "CpfpWithdrawal")
+CombineWithdrawal = _Lazy(f"{_APP}.withdrawals", "CombineWithdrawal")
+WalletDirectory = _Lazy(f"{_APP}.wallets", "WalletDirectory")
+AddWallet = _Lazy(f"{_APP}.wallets", "AddWallet")
+ListWallets = _Lazy(f"{_APP}.wallets", "ListWallets")
+TransferAddress = _Lazy(f"{_APP}.wallets", "TransferAddress")
+CustodyStatus = _Lazy(f"{_APP}.custody", "CustodyStatus")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
@@ -196,6 +208,22 @@ def _deriver(xpub: str | None, network: str, address_type: str, fingerprint: str
     return Bip32AddressDeriver(xpub, Network.parse(network), parse_address_type(address_type), fingerprint)
 
 
+def _multisig_derivers(network: str) -> Callable[[Any], Any]:
+    """Makes the deriver of a multisig wallet (bip-utils, python-bitcointx, HWI's descriptor
+    checksum: imported when the first multisig wallet is opened)."""
+    def make(wallet: Any) -> Any:
+        from kaccy_bitcoin.adapters.bip32.multisig import MultisigAddressDeriver
+
+        return MultisigAddressDeriver(wallet, Network.parse(network))
+    return make
+
+
+def _custody(tiers: str | None, targets: str | None) -> Any:
+    from kaccy_bitcoin.domain.custody import CustodyPolicy
+
+    return CustodyPolicy.parse(tiers, targets)
+
+
 def _software_signer(mnemonic: str | None, passphrase: str, deriver: Bip32AddressDeriver) -> SoftwareSigner:
     if not mnemonic:
         raise SignerError("the software signer needs KACCY_SIGNER_MNEMONIC")
@@ -238,6 +266,7 @@ class Gateways(containers.DeclarativeContainer):
     chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc)
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
+    multisig_derivers = providers.Singleton(_multisig_derivers, network=config.network)
     clock = providers.Singleton(SystemClock)
     lightning = providers.Resource(_lnd_node, url=config.lnd_rest_url, macaroon=config.lnd_macaroon,
                                    tls_cert=config.lnd_tls_cert, clock=clock)
@@ -275,8 +304,20 @@ class Services(containers.DeclarativeContainer):
     # One per process: it notes the range the node is known to watch, shared by every use case.
     watch_range = providers.Singleton(WatchRange, deriver=gateways.deriver, chain=gateways.chain,
                                       gap_limit=config.gap_limit)
+    # Every wallet: `default` (KACCY_XPUB) and those `wallet add` stored; one per process, as
+    # each wallet's watch range is noted in it.
+    wallets = providers.Singleton(WalletDirectory, uow=storage.uow, default_deriver=gateways.deriver,
+                                  default_watch=watch_range, multisig_deriver=gateways.multisig_derivers,
+                                  chain=gateways.chain, gap_limit=config.gap_limit)
+    custody = providers.Singleton(_custody, tiers=config.custody_tiers, targets=config.custody_targets)
+    add_wallet = providers.Factory(AddWallet, uow=storage.uow, wallets=wallets, clock=gateways.clock,
+                                   network=providers.Callable(Network.parse, config.network))
+    list_wallets = providers.Factory(ListWallets, wallets=wallets, chain=gateways.chain)
+    transfer_address = providers.Factory(TransferAddress, uow=storage.uow, wallets=wallets)
+    custody_status = providers.Factory(CustodyStatus, wallets=wallets, chain=gateways.chain, policy=custody)
     create_order = providers.Factory(CreateOrder, uow=storage.uow, deriver=gateways.deriver,
-                                     watch=watch_range, clock=gateways.clock, settings=payment_settings)
+                                     watch=watch_range, clock=gateways.clock, settings=payment_settings,
+                                     wallets=wallets)
     show_order = providers.Factory(ShowOrder, uow=storage.uow)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
@@ -303,10 +344,10 @@ class Services(containers.DeclarativeContainer):
     )
     withdrawal_builder = providers.Factory(WithdrawalBuilder, chain=gateways.chain, deriver=gateways.deriver,
                                            watch=watch_range, clock=gateways.clock, settings=withdrawal_settings,
-                                           uow=storage.uow)
+                                           uow=storage.uow, wallets=wallets)
     network = providers.Callable(Network.parse, config.network)
-    create_withdrawal = providers.Factory(CreateWithdrawal, builder=withdrawal_builder, uow=storage.uow,
-                                          clock=gateways.clock)
+    combine_withdrawal = providers.Factory(CombineWithdrawal, uow=storage.uow, clock=gateways.clock,
+                                           network=providers.Callable(Network.parse, config.network))
     sign_withdrawal = providers.Factory(
         SignWithdrawal, uow=storage.uow, clock=gateways.clock, network=network,
         signers=providers.Dict(
@@ -322,6 +363,18 @@ class Services(containers.DeclarativeContainer):
                                         chain=gateways.chain, clock=gateways.clock, signing=sign_withdrawal,
                                         broadcaster=broadcaster)
     cancel_withdrawal = providers.Factory(CancelWithdrawal, uow=storage.uow, clock=gateways.clock)
+    approve_withdrawal = providers.Factory(ApproveWithdrawal, uow=storage.uow, clock=gateways.clock)
+    # Every withdrawal request goes through the transaction manager: limits, risk, wallet,
+    # coins, PSBT (`process` also signs and broadcasts), audit.
+    transaction_manager = providers.Factory(
+        TransactionManager, builder=withdrawal_builder, uow=storage.uow, clock=gateways.clock,
+        publisher=gateways.publisher, settings=providers.Factory(ControlSettings, review_score=config.review_score),
+        custody=custody, signing=sign_withdrawal, broadcasting=broadcast_withdrawal)
+    create_withdrawal = transaction_manager
+    set_limits = providers.Factory(SetLimits, uow=storage.uow, clock=gateways.clock)
+    show_limits = providers.Factory(ShowLimits, uow=storage.uow)
+    verify_audit = providers.Factory(VerifyAudit, uow=storage.uow)
+    query_audit = providers.Factory(QueryAudit, uow=storage.uow)
     show_withdrawal = providers.Factory(ShowWithdrawal, uow=storage.uow, chain=gateways.chain)
     cpfp_withdrawal = providers.Factory(CpfpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)

@@ -127,11 +127,11 @@ class KaccyBitcoin:
 
     # --- orders -------------------------------------------------------------------------
     async def create_order(self, order_id: str, amount_sat: int, *, expires_in: int | None = None,
-                           label: str = "") -> OrderCreated:
-        """A fresh deposit address for the order; the same order id again gives the same one
-        (`OrderConflict` if the amount differs)."""
+                           label: str = "", wallet: str | None = None) -> OrderCreated:
+        """A fresh deposit address for the order (of `wallet`, default KACCY_XPUB's); the same
+        order id again gives the same one (`OrderConflict` if the amount differs)."""
         return read(OrderCreated, await self._use("create_order", order_id, Satoshis(amount_sat),
-                                                  expires_in=expires_in, label=label))
+                                                  expires_in=expires_in, label=label, wallet=wallet))
 
     async def show_order(self, order_id: str) -> OrderView:
         """The order's payment status (`NotFound` for an unknown id)."""
@@ -139,10 +139,21 @@ class KaccyBitcoin:
 
     # --- withdrawals --------------------------------------------------------------------
     async def create_withdrawal(self, payouts: Sequence[tuple[str, int]], *,
-                                fee_rate: FeeRateLike | None = None) -> Withdrawal:
-        """Select coins and build an unsigned PSBT paying `[(address, amount_sat), ...]`;
-        `fee_rate` in sat/vB (default: the node's estimate)."""
-        return read(Withdrawal, await self._use("create_withdrawal", list(payouts), _fee_rate(fee_rate)))
+                                fee_rate: FeeRateLike | None = None, user: str | None = None,
+                                wallet: str | None = None) -> Withdrawal:
+        """Check the limits (of `user`) and the risk, select coins (of `wallet`, default: the
+        custody tier of the amount) and build an unsigned PSBT paying `[(address, amount_sat), ...]`
+        (or hold it for review: state `held`); `fee_rate` in sat/vB (default: the node's estimate)."""
+        return read(Withdrawal, await self._use("create_withdrawal", list(payouts), _fee_rate(fee_rate),
+                                                user=user, wallet=wallet))
+
+    async def approve_withdrawal(self, withdrawal_id: str, by: str) -> WithdrawalStep:
+        """An operator (`by`) releases a withdrawal the risk review held."""
+        return read(WithdrawalStep, await self._use("approve_withdrawal", withdrawal_id, by))
+
+    async def combine_withdrawal(self, withdrawal_id: str, psbt: str) -> WithdrawalStep:
+        """Merge signatures made elsewhere (a PSBT of the same transaction) into the withdrawal."""
+        return read(WithdrawalStep, await self._use("combine_withdrawal", withdrawal_id, psbt))
 
     async def sign_withdrawal(self, withdrawal_id: str, signer: str) -> WithdrawalStep:
         """Add signatures with the signer named `software`, `hwi` or `core`."""

@@ -40,6 +40,7 @@ _EXPORTS = {
     "OrderCreated": "kaccy_bitcoin.application.results",
     "OrderView": "kaccy_bitcoin.application.results",
     "Withdrawal": "kaccy_bitcoin.application.results",
+    "Risk": "kaccy_bitcoin.application.results",
     "WithdrawalStep": "kaccy_bitcoin.application.results",
     "VoidedWithdrawal": "kaccy_bitcoin.application.results",
     "LightningPayment": "kaccy_bitcoin.application.results",
