@@ -114,3 +114,21 @@ class InvalidLightningValue(DomainError):
     """A Lightning record was given a malformed hash, index or state combination."""
 
     code = "invalid_lightning_value"
+
+
+class NothingToConsolidate(DomainError):
+    """A consolidation would merge fewer than two coins, or would not save anything."""
+
+    code = "nothing_to_consolidate"
+
+
+class ConsolidationInProgress(DomainError):
+    """The wallet's last consolidation still waits for its transaction to confirm."""
+
+    code = "consolidation_in_progress"
+
+
+class UnknownWallet(DomainError):
+    """A wallet name this deployment does not have."""
+
+    code = "unknown_wallet"

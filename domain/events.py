@@ -29,6 +29,12 @@ EVENT_KINDS = frozenset({
     "withdrawal_expired",
     "withdrawal_stuck",
     "unexpected_spend",
+    "consolidation_planned",
+    "consolidation_skipped",
+    "consolidation_broadcast",
+    "consolidation_completed",
+    "consolidation_abandoned",
+    "consolidation_proposed",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.

@@ -12,6 +12,7 @@ import attrs
 from typing import Iterable, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.consolidation import Consolidation
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
@@ -194,6 +195,33 @@ class CoinReservations(abc.ABC):
         """Every held coin and the withdrawal holding it."""
 
 
+class ConsolidationRepository(abc.ABC):
+    """Each wallet's consolidation machine (one row per wallet)."""
+
+    @abc.abstractmethod
+    def get(self, wallet: str) -> Consolidation | None:
+        """The wallet's consolidation, if it ever had one."""
+
+    @abc.abstractmethod
+    def save(self, consolidation: Consolidation) -> None:
+        """Insert (version 0) or update it, only if its stored version is still
+        `consolidation.version` (else ConcurrentUpdate); bumps `consolidation.version`."""
+
+    @abc.abstractmethod
+    def in_flight(self) -> list[Consolidation]:
+        """Consolidations whose withdrawal exists and whose fate the chain has not decided
+        (PLANNED with a withdrawal, or CONSOLIDATING)."""
+
+
+class Analytics(abc.ABC):
+    """Totals for `kaccy-bitcoin stats` that no aggregate holds."""
+
+    @abc.abstractmethod
+    def received(self) -> tuple[int, int]:
+        """(count, total sat) of the received outputs that count for an order and have at
+        least one confirmation."""
+
+
 class UnitOfWork(abc.ABC):
     """A transaction over every repository: all of it commits, or none of it does.
 
@@ -212,6 +240,8 @@ class UnitOfWork(abc.ABC):
     audit: AuditLog
     consumers: EventConsumers
     reservations: CoinReservations
+    consolidations: ConsolidationRepository
+    analytics: Analytics
 
     def __init__(self) -> None:
         self._recorded: list[DomainEvent] = []

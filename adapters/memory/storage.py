@@ -14,7 +14,8 @@ from typing import Any, Iterable, Iterator, Sequence
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
-from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.consolidation import Consolidation
+from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
@@ -25,7 +26,7 @@ class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "addresses", "counters", "cursors",
-              "audit", "consumers", "reservations")
+              "audit", "consumers", "reservations", "consolidations")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -281,6 +282,35 @@ class MemoryReservations(storage.CoinReservations):
         return {op: w for op, w in merged.items() if w is not None}
 
 
+class MemoryConsolidations(storage.ConsolidationRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def get(self, wallet: str) -> Consolidation | None:
+        return self._t.get(wallet)
+
+    def save(self, consolidation: Consolidation) -> None:
+        stored = self._t.get(consolidation.wallet)
+        if (stored.version if stored is not None else 0) != consolidation.version:
+            raise ConcurrentUpdate(f"the consolidation of wallet {consolidation.wallet!r} was changed by another "
+                                   "unit of work since it was read; nothing was written")
+        consolidation.version += 1
+        self._t.put(consolidation.wallet, consolidation)
+
+    def in_flight(self) -> list[Consolidation]:
+        return sorted((copy.deepcopy(c) for c in self._t.values() if c.in_flight), key=lambda c: c.wallet)
+
+
+class MemoryAnalytics(storage.Analytics):
+    def __init__(self, payments: _Table) -> None:
+        self._payments = payments
+
+    def received(self) -> tuple[int, int]:
+        outputs = [o for p in self._payments.values() for o in p.outputs.values()
+                   if o.status is OutputStatus.ACTIVE and o.confirmations >= 1]
+        return len(outputs), sum(o.amount.value for o in outputs)
+
+
 class MemoryUnitOfWork(storage.UnitOfWork):
     """`read_only`: for reading only, as the SQL adapter's (commit() is refused)."""
 
@@ -300,6 +330,8 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.audit = MemoryAuditLog(t["audit"], self._store.audit_order, self._store.events_lock)
         self.consumers = MemoryEventConsumers(t["consumers"])
         self.reservations = MemoryReservations(t["reservations"])
+        self.consolidations = MemoryConsolidations(t["consolidations"])
+        self.analytics = MemoryAnalytics(t["payments"])
 
     def _commit(self) -> None:
         if self.read_only:

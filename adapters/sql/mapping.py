@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from kaccy_bitcoin.domain.consolidation import Consolidation
+from kaccy_bitcoin.domain.consolidation_state import ConsolidationMachine
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
@@ -114,3 +116,16 @@ def withdrawal_from_row(row: Any) -> Withdrawal:
 
 def event_from_row(row: Any) -> DomainEvent:
     return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data))
+
+
+def consolidation_fields(c: Consolidation, at: dt.datetime) -> dict:
+    return {"state": c.state.name, "history": [t.to_dict() for t in c.machine.history],
+            "inputs": [{"txid": o.txid.value, "vout": o.vout} for o in c.inputs],
+            "withdrawal_id": c.withdrawal_id, "updated_at": at}
+
+
+def consolidation_from_row(row: Any) -> Consolidation:
+    machine = ConsolidationMachine(ConsolidationMachine.States[row.state],
+                                   [Transition.from_dict(t) for t in row.history])
+    return Consolidation(row.wallet, machine, [OutPoint(Txid(i["txid"]), i["vout"]) for i in row.inputs],
+                         row.withdrawal_id, version=row.version)
