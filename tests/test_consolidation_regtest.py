@@ -88,14 +88,16 @@ async def test_refusals(node, tmp_path) -> None:  # noqa: ANN001
 
 async def test_signing_failure_leaves_coins_free_and_the_machine_idle(node, tmp_path) -> None:  # noqa: ANN001
     shop = await funded_shop(node, tmp_path, amounts=(20_000, 30_000, 40_000))
-    other_words, _ = node.fresh_vpub()
-    shop.env["KACCY_SIGNER_MNEMONIC"] = other_words      # words of another account: cannot sign
-    rc, out = shop.cli("consolidate", "run", "--fee-rate", "1", check=False)
-    assert rc != 0
-    shop.env["KACCY_SIGNER_MNEMONIC"] = shop.words
+    shop.env["KACCY_SIGNER_CORE_WALLET"] = await node.fresh_wallet()   # holds none of our keys
+    rc, out = shop.cli("consolidate", "run", "--fee-rate", "1", "--signer", "core", check=False)
+    assert rc == 1 and out["error"]["code"] == "signer_error" and "none of the keys" in out["error"]["message"]
     assert shop.cli("consolidate", "status")[1]["state"] == "IDLE"
+    cancelled = [e for e in shop.cli("events", "--limit", "1000")[1]["events"]
+                 if e["kind"] == "consolidation_abandoned"]
+    assert len(cancelled) == 1 and cancelled[0]["reason"] == "signing failed"
     ran = shop.cli("consolidate", "run", "--fee-rate", "1")[1]   # the same coins again: none was held
     assert ran["state"] == "broadcast"
+    assert len(shop.cli("withdraw", "show", ran["withdrawal_id"])[1]["inputs"]) == 3
 
 
 async def test_the_monitor_proposes_one_when_fees_are_low_and_coins_many(node, tmp_path) -> None:  # noqa: ANN001
