@@ -44,6 +44,12 @@ EVENT_KINDS = frozenset({
     "invoice_created",
     "invoice_settled",
     "invoice_expired",
+    "consolidation_planned",
+    "consolidation_skipped",
+    "consolidation_broadcast",
+    "consolidation_completed",
+    "consolidation_abandoned",
+    "consolidation_proposed",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.
