@@ -237,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
     wa = wallet.add_parser("add", help="add a P2WSH wsh(sortedmulti(M, ...)) wallet of BIP48 cosigner keys")
     wa.add_argument("name")
     wa.add_argument("--threshold", required=True, type=_positive_int("--threshold"))
+    wa.add_argument("--by", default="operator", help="the operator adding it (for the audit trail)")
     wa.add_argument("--key", action="append", required=True, dest="keys",
                     help="a cosigner's key with its origin: [fingerprint/48h/1h/0h/2h]tpub...")
     wallet.add_parser("list", help="every wallet, its policy and balance")
@@ -381,7 +382,7 @@ async def cmd_audit(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 async def cmd_wallet(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     if args.action == "add":
         add = await _service(c, "add_wallet")
-        return await add(args.name, args.threshold, args.keys)
+        return await add(args.name, args.threshold, args.keys, by=args.by)
     listing = await _service(c, "list_wallets")
     return await listing()
 

@@ -41,6 +41,7 @@ EVENT_KINDS = frozenset({
     "withdrawal_void_requested",
     # operator actions on the controls
     "limits_set",
+    "wallet_added",
     "invoice_created",
     "invoice_settled",
     "invoice_expired",
