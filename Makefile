@@ -25,7 +25,7 @@ tables: setup
 	@$(PY) scripts/render_core_tables.py > adapters/sql/core_tables.py
 
 bench: setup bitcoind
-	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/coin_selection.py
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/coin_selection.py --seed 1 --seed 2 --seed 3
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/incoming.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/startup.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/zmq_wakeup.py

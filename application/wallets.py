@@ -19,6 +19,7 @@ from kaccy_bitcoin.application.orders import WatchRange
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.domain.addresses import AddressEntry
 from kaccy_bitcoin.domain.bitcoin import AddressType, Network
+from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate
 from kaccy_bitcoin.domain.wallets import DEFAULT, CosignerKey, UnknownWallet, Wallet, WalletExists, check_name
 from kaccy_bitcoin.domain.withdrawals import Utxo
@@ -101,7 +102,7 @@ class AddWallet:
     def __init__(self, uow: UnitOfWorkFactory, wallets: WalletDirectory, clock: Clock, network: Network) -> None:
         self._uow, self._wallets, self._clock, self._network = uow, wallets, clock, network
 
-    async def __call__(self, name: str, threshold: int, keys: list[str]) -> dict[str, Any]:
+    async def __call__(self, name: str, threshold: int, keys: list[str], by: str = "operator") -> dict[str, Any]:
         parsed = [CosignerKey.parse(k, self._network) for k in keys]
 
         async def attempt() -> Wallet:
@@ -111,6 +112,11 @@ class AddWallet:
                 twin = uow.wallets.by_definition(wallet.definition())
                 if existing is None and twin is None:
                     uow.wallets.add(wallet)
+                    # An operator action: on the audit trail with who did it.
+                    uow.record([DomainEvent(f"wallet_added:{wallet.name}", "wallet_added", wallet.name,
+                                            self._clock.now(), {"wallet": wallet.name, "threshold": threshold,
+                                                                "keys": [k.expression() for k in wallet.keys]},
+                                            by)])
                     uow.commit()
                     return wallet
             if existing is not None and existing.same_definition(wallet):

@@ -44,6 +44,7 @@ from kaccy_bitcoin.domain.psbt import (
 )
 from kaccy_bitcoin.domain.wallets import DEFAULT, UnknownWallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
+from kaccy_bitcoin.domain.withdrawals import Utxo, Withdrawal, WithdrawalInput, WithdrawalOutput
 from kaccy_bitcoin.ports.addresses import CHANGE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
@@ -57,6 +58,7 @@ class WithdrawalSettings:
     fee_target_blocks: int = 6
     master_fingerprint: str = "00000000"
     min_confirmations: int = 1
+    long_term_fee_rate: FeeRate = FeeRate(10_000)   # KACCY_LONG_TERM_FEE_RATE: coin selection's waste
 
 
 class WithdrawalBuilder:
@@ -147,7 +149,8 @@ class WithdrawalBuilder:
         required = [Coin(i.outpoint, i.amount, self._input_weight) for i in must_spend]
         fixed = overhead_weight(self._type) + sum(OUTPUT_TYPE_WEIGHT[a.type] for a, _ in payouts)
         target = Satoshis(sum(v.value for _, v in payouts))
-        params = SelectionParams.for_type(rate, self._type, self._deriver.spend_weight())
+        params = attrs.evolve(SelectionParams.for_type(rate, self._type, self._deriver.spend_weight()),
+                              long_term_fee_rate=self._settings.long_term_fee_rate)
         if required:
             selection = self._replacement(required, pool, target, fixed, params)
         else:
@@ -199,6 +202,38 @@ class WithdrawalBuilder:
                                              f"of its {total} sat")
         address, index = await self._new_change(withdrawal_id)
         return self._withdrawal(withdrawal_id, coins, [(address, keep, index)], Satoshis(fee), tip, funding)
+
+    @property
+    def address_type(self) -> AddressType:
+        return self._type
+
+    async def owned(self, min_confirmations: int = 0) -> list[Utxo]:
+        """The watch wallet's unspent outputs that are keys of this account and type."""
+        return [u for u in await self._chain.unspent(min_confirmations)
+                if u.chain is not None and u.index is not None and self._deriver.address(u.chain, u.index) == u.address]
+
+    async def spendable(self) -> list[WithdrawalInput]:
+        """The unreserved confirmed coins of this account and type, with their key paths: what
+        a consolidation may merge."""
+        utxos = await self.owned(self._settings.min_confirmations)
+        with self._uow.read() as uow:
+            reserved = uow.reservations.reserved()
+        return [WithdrawalInput(u.outpoint, u.amount, u.chain, u.index) for u in utxos if u.outpoint not in reserved]
+
+    def coin(self, i: WithdrawalInput) -> Coin:
+        """`i` as coin selection sees it (its input weight is the wallet type's)."""
+        return Coin(i.outpoint, i.amount, INPUT_WEIGHT[self._type])
+
+    async def propose_sweep(self, withdrawal_id: str, inputs: Sequence[WithdrawalInput], fee: Satoshis) -> Withdrawal:
+        """Spend exactly `inputs` to one fresh change address of ours, paying `fee` (a
+        consolidation: the fee was planned for this very shape of transaction)."""
+        coins = [(i.outpoint, i.amount, *self._path_of(i)) for i in inputs]
+        tip = (await self._chain.chain_info()).blocks
+        funding = await self._funding(i.outpoint for i in inputs)
+        total = sum(i.amount.value for i in inputs)
+        keep = self._above_dust(total - fee.value, f"merging {len(coins)} coins of {total} sat for {fee.value} sat")
+        address, index = await self._new_change(withdrawal_id)
+        return self._withdrawal(withdrawal_id, coins, [(address, keep, index)], fee, tip, funding)
 
     # -- parts -------------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ one unit of work, refused if another tracker moved first.
 """
 from __future__ import annotations
 
+import datetime as dt
 import inspect
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import attrs
 
@@ -30,7 +31,7 @@ from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
-from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
+from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
 
 CURSOR = "withdrawals"
 
@@ -46,11 +47,17 @@ class TrackerSettings:
     fee_target_blocks: int = 2      # "the fee rate that would confirm it now"
 
 
+# A step run inside the tracker's unit of work once the withdrawals it moved are saved (e.g.
+# moving a consolidation along with its withdrawal); it returns the events of its own moves.
+Follower = Callable[[UnitOfWork, dt.datetime], Sequence[DomainEvent]]
+
+
 class TrackWithdrawals:
     def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock,
-                 publisher: EventPublisher, settings: TrackerSettings) -> None:
+                 publisher: EventPublisher, settings: TrackerSettings, followers: Sequence[Follower] = ()) -> None:
         self._uow, self._chain, self._clock = uow, chain, clock
         self._publisher, self._settings = publisher, settings
+        self._followers = tuple(followers)
 
     async def __call__(self) -> list[DomainEvent]:
         return await retried(self._tick, on=ConcurrentUpdate, why="another process moved withdrawals during this tick")
@@ -102,6 +109,8 @@ class TrackWithdrawals:
                     current = uow.reservations.reserved()
                     uow.reservations.reserve([op for op in w.outpoints() if op not in current], w.withdrawal_id, now)
             uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
+            for follower in self._followers:
+                events.extend(follower(uow, now))
             uow.record(events)
             uow.commit()
         committed = uow.committed_events()
@@ -173,15 +182,18 @@ def _unexpected_spend(txid: Txid, entries: list[WalletEntry], now) -> DomainEven
 
 class MonitorTick:
     """One round of the service: the payment poll, following the withdrawals, then (when LND is
-    configured) looking up the Lightning invoices still open: `lightning` makes the invoice
-    sync (application/lightning_invoices.py), possibly awaitably."""
+    configured) looking up the Lightning invoices still open (`lightning` makes the invoice
+    sync of application/lightning_invoices.py, possibly awaitably), then any further steps
+    (`more`, e.g. proposing a consolidation)."""
 
     def __init__(self, poll: Callable[[], Awaitable[list[DomainEvent]]],
                  track: Callable[[], Awaitable[list[DomainEvent]]],
-                 lightning: Callable[[], Any] | None = None) -> None:
+                 lightning: Callable[[], Any] | None = None,
+                 more: Sequence[Callable[[], Awaitable[list[DomainEvent]]]] = ()) -> None:
         self._poll = poll
         self._track = track
         self._lightning = lightning
+        self._more = tuple(more)
 
     async def __call__(self) -> list[DomainEvent]:
         events = await self._poll()
@@ -191,4 +203,6 @@ class MonitorTick:
             if inspect.isawaitable(sync):
                 sync = await sync
             events += await sync.poll()
+        for step in self._more:
+            events += await step()
         return events

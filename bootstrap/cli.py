@@ -171,6 +171,22 @@ def parser() -> argparse.ArgumentParser:
     wp.add_argument("withdrawal_id")
     wp.add_argument("--fee-rate", type=_fee_rate, required=True, help="target rate for parent and child together")
 
+    consolidate = sub.add_parser("consolidate", help="merge small coins into one while fees are low").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    for name, text in (("plan", "the coins to merge, the fee now and the saving against the long-term fee rate"),
+                       ("run", "plan, then sign and broadcast the consolidation to our own change chain")):
+        cp = consolidate.add_parser(name, help=text)
+        cp.add_argument("--wallet", default="default")
+        cp.add_argument("--max-inputs", type=_int_in_range("--max-inputs", 1, 10_000), default=None,
+                        help="merge at most this many coins, the smallest first (default 200)")
+        cp.add_argument("--fee-rate", type=_fee_rate, default=None, help="sat/vB (default: the node's estimate)")
+        if name == "run":
+            cp.add_argument("--signer", choices=["software", "hwi", "core"], default="software")
+    consolidate.add_parser("status", help="the wallet's consolidation machine").add_argument(
+        "--wallet", default="default")
+
+    sub.add_parser("stats", help="volumes in and out, fees paid, confirmation time, coins per wallet")
+
     events = sub.add_parser("events", help="committed events after a cursor, oldest first (the outbox)")
     events.add_argument("--after", type=_int_in_range("--after", 0, MAX_SEQ), default=0,
                         help="the seq to read after: 0, or the `next` of the previous answer")
@@ -221,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
     wa = wallet.add_parser("add", help="add a P2WSH wsh(sortedmulti(M, ...)) wallet of BIP48 cosigner keys")
     wa.add_argument("name")
     wa.add_argument("--threshold", required=True, type=_positive_int("--threshold"))
+    wa.add_argument("--by", default="operator", help="the operator adding it (for the audit trail)")
     wa.add_argument("--key", action="append", required=True, dest="keys",
                     help="a cosigner's key with its origin: [fingerprint/48h/1h/0h/2h]tpub...")
     wallet.add_parser("list", help="every wallet, its policy and balance")
@@ -363,7 +380,7 @@ async def cmd_audit(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 async def cmd_wallet(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     if args.action == "add":
         add = await _service(c, "add_wallet")
-        return await add(args.name, args.threshold, args.keys)
+        return await add(args.name, args.threshold, args.keys, by=args.by)
     listing = await _service(c, "list_wallets")
     return await listing()
 
@@ -371,6 +388,20 @@ async def cmd_wallet(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 async def cmd_custody(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     status = await _service(c, "custody_status")
     return await status()
+async def cmd_consolidate(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "plan":
+        plan = await _service(c, "plan_consolidation")
+        return await plan(args.wallet, args.max_inputs, args.fee_rate)
+    if args.action == "run":
+        run = await _service(c, "run_consolidation")
+        return await run(args.wallet, args.max_inputs, args.fee_rate, args.signer)
+    show = await _service(c, "show_consolidation")
+    return await show(args.wallet)
+
+
+async def cmd_stats(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    stats = await _service(c, "stats")
+    return await stats()
 
 
 async def cmd_events(args: argparse.Namespace, c: Container) -> dict[str, Any]:
@@ -424,6 +455,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
     "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db, "ln": cmd_ln,
     "limits": cmd_limits, "audit": cmd_audit, "wallet": cmd_wallet, "custody": cmd_custody,
+    "consolidate": cmd_consolidate, "stats": cmd_stats,
 }
 
 

@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "rebroadcast_delay": "30",
     "stuck_after": "21600",
     "withdrawal_ttl": "86400",
+    "long_term_fee_rate": "10",
+    "consolidate_above": "0",
     "lnd_rest_url": None,
     "lnd_macaroon": None,
     "lnd_tls_cert": None,
@@ -80,7 +82,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if values["zmq"] not in ("auto", "off"):
         raise ConfigError(f"KACCY_ZMQ must be auto (use the node's ZMQ notifications if it publishes any) "
                           f"or off, got {values['zmq']!r}")
-    for key in ("tolerance_sat", "gap_limit", "fee_target_blocks"):
+    for key in ("tolerance_sat", "gap_limit", "fee_target_blocks", "consolidate_above"):
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])

@@ -131,6 +131,14 @@ AddWallet = _Lazy(f"{_APP}.wallets", "AddWallet")
 ListWallets = _Lazy(f"{_APP}.wallets", "ListWallets")
 TransferAddress = _Lazy(f"{_APP}.wallets", "TransferAddress")
 CustodyStatus = _Lazy(f"{_APP}.custody", "CustodyStatus")
+ConsolidationSettings = _Lazy(f"{_APP}.consolidation", "ConsolidationSettings")
+WalletNames = _Lazy(f"{_APP}.consolidation", "WalletNames")
+PlanConsolidation = _Lazy(f"{_APP}.consolidation", "PlanConsolidation")
+RunConsolidation = _Lazy(f"{_APP}.consolidation", "RunConsolidation")
+ShowConsolidation = _Lazy(f"{_APP}.consolidation", "ShowConsolidation")
+FollowConsolidations = _Lazy(f"{_APP}.consolidation", "FollowConsolidations")
+ProposeConsolidation = _Lazy(f"{_APP}.consolidation", "ProposeConsolidation")
+Stats = _Lazy(f"{_APP}.stats", "Stats")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
@@ -321,6 +329,12 @@ class Services(containers.DeclarativeContainer):
     show_order = providers.Factory(ShowOrder, uow=storage.uow)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
+    # Which wallets exist: `default` (KACCY_XPUB) until wallets have names.
+    wallet_names = providers.Factory(WalletNames, uow=storage.uow)
+    consolidation_settings = providers.Singleton(
+        ConsolidationSettings,
+        long_term_fee_rate=providers.Callable(FeeRate.from_sat_per_vb, config.long_term_fee_rate),
+        propose_above=config.consolidate_above)
     track_withdrawals = providers.Factory(
         TrackWithdrawals, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
         publisher=gateways.publisher,
@@ -328,7 +342,8 @@ class Services(containers.DeclarativeContainer):
                                    first_delay_seconds=config.rebroadcast_delay,
                                    stuck_after_seconds=config.stuck_after,
                                    final_confirmations=payment_settings.provided.thresholds.final,
-                                   unsigned_ttl_seconds=config.withdrawal_ttl))
+                                   unsigned_ttl_seconds=config.withdrawal_ttl),
+        followers=providers.List(providers.Factory(FollowConsolidations)))
     # The outbox: a page of committed events for `kaccy-bitcoin events`, and the waiting feed
     # with named consumers for a program that embeds the library.
     list_events = providers.Factory(ListEvents, uow=storage.uow)
@@ -341,6 +356,7 @@ class Services(containers.DeclarativeContainer):
         fee_target_blocks=config.fee_target_blocks,
         master_fingerprint=providers.Callable(_fingerprint, config.xpub_fingerprint, config.signer_mnemonic,
                                               gateways.software_signer.provider),
+        long_term_fee_rate=providers.Callable(FeeRate.from_sat_per_vb, config.long_term_fee_rate),
     )
     withdrawal_builder = providers.Factory(WithdrawalBuilder, chain=gateways.chain, deriver=gateways.deriver,
                                            watch=watch_range, clock=gateways.clock, settings=withdrawal_settings,
@@ -380,6 +396,21 @@ class Services(containers.DeclarativeContainer):
                                         chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)
+    plan_consolidation = providers.Factory(PlanConsolidation, builder=withdrawal_builder, uow=storage.uow,
+                                           clock=gateways.clock, wallets=wallet_names,
+                                           settings=consolidation_settings)
+    run_consolidation = providers.Factory(RunConsolidation, planner=plan_consolidation, builder=withdrawal_builder,
+                                          uow=storage.uow, clock=gateways.clock, signing=sign_withdrawal,
+                                          broadcasting=broadcast_withdrawal)
+    show_consolidation = providers.Factory(ShowConsolidation, uow=storage.uow, wallets=wallet_names)
+    # The planner and builder are built only when a proposal is due (KACCY_CONSOLIDATE_ABOVE set):
+    # the monitor itself needs no KACCY_XPUB.
+    propose_consolidation = providers.Factory(ProposeConsolidation, planner=plan_consolidation.provider,
+                                              builder=withdrawal_builder.provider, uow=storage.uow,
+                                              clock=gateways.clock,
+                                              publisher=gateways.publisher, wallets=wallet_names,
+                                              settings=consolidation_settings)
+    stats = providers.Factory(Stats, uow=storage.uow, builder=withdrawal_builder, wallets=wallet_names)
     pay_invoice = providers.Factory(PayInvoice, node=gateways.lightning)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)
     create_order_invoice = providers.Factory(CreateOrderInvoice, uow=storage.uow, node=gateways.lightning,
@@ -391,10 +422,12 @@ class Services(containers.DeclarativeContainer):
         ShowOrderInvoice, uow=storage.uow,
         sync=providers.Callable(_when_lnd, config.lnd_rest_url, invoice_sync.provider))
     watch_invoices = providers.Factory(WatchInvoices, sync=invoice_sync, node=gateways.lightning)
-    # One round of the monitor: payments, withdrawals, and the open invoices when LND is configured.
+    # One round of the monitor: payments, withdrawals, the open invoices when LND is configured,
+    # and a consolidation proposal when one is due.
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals,
                                      lightning=providers.Callable(_when_lnd, config.lnd_rest_url,
-                                                                  invoice_sync.provider))
+                                                                  invoice_sync.provider),
+                                     more=providers.List(propose_consolidation))
 
 
 class Container(containers.DeclarativeContainer):

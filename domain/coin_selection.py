@@ -1,14 +1,18 @@
 """Coin selection, as Bitcoin Core defines it (src/wallet/coinselection.cpp), in integers.
 
 Coins are valued at their *effective value* (amount minus the fee to spend them at the
-target rate). Three algorithms propose selections: Branch-and-Bound (a changeless exact
-match within the cost of change), Single Random Draw, and Knapsack; the one with the
-lowest *waste* wins:
+target rate). Algorithms propose selections: Branch-and-Bound (a changeless exact match
+within the cost of change), Single Random Draw, Knapsack, and, as Core does at high fee
+rates, CoinGrinder (the lightest changeful spend); the one with the lowest *waste* wins:
 
     waste = sum over inputs of (fee at the target rate - fee at the long-term rate)
             + (cost of change if there is change, else the excess dropped to fees)
 
 Change below the dust limit is never made: its value goes to the fee.
+
+One choice differs from Core: CoinGrinder runs whenever the fee rate is above the long-term
+rate (Core: above three times it), since every input then wastes; bench/coin_selection.py
+measures the whole against Core's own selection (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ def multisig_input_weight(threshold: int, keys: int) -> int:
     (OP_m, `keys` pushes of 33-byte keys, OP_n, OP_CHECKMULTISIG) with its length byte."""
     script = 3 + 34 * keys
     return 41 * 4 + 1 + 1 + 73 * threshold + (1 if script < 253 else 3) + script
+COIN_GRINDER_MAX_TRIES = 100_000
 KNAPSACK_ITERATIONS = 1000
 
 
@@ -178,6 +183,64 @@ def branch_and_bound(coins: Sequence[Coin], target_eff: int, params: SelectionPa
     return [pool[i] for i in best] if best is not None else None
 
 
+def coin_grinder(coins: Sequence[Coin], total_target: int, params: SelectionParams,
+                 max_tries: int = COIN_GRINDER_MAX_TRIES) -> list[Coin] | None:
+    """Core's CoinGrinder: the set of coins with the least total input weight whose effective
+    value reaches `total_target` (the payouts, the fixed fee, the change output's fee and the
+    minimum change), the one with the least excess among equally light sets. At high fee rates
+    every vbyte of input costs more now than later, so the lightest changeful spend wastes least.
+
+    Depth-first over the coins by descending effective value (lighter first among equals),
+    pruned when the coins left cannot reach the target, and when even the lightest coin left
+    would make the set heavier than the best one found."""
+    pool = sorted((c for c in coins if params.effective_value(c) > 0),
+                  key=lambda c: (-params.effective_value(c), c.input_weight))
+    values = [params.effective_value(c) for c in pool]
+    weights = [c.input_weight for c in pool]
+    n = len(pool)
+    lookahead = [0] * (n + 1)
+    min_tail = [sys.maxsize] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        lookahead[i] = lookahead[i + 1] + values[i]
+        min_tail[i] = min(min_tail[i + 1], weights[i])
+    if lookahead[0] < total_target:
+        return None
+    best: list[int] | None = None
+    best_weight, best_amount = sys.maxsize, sys.maxsize
+    selected: list[int] = []
+    tries = 0
+
+    def search(i: int, amount: int, weight: int) -> None:
+        nonlocal best, best_weight, best_amount, tries
+        tries += 1
+        if tries > max_tries:
+            return
+        if amount >= total_target:
+            if weight < best_weight or (weight == best_weight and amount < best_amount):
+                best, best_weight, best_amount = list(selected), weight, amount
+            return
+        if i == n or amount + lookahead[i] < total_target or weight + min_tail[i] > best_weight:
+            return
+        if weight + weights[i] <= best_weight:
+            selected.append(i)
+            search(i + 1, amount + values[i], weight + weights[i])
+            selected.pop()
+        # Leaving coin i out: leaving out its twins (same value and weight) too avoids
+        # exploring the same sets again.
+        j = i + 1
+        while j < n and values[j] == values[i] and weights[j] == weights[i]:
+            j += 1
+        search(j, amount, weight)
+
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, n + 200))
+    try:
+        search(0, 0, 0)
+    finally:
+        sys.setrecursionlimit(old_limit)
+    return [pool[i] for i in best] if best is not None else None
+
+
 def single_random_draw(coins: Sequence[Coin], target_eff: int, params: SelectionParams,
                        rng: random.Random) -> list[Coin] | None:
     """Shuffle, then take coins until the target, the change output and a minimum change are covered."""
@@ -265,8 +328,12 @@ def select_coins(coins: Sequence[Coin], target: Satoshis, fixed_weight: int, par
         result = finish_selection(bnb, "bnb", target, fixed_weight, params, allow_change=False)
         if result:
             candidates.append(result)
-    for name, picked in (("srd", single_random_draw(unique, target_eff, params, rng)),
-                         ("knapsack", knapsack(unique, target_eff, params, rng))):
+    proposals = [("srd", single_random_draw(unique, target_eff, params, rng)),
+                 ("knapsack", knapsack(unique, target_eff, params, rng))]
+    if params.fee_rate > params.long_term_fee_rate:   # Core: above 3x; see the module's docstring
+        changeful_target = target_eff + params.change_fee + params.min_change.value
+        proposals.append(("coingrinder", coin_grinder(unique, changeful_target, params)))
+    for name, picked in proposals:
         if picked:
             result = finish_selection(picked, name, target, fixed_weight, params, allow_change=True)
             if result:

@@ -178,3 +178,19 @@ class InvoiceConflict(DomainError):
     """The order already has an open Lightning invoice for another amount."""
 
     code = "invoice_conflict"
+class NothingToConsolidate(DomainError):
+    """A consolidation would merge fewer than two coins, or would not save anything."""
+
+    code = "nothing_to_consolidate"
+
+
+class ConsolidationInProgress(DomainError):
+    """The wallet's last consolidation still waits for its transaction to confirm."""
+
+    code = "consolidation_in_progress"
+
+
+class UnknownWallet(DomainError):
+    """A wallet name this deployment does not have."""
+
+    code = "unknown_wallet"

@@ -41,9 +41,16 @@ EVENT_KINDS = frozenset({
     "withdrawal_void_requested",
     # operator actions on the controls
     "limits_set",
+    "wallet_added",
     "invoice_created",
     "invoice_settled",
     "invoice_expired",
+    "consolidation_planned",
+    "consolidation_skipped",
+    "consolidation_broadcast",
+    "consolidation_completed",
+    "consolidation_abandoned",
+    "consolidation_proposed",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.

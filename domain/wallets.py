@@ -15,6 +15,7 @@ import re
 
 import attrs
 from kaccy_bitcoin.domain.bitcoin import HARDENED, DerivationPath, Network
+from kaccy_bitcoin.domain import errors
 from kaccy_bitcoin.domain.errors import DomainError
 
 DEFAULT = "default"
@@ -38,8 +39,7 @@ class WalletExists(DomainError):
     code = "wallet_exists"
 
 
-class UnknownWallet(DomainError):
-    code = "unknown_wallet"
+UnknownWallet = errors.UnknownWallet   # one error for "no such wallet", wherever it is raised
 
 
 def check_name(name: str) -> str:

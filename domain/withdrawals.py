@@ -53,6 +53,7 @@ class WithdrawalInput:
 
 
 PAYOUT, VOID, CPFP = "payout", "void", "cpfp"
+CONSOLIDATION = "consolidation"   # merges our own coins into one output of our change chain
 
 
 @attrs.define

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import AuditEntry
+from kaccy_bitcoin.domain.consolidation import Consolidation
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
@@ -301,6 +302,31 @@ class WalletRepository(abc.ABC):
     @abc.abstractmethod
     def next_number(self) -> int:
         """The number the next added wallet takes (1 when none is stored; 0 is `default`)."""
+class ConsolidationRepository(abc.ABC):
+    """Each wallet's consolidation machine (one row per wallet)."""
+
+    @abc.abstractmethod
+    def get(self, wallet: str) -> Consolidation | None:
+        """The wallet's consolidation, if it ever had one."""
+
+    @abc.abstractmethod
+    def save(self, consolidation: Consolidation) -> None:
+        """Insert (version 0) or update it, only if its stored version is still
+        `consolidation.version` (else ConcurrentUpdate); bumps `consolidation.version`."""
+
+    @abc.abstractmethod
+    def in_flight(self) -> list[Consolidation]:
+        """Consolidations whose withdrawal exists and whose fate the chain has not decided
+        (PLANNED with a withdrawal, or CONSOLIDATING)."""
+
+
+class Analytics(abc.ABC):
+    """Totals for `kaccy-bitcoin stats` that no aggregate holds."""
+
+    @abc.abstractmethod
+    def received(self) -> tuple[int, int]:
+        """(count, total sat) of the received outputs that count for an order and have at
+        least one confirmation."""
 
 
 class UnitOfWork(abc.ABC):
@@ -324,6 +350,8 @@ class UnitOfWork(abc.ABC):
     reservations: CoinReservations
     limits: LimitStore
     wallets: WalletRepository
+    consolidations: ConsolidationRepository
+    analytics: Analytics
 
     def __init__(self) -> None:
         self._recorded: list[DomainEvent] = []

@@ -74,6 +74,9 @@ async def test_two_of_three_wallet_funded_signed_by_two_cosigners_broadcast_and_
     rc, out = shop.cli("wallet", "add", "treasury", "--threshold", "3", *[a for k in public for a in ("--key", k)],
                        check=False)
     assert rc == 2 and out["error"]["code"] == "wallet_exists"
+    # An operator action on the audit trail, once, with who did it.
+    trail = shop.cli("audit", "query", "--subject", "treasury")[1]["entries"]
+    assert [(e["kind"], e["actor"]) for e in trail] == [("wallet_added", "operator")]
 
     order = shop.order("t-1", 1_000_000, "--wallet", "treasury")
     assert order["address"] == added["first_address"]

@@ -20,6 +20,8 @@ from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.consolidation import Consolidation
+from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
@@ -31,7 +33,8 @@ class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "invoices", "addresses", "counters",
-              "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage", "wallets")
+              "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage", "wallets",
+              "consolidations")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -419,6 +422,33 @@ class MemoryWallets(storage.WalletRepository):
 
     def next_number(self) -> int:
         return max((w.number for w in self._t.values()), default=0) + 1
+class MemoryConsolidations(storage.ConsolidationRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def get(self, wallet: str) -> Consolidation | None:
+        return self._t.get(wallet)
+
+    def save(self, consolidation: Consolidation) -> None:
+        stored = self._t.get(consolidation.wallet)
+        if (stored.version if stored is not None else 0) != consolidation.version:
+            raise ConcurrentUpdate(f"the consolidation of wallet {consolidation.wallet!r} was changed by another "
+                                   "unit of work since it was read; nothing was written")
+        consolidation.version += 1
+        self._t.put(consolidation.wallet, consolidation)
+
+    def in_flight(self) -> list[Consolidation]:
+        return sorted((copy.deepcopy(c) for c in self._t.values() if c.in_flight), key=lambda c: c.wallet)
+
+
+class MemoryAnalytics(storage.Analytics):
+    def __init__(self, payments: _Table) -> None:
+        self._payments = payments
+
+    def received(self) -> tuple[int, int]:
+        outputs = [o for p in self._payments.values() for o in p.outputs.values()
+                   if o.status is OutputStatus.ACTIVE and o.confirmations >= 1]
+        return len(outputs), sum(o.amount.value for o in outputs)
 
 
 class MemoryUnitOfWork(storage.UnitOfWork):
@@ -444,6 +474,8 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.consumers = MemoryEventConsumers(t["consumers"])
         self.reservations = MemoryReservations(t["reservations"])
         self.wallets = MemoryWallets(t["wallets"])
+        self.consolidations = MemoryConsolidations(t["consolidations"])
+        self.analytics = MemoryAnalytics(t["payments"])
 
     def _commit(self) -> None:
         if self.read_only:

@@ -71,6 +71,19 @@ coin_reservations = Table(
 )
 
 
+consolidations = Table(
+    'kaccy_consolidations', metadata,
+    Column('wallet', String(length=64), primary_key=True, nullable=False),
+    Column('state', String(length=20), nullable=False),
+    Column('history', JSON(), nullable=False),
+    Column('inputs', JSON(), nullable=False),
+    Column('withdrawal_id', String(length=64), nullable=True),
+    Column('updated_at', DateTime(timezone=True), nullable=False),
+    Column('version', BigInteger(), nullable=False, server_default='1'),
+    Index('ix_kaccy_consolidations_state', 'state'),
+)
+
+
 cursors = Table(
     'kaccy_cursors', metadata,
     Column('name', String(length=64), primary_key=True, nullable=False),

@@ -9,6 +9,9 @@ from typing import Any
 
 from kaccy_bitcoin.domain.audit import AuditEntry
 from kaccy_bitcoin.domain.bitcoin import HARDENED, DerivationPath, OutPoint, Txid
+from kaccy_bitcoin.domain.consolidation import Consolidation
+from kaccy_bitcoin.domain.consolidation_state import ConsolidationMachine
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
@@ -181,3 +184,17 @@ def _stored_key(text: str) -> CosignerKey:
     fingerprint, _, path = origin.partition("/")
     steps = [int(p.rstrip("h'")) | (HARDENED if p[-1] in "h'" else 0) for p in path.split("/")]
     return CosignerKey(fingerprint, DerivationPath(tuple(steps)), xpub)
+    return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data))
+
+
+def consolidation_fields(c: Consolidation, at: dt.datetime) -> dict:
+    return {"state": c.state.name, "history": [t.to_dict() for t in c.machine.history],
+            "inputs": [{"txid": o.txid.value, "vout": o.vout} for o in c.inputs],
+            "withdrawal_id": c.withdrawal_id, "updated_at": at}
+
+
+def consolidation_from_row(row: Any) -> Consolidation:
+    machine = ConsolidationMachine(ConsolidationMachine.States[row.state],
+                                   [Transition.from_dict(t) for t in row.history])
+    return Consolidation(row.wallet, machine, [OutPoint(Txid(i["txid"]), i["vout"]) for i in row.inputs],
+                         row.withdrawal_id, version=row.version)

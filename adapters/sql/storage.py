@@ -27,6 +27,7 @@ from kaccy_bitcoin.adapters.sql import engine as opening, schema
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import GENESIS, AuditEntry
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.consolidation import Consolidation
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
@@ -776,6 +777,56 @@ class SqlWallets(storage.WalletRepository):
         return self._s.execute(select(func.coalesce(func.max(self._t.c.number), 0))).scalar_one() + 1
 
 
+class SqlConsolidations(storage.ConsolidationRepository):
+    """One row per wallet; every update is guarded by `WHERE version = <as read>`."""
+
+    _t = tables.consolidations
+
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
+
+    def get(self, wallet: str) -> Consolidation | None:
+        row = self._s.execute(select(self._t).where(self._t.c.wallet == wallet)).first()
+        return mapping.consolidation_from_row(row) if row is not None else None
+
+    def save(self, consolidation: Consolidation) -> None:
+        last = consolidation.machine.history[-1].at if consolidation.machine.history else dt.datetime.now(dt.UTC)
+        fields = mapping.consolidation_fields(consolidation, last)
+        t = self._t
+        if consolidation.version == 0:
+            try:
+                with self._s.begin_nested():
+                    self._s.execute(insert(t).values(wallet=consolidation.wallet, version=1, **fields))
+            except IntegrityError:
+                raise ConcurrentUpdate(f"the consolidation of wallet {consolidation.wallet!r} was started by "
+                                       "another process") from None
+        else:
+            done = self._s.execute(update(t).where(t.c.wallet == consolidation.wallet,
+                                                   t.c.version == consolidation.version)
+                                   .values(version=consolidation.version + 1, **fields))
+            if done.rowcount != 1:
+                raise ConcurrentUpdate(f"the consolidation of wallet {consolidation.wallet!r} was changed by "
+                                       "another process since it was read; nothing was written")
+        consolidation.version += 1
+
+    def in_flight(self) -> list[Consolidation]:
+        t = self._t
+        q = select(t).where(t.c.withdrawal_id.is_not(None), t.c.state.in_(("PLANNED", "CONSOLIDATING")))
+        return [mapping.consolidation_from_row(r) for r in self._s.execute(q.order_by(t.c.wallet))]
+
+
+class SqlAnalytics(storage.Analytics):
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
+
+    def received(self) -> tuple[int, int]:
+        t = tables.received_outputs
+        q = select(func.count(), func.coalesce(func.sum(t.c.amount_sat), 0)).where(
+            t.c.status == OutputStatus.ACTIVE.value, t.c.confirmations >= 1)
+        count, total = self._s.execute(q).one()
+        return int(count), int(total)
+
+
 class SqlUnitOfWork(storage.UnitOfWork):
     """One Core connection; its transaction begins with the first statement (SQLite: BEGIN
     IMMEDIATE, see make_engine) and ends with commit() or the rollback on leaving the block.
@@ -807,6 +858,8 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.reservations = SqlReservations(c)
         self.limits = SqlLimits(c)
         self.wallets = SqlWallets(c)
+        self.consolidations = SqlConsolidations(c)
+        self.analytics = SqlAnalytics(c)
 
     def _commit(self) -> None:
         if self._conn is None:

@@ -215,3 +215,14 @@ class WalletRow(KaccyTable, table=True):
     # Wallet.definition(): two wallets of the same keys and threshold would share every address.
     definition: str = Field(max_length=64)
     created_at: dt.datetime = _ts(nullable=False)
+class ConsolidationRow(KaccyTable, table=True):
+    """Each wallet's UTXO consolidation machine, its current plan's inputs and withdrawal."""
+
+    __tablename__ = "kaccy_consolidations"
+    wallet: str = Field(primary_key=True, max_length=64)
+    state: str = Field(index=True, max_length=20)
+    history: list = Field(sa_column=Column(JSON, nullable=False))
+    inputs: list = Field(sa_column=Column(JSON, nullable=False))
+    withdrawal_id: Optional[str] = Field(default=None, max_length=64)
+    updated_at: dt.datetime = _ts(nullable=False)
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
