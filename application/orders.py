@@ -11,6 +11,7 @@ from kaccy_bitcoin.domain.addresses import AddressEntry
 from kaccy_bitcoin.domain.errors import InvalidOrder, NotFound
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.addresses import RECEIVE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
@@ -126,6 +127,17 @@ class CreateOrder:
                 "amount_sat": request.amount.value, "bip21": bip21(request.address, request.amount, request.label)}
 
 
+def order_view(request: PaymentRequest, payment: Payment | None) -> OrderView:
+    payment = payment or Payment(request.order_id)
+    depth = payment.confirmations(request)
+    return OrderView(
+        order_id=request.order_id, address=request.address, amount_sat=request.amount.value,
+        received_sat=payment.received.value, status=payment.state.name.lower(),
+        match=payment.match(request).value, confirmations=depth or 0, txids=payment.txids(),
+        expires_at=request.expires_at.isoformat() if request.expires_at else None,
+        label=request.label)
+
+
 class ShowOrder:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
@@ -135,11 +147,30 @@ class ShowOrder:
             request = uow.requests.get(order_id)
             if request is None:
                 raise NotFound(f"no order with id {order_id!r}")
-            payment = uow.payments.get(order_id) or Payment(order_id)
-        depth = payment.confirmations(request)
-        return OrderView(
-            order_id=order_id, address=request.address, amount_sat=request.amount.value,
-            received_sat=payment.received.value, status=payment.state.name.lower(),
-            match=payment.match(request).value, confirmations=depth or 0, txids=payment.txids(),
-            expires_at=request.expires_at.isoformat() if request.expires_at else None,
-            label=request.label)
+            payment = uow.payments.get(order_id)
+        return order_view(request, payment)
+
+
+ORDER_STATUSES = tuple(s.name.lower() for s in PaymentState)
+LIST_MAX = 500
+
+
+class ListOrders:
+    """A page of orders by order id: `{"orders": [views], "next": ID or None}`; pass `next` back
+    as `after` for the following page (None: this was the last)."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, *, status: str | None = None, label: str | None = None, after: str | None = None,
+                       limit: int = 100) -> dict[str, Any]:
+        if status is not None and status not in ORDER_STATUSES:
+            raise InvalidOrder(f"status must be one of {', '.join(ORDER_STATUSES)}, got {status!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_MAX:
+            raise InvalidOrder(f"limit must be a whole number from 1 to {LIST_MAX}, got {limit!r}")
+        with self._uow.read() as uow:
+            requests = uow.requests.search(state=status.upper() if status else None, label=label, after=after,
+                                           limit=limit)
+            payments = uow.payments.get_many(r.order_id for r in requests)
+        views = [order_view(r, payments.get(r.order_id)).to_dict() for r in requests]
+        return {"orders": views, "next": requests[-1].order_id if len(requests) == limit else None}

@@ -38,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
     "lnd_rest_url": None,
     "lnd_macaroon": None,
     "lnd_tls_cert": None,
+    "api_rate_limit": "100",
+    "api_rate_burst": "200",
+    "api_max_body": "65536",
+    "ready_max_lag": "2",
+    "log_level": "info",
 }
 
 
@@ -71,10 +76,19 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     values["data_dir"] = values["data_dir"] or default_data_dir()
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{os.path.join(values['data_dir'], 'kaccy.db')}"
-    for key in ("tolerance_sat", "gap_limit", "fee_target_blocks"):
+    for key in ("tolerance_sat", "gap_limit", "fee_target_blocks", "api_rate_burst", "api_max_body",
+                "ready_max_lag"):
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
+    try:
+        rate = float(values["api_rate_limit"])
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate < 0:
+        raise ConfigError(f"KACCY_API_RATE_LIMIT must be a non-negative number of requests per second per key "
+                          f"(0: no limit), got {values['api_rate_limit']!r}")
+    values["api_rate_limit"] = rate
     for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl"):
         try:
             seconds = float(values[key])

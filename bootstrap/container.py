@@ -119,6 +119,17 @@ CancelWithdrawal = _Lazy(f"{_APP}.withdrawals", "CancelWithdrawal")
 ShowWithdrawal = _Lazy(f"{_APP}.withdrawals", "ShowWithdrawal")
 BumpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "BumpWithdrawal")
 CpfpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "CpfpWithdrawal")
+ListOrders = _Lazy(f"{_APP}.orders", "ListOrders")
+ListAddresses = _Lazy(f"{_APP}.addresses", "ListAddresses")
+CreateApiKey = _Lazy(f"{_APP}.api_access", "CreateApiKey")
+Authenticate = _Lazy(f"{_APP}.api_access", "Authenticate")
+RegisterWebhook = _Lazy(f"{_APP}.api_access", "RegisterWebhook")
+ShowWebhooks = _Lazy(f"{_APP}.api_access", "ShowWebhooks")
+RedeliverWebhook = _Lazy(f"{_APP}.api_access", "RedeliverWebhook")
+DeliverWebhooks = _Lazy(f"{_APP}.webhooks", "DeliverWebhooks")
+CheckReadiness = _Lazy(f"{_APP}.health", "CheckReadiness")
+SqlServiceStore = _Lazy("kaccy_bitcoin.adapters.sql.service_store", "SqlServiceStore")
+AiohttpWebhookTransport = _Lazy("kaccy_bitcoin.adapters.http_api.webhook_sender", "AiohttpWebhookTransport")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
 
@@ -152,6 +163,25 @@ async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None,
         yield node
     finally:
         await node.close()
+
+
+async def _webhook_transport() -> AsyncIterator[Any]:
+    transport = AiohttpWebhookTransport()
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+def _lightning_check(url: str | None, lightning: Any) -> Callable[[], Any] | None:
+    """Readiness asks LND only when it is configured (the provider builds the node on demand)."""
+    if not url:
+        return None
+
+    async def node() -> Any:
+        built = lightning()
+        return await built if hasattr(built, "__await__") else built
+    return node
 
 
 def _engine(url: str) -> Iterator[Engine]:
@@ -222,6 +252,7 @@ class Gateways(containers.DeclarativeContainer):
     core_signer = providers.Singleton(CoreWalletSigner, rpc=rpc, wallet=config.signer_core_wallet,
                                       network=providers.Callable(Network.parse, config.network))
     publisher = providers.Singleton(_subscribe_notifier, notifier)
+    webhook_transport = providers.Resource(_webhook_transport)
 
 
 class Storage(containers.DeclarativeContainer):
@@ -229,6 +260,8 @@ class Storage(containers.DeclarativeContainer):
 
     engine = providers.Resource(_engine, url=config.database_url)
     uow = providers.Singleton(SqlUnitOfWorkFactory, engine=engine)
+    # The HTTP service's own records: API keys, idempotency keys, webhooks.
+    service_store = providers.Singleton(SqlServiceStore, engine=engine)
 
 
 class Services(containers.DeclarativeContainer):
@@ -298,6 +331,23 @@ class Services(containers.DeclarativeContainer):
                                         chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)
+    list_orders = providers.Factory(ListOrders, uow=storage.uow)
+    list_addresses = providers.Factory(ListAddresses, uow=storage.uow)
+
+    # The HTTP service: keys, webhooks, readiness.
+    create_api_key = providers.Factory(CreateApiKey, store=storage.service_store, clock=gateways.clock)
+    authenticate = providers.Singleton(Authenticate, store=storage.service_store)
+    register_webhook = providers.Factory(RegisterWebhook, store=storage.service_store, uow=storage.uow,
+                                         clock=gateways.clock)
+    show_webhooks = providers.Factory(ShowWebhooks, store=storage.service_store)
+    redeliver_webhook = providers.Factory(RedeliverWebhook, store=storage.service_store, uow=storage.uow)
+    deliver_webhooks = providers.Singleton(DeliverWebhooks, store=storage.service_store, uow=storage.uow,
+                                           transport=gateways.webhook_transport, clock=gateways.clock)
+    check_readiness = providers.Singleton(
+        CheckReadiness, chain=gateways.chain, uow=storage.uow, store=storage.service_store,
+        lightning=providers.Callable(_lightning_check, config.lnd_rest_url, gateways.lightning.provider),
+        max_lag_blocks=config.ready_max_lag)
+
     pay_invoice = providers.Factory(PayInvoice, node=gateways.lightning)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)
 

@@ -114,3 +114,11 @@ class InvalidLightningValue(DomainError):
     """A Lightning record was given a malformed hash, index or state combination."""
 
     code = "invalid_lightning_value"
+
+
+class InvalidApiKeyRequest(DomainError):
+    code = "invalid_api_key_request"
+
+
+class InvalidWebhook(DomainError):
+    code = "invalid_webhook"

@@ -1,0 +1,155 @@
+"""`kaccy-bitcoin serve`: the HTTP API, the payment monitor and the webhook deliveries in one
+process, each of which can be switched off. Stops on SIGINT/SIGTERM.
+
+Prints one JSON line, `{"listening": "http://HOST:PORT"}`, once the API accepts connections
+(with `--port 0`, the port the system chose), so scripts can wait for it."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import signal
+import sys
+from typing import Any, Awaitable, Callable
+
+import attrs
+
+from kaccy_bitcoin.bootstrap.container import Container
+
+log = logging.getLogger("kaccy_bitcoin.serve")
+
+
+@attrs.frozen
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api: bool = True
+    monitor: bool = True
+    webhooks: bool = True
+    interval: float | None = None
+
+
+def configure_json_logging(level: str) -> None:
+    from kaccy_bitcoin.adapters.http_api.logs import JsonLogFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def use_case_resolver(container: Container) -> Callable[[str], Awaitable[Any]]:
+    """The container's use cases by name, each built once (they hold no request state)."""
+    built: dict[str, Any] = {}
+    lock = asyncio.Lock()
+
+    async def use(name: str) -> Any:
+        if name not in built:
+            async with lock:
+                if name not in built:
+                    made = getattr(container.services, name)()
+                    built[name] = await made if inspect.isawaitable(made) else made
+        return built[name]
+    return use
+
+
+async def serve(container: Container, options: ServeOptions, *, before_listening: Callable[[], Awaitable[None]]
+                | None = None) -> dict[str, Any]:
+    from aiohttp import web
+
+    from kaccy_bitcoin.adapters.http_api.app import Api, ApiSettings
+    from kaccy_bitcoin.adapters.http_api.metrics import Metrics
+    from kaccy_bitcoin.adapters.observability import observe_rpc
+
+    config = container.config
+    configure_json_logging(config.log_level())
+    use = use_case_resolver(container)
+    store = container.storage.service_store()
+    metrics = Metrics(stats=store.stats)
+    undo_rpc = observe_rpc(metrics.rpc_call)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if before_listening is not None:
+        await before_listening()
+    tasks: list[asyncio.Task[Any]] = []
+    runner = None
+    try:
+        if options.monitor:
+            tasks.append(asyncio.create_task(_monitor(container, use, metrics, options, stop), name="monitor"))
+        if options.webhooks:
+            tasks.append(asyncio.create_task(_webhooks(use, metrics, stop), name="webhooks"))
+        if options.api:
+            api = Api(use, container.services.authenticate(), store, container.gateways.clock(), metrics,
+                      ApiSettings(max_body_bytes=config.api_max_body(), rate_per_second=config.api_rate_limit(),
+                                  rate_burst=config.api_rate_burst()))
+            runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, options.host, options.port, backlog=1024)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr] - port 0: the chosen one
+            host = f"[{options.host}]" if ":" in options.host else options.host
+            print(json.dumps({"listening": f"http://{host}:{port}"}), flush=True)
+            log.info("listening", extra={"url": f"http://{host}:{port}", "monitor": options.monitor,
+                                         "webhooks": options.webhooks})
+        await stop.wait()
+        return {"stopped": True}
+    finally:
+        stop.set()
+        if runner is not None:
+            await runner.cleanup()
+        for task in tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:  # noqa: BLE001 - stopping: report and go on
+                log.exception("%s stopped with an error", task.get_name())
+        undo_rpc()
+
+
+async def _monitor(container: Container, use: Callable[[str], Awaitable[Any]], metrics: Any,
+                   options: ServeOptions, stop: asyncio.Event) -> None:
+    from kaccy_bitcoin.adapters.observability import correlation_id
+    from kaccy_bitcoin.application.monitor import RunMonitor
+
+    tick = await use("monitor_tick")
+    readiness = await use("check_readiness")
+    polls = 0
+
+    async def poll() -> list[Any]:
+        nonlocal polls
+        polls += 1
+        token = correlation_id.set(f"poll-{polls}")
+        try:
+            try:
+                events = await tick()
+            except Exception:
+                metrics.monitor_polls.labels("error").inc()
+                raise
+            metrics.monitor_polls.labels("ok").inc()
+            for e in events:
+                metrics.events.labels(e.kind).inc()
+                log.info("event %s", e.kind, extra={"event_kind": e.kind, "subject": e.subject})
+            try:
+                lag = await readiness.monitor_lag()
+                if lag is not None:
+                    metrics.monitor_lag.set(lag)
+            except Exception:  # noqa: BLE001 - the lag is a metric; the poll succeeded
+                log.warning("could not measure the monitor's lag", exc_info=True)
+            return events
+        finally:
+            correlation_id.reset(token)
+
+    interval = options.interval if options.interval is not None else container.config.poll_interval()
+    await RunMonitor(poll, interval)(stop=stop)
+
+
+async def _webhooks(use: Callable[[str], Awaitable[Any]], metrics: Any, stop: asyncio.Event) -> None:
+    from kaccy_bitcoin.application.webhooks import run_deliveries
+
+    deliver = await use("deliver_webhooks")
+    deliver.on_attempt = metrics.webhook_attempt
+    await run_deliveries(deliver, stop, on_error=lambda exc: log.warning("webhook round failed: %s", exc))
