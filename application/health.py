@@ -28,12 +28,15 @@ class CheckReadiness:
 
     def __init__(self, chain: ChainBackend, uow: UnitOfWorkFactory, store: ServiceStore,
                  lightning: Callable[[], Awaitable[Any]] | None = None, max_lag_blocks: int = 2,
-                 timeout: float = 5.0) -> None:
+                 final_confirmations: int = 1, timeout: float = 5.0) -> None:
         self._chain = chain
         self._uow = uow
         self._store = store
         self._lightning = lightning
         self._max_lag = max_lag_blocks
+        # The monitor's cursor stays this many blocks below the tip on purpose (it reads those
+        # again each poll, to see reorgs): that is not lag.
+        self._cursor_depth = max(0, final_confirmations - 1)
         self._timeout = timeout
 
     async def __call__(self) -> dict[str, Any]:
@@ -61,7 +64,8 @@ class CheckReadiness:
         if cursor is None or not cursor.block_hash:
             return None
         tip = (await self._chain.chain_info()).blocks
-        return max(0, tip - (await self._chain.block_header(cursor.block_hash)).height)
+        behind = tip - (await self._chain.block_header(cursor.block_hash)).height
+        return max(0, behind - self._cursor_depth)
 
     async def _monitor(self) -> dict[str, Any]:
         lag = await self.monitor_lag()

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "api_rate_burst": "200",
     "api_max_body": "65536",
     "ready_max_lag": "2",
+    "webhook_retry_first": "1",
+    "webhook_retry_max": "300",
     "log_level": "info",
 }
 
@@ -89,7 +91,8 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_API_RATE_LIMIT must be a non-negative number of requests per second per key "
                           f"(0: no limit), got {values['api_rate_limit']!r}")
     values["api_rate_limit"] = rate
-    for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl"):
+    for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl", "webhook_retry_first",
+                "webhook_retry_max"):
         try:
             seconds = float(values[key])
         except ValueError:

@@ -127,6 +127,7 @@ RegisterWebhook = _Lazy(f"{_APP}.api_access", "RegisterWebhook")
 ShowWebhooks = _Lazy(f"{_APP}.api_access", "ShowWebhooks")
 RedeliverWebhook = _Lazy(f"{_APP}.api_access", "RedeliverWebhook")
 DeliverWebhooks = _Lazy(f"{_APP}.webhooks", "DeliverWebhooks")
+DeliverySettings = _Lazy(f"{_APP}.webhooks", "DeliverySettings")
 CheckReadiness = _Lazy(f"{_APP}.health", "CheckReadiness")
 SqlServiceStore = _Lazy("kaccy_bitcoin.adapters.sql.service_store", "SqlServiceStore")
 AiohttpWebhookTransport = _Lazy("kaccy_bitcoin.adapters.http_api.webhook_sender", "AiohttpWebhookTransport")
@@ -341,12 +342,14 @@ class Services(containers.DeclarativeContainer):
                                          clock=gateways.clock)
     show_webhooks = providers.Factory(ShowWebhooks, store=storage.service_store)
     redeliver_webhook = providers.Factory(RedeliverWebhook, store=storage.service_store, uow=storage.uow)
-    deliver_webhooks = providers.Singleton(DeliverWebhooks, store=storage.service_store, uow=storage.uow,
-                                           transport=gateways.webhook_transport, clock=gateways.clock)
+    deliver_webhooks = providers.Singleton(
+        DeliverWebhooks, store=storage.service_store, uow=storage.uow, transport=gateways.webhook_transport,
+        clock=gateways.clock, settings=providers.Factory(DeliverySettings, first_retry=config.webhook_retry_first,
+                                                         max_retry=config.webhook_retry_max))
     check_readiness = providers.Singleton(
         CheckReadiness, chain=gateways.chain, uow=storage.uow, store=storage.service_store,
         lightning=providers.Callable(_lightning_check, config.lnd_rest_url, gateways.lightning.provider),
-        max_lag_blocks=config.ready_max_lag)
+        max_lag_blocks=config.ready_max_lag, final_confirmations=payment_settings.provided.thresholds.final)
 
     pay_invoice = providers.Factory(PayInvoice, node=gateways.lightning)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)

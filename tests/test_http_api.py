@@ -176,11 +176,17 @@ async def test_health_ready_metrics_openapi_need_no_key(node, served) -> None:  
     s, health = await a.get("/health")
     assert s == 200 and health == {"status": "ok"}
 
+    last: list = []
+
     async def ready() -> dict | None:
         status, report = await a.get("/ready")
+        last[:] = [report]
         return report if status == 200 else None
 
-    report = await until(ready)
+    try:
+        report = await until(ready)
+    except AssertionError:
+        raise AssertionError(f"not ready: {last}") from None
     assert set(report["checks"]) == {"bitcoind", "database", "monitor"}
     for check in report["checks"].values():
         assert check["status"] == "ok" and check["latency_ms"] >= 0
