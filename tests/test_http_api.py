@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import aiohttp
 import pytest
@@ -215,3 +216,42 @@ async def test_correlation_id_follows_the_request_into_rpc_calls(served) -> None
     mine = await until(logged, 10)
     assert any(e["logger"] == "kaccy_bitcoin.rpc" and e["rpc_method"] for e in mine), mine
     assert any(e.get("path") == "/v1/orders" and e.get("status") == 201 for e in mine)
+
+
+async def test_rate_limit_per_key(node, tmp_path) -> None:  # noqa: ANN001
+    shop = Shop(node, tmp_path)
+    env = service_env(shop.env, KACCY_API_RATE_LIMIT="1", KACCY_API_RATE_BURST="3")
+    busy, calm = api_key(env, "read"), api_key(env, "read")
+    service = Service(env, tmp_path / "serve.log", "--no-monitor", "--no-webhooks")
+    try:
+        async with aiohttp.ClientSession() as session:
+            b, c = Client(session, service.url, busy), Client(session, service.url, calm)
+            statuses = [(await b.get("/v1/events"))[0] for _ in range(6)]
+            assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429, 429]
+            s, e = await b.get("/v1/events")
+            assert s == 429 and e["error"]["code"] == "rate_limited" and int(b.last.headers["Retry-After"]) >= 1
+            assert (await c.get("/v1/events"))[0] == 200          # another key has its own budget
+            assert (await b.get("/health"))[0] == 200             # no key, no limit
+            await asyncio.sleep(1.1)
+            assert (await b.get("/v1/events"))[0] == 200
+    finally:
+        assert service.stop() == 0
+
+
+def test_apikey_create_refuses_unknown_scopes(tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+
+    from tests.payments_harness import CLI
+
+    env = {**os.environ, "KACCY_DATA_DIR": str(tmp_path), "KACCY_DATABASE_URL": f"sqlite:///{tmp_path}/k.db"}
+    for args in (["apikey", "create"], ["apikey", "create", "--scope", "root"]):
+        proc = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and json.loads(proc.stdout)["error"]["code"] == "usage", proc.stdout
+    proc = subprocess.run([CLI, "apikey", "create", "--scope", "read", "--scope", "read"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    created = json.loads(proc.stdout)
+    assert created["scopes"] == ["read"] and created["key"].startswith("kaccy_") and len(created["key"]) > 40
+    import sqlite3
+
+    stored = sqlite3.connect(f"{tmp_path}/k.db").execute("SELECT key_hash FROM kaccy_api_keys").fetchall()
+    assert created["key"] not in str(stored) and len(stored[0][0]) == 64
