@@ -1,6 +1,7 @@
 """Use cases: create an order (a fresh deposit address), show an order."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 from urllib.parse import quote
@@ -72,14 +73,24 @@ class WatchRange:
         self._chain = chain
         self._gap = gap_limit
         self._watched: dict[int, int] = {}  # chain -> last index the node is known to watch
+        self._asking: asyncio.Lock | None = None
 
     async def cover(self, chain_index: int, issued: int) -> None:
-        """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain."""
+        """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain.
+
+        Concurrent callers (a server creating many orders at once) ask the node one at a time:
+        the first widens the range, and those waiting behind it usually find it wide enough."""
         needed = issued - 1 + self._gap
         if needed <= self._watched.get(chain_index, -1):
             return
-        (end,) = await self._chain.ensure_watching([(self._deriver.descriptor(chain_index), needed + self._gap)])
-        self._watched[chain_index] = max(end, self._watched.get(chain_index, -1))
+        if self._asking is None:
+            self._asking = asyncio.Lock()
+        async with self._asking:
+            if needed <= self._watched.get(chain_index, -1):
+                return
+            (end,) = await self._chain.ensure_watching([(self._deriver.descriptor(chain_index),
+                                                         needed + self._gap)])
+            self._watched[chain_index] = max(end, self._watched.get(chain_index, -1))
 
 
 class CreateOrder:
