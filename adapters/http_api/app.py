@@ -196,6 +196,11 @@ class Api:
                 raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still "
                                                                 "running; retry later")
             return _json(first.response, first.status, {"Idempotent-Replayed": "true"})
+        # Shielded: a client that hangs up does not stop a use case half-way between its commit
+        # and the record of its answer (a retry with the same key then replays that answer).
+        return await asyncio.shield(asyncio.ensure_future(self._run_and_record(r, call, key, idem)))
+
+    async def _run_and_record(self, r: Route, call: Call, key: ApiKey, idem: str) -> web.StreamResponse:
         try:
             response = self._respond(r, await r.handler(call))
         except BaseException as exc:

@@ -24,8 +24,11 @@ def _webhook(row: Any) -> Webhook:
 
 
 class SqlServiceStore(ServiceStore):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, abandoned_after: dt.timedelta = dt.timedelta(minutes=10)) -> None:
         self._engine = engine
+        # A claim still unanswered this long after it was made belongs to a process that died
+        # mid-request: the next request with the key takes it over and runs again.
+        self._abandoned_after = abandoned_after
 
     def add_key(self, key: ApiKey) -> None:
         with self._engine.begin() as c:
@@ -51,10 +54,16 @@ class SqlServiceStore(ServiceStore):
             return None
         except IntegrityError:
             pass
-        with self._engine.connect() as c:
+        with self._engine.begin() as c:
             row = c.execute(select(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key)).first()
-        if row is None:   # released between the two statements: the caller may try again
-            return IdempotencyRecord(request_hash, None, None)
+            if row is None:   # released between the two statements: the caller may try again
+                return IdempotencyRecord(request_hash, None, None)
+            if row.status is None and utc(row.created_at) < now - self._abandoned_after:
+                taken = c.execute(update(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key,
+                                                  t.c.status.is_(None), t.c.created_at == row.created_at)
+                                  .values(request_hash=request_hash, created_at=now))
+                if taken.rowcount == 1:
+                    return None
         return IdempotencyRecord(row.request_hash, row.status, row.response)
 
     def finish_idempotency(self, key_id: str, idem_key: str, status: int, response: Any) -> None:
