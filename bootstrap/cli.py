@@ -184,6 +184,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-webhooks", action="store_true", help="do not deliver webhooks (another process does)")
     p.add_argument("--interval", type=_seconds("--interval"), default=None,
                    help="seconds between monitor polls (default KACCY_POLL_INTERVAL, 30)")
+    p.add_argument("--workers", type=_int_in_range("--workers", 1, 64), default=1,
+                   help="API processes sharing the port (default 1); only this one runs the monitor and webhooks")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -304,7 +307,8 @@ def _serve_choice(args: argparse.Namespace) -> Any:
     from kaccy_bitcoin.bootstrap.serve import ServeOptions
 
     return ServeOptions(host=args.host, port=args.port, api=not args.no_api, monitor=not args.no_monitor,
-                        webhooks=not args.no_webhooks, interval=args.interval)
+                        webhooks=not args.no_webhooks, interval=args.interval, workers=args.workers,
+                        reuse_port=args.reuse_port)
 
 
 async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:

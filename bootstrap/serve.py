@@ -28,6 +28,8 @@ class ServeOptions:
     monitor: bool = True
     webhooks: bool = True
     interval: float | None = None
+    workers: int = 1          # API processes in all (this one included), sharing the port
+    reuse_port: bool = False  # set in the extra workers: bind beside the first one
 
 
 def configure_json_logging(level: str) -> None:
@@ -76,6 +78,7 @@ async def serve(container: Container, options: ServeOptions, *, before_listening
         await before_listening()
     tasks: list[asyncio.Task[Any]] = []
     runner = None
+    workers: list[Any] = []
     try:
         if options.monitor:
             tasks.append(asyncio.create_task(_monitor(container, use, metrics, options, stop), name="monitor"))
@@ -87,10 +90,13 @@ async def serve(container: Container, options: ServeOptions, *, before_listening
                                   rate_burst=config.api_rate_burst()))
             runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
             await runner.setup()
-            site = web.TCPSite(runner, options.host, options.port, backlog=1024)
+            site = web.TCPSite(runner, options.host, options.port, backlog=1024,
+                               reuse_port=options.reuse_port or options.workers > 1)
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr] - port 0: the chosen one
             host = f"[{options.host}]" if ":" in options.host else options.host
+            if options.workers > 1:
+                workers = await _start_workers(container, options, port)
             print(json.dumps({"listening": f"http://{host}:{port}"}), flush=True)
             log.info("listening", extra={"url": f"http://{host}:{port}", "monitor": options.monitor,
                                          "webhooks": options.webhooks})
@@ -98,8 +104,12 @@ async def serve(container: Container, options: ServeOptions, *, before_listening
         return {"stopped": True}
     finally:
         stop.set()
+        for worker in workers:
+            worker.terminate()
         if runner is not None:
             await runner.cleanup()
+        for worker in workers:
+            await worker.wait()
         for task in tasks:
             try:
                 await asyncio.wait_for(task, 10)
@@ -108,6 +118,38 @@ async def serve(container: Container, options: ServeOptions, *, before_listening
             except Exception:  # noqa: BLE001 - stopping: report and go on
                 log.exception("%s stopped with an error", task.get_name())
         undo_rpc()
+
+
+def _worker_env(container: Container) -> dict[str, str]:
+    """This process's settings as environment variables (`run` may have set some in-process,
+    such as the address of the regtest node it started)."""
+    import os
+
+    from kaccy_bitcoin.bootstrap.config import DEFAULTS
+
+    env = {k: v for k, v in os.environ.items() if k != "KACCY_CONFIG"}
+    for key in DEFAULTS:
+        value = container.config.get(key)
+        if value is not None:
+            env[f"KACCY_{key.upper()}"] = str(value)
+    return env
+
+
+async def _start_workers(container: Container, options: ServeOptions, port: int) -> list[Any]:
+    """`workers - 1` more API processes on the same port (SO_REUSEPORT: the kernel spreads the
+    connections), without monitor or webhooks; returns once each one listens."""
+    command = [sys.executable, "-c", "import sys; from kaccy_bitcoin.bootstrap.cli import main; sys.exit(main())",
+               "serve", "--host", options.host, "--port", str(port), "--no-monitor", "--no-webhooks",
+               "--reuse-port"]
+    started = [await asyncio.create_subprocess_exec(*command, env=_worker_env(container),
+                                                    stdout=asyncio.subprocess.PIPE)
+               for _ in range(options.workers - 1)]
+    for worker in started:
+        assert worker.stdout is not None
+        line = await asyncio.wait_for(worker.stdout.readline(), 60)
+        if not line:
+            raise RuntimeError(f"an API worker exited with status {await worker.wait()} before listening")
+    return started
 
 
 async def _monitor(container: Container, use: Callable[[str], Awaitable[Any]], metrics: Any,

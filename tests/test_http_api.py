@@ -255,3 +255,25 @@ def test_apikey_create_refuses_unknown_scopes(tmp_path) -> None:  # noqa: ANN001
 
     stored = sqlite3.connect(f"{tmp_path}/k.db").execute("SELECT key_hash FROM kaccy_api_keys").fetchall()
     assert created["key"] not in str(stored) and len(stored[0][0]) == 64
+
+
+async def test_several_api_workers_share_the_port_and_stop_together(node, tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+
+    shop = Shop(node, tmp_path)
+    env = service_env(shop.env)
+    key = api_key(env, "orders")
+    service = Service(env, tmp_path / "serve.log", "--workers", "2")
+    try:
+        children = subprocess.run(["pgrep", "-P", str(service.proc.pid)], capture_output=True, text=True)
+        assert len(children.stdout.split()) == 1
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            c = Client(session, service.url, key)
+            answers = [await c.post("/v1/orders", {"order_id": f"wk-{n}", "amount_sat": 1000 + n}) for n in range(20)]
+            assert [s for s, _ in answers] == [201] * 20
+            assert len({a["address"] for _, a in answers}) == 20                # one address book
+            pids = {e["pid"] for e in service.logs() if e.get("path") == "/v1/orders" and "pid" in e}
+    finally:
+        assert service.stop() == 0
+    assert subprocess.run(["pgrep", "-P", str(service.proc.pid)], capture_output=True).returncode == 1
+    assert len(pids) == 2, "both processes answered"

@@ -15,7 +15,7 @@ class JsonLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
                  "level": record.levelname.lower(), "logger": record.name,
-                 "message": redact_credentials(record.getMessage())}
+                 "message": redact_credentials(record.getMessage()), "pid": record.process}
         cid = correlation_id.get()
         if cid is not None:
             entry["correlation_id"] = cid
