@@ -1,7 +1,8 @@
 """Use cases of the service's access: API keys, webhook subscriptions."""
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import attrs
 
@@ -25,23 +26,47 @@ class CreateApiKey:
         return {"key_id": key.key_id, "key": secret, "scopes": list(key.scopes)}
 
 
-class Authenticate:
-    """The key a presented secret belongs to (None: unknown or revoked). Known keys are kept
-    in memory by hash, so a busy client costs no database read per request."""
+class ManageApiKeys:
+    """List keys (never their secrets) and revoke one."""
 
     def __init__(self, store: ServiceStore) -> None:
         self._store = store
-        self._known: dict[str, ApiKey] = {}
+
+    def list(self) -> dict[str, Any]:
+        return {"keys": [{"key_id": k.key_id, "scopes": list(k.scopes), "created_at": k.created_at.isoformat(),
+                          "revoked": k.revoked} for k in self._store.keys()]}
+
+    def revoke(self, key_id: str) -> dict[str, Any]:
+        if not self._store.revoke_key(key_id):
+            raise NotFound(f"no API key with id {key_id!r}")
+        return {"key_id": key_id, "revoked": True}
+
+
+class Authenticate:
+    """The key a presented secret belongs to (None: unknown or revoked). A key found is kept
+    in memory by hash for `cache_seconds`, so a busy client costs no database read per request
+    and a revocation takes effect within that time in every process."""
+
+    def __init__(self, store: ServiceStore, cache_seconds: float = 10.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._ttl = cache_seconds
+        self._monotonic = monotonic
+        self._known: dict[str, tuple[ApiKey, float]] = {}
 
     def __call__(self, secret: str) -> ApiKey | None:
         digest = key_hash(secret)
-        key = self._known.get(digest)
-        if key is None:
-            key = self._store.key_by_hash(digest)
-            if key is None or key.revoked:
-                return None
-            if len(self._known) < 10_000:
-                self._known[digest] = key
+        now = self._monotonic()
+        cached = self._known.get(digest)
+        if cached is not None and now - cached[1] < self._ttl:
+            return cached[0]
+        key = self._store.key_by_hash(digest)
+        if key is None or key.revoked:
+            self._known.pop(digest, None)
+            return None
+        if len(self._known) >= 10_000:
+            self._known.clear()
+        self._known[digest] = (key, now)
         return key
 
 

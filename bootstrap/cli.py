@@ -168,6 +168,9 @@ def parser() -> argparse.ArgumentParser:
     ak = apikey.add_parser("create", help="a new key (printed once; only its hash is stored)")
     ak.add_argument("--scope", action="append", required=True, dest="scopes",
                     choices=["read", "orders", "withdraw", "admin"])
+    apikey.add_parser("list", help="every key: id, scopes, created, revoked (never the secret)")
+    revoke = apikey.add_parser("revoke", help="refuse a key from now on (within 10 s in a running service)")
+    revoke.add_argument("key_id")
 
     run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the service")
     run.add_argument("--no-demo", action="store_true")
@@ -324,8 +327,11 @@ async def cmd_serve(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 
 async def cmd_apikey(args: argparse.Namespace, c: Container) -> dict[str, Any]:
-    create = await _service(c, "create_api_key")
-    return create(args.scopes)
+    if args.action == "create":
+        create = await _service(c, "create_api_key")
+        return create(args.scopes)
+    keys = await _service(c, "manage_api_keys")
+    return keys.list() if args.action == "list" else keys.revoke(args.key_id)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {

@@ -123,6 +123,7 @@ ListOrders = _Lazy(f"{_APP}.orders", "ListOrders")
 ListAddresses = _Lazy(f"{_APP}.addresses", "ListAddresses")
 CreateApiKey = _Lazy(f"{_APP}.api_access", "CreateApiKey")
 Authenticate = _Lazy(f"{_APP}.api_access", "Authenticate")
+ManageApiKeys = _Lazy(f"{_APP}.api_access", "ManageApiKeys")
 RegisterWebhook = _Lazy(f"{_APP}.api_access", "RegisterWebhook")
 ShowWebhooks = _Lazy(f"{_APP}.api_access", "ShowWebhooks")
 RedeliverWebhook = _Lazy(f"{_APP}.api_access", "RedeliverWebhook")
@@ -338,6 +339,7 @@ class Services(containers.DeclarativeContainer):
     # The HTTP service: keys, webhooks, readiness.
     create_api_key = providers.Factory(CreateApiKey, store=storage.service_store, clock=gateways.clock)
     authenticate = providers.Singleton(Authenticate, store=storage.service_store)
+    manage_api_keys = providers.Factory(ManageApiKeys, store=storage.service_store)
     register_webhook = providers.Factory(RegisterWebhook, store=storage.service_store, uow=storage.uow,
                                          clock=gateways.clock)
     show_webhooks = providers.Factory(ShowWebhooks, store=storage.service_store)

@@ -31,6 +31,14 @@ class ServiceStore(abc.ABC):
         """The key whose secret hashes to `key_hash`, if any."""
 
     @abc.abstractmethod
+    def keys(self) -> list[ApiKey]:
+        """Every key, oldest first (their hashes, never the secrets)."""
+
+    @abc.abstractmethod
+    def revoke_key(self, key_id: str) -> bool:
+        """Refuse this key from now on; False if there is no such key."""
+
+    @abc.abstractmethod
     def claim_idempotency(self, key_id: str, idem_key: str, request_hash: str,
                           now: dt.datetime) -> IdempotencyRecord | None:
         """Claim `idem_key` for this request; None when it is new (the caller runs the request

@@ -277,3 +277,28 @@ async def test_several_api_workers_share_the_port_and_stop_together(node, tmp_pa
         assert service.stop() == 0
     assert subprocess.run(["pgrep", "-P", str(service.proc.pid)], capture_output=True).returncode == 1
     assert len(pids) == 2, "both processes answered"
+
+
+async def test_a_revoked_key_is_refused_within_ten_seconds(served) -> None:  # noqa: ANN001
+    import subprocess
+
+    from tests.payments_harness import CLI
+
+    shop, service, c = served
+    assert (await c["read"].get("/v1/events"))[0] == 200
+
+    def cli(*args: str) -> dict:
+        proc = subprocess.run([CLI, "apikey", *args], env=service.env, capture_output=True, text=True, timeout=60)
+        return json.loads(proc.stdout)
+
+    listed = cli("list")["keys"]
+    assert len(listed) == 4 and all("key" not in k and not k["revoked"] for k in listed)
+    read_id = next(k["key_id"] for k in listed if k["scopes"] == ["read"])
+    assert cli("revoke", read_id) == {"key_id": read_id, "revoked": True}
+    assert cli("revoke", "key_nope")["error"]["code"] == "not_found"
+
+    async def refused() -> bool:
+        return (await c["read"].get("/v1/events"))[0] == 401
+
+    await until(refused, 15, 0.5)
+    assert (await c["admin"].get("/v1/events"))[0] == 200

@@ -23,6 +23,10 @@ def _webhook(row: Any) -> Webhook:
                    next_attempt_at=utc(row.next_attempt_at), last_error=row.last_error, active=row.active)
 
 
+def _key(row: Any) -> ApiKey:
+    return ApiKey(row.key_id, row.key_hash, tuple(row.scopes), utc(row.created_at), row.revoked)
+
+
 class SqlServiceStore(ServiceStore):
     def __init__(self, engine: Engine, abandoned_after: dt.timedelta = dt.timedelta(minutes=10)) -> None:
         self._engine = engine
@@ -40,9 +44,17 @@ class SqlServiceStore(ServiceStore):
         t = tables.api_keys
         with self._engine.connect() as c:
             row = c.execute(select(t).where(t.c.key_hash == key_hash)).first()
-        if row is None:
-            return None
-        return ApiKey(row.key_id, row.key_hash, tuple(row.scopes), utc(row.created_at), row.revoked)
+        return _key(row) if row is not None else None
+
+    def keys(self) -> list[ApiKey]:
+        t = tables.api_keys
+        with self._engine.connect() as c:
+            return [_key(r) for r in c.execute(select(t).order_by(t.c.created_at, t.c.key_id))]
+
+    def revoke_key(self, key_id: str) -> bool:
+        t = tables.api_keys
+        with self._engine.begin() as c:
+            return c.execute(update(t).where(t.c.key_id == key_id).values(revoked=True)).rowcount == 1
 
     def claim_idempotency(self, key_id: str, idem_key: str, request_hash: str,
                           now: dt.datetime) -> IdempotencyRecord | None:
