@@ -76,6 +76,19 @@ async def drive(url: str, key: str, rate: float, count: int, seconds: float, mak
             "p99": percentile(latencies, 99) * 1000, "errors": errors}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the serve process and its API workers (Linux /proc)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for p in [pid, *map(int, children)]:
+        try:
+            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def start_service(env: dict[str, str], log: pathlib.Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([CLI, "serve", "--port", "0", "--no-monitor", "--no-webhooks", "--workers", str(workers)],
                             env=env,
@@ -106,15 +119,23 @@ async def bench_database(name: str, database_url: str, node: RegtestNode, tmp: p
             return "GET", f"/v1/orders/b-{run}-{i % created['sent']}", None
 
         await drive(url, key, 50, 50, 5, lambda i: ("GET", "/health", None))   # warm up the connection pool
-        created = await drive(url, key, args.rate, args.count, args.seconds, create)
-        reads = await drive(url, key, args.rate, args.count, args.seconds, read)
-        for what, r in (("order create", created), ("order read", reads)):
+        results = []
+        for what, make in (("GET /health", lambda i: ("GET", "/health", None)), ("order create", create),
+                           ("order read", read)):
+            cpu = cpu_seconds(proc.pid)
+            r = await drive(url, key, args.rate, args.count, args.seconds, make)
+            r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu) / max(1, r["sent"]) * 1000
+            results.append((what, r))
+            if what == "order create":
+                created = r
+        load = os.getloadavg()[0]
+        for what, r in results:
             figure = f"{r['rps']:.0f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms"
             if r["errors"]:
                 figure += f", errors {r['errors']}"
             rows.append((f"{what} at {args.rate:g}/s ({name}, {args.workers} API process(es), {r['sent']} requests)",
-                         figure, "",
-                         "p99 < 20 ms"))
+                         figure, f"server CPU {r['cpu_ms']:.2f} ms/request; load average {load:.1f}",
+                         "p99 < 20 ms" if what != "GET /health" else ""))
             print(f"  measured: {rows[-1][0]}: {figure}", flush=True)
     finally:
         proc.terminate()

@@ -56,8 +56,7 @@ def use_case_resolver(container: Container) -> Callable[[str], Awaitable[Any]]:
     return use
 
 
-async def serve(container: Container, options: ServeOptions, *, before_listening: Callable[[], Awaitable[None]]
-                | None = None) -> dict[str, Any]:
+async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
     from aiohttp import web
 
     from kaccy_bitcoin.adapters.http_api.app import Api, ApiSettings
@@ -74,8 +73,12 @@ async def serve(container: Container, options: ServeOptions, *, before_listening
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if before_listening is not None:
-        await before_listening()
+    # Built now, so a setting they need that is missing stops the start with its error.
+    if options.monitor:
+        await use("monitor_tick")
+        await use("check_readiness")
+    if options.webhooks:
+        await use("deliver_webhooks")
     tasks: list[asyncio.Task[Any]] = []
     runner = None
     workers: list[Any] = []

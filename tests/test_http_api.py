@@ -302,3 +302,17 @@ async def test_a_revoked_key_is_refused_within_ten_seconds(served) -> None:  # n
 
     await until(refused, 15, 0.5)
     assert (await c["admin"].get("/v1/events"))[0] == 200
+
+
+def test_serve_without_a_node_refuses_to_start(tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+
+    from tests.payments_harness import CLI
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KACCY_")}
+    env.update({"KACCY_DATA_DIR": str(tmp_path), "KACCY_DATABASE_URL": f"sqlite:///{tmp_path}/k.db"})
+    proc = subprocess.run([CLI, "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and json.loads(proc.stdout.splitlines()[-1])["error"]["code"] == "config_error"
+    for bad in (["--port", "70000"], ["--workers", "0"], ["--interval", "0"]):
+        proc = subprocess.run([CLI, "serve", *bad], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and json.loads(proc.stdout)["error"]["code"] == "usage", bad
