@@ -32,7 +32,7 @@ def delivery_body(webhook: Webhook, stored: StoredEvent) -> bytes:
 class DeliverySettings:
     batch: int = 100
     first_retry: float = 1.0
-    max_retry: float = 300.0
+    max_retry: float = 30.0
 
 
 class DeliverWebhooks:
@@ -50,18 +50,23 @@ class DeliverWebhooks:
         self.on_attempt = on_attempt
 
     async def __call__(self) -> int:
-        """Deliver what is due; the number of events delivered."""
-        now = self._clock.now()
-        due = [w for w in self._store.webhooks() if w.next_attempt_at is None or w.next_attempt_at <= now]
+        """Deliver what is due, every webhook at once; the number of events delivered."""
+        due = self.due()
         if not due:
             return 0
-        return sum(await asyncio.gather(*(self._one(w) for w in due)))
+        return sum(await asyncio.gather(*(self.deliver(w) for w in due)))
+
+    def due(self) -> list[Webhook]:
+        """The active webhooks whose next attempt is now or past."""
+        now = self._clock.now()
+        return [w for w in self._store.webhooks() if w.next_attempt_at is None or w.next_attempt_at <= now]
 
     def _page(self, after: int) -> list[StoredEvent]:
         with self._uow.read() as uow:
             return uow.audit.after(after, self._settings.batch)
 
-    async def _one(self, webhook: Webhook) -> int:
+    async def deliver(self, webhook: Webhook) -> int:
+        """Send this webhook what follows its cursor until it is done or an attempt fails."""
         delivered = 0
         while True:
             page = self._page(webhook.delivered_seq)
@@ -104,10 +109,35 @@ class DeliverWebhooks:
 
 async def run_deliveries(deliver: DeliverWebhooks, stop: asyncio.Event, interval: float = 0.25,
                          on_error: Callable[[BaseException], Any] | None = None) -> None:
-    """Rounds every `interval` seconds until `stop` is set; a failed round is reported and retried."""
+    """Every `interval` seconds until `stop` is set, start delivering to each due webhook that is
+    not being delivered to already: a slow receiver holds up only its own webhook. A failure is
+    reported and the webhook is tried again next time."""
+    running: dict[str, asyncio.Task[int]] = {}
+
+    def finished(task: asyncio.Task[int]) -> None:
+        if not task.cancelled() and task.exception() is not None and on_error is not None:
+            on_error(task.exception())   # type: ignore[arg-type]
+
+    try:
+        await _deliver_until(deliver, stop, interval, running, finished, on_error)
+        pending = [t for t in running.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=15)
+    finally:
+        for task in running.values():
+            task.cancel()
+
+
+async def _deliver_until(deliver: DeliverWebhooks, stop: asyncio.Event, interval: float,
+                         running: dict[str, asyncio.Task[int]], finished: Callable[[asyncio.Task[int]], None],
+                         on_error: Callable[[BaseException], Any] | None) -> None:
     while not stop.is_set():
         try:
-            await deliver()
+            for webhook in deliver.due():
+                task = running.get(webhook.webhook_id)
+                if task is None or task.done():
+                    running[webhook.webhook_id] = task = asyncio.create_task(deliver.deliver(webhook))
+                    task.add_done_callback(finished)
         except Exception as exc:  # noqa: BLE001 - the loop outlives a database hiccup
             if on_error is not None:
                 on_error(exc)

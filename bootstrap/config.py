@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "api_max_body": "65536",
     "ready_max_lag": "2",
     "webhook_retry_first": "1",
-    "webhook_retry_max": "300",
+    "webhook_retry_max": "30",
     "log_level": "info",
 }
 
