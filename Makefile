@@ -28,6 +28,7 @@ bench: setup bitcoind
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/coin_selection.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/incoming.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/startup.py
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/api_load.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis

@@ -197,7 +197,7 @@ async def test_health_ready_metrics_openapi_need_no_key(node, served) -> None:  
     assert s == 200 and a.last.headers["Content-Type"].startswith("text/plain")
     for name in ('kaccy_payments{status="pending"}', "kaccy_received_sat", "kaccy_rpc_seconds_bucket",
                  "kaccy_monitor_lag_blocks", "kaccy_monitor_polls_total", 'kaccy_http_requests_total{route="/v1/orders"',
-                 "kaccy_webhook_deliveries_total", "kaccy_outbox_last_seq"):
+                 'kaccy_webhook_deliveries_total{result="failed"} 0.0', "kaccy_outbox_last_seq"):
         assert name in text, name
     s, doc = await a.get("/openapi.json")
     assert s == 200 and doc["openapi"].startswith("3.") and "/v1/orders" in doc["paths"]

@@ -51,6 +51,10 @@ class Metrics:
         self.webhook_deliveries = Counter("kaccy_webhook_deliveries", "Webhook delivery attempts", ["result"],
                                           registry=r)
         self.rate_limited = Counter("kaccy_rate_limited", "Requests refused by the rate limit", registry=r)
+        for result in ("delivered", "failed"):   # every series exists from the start, at 0
+            self.webhook_deliveries.labels(result)
+        for result in ("ok", "error"):
+            self.monitor_polls.labels(result)
         if stats is not None:
             r.register(_StoreCollector(stats))
 
