@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import quote
 
 import attrs
 
 from kaccy_bitcoin.domain.addresses import AddressEntry
 from kaccy_bitcoin.domain.errors import InvalidOrder, NotFound
+from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
@@ -33,6 +34,7 @@ class OrderView:
     txids: list[str]
     expires_at: str | None
     label: str
+    lightning: dict[str, str] | None = None   # {"payment_hash", "state"} of its Lightning invoice
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -138,15 +140,20 @@ class CreateOrder:
                 "amount_sat": request.amount.value, "bip21": bip21(request.address, request.amount, request.label)}
 
 
-def order_view(request: PaymentRequest, payment: Payment | None) -> OrderView:
+def order_view(request: PaymentRequest, payment: Payment | None,
+               invoices: Sequence[OrderInvoice] = ()) -> OrderView:
+    """What `order show` prints; `invoices` newest first (the one that paid the order is shown,
+    else the newest)."""
     payment = payment or Payment(request.order_id)
+    invoice = next((i for i in invoices if i.payment_hash in payment.lightning), invoices[0] if invoices else None)
     depth = payment.confirmations(request)
     return OrderView(
         order_id=request.order_id, address=request.address, amount_sat=request.amount.value,
         received_sat=payment.received.value, status=payment.state.name.lower(),
         match=payment.match(request).value, confirmations=depth or 0, txids=payment.txids(),
         expires_at=request.expires_at.isoformat() if request.expires_at else None,
-        label=request.label)
+        label=request.label,
+        lightning={"payment_hash": invoice.payment_hash, "state": invoice.status} if invoice else None)
 
 
 class ShowOrder:
@@ -159,7 +166,8 @@ class ShowOrder:
             if request is None:
                 raise NotFound(f"no order with id {order_id!r}")
             payment = uow.payments.get(order_id)
-        return order_view(request, payment)
+            invoices = uow.invoices.for_order(order_id)
+        return order_view(request, payment, invoices)
 
 
 ORDER_STATUSES = tuple(s.name.lower() for s in PaymentState)
@@ -182,6 +190,9 @@ class ListOrders:
         with self._uow.read() as uow:
             requests = uow.requests.search(state=status.upper() if status else None, label=label, after=after,
                                            limit=limit)
-            payments = uow.payments.get_many(r.order_id for r in requests)
-        views = [order_view(r, payments.get(r.order_id)).to_dict() for r in requests]
+            ids = [r.order_id for r in requests]
+            payments = uow.payments.get_many(ids)
+            invoices = uow.invoices.for_orders(ids)
+        views = [order_view(r, payments.get(r.order_id), [invoices[r.order_id]] if r.order_id in invoices else [])
+                 .to_dict() for r in requests]
         return {"orders": views, "next": requests[-1].order_id if len(requests) == limit else None}

@@ -11,7 +11,8 @@ one unit of work, refused if another tracker moved first.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+import inspect
+from typing import Any, Awaitable, Callable
 
 import attrs
 
@@ -168,13 +169,23 @@ def _unexpected_spend(txid: Txid, entries: list[WalletEntry], now) -> DomainEven
 
 
 class MonitorTick:
-    """One round of the service: the payment poll, then following the withdrawals."""
+    """One round of the service: the payment poll, following the withdrawals, then (when LND is
+    configured) looking up the Lightning invoices still open: `lightning` makes the invoice
+    sync (application/lightning_invoices.py), possibly awaitably."""
 
     def __init__(self, poll: Callable[[], Awaitable[list[DomainEvent]]],
-                 track: Callable[[], Awaitable[list[DomainEvent]]]) -> None:
+                 track: Callable[[], Awaitable[list[DomainEvent]]],
+                 lightning: Callable[[], Any] | None = None) -> None:
         self._poll = poll
         self._track = track
+        self._lightning = lightning
 
     async def __call__(self) -> list[DomainEvent]:
         events = await self._poll()
-        return events + await self._track()
+        events += await self._track()
+        if self._lightning is not None:
+            sync = self._lightning()
+            if inspect.isawaitable(sync):
+                sync = await sync
+            events += await sync.poll()
+        return events

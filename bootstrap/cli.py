@@ -152,8 +152,16 @@ def parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="migrate the database to this release's schema (the only command that "
                                   "runs on an older one)")
 
-    ln = sub.add_parser("ln", help="Lightning (LND): pay out, channels").add_subparsers(
+    ln = sub.add_parser("ln", help="Lightning (LND): invoices for orders, pay out, channels").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
+    invoice = ln.add_parser("invoice", help="Lightning invoices for orders").add_subparsers(
+        dest="invoice_action", required=True, parser_class=_Parser)
+    ic = invoice.add_parser("create", help="a BOLT11 invoice the customer can pay the order with")
+    ic.add_argument("order_id")
+    ic.add_argument("--amount-msat", required=True, type=_int_in_range("--amount-msat", 1, 2_100_000_000_000_000_000))
+    ic.add_argument("--expiry", type=_int_in_range("--expiry", 1, 365 * 24 * 3600), default=None,
+                    help="seconds the invoice can be paid for (default 3600)")
+    invoice.add_parser("show", help="the order's Lightning invoice and its state").add_argument("order_id")
     pay = ln.add_parser("pay", help="pay a BOLT11 payment request and wait for the result")
     pay.add_argument("payment_request")
     pay.add_argument("--max-fee-sat", type=_positive_int("--max-fee-sat"), default=None,
@@ -243,7 +251,15 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
         for e in events:
             print(json.dumps(e.to_dict()), file=sys.stderr, flush=True)
 
-    await runner(on_events=show, stop=stop)
+    # With LND configured, its invoice stream is followed beside the polls.
+    watching = (asyncio.ensure_future((await _service(c, "watch_invoices"))(stop, on_events=show))
+                if c.config.lnd_rest_url() else None)
+    try:
+        await runner(on_events=show, stop=stop)
+    finally:
+        stop.set()
+        if watching is not None:
+            await watching
     return {"stopped": True, "events_seen": count}
 
 
@@ -299,6 +315,12 @@ async def cmd_db(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 
 async def cmd_ln(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "invoice":
+        if args.invoice_action == "create":
+            create = await _service(c, "create_order_invoice")
+            return await create(args.order_id, args.amount_msat, args.expiry)
+        show = await _service(c, "show_order_invoice")
+        return await show(args.order_id)
     if args.action == "pay":
         pay = await _service(c, "pay_invoice")
         return await pay(args.payment_request, args.max_fee_sat)

@@ -134,6 +134,10 @@ SqlServiceStore = _Lazy("kaccy_bitcoin.adapters.sql.service_store", "SqlServiceS
 AiohttpWebhookTransport = _Lazy("kaccy_bitcoin.adapters.http_api.webhook_sender", "AiohttpWebhookTransport")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
+CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
+ShowOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "ShowOrderInvoice")
+InvoiceSync = _Lazy(f"{_APP}.lightning_invoices", "InvoiceSync")
+WatchInvoices = _Lazy(f"{_APP}.lightning_invoices", "WatchInvoices")
 
 
 async def _rpc_client(url: str | None, user: str | None, password: str | None,
@@ -223,6 +227,11 @@ def _fingerprint(configured: str | None, mnemonic: str | None, software_signer) 
     return "00000000"
 
 
+def _when_lnd(url: str | None, provided: Any) -> Any:
+    """`provided` when LND is configured, else None (Lightning off)."""
+    return provided if url else None
+
+
 def _subscribe_notifier(notifier: _Notifier) -> _Publisher:
     publisher = InProcessPublisher()
 
@@ -293,7 +302,6 @@ class Services(containers.DeclarativeContainer):
                                    stuck_after_seconds=config.stuck_after,
                                    final_confirmations=payment_settings.provided.thresholds.final,
                                    unsigned_ttl_seconds=config.withdrawal_ttl))
-    monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals)
     # The outbox: a page of committed events for `kaccy-bitcoin events`, and the waiting feed
     # with named consumers for a program that embeds the library.
     list_events = providers.Factory(ListEvents, uow=storage.uow)
@@ -355,6 +363,19 @@ class Services(containers.DeclarativeContainer):
 
     pay_invoice = providers.Factory(PayInvoice, node=gateways.lightning)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)
+    create_order_invoice = providers.Factory(CreateOrderInvoice, uow=storage.uow, node=gateways.lightning,
+                                             clock=gateways.clock)
+    invoice_sync = providers.Factory(InvoiceSync, uow=storage.uow, node=gateways.lightning, clock=gateways.clock,
+                                     publisher=gateways.publisher, settings=payment_settings)
+    # `ln invoice show` looks an open invoice up at LND when LND is configured, else shows what is stored.
+    show_order_invoice = providers.Factory(
+        ShowOrderInvoice, uow=storage.uow,
+        sync=providers.Callable(_when_lnd, config.lnd_rest_url, invoice_sync.provider))
+    watch_invoices = providers.Factory(WatchInvoices, sync=invoice_sync, node=gateways.lightning)
+    # One round of the monitor: payments, withdrawals, and the open invoices when LND is configured.
+    monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals,
+                                     lightning=providers.Callable(_when_lnd, config.lnd_rest_url,
+                                                                  invoice_sync.provider))
 
 
 class Container(containers.DeclarativeContainer):

@@ -74,9 +74,12 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Built now, so a setting they need that is missing stops the start with its error.
+    lightning = options.monitor and bool(config.lnd_rest_url())
     if options.monitor:
         await use("monitor_tick")
         await use("check_readiness")
+    if lightning:
+        await use("watch_invoices")
     if options.webhooks:
         await use("deliver_webhooks")
     tasks: list[asyncio.Task[Any]] = []
@@ -85,6 +88,8 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
     try:
         if options.monitor:
             tasks.append(asyncio.create_task(_monitor(container, use, metrics, options, stop), name="monitor"))
+        if lightning:   # LND's invoice stream, followed beside the polls
+            tasks.append(asyncio.create_task(_invoices(use, metrics, stop), name="lightning"))
         if options.webhooks:
             tasks.append(asyncio.create_task(_webhooks(use, metrics, stop), name="webhooks"))
         if options.api:
@@ -190,6 +195,17 @@ async def _monitor(container: Container, use: Callable[[str], Awaitable[Any]], m
 
     interval = options.interval if options.interval is not None else container.config.poll_interval()
     await RunMonitor(poll, interval)(stop=stop)
+
+
+async def _invoices(use: Callable[[str], Awaitable[Any]], metrics: Any, stop: asyncio.Event) -> None:
+    watch = await use("watch_invoices")
+
+    def seen(events: list[Any]) -> None:
+        for e in events:
+            metrics.events.labels(e.kind).inc()
+            log.info("event %s", e.kind, extra={"event_kind": e.kind, "subject": e.subject})
+
+    await watch(stop, on_events=seen)
 
 
 async def _webhooks(use: Callable[[str], Awaitable[Any]], metrics: Any, stop: asyncio.Event) -> None:

@@ -122,3 +122,15 @@ class InvalidApiKeyRequest(DomainError):
 
 class InvalidWebhook(DomainError):
     code = "invalid_webhook"
+
+
+class OrderClosed(DomainError):
+    """The order can take no new payment request: it is paid (finalized), failed or expired."""
+
+    code = "order_closed"
+
+
+class InvoiceConflict(DomainError):
+    """The order already has an open Lightning invoice for another amount."""
+
+    code = "invoice_conflict"

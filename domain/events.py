@@ -29,6 +29,9 @@ EVENT_KINDS = frozenset({
     "withdrawal_expired",
     "withdrawal_stuck",
     "unexpected_spend",
+    "invoice_created",
+    "invoice_settled",
+    "invoice_expired",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.

@@ -1,4 +1,11 @@
-"""The Lightning invoice state machine."""
+"""The Lightning invoice state machine.
+
+LND's invoice states map onto it: OPEN is OPEN, ACCEPTED (HTLCs held, not yet settled) is
+PENDING, SETTLED is SETTLED, and CANCELED is EXPIRED, reached by `expire` when the invoice's
+expiry time had passed (LND cancels expired invoices itself) or by `cancel` when someone
+canceled it before then. Only what LND reports moves an invoice: a settlement LND has not
+reported is never assumed, and an invoice is never given up on while LND may still settle it.
+"""
 from __future__ import annotations
 
 import enum
@@ -22,4 +29,5 @@ class InvoiceMachine(StateMachine):
         ("accept_htlc", "OPEN", "PENDING"),
         ("settle", ("OPEN", "PENDING"), "SETTLED"),
         ("expire", ("OPEN", "PENDING"), "EXPIRED"),
+        ("cancel", ("OPEN", "PENDING"), "EXPIRED"),
     )

@@ -12,11 +12,17 @@ order once the event's own change is applied, unconfirmed outputs included). `or
 is emitted once per order, when the outputs at least `thresholds.confirmed` deep first add
 up to the amount less the tolerance; a reorg that takes that away and gives it back does
 not emit it again.
+
+A settled Lightning invoice for the order counts too, as money that can no longer go away:
+its amount (whole satoshis of what the payer paid) adds to `received_sat` as if infinitely
+deep, an order it covers is finalized at once (`settle_offchain`), and a second payment,
+on-chain or Lightning, is reported as an overpayment like any other.
 """
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 import re
 import attrs
 
@@ -164,6 +170,7 @@ class Payment:
     reported_match: tuple[str, int] | None = None
     finality_alerted: bool = False
     paid_reported: bool = False     # order_paid was emitted (never again for this order)
+    lightning: dict[str, int] = attrs.field(factory=dict)   # settled invoices: payment hash -> msat paid
     events: list[DomainEvent] = attrs.field(factory=list, eq=False)
 
     def copy(self) -> Payment:
@@ -172,7 +179,7 @@ class Payment:
                                                           o.block_hash, o.status, o.replaced_by)
                                        for op, o in self.outputs.items()},
                        PaymentMachine(self.machine.state, self.machine.history), self.event_seq,
-                       self.reported_match, self.finality_alerted, self.paid_reported)
+                       self.reported_match, self.finality_alerted, self.paid_reported, dict(self.lightning))
 
     # -- reading ---------------------------------------------------------------
     @property
@@ -187,8 +194,13 @@ class Payment:
         return [o for o in self.outputs.values() if o.counts]
 
     @property
+    def lightning_sat(self) -> int:
+        """Whole satoshis received over Lightning (settled invoices; final)."""
+        return sum(self.lightning.values()) // 1000
+
+    @property
     def received(self) -> Satoshis:
-        return Satoshis(sum(o.amount.value for o in self.counted()))
+        return Satoshis(sum(o.amount.value for o in self.counted()) + self.lightning_sat)
 
     def match(self, request: PaymentRequest) -> MatchStatus:
         return match_amount(request.amount, self.received, request.tolerance)
@@ -197,18 +209,32 @@ class Payment:
         """Depth at which the expected amount is covered (deepest outputs first).
 
         When it is not covered (underpaid), the depth of the shallowest counted
-        output; None when nothing counts.
+        output; None when nothing counts. Lightning money is deeper than any output:
+        when it alone covers the order (or is all there is) this is the deepest
+        output's depth, 0 without one.
         """
+        depth = self._depth(request)
+        if depth is None or depth != math.inf:
+            return depth  # type: ignore[return-value]
+        return max((max(o.confirmations, 0) for o in self.counted()), default=0)
+
+    def _depth(self, request: PaymentRequest) -> float | None:
+        """As `confirmations`, with Lightning money at infinite depth."""
         counted = sorted(self.counted(), key=lambda o: o.confirmations, reverse=True)
-        if not counted:
+        if not counted and not self.lightning:
             return None
         need = request.amount.value - request.tolerance.value
-        total = 0
+        total = self.lightning_sat
+        if self.lightning and total >= need:
+            return math.inf
         for out in counted:
             total += out.amount.value
             if total >= need:
                 return max(out.confirmations, 0)
-        return max(counted[-1].confirmations, 0)
+        return max(counted[-1].confirmations, 0) if counted else math.inf
+
+    def lightning_covers(self, request: PaymentRequest) -> bool:
+        return bool(self.lightning) and self.lightning_sat >= request.amount.value - request.tolerance.value
 
     def txids(self) -> list[str]:
         return sorted({o.outpoint.txid.value for o in self.counted()})
@@ -266,13 +292,31 @@ class Payment:
         else:
             self._emit("payment_reorged", at, {**data, "reason": "transaction left the chain"}, request)
 
+    def settle_lightning(self, request: PaymentRequest, payment_hash: str, paid_msat: int,
+                         at: dt.datetime) -> bool:
+        """Count a settled Lightning invoice of this order (once per payment hash); `settle()`
+        then moves the machine. True when it was new."""
+        if payment_hash in self.lightning:
+            return False
+        self.lightning[payment_hash] = paid_msat
+        late = "order_failed" if self.state is PaymentState.FAILED else (
+            "order_finalized" if self.state is PaymentState.FINALIZED else None)
+        if late:
+            self._emit("payment_late", at, {"order_id": self.order_id, "payment_hash": payment_hash,
+                                            "amount_msat": paid_msat, "reason": late}, request)
+        return True
+
     def settle(self, request: PaymentRequest, thresholds: ConfirmationThresholds, at: dt.datetime) -> None:
         """Walk the state machine to where the counted outputs' depth says it belongs."""
-        depth = self.confirmations(request)
-        target = thresholds.state_for(depth)
+        depth = self._depth(request)
+        target = thresholds.state_for(depth)  # type: ignore[arg-type]
         state = self.state
         if state is PaymentState.FAILED:
             pass
+        elif not self.machine.is_terminal and self.lightning_covers(request):
+            self.machine.fire("settle_offchain", at=at, reason="a settled Lightning invoice covers the order")
+            self._emit("payment_finalized", at, {"order_id": self.order_id, "confirmations": self.confirmations(request),
+                                                 "lightning": sorted(self.lightning)}, request)
         elif state is PaymentState.FINALIZED:
             if _RANK[target] < _RANK[state] and not self.finality_alerted:
                 self.finality_alerted = True
@@ -285,7 +329,8 @@ class Payment:
 
     def expire(self, request: PaymentRequest, at: dt.datetime) -> None:
         """An order past its expiry with nothing received fails; a paid one is kept."""
-        if (self.state is PaymentState.PENDING and not self.counted() and request.is_expired(at)):
+        if (self.state is PaymentState.PENDING and not self.counted() and not self.lightning
+                and request.is_expired(at)):
             self.machine.fire("fail", at=at, reason="expired")
             self._emit("payment_failed", at, {"order_id": self.order_id, "reason": "expired"}, request)
 
@@ -328,14 +373,15 @@ class Payment:
         if self.paid_reported:
             return
         confirmed = [o for o in self.counted() if o.confirmations >= thresholds.confirmed]
-        confirmed_sat = sum(o.amount.value for o in confirmed)
+        confirmed_sat = sum(o.amount.value for o in confirmed) + self.lightning_sat
         if confirmed_sat < request.amount.value - request.tolerance.value:
             return
         self.paid_reported = True
         self._emit("order_paid", at, {
             "order_id": self.order_id, "confirmed_sat": confirmed_sat,
             "confirmations": self.confirmations(request), "state": self.state.name.lower(),
-            "txids": sorted({o.outpoint.txid.value for o in confirmed})}, request)
+            "txids": sorted({o.outpoint.txid.value for o in confirmed}),
+            "payment_hashes": sorted(self.lightning)}, request)
 
     def _lateness(self, request: PaymentRequest, first_seen: dt.datetime) -> str | None:
         """Why an output first seen (by the node) at `first_seen` came too late, if it did."""

@@ -1,7 +1,8 @@
 """The payment state machine: how received funds walk from mempool to finality.
 
 Thresholds (1, 3, 6 confirmations by default) are configurable; a reorg or a
-replacement moves a payment back explicitly. FINALIZED and FAILED absorb.
+replacement moves a payment back explicitly. A settled Lightning invoice that covers the
+order finalizes it at once (`settle_offchain`). FINALIZED and FAILED absorb.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class PaymentMachine(StateMachine):
         ("reorg", "CONFIRMED", "UNCONFIRMED"),
         ("drop", "UNCONFIRMED", "PENDING"),
         ("fail", _NON_FINAL, "FAILED"),
+        # A Lightning settlement covering the order: final at once, no depth to wait for.
+        ("settle_offchain", _NON_FINAL, "FINALIZED"),
     )
 
 

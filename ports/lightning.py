@@ -16,6 +16,11 @@ from kaccy_bitcoin.domain.lightning import (
 from kaccy_bitcoin.domain.money import MilliSatoshis
 
 
+class LightningNodeError(Exception):
+    """The Lightning node could not be reached or refused a request (adapters' errors derive
+    from it, so a use case can tell "the node did not answer" from a rule it broke)."""
+
+
 class LightningNode(abc.ABC):
     @abc.abstractmethod
     async def create_invoice(self, amount: MilliSatoshis, memo: str, expiry_seconds: int) -> LightningInvoice:

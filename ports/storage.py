@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
+from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 
@@ -100,6 +101,39 @@ class WithdrawalRepository(abc.ABC):
     @abc.abstractmethod
     def by_txids(self, txids: Iterable[Txid]) -> dict[Txid, Withdrawal]:
         """The withdrawals whose transaction has one of these ids."""
+
+
+class InvoiceRepository(abc.ABC):
+    """Lightning invoices issued for orders."""
+
+    @abc.abstractmethod
+    def add(self, invoice: OrderInvoice) -> None:
+        """Store a new invoice (version 0); its payment hash must be new (else ConcurrentUpdate)."""
+
+    @abc.abstractmethod
+    def save(self, invoice: OrderInvoice) -> None:
+        """Update an invoice, only if its stored version is still `invoice.version` (else
+        ConcurrentUpdate); bumps `invoice.version`."""
+
+    @abc.abstractmethod
+    def get(self, payment_hash: str) -> OrderInvoice | None:
+        """The invoice with this payment hash, if it is ours."""
+
+    @abc.abstractmethod
+    def by_hashes(self, payment_hashes: Iterable[str]) -> dict[str, OrderInvoice]:
+        """Ours among these payment hashes (one query, not one per hash)."""
+
+    @abc.abstractmethod
+    def for_order(self, order_id: str) -> list[OrderInvoice]:
+        """The order's invoices, newest first."""
+
+    @abc.abstractmethod
+    def open(self) -> list[OrderInvoice]:
+        """Invoices LND may still settle (OPEN or PENDING), oldest first."""
+
+    @abc.abstractmethod
+    def for_orders(self, order_ids: Iterable[str]) -> dict[str, OrderInvoice]:
+        """The newest invoice of each of these orders that has one."""
 
 
 class AddressBook(abc.ABC):
@@ -213,6 +247,7 @@ class UnitOfWork(abc.ABC):
     requests: PaymentRequestRepository
     payments: PaymentRepository
     withdrawals: WithdrawalRepository
+    invoices: InvoiceRepository
     addresses: AddressBook
     cursors: CursorRepository
     audit: AuditLog

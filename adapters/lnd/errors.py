@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from kaccy_bitcoin.domain.errors import NotFound
+from kaccy_bitcoin.ports.lightning import LightningNodeError
 
 
-class LndError(Exception):
+class LndError(LightningNodeError):
     """LND answered with an error body `{"code", "message", "details"}`."""
 
     code = "lnd_error"

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
+from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
@@ -24,8 +25,8 @@ from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderCo
 class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
-    TABLES = ("requests", "order_by_address", "payments", "withdrawals", "addresses", "counters", "cursors",
-              "audit", "consumers", "reservations")
+    TABLES = ("requests", "order_by_address", "payments", "withdrawals", "invoices", "addresses", "counters",
+              "cursors", "audit", "consumers", "reservations")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -173,6 +174,55 @@ class MemoryWithdrawals(storage.WithdrawalRepository):
         return {w.txid: w for w in self._all() if w.txid in wanted}  # type: ignore[misc]
 
 
+class MemoryInvoices(storage.InvoiceRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def _copy(self, invoice: OrderInvoice | None) -> OrderInvoice | None:
+        if invoice is None:
+            return None
+        made = copy.deepcopy(invoice)
+        made.events = []
+        return made
+
+    def add(self, invoice: OrderInvoice) -> None:
+        if self._t.get(invoice.payment_hash) is not None:
+            raise ConcurrentUpdate(f"invoice {invoice.payment_hash} is already stored")
+        invoice.version = 1
+        self._t.put(invoice.payment_hash, self._copy(invoice))
+
+    def save(self, invoice: OrderInvoice) -> None:
+        stored = self._t.get(invoice.payment_hash)
+        if stored is None or stored.version != invoice.version:
+            raise ConcurrentUpdate(f"invoice {invoice.payment_hash} was changed by another unit of work "
+                                   "since it was read; nothing was written")
+        invoice.version += 1
+        self._t.put(invoice.payment_hash, self._copy(invoice))
+
+    def get(self, payment_hash: str) -> OrderInvoice | None:
+        return self._copy(self._t.get(payment_hash))
+
+    def by_hashes(self, payment_hashes: Iterable[str]) -> dict[str, OrderInvoice]:
+        return {h: i for h in set(payment_hashes) if (i := self.get(h)) is not None}
+
+    def _all(self) -> list[OrderInvoice]:
+        return sorted((self._copy(i) for i in self._t.values()), key=lambda i: (i.created_at, i.add_index))
+
+    def for_order(self, order_id: str) -> list[OrderInvoice]:
+        return [i for i in reversed(self._all()) if i.order_id == order_id]
+
+    def open(self) -> list[OrderInvoice]:
+        return [i for i in self._all() if i.is_open]
+
+    def for_orders(self, order_ids: Iterable[str]) -> dict[str, OrderInvoice]:
+        wanted = set(order_ids)
+        newest: dict[str, OrderInvoice] = {}
+        for invoice in reversed(self._all()):
+            if invoice.order_id in wanted:
+                newest.setdefault(invoice.order_id, invoice)
+        return newest
+
+
 class MemoryAddressBook(storage.AddressBook):
     def __init__(self, table: _Table, counters: _Table) -> None:
         self._t = table
@@ -309,6 +359,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.requests = MemoryPaymentRequests(t["requests"], t["order_by_address"], t["payments"])
         self.payments = MemoryPayments(t["payments"])
         self.withdrawals = MemoryWithdrawals(t["withdrawals"])
+        self.invoices = MemoryInvoices(t["invoices"])
         self.addresses = MemoryAddressBook(t["addresses"], t["counters"])
         self.cursors = MemoryCursors(t["cursors"])
         self.audit = MemoryAuditLog(t["audit"], self._store.audit_order, self._store.events_lock)

@@ -106,6 +106,27 @@ idempotency_keys = Table(
 )
 
 
+ln_invoices = Table(
+    'kaccy_ln_invoices', metadata,
+    Column('payment_hash', String(length=64), primary_key=True, nullable=False),
+    Column('order_id', String(length=128), nullable=False),
+    Column('payment_request', String(), nullable=False),
+    Column('amount_msat', BigInteger(), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('expiry_seconds', BigInteger(), nullable=False),
+    Column('state', String(length=20), nullable=False),
+    Column('history', JSON(), nullable=False),
+    Column('cancel_reason', String(length=20), nullable=True),
+    Column('amount_paid_msat', BigInteger(), nullable=False),
+    Column('settled_at', DateTime(timezone=True), nullable=True),
+    Column('add_index', BigInteger(), nullable=False),
+    Column('settle_index', BigInteger(), nullable=False),
+    Column('version', BigInteger(), nullable=False),
+    Index('ix_kaccy_ln_invoices_order_id', 'order_id'),
+    Index('ix_kaccy_ln_invoices_state', 'state'),
+)
+
+
 orders = Table(
     'kaccy_orders', metadata,
     Column('order_id', String(length=128), primary_key=True, nullable=False),
@@ -131,6 +152,7 @@ payments = Table(
     Column('finality_alerted', Boolean(), nullable=False, default=False),
     Column('paid_reported', Boolean(), nullable=False, server_default=false()),
     Column('version', BigInteger(), nullable=False, server_default='1'),
+    Column('lightning', JSON(), nullable=True),
     Index('ix_kaccy_payments_state', 'state'),
 )
 

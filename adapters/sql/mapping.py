@@ -9,6 +9,10 @@ from typing import Any
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
+from kaccy_bitcoin.domain.lightning import CancelReason
+from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
+from kaccy_bitcoin.domain.money import MilliSatoshis
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest, ReceivedOutput
 from kaccy_bitcoin.domain.payment_state import PaymentMachine
@@ -40,10 +44,12 @@ def order_from_row(row: Any) -> PaymentRequest:
 def payment_fields(p: Payment) -> dict:
     return {"state": p.state.name, "history": [t.to_dict() for t in p.history], "event_seq": p.event_seq,
             "reported_match": list(p.reported_match) if p.reported_match else None,
-            "finality_alerted": p.finality_alerted, "paid_reported": p.paid_reported}
+            "finality_alerted": p.finality_alerted, "paid_reported": p.paid_reported,
+            "lightning": dict(p.lightning) or None}
 
 
-PAYMENT_COLUMNS = ("state", "history", "event_seq", "reported_match", "finality_alerted", "paid_reported")
+PAYMENT_COLUMNS = ("state", "history", "event_seq", "reported_match", "finality_alerted", "paid_reported",
+                   "lightning")
 OUTPUT_STATE_COLUMNS = ("confirmations", "block_hash", "status", "replaced_by")
 
 
@@ -68,7 +74,27 @@ def payment_from_rows(row: Any, outputs: list[Any]) -> Payment:
                                       Txid(o.replaced_by) if o.replaced_by else None)
     match = tuple(row.reported_match) if row.reported_match else None
     return Payment(row.order_id, received, machine, row.event_seq, match, row.finality_alerted,
-                   paid_reported=bool(row.paid_reported))
+                   paid_reported=bool(row.paid_reported), lightning=dict(row.lightning or {}))
+
+
+def invoice_fields(i: OrderInvoice) -> dict:
+    return {"order_id": i.order_id, "payment_request": i.payment_request, "amount_msat": i.amount.value,
+            "created_at": i.created_at, "expiry_seconds": i.expiry_seconds, "state": i.state.name,
+            "history": [t.to_dict() for t in i.machine.history],
+            "cancel_reason": i.cancel_reason.value if i.cancel_reason else None,
+            "amount_paid_msat": i.amount_paid.value, "settled_at": i.settled_at,
+            "add_index": i.add_index, "settle_index": i.settle_index}
+
+
+def invoice_from_row(row: Any) -> OrderInvoice:
+    history = [Transition.from_dict(t) for t in row.history]
+    return OrderInvoice(
+        order_id=row.order_id, payment_hash=row.payment_hash, payment_request=row.payment_request,
+        amount=MilliSatoshis(row.amount_msat), created_at=utc(row.created_at), expiry_seconds=row.expiry_seconds,
+        machine=InvoiceMachine(InvoiceMachine.States[row.state], history),
+        cancel_reason=CancelReason(row.cancel_reason) if row.cancel_reason else None,
+        amount_paid=MilliSatoshis(row.amount_paid_msat), settled_at=utc(row.settled_at),
+        add_index=row.add_index, settle_index=row.settle_index, version=row.version)
 
 
 def withdrawal_fields(w: Withdrawal) -> dict:

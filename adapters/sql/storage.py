@@ -28,6 +28,7 @@ from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
+from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
@@ -340,7 +341,8 @@ class SqlPayments(storage.PaymentRepository):
 
 
 def _snapshot(p: Payment) -> tuple[tuple, dict[OutPoint, tuple]]:
-    head = (p.state, len(p.history), p.event_seq, p.reported_match, p.finality_alerted, p.paid_reported)
+    head = (p.state, len(p.history), p.event_seq, p.reported_match, p.finality_alerted, p.paid_reported,
+            tuple(sorted(p.lightning.items())))
     return head, {op: (o.confirmations, o.status, o.block_hash, o.replaced_by) for op, o in p.outputs.items()}
 
 
@@ -391,6 +393,65 @@ class SqlWithdrawals(storage.WithdrawalRepository):
             for w in self._select(self._t.c.txid.in_(wanted[start:start + 500])):
                 found[w.txid] = w  # type: ignore[index]
         return found
+
+
+class SqlInvoices(storage.InvoiceRepository):
+    """Core-level reads and writes; every update is guarded by `WHERE version = <as read>`."""
+
+    _t = tables.ln_invoices
+
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
+
+    def _select(self, where, newest_first: bool = False) -> list[OrderInvoice]:  # noqa: ANN001
+        order = (self._t.c.created_at.desc(), self._t.c.add_index.desc()) if newest_first else (
+            self._t.c.created_at, self._t.c.add_index)
+        return [mapping.invoice_from_row(r) for r in self._s.execute(select(self._t).where(where).order_by(*order))]
+
+    def add(self, invoice: OrderInvoice) -> None:
+        try:
+            with self._s.begin_nested():
+                self._s.execute(insert(self._t).values(payment_hash=invoice.payment_hash, version=1,
+                                                       **mapping.invoice_fields(invoice)))
+        except IntegrityError:
+            raise ConcurrentUpdate(f"invoice {invoice.payment_hash} is already stored") from None
+        invoice.version = 1
+
+    def save(self, invoice: OrderInvoice) -> None:
+        t = self._t
+        done = self._s.execute(update(t).where(t.c.payment_hash == invoice.payment_hash,
+                                               t.c.version == invoice.version)
+                               .values(version=invoice.version + 1, **mapping.invoice_fields(invoice)))
+        if done.rowcount != 1:
+            raise ConcurrentUpdate(f"invoice {invoice.payment_hash} was changed by another process since it "
+                                   "was read; nothing was written")
+        invoice.version += 1
+
+    def get(self, payment_hash: str) -> OrderInvoice | None:
+        found = self._select(self._t.c.payment_hash == payment_hash)
+        return found[0] if found else None
+
+    def by_hashes(self, payment_hashes: Iterable[str]) -> dict[str, OrderInvoice]:
+        wanted = list(set(payment_hashes))
+        found: dict[str, OrderInvoice] = {}
+        for start in range(0, len(wanted), 500):
+            for invoice in self._select(self._t.c.payment_hash.in_(wanted[start:start + 500])):
+                found[invoice.payment_hash] = invoice
+        return found
+
+    def for_order(self, order_id: str) -> list[OrderInvoice]:
+        return self._select(self._t.c.order_id == order_id, newest_first=True)
+
+    def open(self) -> list[OrderInvoice]:
+        return self._select(self._t.c.state.in_(("OPEN", "PENDING")))
+
+    def for_orders(self, order_ids: Iterable[str]) -> dict[str, OrderInvoice]:
+        wanted = list(set(order_ids))
+        newest: dict[str, OrderInvoice] = {}
+        for start in range(0, len(wanted), 500):
+            for invoice in self._select(self._t.c.order_id.in_(wanted[start:start + 500]), newest_first=True):
+                newest.setdefault(invoice.order_id, invoice)
+        return newest
 
 
 class SqlAddressBook(storage.AddressBook):
@@ -627,6 +688,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.requests = SqlPaymentRequests(c, self._order_cache)
         self.payments = SqlPayments(c, self._payment_cache)
         self.withdrawals = SqlWithdrawals(c)
+        self.invoices = SqlInvoices(c)
         self.addresses = SqlAddressBook(c)
         self.cursors = SqlCursors(c)
         self.audit = SqlAuditLog(c)

@@ -56,6 +56,28 @@ class PaymentRow(KaccyTable, table=True):
     # Bumped by every write of the payment or its outputs: the optimistic-concurrency check
     # of SqlPayments.save and the validity check of its in-process cache.
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
+    # Settled Lightning invoices counted for the order: {payment hash: msat paid}.
+    lightning: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class InvoiceRow(KaccyTable, table=True):
+    """A Lightning invoice issued for an order (LND holds the same invoice; this is what we
+    last learned of it)."""
+    __tablename__ = "kaccy_ln_invoices"
+    payment_hash: str = Field(primary_key=True, max_length=64)
+    order_id: str = Field(index=True, max_length=128)
+    payment_request: str
+    amount_msat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: dt.datetime = _ts(nullable=False)
+    expiry_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
+    state: str = Field(index=True, max_length=20)
+    history: list = Field(sa_column=Column(JSON, nullable=False))
+    cancel_reason: Optional[str] = Field(default=None, max_length=20)
+    amount_paid_msat: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    settled_at: Optional[dt.datetime] = _ts(nullable=True)
+    add_index: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    settle_index: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False))
 
 
 class OutputRow(KaccyTable, table=True):
