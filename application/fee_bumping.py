@@ -12,9 +12,12 @@ from kaccy_bitcoin.application.withdrawals import (
     lineage,
     load_withdrawal,
     read_withdrawal,
+    record_new,
     save_new,
     view,
 )
+from kaccy_bitcoin.application.transaction_manager import check_limits
+from kaccy_bitcoin.domain.limits import Usage
 from kaccy_bitcoin.domain.bitcoin import Address
 from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount
 from kaccy_bitcoin.domain.money import FeeRate
@@ -26,7 +29,8 @@ from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
 class BumpWithdrawal:
     """RBF (BIP125): a new withdrawal spending the same inputs (plus more if needed), paying
-    the same payouts (and, for a batch RBF, new ones) at a higher fee rate. The original keeps
+    the same payouts (and, for a batch RBF, new ones, checked against the original's user's and
+    the platform's limits and counted there) at a higher fee rate. The original keeps
     its coins and stays as it is until the node accepts the replacement; the replacement holds
     only the coins it adds, so cancelling it leaves the original exactly as it was."""
 
@@ -54,8 +58,18 @@ class BumpWithdrawal:
             minimum = max(await bip125_minimum(self._chain, [txid], vsize), old.fee.value + 1)
             if new.fee.value < minimum:
                 raise fee_too_low(f"a replacement of {withdrawal_id}", minimum, vsize)
-            new.replaces = old.withdrawal_id
-            await save_new(self._uow, new, holders, self._clock.now())
+            new.replaces, new.user = old.withdrawal_id, old.user
+            if not extra_payouts:
+                await save_new(self._uow, new, holders, self._clock.now())
+                return view(new)
+            added = sum(v.value for _, v in extra_payouts)   # batch RBF: new money out, within the limits
+            async with self._uow() as u:
+                now = self._clock.now()
+                check_limits(u, old.user, added, now, lock=True)
+                record_new(u, new, holders, now)
+                u.limits.take(Usage(new.withdrawal_id, old.user, added, now,
+                                    destinations=tuple(a.value for a, _ in extra_payouts)))
+                u.commit()
             return view(new)
 
         return await retried(attempt, on=CoinsReserved, why="a coin was reserved by another withdrawal meanwhile")

@@ -94,6 +94,9 @@ class TrackWithdrawals:
             for withdrawal_id in verdicts.release:
                 uow.reservations.release(withdrawal_id)
             for w in verdicts.changed.values():
+                if w.settled and w.pays_nothing:   # expired, or voided for good: its amount is free again
+                    uow.limits.give_back(w.withdrawal_id)
+            for w in verdicts.changed.values():
                 if w.withdrawal_id in revived_ids and w.state is not PsbtState.REPLACED:
                     # on the network again: its coins are spent by it, hold whatever is still free
                     current = uow.reservations.reserved()

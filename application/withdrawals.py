@@ -13,10 +13,9 @@ import inspect
 import uuid
 from typing import Any, Callable, Mapping, Sequence
 
-from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.domain.bitcoin import Address, Network, Txid
-from kaccy_bitcoin.domain.errors import CoinsReserved, DomainError, FeeTooLow, NotFound, WithdrawalStateError
+from kaccy_bitcoin.domain.errors import DomainError, FeeTooLow, InvalidOperator, NotFound, WithdrawalStateError
 from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.psbt import (
     PsbtMismatch,
@@ -32,6 +31,7 @@ from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.signer import PsbtSigner, SignerError
 from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
 
+OPERATOR = "operator"   # the actor of an operator action when the command names nobody (--by)
 _ON_CHAIN = (PsbtState.BROADCAST, PsbtState.CONFIRMED, PsbtState.COMPLETED)
 
 
@@ -60,6 +60,11 @@ def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
     if w.txid is not None and (w.state in _ON_CHAIN or w.ever_signed):
         out["txid"] = w.txid.value
         out["confirmations"] = w.confirmations if confirmations is None else confirmations
+    out["risk"] = w.risk.to_dict()
+    if w.user is not None:
+        out["user"] = w.user
+    if w.approved_by is not None:
+        out["approved_by"] = w.approved_by
     return out
 
 
@@ -98,25 +103,18 @@ def check_unchanged(network: Network, w: Withdrawal, psbt: str | None = None) ->
 async def save_new(uow: UnitOfWorkFactory, w: Withdrawal, shared_with: Sequence[str], at) -> None:  # noqa: ANN001
     """Record a withdrawal the builder proposed, holding its coins (CoinsReserved if one was taken)."""
     async with uow() as u:
-        u.reservations.reserve(w.outpoints(), w.withdrawal_id, at, shared_with=shared_with)
-        u.withdrawals.save(w)
+        record_new(u, w, shared_with, at)
         u.commit()
 
 
-class CreateWithdrawal:
-    def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._builder, self._uow, self._clock = builder, uow, clock
-
-    async def __call__(self, payouts: Sequence[tuple[str, int]], fee_rate: FeeRate | None = None) -> dict[str, Any]:
-        parsed = self._builder.parse_payouts(payouts)
-        rate = await self._builder.fee_rate(fee_rate)
-
-        async def attempt() -> dict[str, Any]:
-            w = await self._builder.propose(uuid.uuid4().hex, parsed, rate)
-            await save_new(self._uow, w, (), self._clock.now())
-            return view(w)
-
-        return await retried(attempt, on=CoinsReserved, why="a coin was reserved by another withdrawal meanwhile")
+def record_new(u: UnitOfWork, w: Withdrawal, shared_with: Sequence[str], at) -> None:  # noqa: ANN001
+    """In an open unit of work: hold `w`'s coins (CoinsReserved if one was taken), save it and
+    record its creation for the audit trail."""
+    u.reservations.reserve(w.outpoints(), w.withdrawal_id, at, shared_with=shared_with)
+    u.withdrawals.save(w)
+    u.record([w.event("withdrawal_created", at, withdrawal_kind=w.kind, user=w.user, replaces=w.replaces,
+                      outputs=[{"address": o.address, "amount_sat": o.amount.value, "change": o.change}
+                               for o in w.outputs])])
 
 
 async def sign_with(signer: PsbtSigner, network: Network, w: Withdrawal, at) -> None:  # noqa: ANN001
@@ -149,6 +147,7 @@ class SignWithdrawal:
         await sign_with(signer, self._network, w, self._clock.now())   # a device may wait for a person
         async with self._uow() as uow:
             uow.withdrawals.save(w)     # refused if it was cancelled or signed elsewhere meanwhile
+            uow.record([w.event("withdrawal_signed", self._clock.now(), actor=f"signer:{signer.name}")])
             uow.commit()
         return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
 
@@ -173,6 +172,7 @@ class Broadcaster:
             w.reject(f"rejected by the node: {accept.reject_reason}", self._clock.now())
             async with self._uow() as uow:
                 uow.withdrawals.save(w)
+                uow.record([w.event("withdrawal_rejected", self._clock.now(), reason=accept.reject_reason)])
                 uow.commit()
             raise RejectedByNode(
                 f"withdrawal {w.withdrawal_id} was rejected by the node ({accept.reject_reason}); its "
@@ -183,6 +183,7 @@ class Broadcaster:
         w.mark_broadcast(self._clock.now())
         async with self._uow() as uow:
             uow.withdrawals.save(w)
+            uow.record([w.event("withdrawal_sent", self._clock.now())])
             if w.replaces:   # the node accepted the replacement: it is the one to keep alive now
                 old = uow.withdrawals.get(w.replaces)
                 if old is not None and old.replaced_by != w.withdrawal_id:
@@ -213,6 +214,7 @@ class BroadcastWithdrawal:
             await self._broadcaster.finalize(w)
             async with self._uow() as uow:
                 uow.withdrawals.save(w)
+                uow.record([w.event("withdrawal_finalized", w.machine.history[-1].at)])
                 uow.commit()
         if w.state is not PsbtState.FINALIZED:
             raise WithdrawalStateError(f"withdrawal {w.withdrawal_id} is {w.name}: only a signed withdrawal "
@@ -226,13 +228,33 @@ class CancelWithdrawal:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
+    async def __call__(self, withdrawal_id: str, by: str = OPERATOR) -> dict[str, Any]:
         async with self._uow() as uow:
             w = load_withdrawal(uow, withdrawal_id)
             w.cancel(self._clock.now())
             w.settled = True
             uow.reservations.release(withdrawal_id)
+            uow.limits.give_back(withdrawal_id)
             uow.withdrawals.save(w)
+            uow.record([w.event("withdrawal_cancelled", self._clock.now(), actor=by)])
+            uow.commit()
+        return {"withdrawal_id": withdrawal_id, "state": w.name}
+
+
+class ApproveWithdrawal:
+    """An operator releases a withdrawal the risk review held: back to `created`, signable."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, withdrawal_id: str, by: str) -> dict[str, Any]:
+        if not by.strip():
+            raise InvalidOperator("--by must name the operator who approves")
+        async with self._uow() as uow:
+            w = load_withdrawal(uow, withdrawal_id)
+            event = w.approve(by.strip(), self._clock.now())
+            uow.withdrawals.save(w)
+            uow.record([event])
             uow.commit()
         return {"withdrawal_id": withdrawal_id, "state": w.name}
 
@@ -266,7 +288,7 @@ class VoidWithdrawal:
         self._signing, self._broadcaster = signing, broadcaster
 
     async def __call__(self, withdrawal_id: str, fee_rate: FeeRate | None = None,
-                       signer_name: str = "software") -> dict[str, Any]:
+                       signer_name: str = "software", by: str = OPERATOR) -> dict[str, Any]:
         with self._uow.read() as uow:
             w = load_withdrawal(uow, withdrawal_id)
             holders = lineage(uow, w)
@@ -295,7 +317,10 @@ class VoidWithdrawal:
         if void.state is not PsbtState.SIGNED:
             raise SignerError(f"signer {signer.name} could not sign every input of the void; nothing was sent")
         await self._broadcaster.finalize(void)
-        await save_new(self._uow, void, holders, now)
+        async with self._uow() as u:
+            record_new(u, void, holders, now)
+            u.record([w.event("withdrawal_void_requested", now, actor=by, void_id=void.withdrawal_id)])
+            u.commit()
         sent = await self._broadcaster.send(void)
         return {"withdrawal_id": w.withdrawal_id, "state": w.name,
                 "void": {**view(void), **sent}}

@@ -87,6 +87,18 @@ def _fee_rate(text: str) -> FeeRate:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _time(text: str):  # noqa: ANN202
+    import datetime as dt
+
+    try:
+        if text.strip().replace(".", "", 1).isdigit():
+            return dt.datetime.fromtimestamp(float(text), dt.timezone.utc)
+        value = dt.datetime.fromisoformat(text.strip())
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(f"--since must be an ISO 8601 time or Unix seconds, got {text!r}") from None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
 def parser() -> argparse.ArgumentParser:
     from kaccy_bitcoin.application.event_limits import MAX_LIMIT as EVENTS_MAX_LIMIT, MAX_SEQ
 
@@ -120,13 +132,20 @@ def parser() -> argparse.ArgumentParser:
     wc.add_argument("--to", action="append", required=True, dest="to")
     wc.add_argument("--amount-sat", action="append", required=True, dest="amounts", type=_signed_int("--amount-sat"))
     wc.add_argument("--fee-rate", type=_fee_rate, default=None, help="sat/vB (default: the node's estimate)")
+    wc.add_argument("--user", default=None, help="whose withdrawal: checked against their limits, reviewed "
+                                                 "against their history")
     ws = withdraw.add_parser("sign", help="add signatures")
     ws.add_argument("withdrawal_id")
     ws.add_argument("--signer", required=True, choices=["software", "hwi", "core"])
     for name, text in (("broadcast", "finalize, check with the mempool, and send"),
-                       ("cancel", "withdraw an unsigned withdrawal and release its coins"),
                        ("show", "show a withdrawal")):
         withdraw.add_parser(name, help=text).add_argument("withdrawal_id")
+    wx = withdraw.add_parser("cancel", help="withdraw an unsigned (or held) withdrawal and release its coins")
+    wx.add_argument("withdrawal_id")
+    wx.add_argument("--by", default="operator", help="the operator cancelling (for the audit trail)")
+    wa = withdraw.add_parser("approve", help="release a withdrawal the risk review held")
+    wa.add_argument("withdrawal_id")
+    wa.add_argument("--by", required=True, help="the operator approving (for the audit trail)")
     wb = withdraw.add_parser("bump", help="replace a broadcast withdrawal with a higher fee (RBF)")
     wb.add_argument("withdrawal_id")
     wb.add_argument("--fee-rate", type=_fee_rate, required=True)
@@ -138,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
     wv.add_argument("--fee-rate", type=_fee_rate, default=None,
                     help="sat/vB (default: the node's estimate, raised to what BIP125 requires)")
     wv.add_argument("--signer", choices=["software", "hwi", "core"], default="software")
+    wv.add_argument("--by", default="operator", help="the operator voiding (for the audit trail)")
     wp = withdraw.add_parser("cpfp", help="lift a stuck broadcast withdrawal with a child spending its change")
     wp.add_argument("withdrawal_id")
     wp.add_argument("--fee-rate", type=_fee_rate, required=True, help="target rate for parent and child together")
@@ -147,6 +167,25 @@ def parser() -> argparse.ArgumentParser:
                         help="the seq to read after: 0, or the `next` of the previous answer")
     events.add_argument("--limit", type=_int_in_range("--limit", 1, EVENTS_MAX_LIMIT), default=100,
                         help=f"at most this many events (1 to {EVENTS_MAX_LIMIT}, default 100)")
+
+    limits = sub.add_parser("limits", help="withdrawal limits").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    ls = limits.add_parser("set", help="set a user's limits (rolling hour, 24 h, 30 days, one withdrawal) "
+                                       "or the platform's daily limit; options not given keep their value")
+    ls.add_argument("--user", default=None)
+    for flag in ("--daily-sat", "--monthly-sat", "--single-max-sat", "--hourly-sat", "--platform-daily-sat"):
+        ls.add_argument(flag, type=_positive_int(flag), default=None)
+    ls.add_argument("--by", default="operator", help="the operator setting them (for the audit trail)")
+    limits.add_parser("show", help="the stored limits").add_argument("--user", default=None)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit trail").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    audit.add_parser("verify", help="check every entry's hash and link: {ok, entries, head} or {ok: false, "
+                                    "first_bad, ...} (exit 1)")
+    aq = audit.add_parser("query", help="entries about a subject and/or since a time, oldest first")
+    aq.add_argument("--subject", default=None, help="a withdrawal id, order id, user...")
+    aq.add_argument("--since", type=_time, default=None, help="ISO 8601 time (UTC unless it says), or Unix seconds")
+    aq.add_argument("--limit", type=_int_in_range("--limit", 1, 100_000), default=1000)
 
     db = sub.add_parser("db", help="the database").add_subparsers(dest="action", required=True, parser_class=_Parser)
     db.add_parser("upgrade", help="migrate the database to this release's schema (the only command that "
@@ -268,7 +307,7 @@ async def cmd_withdraw(args: argparse.Namespace, c: Container) -> dict[str, Any]
         if len(args.to) != len(args.amounts):
             raise UsageError("give one --amount-sat for every --to")
         create = await _service(c, "create_withdrawal")
-        return await create(list(zip(args.to, args.amounts)), args.fee_rate)
+        return await create(list(zip(args.to, args.amounts)), args.fee_rate, args.user)
     if args.action == "sign":
         sign = await _service(c, "sign_withdrawal")
         return await sign(args.withdrawal_id, args.signer)
@@ -279,12 +318,42 @@ async def cmd_withdraw(args: argparse.Namespace, c: Container) -> dict[str, Any]
         return await bump(args.withdrawal_id, args.fee_rate, list(zip(args.to, args.amounts)))
     if args.action == "void":
         void = await _service(c, "void_withdrawal")
-        return await void(args.withdrawal_id, args.fee_rate, args.signer)
+        return await void(args.withdrawal_id, args.fee_rate, args.signer, args.by)
+    if args.action in ("cancel", "approve"):
+        use_case = await _service(c, f"{args.action}_withdrawal")
+        return await use_case(args.withdrawal_id, args.by)
     if args.action == "cpfp":
         cpfp = await _service(c, "cpfp_withdrawal")
         return await cpfp(args.withdrawal_id, args.fee_rate)
     use_case = await _service(c, f"{args.action}_withdrawal")
     return await use_case(args.withdrawal_id)
+
+
+async def cmd_limits(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "show":
+        return await (await _service(c, "show_limits"))(args.user)
+    set_limits = await _service(c, "set_limits")
+    return await set_limits(args.user, daily_sat=args.daily_sat, monthly_sat=args.monthly_sat,
+                            single_max_sat=args.single_max_sat, hourly_sat=args.hourly_sat,
+                            platform_daily_sat=args.platform_daily_sat, by=args.by)
+
+
+class AuditBroken(Exception):
+    """`audit verify` found the chain broken: its answer is printed as it is, and the exit is 1."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__(answer)
+        self.answer = answer
+
+
+async def cmd_audit(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "verify":
+        answer = await (await _service(c, "verify_audit"))()
+        if not answer["ok"]:
+            raise AuditBroken(answer)
+        return answer
+    query = await _service(c, "query_audit")
+    return await query(args.subject, args.since, args.limit)
 
 
 async def cmd_events(args: argparse.Namespace, c: Container) -> dict[str, Any]:
@@ -359,7 +428,7 @@ async def cmd_apikey(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
     "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db, "ln": cmd_ln, "serve": cmd_serve,
-    "apikey": cmd_apikey,
+    "apikey": cmd_apikey, "limits": cmd_limits, "audit": cmd_audit,
 }
 
 
@@ -375,8 +444,8 @@ def _reported_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exceptio
     return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError, LndError)
 
 
-def _error(code: str, message: str, status: int) -> int:
-    emit({"error": {"code": code, "message": redact_credentials(message)}})
+def _error(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> int:
+    emit({"error": {"code": code, "message": redact_credentials(message), **(details or {})}})
     return status
 
 
@@ -461,9 +530,13 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_main(args, own_process))
     except UsageError as exc:
         return _error("usage", str(exc), 2)
+    except AuditBroken as exc:
+        emit(exc.answer)
+        return 1
     except (*bad_input, *outside) as exc:
         status = getattr(exc, "exit_status", 2 if isinstance(exc, bad_input) else 1)
-        return _error(getattr(exc, "code", "invalid"), str(exc), status)
+        details = exc.details() if hasattr(exc, "details") else None
+        return _error(getattr(exc, "code", "invalid"), str(exc), status, details)
     except KeyboardInterrupt:
         return _error("interrupted", "stopped by the user", 130)
     except Exception as exc:  # noqa: BLE001 - the boundary: one JSON error; the traceback only with --debug

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "webhook_retry_first": "1",
     "webhook_retry_max": "30",
     "log_level": "info",
+    "review_score": "70",
 }
 
 
@@ -83,6 +84,11 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
+    score = str(values["review_score"]).strip()
+    if not (score.isascii() and score.isdigit()) or int(score) > 101:
+        raise ConfigError(f"KACCY_REVIEW_SCORE must be a whole number from 0 to 101 (101: never hold), "
+                          f"got {values['review_score']!r}")
+    values["review_score"] = int(score)
     try:
         rate = float(values["api_rate_limit"])
     except ValueError:

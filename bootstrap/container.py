@@ -110,7 +110,13 @@ ListEvents = _Lazy(f"{_APP}.events", "ListEvents")
 EventFeed = _Lazy(f"{_APP}.events", "EventFeed")
 WithdrawalSettings = _Lazy(f"{_APP}.withdrawal_builder", "WithdrawalSettings")
 WithdrawalBuilder = _Lazy(f"{_APP}.withdrawal_builder", "WithdrawalBuilder")
-CreateWithdrawal = _Lazy(f"{_APP}.withdrawals", "CreateWithdrawal")
+TransactionManager = _Lazy(f"{_APP}.transaction_manager", "TransactionManager")
+ControlSettings = _Lazy(f"{_APP}.transaction_manager", "ControlSettings")
+ApproveWithdrawal = _Lazy(f"{_APP}.withdrawals", "ApproveWithdrawal")
+SetLimits = _Lazy(f"{_APP}.controls", "SetLimits")
+ShowLimits = _Lazy(f"{_APP}.controls", "ShowLimits")
+VerifyAudit = _Lazy(f"{_APP}.controls", "VerifyAudit")
+QueryAudit = _Lazy(f"{_APP}.controls", "QueryAudit")
 SignWithdrawal = _Lazy(f"{_APP}.withdrawals", "SignWithdrawal")
 Broadcaster = _Lazy(f"{_APP}.withdrawals", "Broadcaster")
 BroadcastWithdrawal = _Lazy(f"{_APP}.withdrawals", "BroadcastWithdrawal")
@@ -319,8 +325,6 @@ class Services(containers.DeclarativeContainer):
                                            watch=watch_range, clock=gateways.clock, settings=withdrawal_settings,
                                            uow=storage.uow)
     network = providers.Callable(Network.parse, config.network)
-    create_withdrawal = providers.Factory(CreateWithdrawal, builder=withdrawal_builder, uow=storage.uow,
-                                          clock=gateways.clock)
     sign_withdrawal = providers.Factory(
         SignWithdrawal, uow=storage.uow, clock=gateways.clock, network=network,
         signers=providers.Dict(
@@ -336,6 +340,18 @@ class Services(containers.DeclarativeContainer):
                                         chain=gateways.chain, clock=gateways.clock, signing=sign_withdrawal,
                                         broadcaster=broadcaster)
     cancel_withdrawal = providers.Factory(CancelWithdrawal, uow=storage.uow, clock=gateways.clock)
+    approve_withdrawal = providers.Factory(ApproveWithdrawal, uow=storage.uow, clock=gateways.clock)
+    # Every withdrawal request goes through the transaction manager: limits, risk, wallet,
+    # coins, PSBT (`process` also signs and broadcasts), audit.
+    transaction_manager = providers.Factory(
+        TransactionManager, builder=withdrawal_builder, uow=storage.uow, clock=gateways.clock,
+        publisher=gateways.publisher, settings=providers.Factory(ControlSettings, review_score=config.review_score),
+        signing=sign_withdrawal, broadcasting=broadcast_withdrawal)
+    create_withdrawal = transaction_manager
+    set_limits = providers.Factory(SetLimits, uow=storage.uow, clock=gateways.clock)
+    show_limits = providers.Factory(ShowLimits, uow=storage.uow)
+    verify_audit = providers.Factory(VerifyAudit, uow=storage.uow)
+    query_audit = providers.Factory(QueryAudit, uow=storage.uow)
     show_withdrawal = providers.Factory(ShowWithdrawal, uow=storage.uow, chain=gateways.chain)
     cpfp_withdrawal = providers.Factory(CpfpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)

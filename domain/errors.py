@@ -124,6 +124,40 @@ class InvalidWebhook(DomainError):
     code = "invalid_webhook"
 
 
+class LimitExceeded(DomainError):
+    """A withdrawal that would take a user or the platform past a limit (see domain/limits.py)."""
+
+    code = "limit_exceeded"
+
+    def __init__(self, limit: str, limit_sat: int, remaining_sat: int, message: str) -> None:
+        self.limit = limit
+        self.limit_sat = limit_sat
+        self.remaining_sat = remaining_sat
+        super().__init__(message)
+
+    def details(self) -> dict[str, object]:
+        """What the error object carries beside its code and message."""
+        return {"limit": self.limit, "limit_sat": self.limit_sat, "remaining_sat": self.remaining_sat}
+
+
+class InvalidUser(DomainError):
+    """A user name that cannot name a user (empty, too long, or the platform's own scope)."""
+
+    code = "invalid_user"
+
+
+class InvalidOperator(DomainError):
+    """An operator action that does not say who is acting."""
+
+    code = "invalid_operator"
+
+
+class WithdrawalHeld(DomainError):
+    """The risk review held the withdrawal: nothing signs it until an operator approves it."""
+
+    code = "withdrawal_held"
+
+
 class OrderClosed(DomainError):
     """The order can take no new payment request: it is paid (finalized), failed or expired."""
 

@@ -29,6 +29,18 @@ EVENT_KINDS = frozenset({
     "withdrawal_expired",
     "withdrawal_stuck",
     "unexpected_spend",
+    # what people and the service do to withdrawals (the audit trail)
+    "withdrawal_created",
+    "withdrawal_held",
+    "withdrawal_approved",
+    "withdrawal_signed",
+    "withdrawal_finalized",
+    "withdrawal_sent",
+    "withdrawal_rejected",
+    "withdrawal_cancelled",
+    "withdrawal_void_requested",
+    # operator actions on the controls
+    "limits_set",
     "invoice_created",
     "invoice_settled",
     "invoice_expired",
@@ -47,6 +59,7 @@ DISCREPANCY_KINDS = frozenset({
     "withdrawal_conflicted",
     "withdrawal_reorged",
     "unexpected_spend",
+    "withdrawal_held",
 })
 
 
@@ -59,6 +72,7 @@ class DomainEvent:
     subject: str
     at: dt.datetime
     data: dict[str, Any] = attrs.field(factory=dict)
+    actor: str = "system"   # who caused it: an operator's name, or "system" (the service itself)
 
     def __attrs_post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:

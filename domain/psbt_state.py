@@ -2,9 +2,10 @@
 
 Once a transaction is signed it may be on the network whatever we recorded (a signed
 PSBT was printed; a crash can follow `sendrawtransaction`), so every state that a
-signed transaction can be in moves to BROADCAST when the chain shows it (`seen`), and
-a withdrawal leaves the running only when the chain settles it: COMPLETED (its own
-transaction final), REPLACED or VOIDED (a sibling of its family confirmed: an RBF
+signed transaction can be in moves to BROADCAST when the chain shows it (`seen`). A
+withdrawal the risk review holds waits in HELD, where nothing signs it, until an operator
+approves it (back to CREATED) or cancels it. A withdrawal leaves the running only when the
+chain settles it: COMPLETED (its own transaction final), REPLACED or VOIDED (a sibling of its family confirmed: an RBF
 replacement, or a void spending its inputs back to us), CONFLICTED (a transaction that
 is none of ours spent an input).
 """
@@ -17,6 +18,7 @@ from kaccy_bitcoin.domain.statemachine import StateMachine, moves
 
 class PsbtState(enum.Enum):
     CREATED = "CREATED"
+    HELD = "HELD"
     PARTIALLY_SIGNED = "PARTIALLY_SIGNED"
     SIGNED = "SIGNED"
     FINALIZED = "FINALIZED"
@@ -31,6 +33,8 @@ class PsbtState(enum.Enum):
 
 
 UNSIGNED = ("CREATED", "PARTIALLY_SIGNED")
+# Not signed, and nothing may sign it until an operator approves it (the risk review held it).
+HELD = ("HELD",)
 # Every state whose transaction may exist on the network without being confirmed there.
 OFF_CHAIN = ("CREATED", "PARTIALLY_SIGNED", "SIGNED", "FINALIZED", "REJECTED", "EXPIRED",
              "REPLACED", "VOIDED", "CONFLICTED")
@@ -44,12 +48,14 @@ class PsbtMachine(StateMachine):
     INITIAL = PsbtState.CREATED
     TERMINAL = frozenset({PsbtState.COMPLETED})
     MOVES = moves(
+        ("hold", "CREATED", "HELD"),
+        ("approve", "HELD", "CREATED"),
         ("add_signature", UNSIGNED, "PARTIALLY_SIGNED"),
         ("complete_signatures", UNSIGNED, "SIGNED"),
         ("finalize", "SIGNED", "FINALIZED"),
         ("broadcast", "FINALIZED", "BROADCAST"),
-        ("cancel", UNSIGNED, "REJECTED"),
-        ("expire", UNSIGNED, "EXPIRED"),
+        ("cancel", UNSIGNED + HELD, "REJECTED"),
+        ("expire", UNSIGNED + HELD, "EXPIRED"),
         ("reject", "FINALIZED", "REJECTED"),
         ("seen", OFF_CHAIN, "BROADCAST"),
         ("confirm", "BROADCAST", "CONFIRMED"),

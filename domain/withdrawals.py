@@ -13,10 +13,12 @@ from typing import Any
 import attrs
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
-from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalStateError
+from kaccy_bitcoin.domain.audit import SYSTEM
+from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalHeld, WithdrawalStateError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
-from kaccy_bitcoin.domain.psbt_state import UNSIGNED, PsbtMachine, PsbtState
+from kaccy_bitcoin.domain.psbt_state import HELD, UNSIGNED, PsbtMachine, PsbtState
+from kaccy_bitcoin.domain.risk import NO_RISK, RiskAssessment
 
 
 @attrs.frozen
@@ -81,6 +83,9 @@ class Withdrawal:
     confirmations: int = 0
     conflicted_by: Txid | None = None    # the transaction that won over this one
     settled: bool = False                # the chain's verdict is final: nothing more to watch
+    user: str | None = None              # whose withdrawal (limits and risk history), if anyone's
+    risk: RiskAssessment = NO_RISK       # the risk review's verdict when it was created
+    approved_by: str | None = None       # the operator who released it from HELD
     version: int = attrs.field(default=0, eq=False)   # storage's optimistic-concurrency token
 
     # -- reading ---------------------------------------------------------------
@@ -108,8 +113,39 @@ class Withdrawal:
     def broadcast_at(self) -> dt.datetime | None:
         return next((t.at for t in reversed(self.machine.history) if t.dest == "BROADCAST"), None)
 
+    @property
+    def pays_nothing(self) -> bool:
+        """Known never to pay out: expired, voided (its inputs went back to us), or cancelled or
+        replaced before it was ever signed (a replacement of it needs it signed first). Once
+        settled, its amount no longer counts against the limits."""
+        if self.state in (PsbtState.EXPIRED, PsbtState.VOIDED):
+            return True
+        return self.state in (PsbtState.REJECTED, PsbtState.REPLACED) and not self.ever_signed
+
     # -- the owner's steps -------------------------------------------------------
+    def review(self, risk: RiskAssessment, review_score: int, at: dt.datetime) -> DomainEvent | None:
+        """Record the risk review's verdict; at or above `review_score` the withdrawal is HELD
+        (the event `withdrawal_held` tells the operators)."""
+        self.risk = risk
+        if not risk.held(review_score):
+            return None
+        self.machine.fire("hold", at=at, reason=f"risk score {risk.score}: {', '.join(risk.reasons)}")
+        return self.event("withdrawal_held", at, risk=risk.to_dict(), user=self.user)
+
+    def approve(self, operator: str, at: dt.datetime) -> DomainEvent:
+        """An operator releases a held withdrawal: it can be signed from now on."""
+        if self.state is not PsbtState.HELD:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: only a held withdrawal "
+                                       "can be approved")
+        self.machine.fire("approve", at=at, reason=f"approved by {operator}")
+        self.approved_by = operator
+        return self.event("withdrawal_approved", at, actor=operator, risk=self.risk.to_dict())
+
     def require_signable(self) -> None:
+        if self.state is PsbtState.HELD:
+            raise WithdrawalHeld(f"withdrawal {self.withdrawal_id} is held by the risk review (score "
+                                 f"{self.risk.score}: {', '.join(self.risk.reasons)}): an operator must "
+                                 "`withdraw approve` it before it can be signed")
         if self.state.value not in UNSIGNED:
             raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: only a created or "
                                        "partially signed withdrawal takes signatures")
@@ -137,7 +173,7 @@ class Withdrawal:
 
     def cancel(self, at: dt.datetime) -> None:
         """Withdraw an unsigned withdrawal; a signed one may be on the network: void it instead."""
-        if self.state.value not in UNSIGNED:
+        if self.state.value not in UNSIGNED + HELD:
             if self.state in (PsbtState.CONFIRMED, PsbtState.COMPLETED):
                 why = "its transaction is confirmed"
             elif self.state in (PsbtState.REJECTED, PsbtState.EXPIRED) and not self.ever_signed:
@@ -152,7 +188,7 @@ class Withdrawal:
     def expire(self, now: dt.datetime, ttl_seconds: float) -> DomainEvent | None:
         """An unsigned withdrawal past its time to live gives its coins back (a signed one never
         does: it can only be voided)."""
-        if self.state.value not in UNSIGNED or (now - self.created_at).total_seconds() < ttl_seconds:
+        if self.state.value not in UNSIGNED + HELD or (now - self.created_at).total_seconds() < ttl_seconds:
             return None
         self.machine.fire("expire", at=now, reason="not signed within its time to live")
         self.reject_reason = "expired before signing"
@@ -169,7 +205,7 @@ class Withdrawal:
         return self.txid
 
     def require_voidable(self) -> None:
-        if self.state.value in UNSIGNED:
+        if self.state.value in UNSIGNED + HELD:
             raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: nothing was signed, "
                                        "use `withdraw cancel`")
         if self.state in (PsbtState.CONFIRMED, PsbtState.COMPLETED):
@@ -209,10 +245,10 @@ class Withdrawal:
         self.stuck_alerted = True
         return True
 
-    def event(self, kind: str, at: dt.datetime, **data: Any) -> DomainEvent:
+    def event(self, kind: str, at: dt.datetime, actor: str = SYSTEM, **data: Any) -> DomainEvent:
         """An event about this withdrawal; its id names the move it follows, so re-deriving the
         same fact gives the same id."""
         body = {"withdrawal_id": self.withdrawal_id, "state": self.name, "amount_sat": self.payout_total.value,
                 "fee_sat": self.fee.value, "txid": self.txid.value if self.txid else None, **data}
         return DomainEvent(f"{kind}:{self.withdrawal_id}:{len(self.machine.history)}", kind,
-                           self.withdrawal_id, at, body)
+                           self.withdrawal_id, at, body, actor)

@@ -12,8 +12,10 @@ import attrs
 from typing import Iterable, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.audit import AuditEntry
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
+from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
@@ -200,6 +202,17 @@ class AuditLog(abc.ABC):
     def last_seq(self) -> int:
         """The sequence number of the newest committed event; 0 when there is none."""
 
+    @abc.abstractmethod
+    def entries(self, subject: str | None = None, since: dt.datetime | None = None,
+                after: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        """Committed entries as stored (with actor and hashes), in seq order, optionally only
+        those about `subject`, at or after `since`, above seq `after`, at most `limit`."""
+
+    @abc.abstractmethod
+    def handed_out(self) -> int:
+        """The highest seq ever handed out (the counter), whatever rows remain: a removed last
+        entry shows as a gap between the rows and this."""
+
 
 class EventConsumers(abc.ABC):
     """Named readers of the event outbox and how far each has acknowledged."""
@@ -234,6 +247,40 @@ class CoinReservations(abc.ABC):
         """Every held coin and the withdrawal holding it."""
 
 
+class LimitStore(abc.ABC):
+    """Withdrawal limits and what each withdrawal takes from them (domain/limits.py)."""
+
+    @abc.abstractmethod
+    def get(self, scope: str) -> Limits | None:
+        """The limits of a user (or of `platform`), if any were set."""
+
+    @abc.abstractmethod
+    def set(self, limits: Limits, at: dt.datetime) -> None:
+        """Store a scope's limits, replacing what was there."""
+
+    @abc.abstractmethod
+    def lock(self, scopes: Sequence[str]) -> dict[str, Limits]:
+        """The limits of these scopes, each scope's row locked until the transaction ends, in
+        the order given (callers give `platform` first): the check-and-take of two withdrawals
+        of one scope runs one after the other, in any process."""
+
+    @abc.abstractmethod
+    def user_usage(self, user: str, since: dt.datetime) -> list[Usage]:
+        """The user's withdrawals made at or after `since` (returned ones too), oldest first."""
+
+    @abc.abstractmethod
+    def platform_usage(self, since: dt.datetime) -> list[Usage]:
+        """Every withdrawal made at or after `since` (returned ones too), oldest first."""
+
+    @abc.abstractmethod
+    def take(self, usage: Usage) -> None:
+        """Record what a new withdrawal takes from the limits."""
+
+    @abc.abstractmethod
+    def give_back(self, withdrawal_id: str) -> None:
+        """The withdrawal pays nothing: its amount no longer counts (idempotent)."""
+
+
 class UnitOfWork(abc.ABC):
     """A transaction over every repository: all of it commits, or none of it does.
 
@@ -253,6 +300,7 @@ class UnitOfWork(abc.ABC):
     audit: AuditLog
     consumers: EventConsumers
     reservations: CoinReservations
+    limits: LimitStore
 
     def __init__(self) -> None:
         self._recorded: list[DomainEvent] = []

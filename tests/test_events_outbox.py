@@ -144,7 +144,7 @@ def test_a_database_from_before_the_outbox_numbers_on_from_its_last_event(kind, 
     with engine.begin() as conn:   # what the previous release left: numbered rows, no sequence
         conn.execute(insert(AuditRow.__table__), [
             {"seq": n, "event_id": event(n).id, "kind": "payment_detected", "subject": "o-1", "at": T0,
-             "data": {}} for n in (1, 2, 7)])
+             "data": {}, "prev_hash": "0" * 64, "hash": "0" * 64} for n in (1, 2, 7)])
         conn.execute(delete(SequenceRow.__table__))
     uow = SqlUnitOfWorkFactory(engine)
     with uow() as u:

@@ -91,3 +91,41 @@ async def test_withdrawal_routes_follow_the_cli_contract(node, tmp_path) -> None
             assert s in (400, 503) and "error" in e
     finally:
         service.stop()
+
+
+async def test_limits_audit_and_approval_routes(node, tmp_path) -> None:  # noqa: ANN001
+    shop = Shop(node, tmp_path)
+    env = service_env(shop.env)
+    service = Service(env, tmp_path / "serve.log", "--no-monitor")
+    try:
+        async with aiohttp.ClientSession() as session:
+            admin = Client(session, service.url, api_key(env, "admin"))
+            r = Client(session, service.url, api_key(env, "read"))
+            w = Client(session, service.url, api_key(env, "withdraw"))
+            s, limits = await admin.post("/v1/limits", {"user": "alice", "single_max_sat": 1000, "daily_sat": 5000})
+            assert s == 200, limits
+            s, shown = await r.get("/v1/limits?user=alice")
+            assert s == 200 and shown == shop.cli("limits", "show", "--user", "alice")[1]
+            s, e = await w.post("/v1/limits", {"user": "alice", "daily_sat": 1})
+            assert s == 403
+            s, e = await admin.post("/v1/limits", {"user": "alice", "daily_sat": -1})
+            assert s == 400 and e["error"]["code"] == "invalid_request"
+            dest = await node.call("getnewaddress", wallet="miner")
+            s, e = await w.post("/v1/withdrawals", {"outputs": [{"address": dest, "amount_sat": 5000}], "user": "alice"},
+                                headers={"Idempotency-Key": "too-much"})
+            assert s == 422 and e["error"]["code"] == "limit_exceeded", e
+            assert e["error"]["limit_sat"] == 1000 and "remaining_sat" in e["error"]
+            s, e = await admin.post("/v1/withdrawals/nope/approve", {"by": "op-1"})
+            assert s == 404
+            s, verified = await admin.get("/v1/audit/verify")
+            assert s == 200 and verified["ok"] is True and verified == shop.cli("audit", "verify")[1]
+            s, entries = await admin.get("/v1/audit?subject=alice&limit=10")
+            assert s == 200 and entries == shop.cli("audit", "query", "--subject", "alice", "--limit", "10")[1]
+            s, since = await admin.get("/v1/audit?since=2020-01-01T00:00:00")
+            assert s == 200
+            s, e = await admin.get("/v1/audit?since=yesterday")
+            assert s == 400 and "since" in e["error"]["message"]
+            s, e = await r.get("/v1/audit")
+            assert s == 403
+    finally:
+        service.stop()

@@ -26,7 +26,7 @@ async def test_single_withdrawal_signed_broadcast_confirmed_and_seen_by_monitor(
     shop = await funded_shop(node, tmp_path)
     dest = await node.call("getnewaddress", wallet="miner")
     created = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "150000", "--fee-rate", "3")[1]
-    assert set(created) == {"withdrawal_id", "psbt", "fee_sat", "inputs", "outputs", "state"}
+    assert set(created) == {"withdrawal_id", "psbt", "fee_sat", "inputs", "outputs", "state", "risk"}
     assert created["state"] == "created"
     ins = sum(i["amount_sat"] for i in created["inputs"])
     outs = sum(o["amount_sat"] for o in created["outputs"])

@@ -29,6 +29,8 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (domain.IllegalTransition, 409),
     (domain.WithdrawalStateError, 409),
     (domain.InsufficientFunds, 422),
+    (domain.LimitExceeded, 422),
+    (domain.WithdrawalHeld, 409),
     (domain.FeeTooLow, 422),
     (domain.DomainError, 400),
 )
@@ -53,4 +55,5 @@ def status_of(exc: BaseException) -> int:
 def error_body(exc: BaseException) -> dict[str, Any]:
     code = getattr(exc, "code", None) if status_of(exc) != 500 else "internal"
     message = str(exc) if code != "internal" else f"{type(exc).__name__}: {exc}"
-    return {"error": {"code": code or "error", "message": redact_credentials(message)}}
+    details = exc.details() if code != "internal" and hasattr(exc, "details") else {}
+    return {"error": {"code": code or "error", "message": redact_credentials(message), **details}}

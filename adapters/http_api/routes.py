@@ -159,13 +159,22 @@ def _fee_rate(text: str | None) -> Any:
 
 
 @route("POST", "/v1/withdrawals", "Select coins and build an unsigned PSBT", tag="withdrawals", scopes=(WITHDRAW,),
-       idempotency="required", status=201, body=_obj(["outputs"], outputs=_PAYOUTS, fee_rate=_RATE))
+       idempotency="required", status=201,
+       body=_obj(["outputs"], outputs=_PAYOUTS, fee_rate=_RATE,
+                 user={"type": "string", "description": "whose withdrawal: their limits and risk review"}))
 async def create_withdrawal(call: Call) -> Created:
     payouts = call.body.payouts("outputs")
     rate = _fee_rate(call.body.number_text("fee_rate"))
+    user = call.body.text("user", min_length=1, max_length=128)
     call.body.done()
     create = await call.use("create_withdrawal")
-    return Created(await create(payouts, rate))
+    return Created(await create(payouts, rate, user))
+
+
+def _operator(call: Call) -> str:
+    """Who acts, for the audit trail: the body's `by`, else the API key."""
+    by = call.body.text("by", min_length=1, max_length=128)
+    return by or (f"api:{call.key.key_id}" if call.key else "api")
 
 
 @route("GET", "/v1/withdrawals/{withdrawal_id}", "A withdrawal", tag="withdrawals", scopes=(READ, WITHDRAW))
@@ -194,11 +203,21 @@ async def broadcast_withdrawal(call: Call) -> dict[str, Any]:
 
 
 @route("POST", "/v1/withdrawals/{withdrawal_id}/cancel", "Withdraw an unsigned withdrawal and release its coins",
-       tag="withdrawals", scopes=(WITHDRAW,), idempotency="optional", body=_obj([]))
+       tag="withdrawals", scopes=(WITHDRAW,), idempotency="optional", body=_obj([], by=_STR))
 async def cancel_withdrawal(call: Call) -> dict[str, Any]:
+    by = _operator(call)
     call.body.done()
     cancel = await call.use("cancel_withdrawal")
-    return await cancel(call.path("withdrawal_id"))
+    return await cancel(call.path("withdrawal_id"), by)
+
+
+@route("POST", "/v1/withdrawals/{withdrawal_id}/approve", "Release a withdrawal the risk review held",
+       tag="withdrawals", scopes=(ADMIN,), idempotency="optional", body=_obj([], by=_STR))
+async def approve_withdrawal(call: Call) -> dict[str, Any]:
+    by = _operator(call)
+    call.body.done()
+    approve = await call.use("approve_withdrawal")
+    return await approve(call.path("withdrawal_id"), by)
 
 
 @route("POST", "/v1/withdrawals/{withdrawal_id}/bump", "Replace a broadcast withdrawal with a higher fee (RBF)",
@@ -214,13 +233,14 @@ async def bump_withdrawal(call: Call) -> Created:
 
 @route("POST", "/v1/withdrawals/{withdrawal_id}/void", "Spend a signed withdrawal's inputs back to us, at once",
        tag="withdrawals", scopes=(WITHDRAW,), idempotency="required", status=201,
-       body=_obj([], fee_rate=_RATE, signer=_SIGNER))
+       body=_obj([], fee_rate=_RATE, signer=_SIGNER, by=_STR))
 async def void_withdrawal(call: Call) -> Created:
     rate = _fee_rate(call.body.number_text("fee_rate"))
     signer = call.body.choice("signer", SIGNERS, default="software")
+    by = _operator(call)
     call.body.done()
     void = await call.use("void_withdrawal")
-    return Created(await void(call.path("withdrawal_id"), rate, signer))
+    return Created(await void(call.path("withdrawal_id"), rate, signer, by))
 
 
 @route("POST", "/v1/withdrawals/{withdrawal_id}/cpfp", "Lift a stuck withdrawal with a child spending its change",
@@ -241,6 +261,58 @@ async def list_addresses(call: Call) -> dict[str, Any]:
     listing = await call.use("list_addresses")
     return await listing(offset=query_int(call.query, "offset", 0, 0, 2**31),
                          limit=query_int(call.query, "limit", 100, 1, 1000))
+
+
+# -- limits and audit ----------------------------------------------------------------------
+_LIMIT_FIELDS = ("daily_sat", "monthly_sat", "single_max_sat", "hourly_sat", "platform_daily_sat")
+
+
+@route("GET", "/v1/limits", "The stored withdrawal limits (a user's and the platform's)", tag="controls",
+       scopes=(READ, WITHDRAW), query={"user": _STR})
+async def show_limits(call: Call) -> dict[str, Any]:
+    show = await call.use("show_limits")
+    return await show(query_text(call.query, "user", 128))
+
+
+@route("POST", "/v1/limits", "Set a user's limits or the platform's daily limit (fields not given keep their "
+       "value)", tag="controls", scopes=(ADMIN,), idempotency="optional",
+       body=_obj([], user=_STR, by=_STR, **{f: _INT for f in _LIMIT_FIELDS}))
+async def set_limits(call: Call) -> dict[str, Any]:
+    user = call.body.text("user", min_length=1, max_length=128)
+    values = {f: call.body.integer(f) for f in _LIMIT_FIELDS}
+    by = _operator(call)
+    call.body.done()
+    set_them = await call.use("set_limits")
+    return await set_them(user, by=by, **values)
+
+
+@route("GET", "/v1/audit/verify", "Check the audit trail's hash chain: {ok, entries, head} or {ok: false, "
+       "first_bad, ...}", tag="controls", scopes=(ADMIN,))
+async def verify_audit(call: Call) -> dict[str, Any]:
+    verify = await call.use("verify_audit")
+    return await verify()
+
+
+@route("GET", "/v1/audit", "Audit entries about a subject and/or since a time, oldest first", tag="controls",
+       scopes=(ADMIN,), query={"subject": _STR, "since": {"type": "string", "description": "ISO 8601 or Unix seconds"},
+                              "limit": {"type": "integer", "minimum": 1, "maximum": 100000}})
+async def query_audit(call: Call) -> dict[str, Any]:
+    import datetime as dt
+
+    since_text = query_text(call.query, "since", 40)
+    since = None
+    if since_text is not None:
+        try:
+            since = (dt.datetime.fromtimestamp(int(since_text), dt.timezone.utc) if since_text.isdigit()
+                     else dt.datetime.fromisoformat(since_text))
+        except (ValueError, OverflowError, OSError):
+            raise ApiError(400, "invalid_request", f"since must be an ISO 8601 time or Unix seconds, "
+                                                   f"got {since_text!r:.60}") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+    query = await call.use("query_audit")
+    return await query(query_text(call.query, "subject", 200), since,
+                       query_int(call.query, "limit", 1000, 1, 100_000))
 
 
 # -- lightning -----------------------------------------------------------------------------

@@ -9,9 +9,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import threading
+
+import attrs
 from typing import Any, Iterable, Iterator, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.audit import GENESIS, AuditEntry
+from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
@@ -26,7 +30,7 @@ class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "invoices", "addresses", "counters",
-              "cursors", "audit", "consumers", "reservations")
+              "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -35,6 +39,9 @@ class MemoryStore:
         # Held by a unit of work from numbering its events until it commits or rolls back, as
         # the SQL adapter holds the sequence's row lock: sequence order is commit order.
         self.events_lock = threading.Lock()
+        # Held by a unit of work from locking limits until it commits or rolls back (the SQL
+        # adapter's row locks on kaccy_limits).
+        self.limits_lock = threading.Lock()
 
 
 class _Table:
@@ -268,8 +275,9 @@ class MemoryCursors(storage.CursorRepository):
 
 
 class MemoryAuditLog(storage.AuditLog):
-    def __init__(self, table: _Table, order: list[str], events_lock: threading.Lock) -> None:
+    def __init__(self, table: _Table, order: list[str], events_lock: threading.Lock, entries: _Table) -> None:
         self._t = table
+        self._entries = entries
         self._order = order
         self._events_lock = events_lock
         self.holds_sequence = False
@@ -282,9 +290,16 @@ class MemoryAuditLog(storage.AuditLog):
             self._events_lock.acquire()
             self.holds_sequence = True
         new = [e for e in events if e.id not in self._t]
+        ids = self._order + self.pending_order
+        prev = self._entries.get(ids[-1]).hash if ids else GENESIS
         for event in new:
+            entry = AuditEntry.chained(prev, len(ids) + 1, event.id, event.kind, event.subject, event.actor,
+                                       event.at, copy.deepcopy(event.data))
             self._t.put(event.id, event)
+            self._entries.put(event.id, entry)
             self.pending_order.append(event.id)
+            ids.append(event.id)
+            prev = entry.hash
         return new
 
     def events(self, subject: str | None = None, limit: int = 1000) -> list[DomainEvent]:
@@ -298,6 +313,15 @@ class MemoryAuditLog(storage.AuditLog):
         return [StoredEvent(n, self._t.get(i)) for n, i in enumerate(ids, start + 1)]
 
     def last_seq(self) -> int:
+        return len(self._order)
+
+    def entries(self, subject: str | None = None, since: dt.datetime | None = None,
+                after: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        found = [e for e in (self._entries.get(i) for i in self._order[max(after, 0):])
+                 if (subject is None or e.subject == subject) and (since is None or e.at >= since)]
+        return found if limit is None else found[:limit]
+
+    def handed_out(self) -> int:
         return len(self._order)
 
     def release_sequence(self) -> None:
@@ -345,6 +369,46 @@ class MemoryReservations(storage.CoinReservations):
         return {op: w for op, w in merged.items() if w is not None}
 
 
+class MemoryLimits(storage.LimitStore):
+    def __init__(self, limits: _Table, usage: _Table, lock: threading.Lock) -> None:
+        self._t, self._u, self._lock = limits, usage, lock
+        self.holds_lock = False
+
+    def get(self, scope: str) -> Limits | None:
+        return self._t.get(scope)
+
+    def set(self, limits: Limits, at: dt.datetime) -> None:
+        self._t.put(limits.scope, limits)
+
+    def lock(self, scopes: Sequence[str]) -> dict[str, Limits]:
+        if not self.holds_lock:
+            self._lock.acquire()
+            self.holds_lock = True
+        return {scope: found for scope in scopes if (found := self._t.get(scope)) is not None}
+
+    def release_lock(self) -> None:
+        if self.holds_lock:
+            self.holds_lock = False
+            self._lock.release()
+
+    def _usage(self, keep) -> list[Usage]:  # noqa: ANN001
+        return sorted((u for u in self._u.values() if keep(u)), key=lambda u: (u.at, u.withdrawal_id))
+
+    def user_usage(self, user: str, since: dt.datetime) -> list[Usage]:
+        return self._usage(lambda u: u.user == user and u.at >= since)
+
+    def platform_usage(self, since: dt.datetime) -> list[Usage]:
+        return self._usage(lambda u: u.at >= since)
+
+    def take(self, usage: Usage) -> None:
+        self._u.put(usage.withdrawal_id, usage)
+
+    def give_back(self, withdrawal_id: str) -> None:
+        found = self._u.get(withdrawal_id)
+        if found is not None and not found.returned:
+            self._u.put(withdrawal_id, attrs.evolve(found, returned=True))
+
+
 class MemoryUnitOfWork(storage.UnitOfWork):
     """`read_only`: for reading only, as the SQL adapter's (commit() is refused)."""
 
@@ -362,7 +426,9 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.invoices = MemoryInvoices(t["invoices"])
         self.addresses = MemoryAddressBook(t["addresses"], t["counters"])
         self.cursors = MemoryCursors(t["cursors"])
-        self.audit = MemoryAuditLog(t["audit"], self._store.audit_order, self._store.events_lock)
+        self.audit = MemoryAuditLog(t["audit"], self._store.audit_order, self._store.events_lock,
+                                    t["audit_entries"])
+        self.limits = MemoryLimits(t["limits"], t["limit_usage"], self._store.limits_lock)
         self.consumers = MemoryEventConsumers(t["consumers"])
         self.reservations = MemoryReservations(t["reservations"])
 
@@ -380,6 +446,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
             self._store.audit_order.extend(self.audit.pending_order)  # type: ignore[attr-defined]
             self.audit.pending_order.clear()  # type: ignore[attr-defined]
         self.audit.release_sequence()  # type: ignore[attr-defined]
+        self.limits.release_lock()  # type: ignore[attr-defined]
 
     def _rollback(self) -> None:
         for table in self._tables.values():
@@ -387,6 +454,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         if self._tables:
             self.audit.pending_order.clear()  # type: ignore[attr-defined]
             self.audit.release_sequence()  # type: ignore[attr-defined]
+            self.limits.release_lock()  # type: ignore[attr-defined]
 
     def _close(self) -> None:
         self._tables = {}

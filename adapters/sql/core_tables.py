@@ -63,6 +63,9 @@ audit_log = Table(
     Column('subject', String(length=128), nullable=False),
     Column('at', DateTime(timezone=True), nullable=False),
     Column('data', JSON(), nullable=False),
+    Column('actor', String(length=128), nullable=False, default='system'),
+    Column('prev_hash', String(length=64), nullable=False),
+    Column('hash', String(length=64), nullable=False),
     Index('ix_kaccy_audit_log_event_id', 'event_id', unique=True),
     Index('ix_kaccy_audit_log_kind', 'kind'),
     Index('ix_kaccy_audit_log_subject', 'subject'),
@@ -103,6 +106,30 @@ idempotency_keys = Table(
     Column('status', Integer(), nullable=True),
     Column('response', JSON(), nullable=True),
     Column('created_at', DateTime(timezone=True), nullable=False),
+)
+
+
+limit_usage = Table(
+    'kaccy_limit_usage', metadata,
+    Column('withdrawal_id', String(length=64), primary_key=True, nullable=False),
+    Column('user_id', String(length=128), nullable=True),
+    Column('amount_sat', BigInteger(), nullable=False),
+    Column('at', DateTime(timezone=True), nullable=False),
+    Column('returned', Boolean(), nullable=False, default=False),
+    Column('destinations', JSON(), nullable=False),
+    Index('ix_kaccy_limit_usage_at', 'at'),
+    Index('ix_kaccy_limit_usage_user_at', 'user_id', 'at'),
+)
+
+
+limits = Table(
+    'kaccy_limits', metadata,
+    Column('scope', String(length=128), primary_key=True, nullable=False),
+    Column('daily_sat', BigInteger(), nullable=True),
+    Column('monthly_sat', BigInteger(), nullable=True),
+    Column('single_max_sat', BigInteger(), nullable=True),
+    Column('hourly_sat', BigInteger(), nullable=True),
+    Column('updated_at', DateTime(timezone=True), nullable=False),
 )
 
 

@@ -8,7 +8,9 @@ import datetime as dt
 from typing import Any
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.audit import AuditEntry
 from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
 from kaccy_bitcoin.domain.lightning import CancelReason
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
@@ -17,6 +19,7 @@ from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest, ReceivedOutput
 from kaccy_bitcoin.domain.payment_state import PaymentMachine
 from kaccy_bitcoin.domain.psbt_state import PsbtMachine
+from kaccy_bitcoin.domain.risk import RiskAssessment
 from kaccy_bitcoin.domain.statemachine import Transition
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 
@@ -112,6 +115,7 @@ def withdrawal_fields(w: Withdrawal) -> dict:
             "stuck_alerted": w.stuck_alerted, "confirmations": w.confirmations,
             "conflicted_by": w.conflicted_by.value if w.conflicted_by else None,
             "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
+            "user": w.user, "risk": w.risk.to_dict(), "approved_by": w.approved_by,
         },
     }
 
@@ -133,10 +137,25 @@ def withdrawal_from_row(row: Any) -> Withdrawal:
         kind=d.get("kind", "payout"), rebroadcasts=d.get("rebroadcasts", 0),
         stuck_alerted=d.get("stuck_alerted", False), confirmations=d.get("confirmations", 0),
         conflicted_by=Txid(d["conflicted_by"]) if d.get("conflicted_by") else None,
-        settled=bool(row.settled), version=row.version,
+        settled=bool(row.settled), version=row.version, user=d.get("user"),
+        risk=RiskAssessment.from_dict(d.get("risk")), approved_by=d.get("approved_by"),
         last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
         else None)
 
 
 def event_from_row(row: Any) -> DomainEvent:
-    return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data))
+    return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data), row.actor)
+
+
+def audit_entry_from_row(row: Any) -> AuditEntry:
+    return AuditEntry(row.seq, row.event_id, row.kind, row.subject, row.actor, utc(row.at), row.data,
+                      row.prev_hash, row.hash)
+
+
+def limits_from_row(row: Any) -> Limits:
+    return Limits(row.scope, row.daily_sat, row.monthly_sat, row.single_max_sat, row.hourly_sat)
+
+
+def usage_from_row(row: Any) -> Usage:
+    return Usage(row.withdrawal_id, row.user_id, row.amount_sat, utc(row.at), bool(row.returned),
+                 tuple(row.destinations or ()))

@@ -25,9 +25,11 @@ from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql import mapping
 from kaccy_bitcoin.adapters.sql import engine as opening, schema
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
+from kaccy_bitcoin.domain.audit import GENESIS, AuditEntry
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
+from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
@@ -569,12 +571,27 @@ class SqlAuditLog(storage.AuditLog):
             seen.update(i for (i,) in self._s.execute(q))
         new = [e for e in events if e.id not in seen]
         if new:
-            self._s.execute(insert(self._t), [
-                {"seq": last + n, "event_id": e.id, "kind": e.kind, "subject": e.subject, "at": e.at,
-                 "data": e.data} for n, e in enumerate(new, 1)])
+            prev = self._head_hash(last)
+            rows = []
+            for n, e in enumerate(new, 1):
+                entry = AuditEntry.chained(prev, last + n, e.id, e.kind, e.subject, e.actor, e.at, e.data)
+                rows.append({"seq": entry.seq, "event_id": e.id, "kind": e.kind, "subject": e.subject, "at": e.at,
+                             "data": e.data, "actor": e.actor, "prev_hash": entry.prev_hash, "hash": entry.hash})
+                prev = entry.hash
+            self._s.execute(insert(self._t), rows)
             self._s.execute(update(self._seq).where(self._seq.c.name == EVENTS_SEQUENCE)
                             .values(value=last + len(new)))
         return new
+
+    def _head_hash(self, last: int) -> str:
+        """The hash of entry `last` (read under the sequence's lock, so the chain stays linear
+        across processes); GENESIS before the first entry."""
+        if last == 0:
+            return GENESIS
+        found = self._s.execute(select(self._t.c.hash).where(self._t.c.seq == last)).scalar()
+        if found is None:   # the head was removed from the database: chain on what remains
+            found = self._s.execute(select(self._t.c.hash).order_by(self._t.c.seq.desc()).limit(1)).scalar()
+        return found or GENESIS
 
     def _lock_sequence(self) -> int:
         """The last sequence number handed out, with the counter's row lock held until the
@@ -606,6 +623,77 @@ class SqlAuditLog(storage.AuditLog):
 
     def last_seq(self) -> int:
         return self._s.execute(select(func.coalesce(func.max(self._t.c.seq), 0))).scalar_one()
+
+    def entries(self, subject: str | None = None, since: dt.datetime | None = None,
+                after: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        t = self._t
+        q = select(t).where(t.c.seq > literal(after, BigInteger))
+        if subject is not None:
+            q = q.where(t.c.subject == subject)
+        if since is not None:
+            q = q.where(t.c.at >= since)
+        q = q.order_by(t.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        return [mapping.audit_entry_from_row(r) for r in self._s.execute(q)]
+
+    def handed_out(self) -> int:
+        counted = self._s.execute(select(self._seq.c.value).where(self._seq.c.name == EVENTS_SEQUENCE)).scalar()
+        return max(counted or 0, self.last_seq())
+
+
+class SqlLimits(storage.LimitStore):
+    """Limits rows double as the per-scope lock (SELECT ... FOR UPDATE; on SQLite the
+    transaction's BEGIN IMMEDIATE already serializes every writer)."""
+
+    _t = tables.limits
+    _u = tables.limit_usage
+
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
+
+    def get(self, scope: str) -> Limits | None:
+        row = self._s.execute(select(self._t).where(self._t.c.scope == scope)).first()
+        return mapping.limits_from_row(row) if row else None
+
+    def set(self, limits: Limits, at: dt.datetime) -> None:
+        t = self._t
+        values = {"daily_sat": limits.daily_sat, "monthly_sat": limits.monthly_sat,
+                  "single_max_sat": limits.single_max_sat, "hourly_sat": limits.hourly_sat, "updated_at": at}
+        done = self._s.execute(update(t).where(t.c.scope == limits.scope).values(**values))
+        if done.rowcount == 0:
+            try:
+                with self._s.begin_nested():
+                    self._s.execute(insert(t).values(scope=limits.scope, **values))
+            except IntegrityError:   # another process created it at the same moment: ours is the later word
+                self._s.execute(update(t).where(t.c.scope == limits.scope).values(**values))
+
+    def lock(self, scopes: Sequence[str]) -> dict[str, Limits]:
+        found: dict[str, Limits] = {}
+        for scope in scopes:
+            row = self._s.execute(select(self._t).where(self._t.c.scope == scope).with_for_update()).first()
+            if row is not None:
+                found[scope] = mapping.limits_from_row(row)
+        return found
+
+    def _usage(self, where) -> list[Usage]:  # noqa: ANN001
+        q = select(self._u).where(where).order_by(self._u.c.at, self._u.c.withdrawal_id)
+        return [mapping.usage_from_row(r) for r in self._s.execute(q)]
+
+    def user_usage(self, user: str, since: dt.datetime) -> list[Usage]:
+        return self._usage((self._u.c.user_id == user) & (self._u.c.at >= since))
+
+    def platform_usage(self, since: dt.datetime) -> list[Usage]:
+        return self._usage(self._u.c.at >= since)
+
+    def take(self, usage: Usage) -> None:
+        self._s.execute(insert(self._u).values(
+            withdrawal_id=usage.withdrawal_id, user_id=usage.user, amount_sat=usage.amount_sat, at=usage.at,
+            returned=usage.returned, destinations=list(usage.destinations)))
+
+    def give_back(self, withdrawal_id: str) -> None:
+        self._s.execute(update(self._u).where(self._u.c.withdrawal_id == withdrawal_id, self._u.c.returned.is_(False))
+                        .values(returned=True))
 
 
 class SqlEventConsumers(storage.EventConsumers):
@@ -694,6 +782,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.audit = SqlAuditLog(c)
         self.consumers = SqlEventConsumers(c)
         self.reservations = SqlReservations(c)
+        self.limits = SqlLimits(c)
 
     def _commit(self) -> None:
         if self._conn is None:

@@ -161,6 +161,37 @@ class AuditRow(KaccyTable, table=True):
     subject: str = Field(index=True, max_length=128)
     at: dt.datetime = _ts(nullable=False)
     data: dict = Field(sa_column=Column(JSON, nullable=False))
+    # The hash chain (domain/audit.py), computed as the entry is numbered, under the same lock.
+    actor: str = Field(default="system", max_length=128)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class LimitsRow(KaccyTable, table=True):
+    """Withdrawal limits of one scope: a user, or `platform`. Its row is also the lock that
+    serializes the limit checks of one scope (SELECT ... FOR UPDATE)."""
+
+    __tablename__ = "kaccy_limits"
+    scope: str = Field(primary_key=True, max_length=128)
+    daily_sat: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    monthly_sat: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    single_max_sat: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    hourly_sat: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    updated_at: dt.datetime = _ts(nullable=False)
+
+
+class LimitUsageRow(KaccyTable, table=True):
+    """What each withdrawal takes from the limits, from its creation until it is known to pay
+    nothing (`returned`)."""
+
+    __tablename__ = "kaccy_limit_usage"
+    __table_args__ = (Index("ix_kaccy_limit_usage_user_at", "user_id", "at"),)
+    withdrawal_id: str = Field(primary_key=True, max_length=64)
+    user_id: Optional[str] = Field(default=None, max_length=128)
+    amount_sat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    at: dt.datetime = _ts(nullable=False, index=True)
+    returned: bool = False
+    destinations: list = Field(sa_column=Column(JSON, nullable=False))
 
 
 class ReservationRow(KaccyTable, table=True):
