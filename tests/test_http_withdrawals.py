@@ -33,7 +33,7 @@ async def test_withdrawal_routes_follow_the_cli_contract(node, tmp_path) -> None
             dest = await node.call("getnewaddress", wallet="miner")
             one = {"outputs": [{"address": dest, "amount_sat": 150_000}], "fee_rate": 3}
             s, created = await w.post("/v1/withdrawals", one, headers={"Idempotency-Key": "w-1"})
-            assert s == 201 and set(created) == {"withdrawal_id", "psbt", "fee_sat", "inputs", "outputs", "state"}
+            assert s == 201 and {"withdrawal_id", "psbt", "fee_sat", "inputs", "outputs", "state"} <= set(created)
             s, again = await w.post("/v1/withdrawals", one, headers={"Idempotency-Key": "w-1"})
             assert s == 201 and again == created                      # no second withdrawal
             wid = created["withdrawal_id"]
