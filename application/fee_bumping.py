@@ -53,7 +53,8 @@ class BumpWithdrawal:
             raise InvalidAmount(f"the new fee rate {fee_rate} must exceed the current {FeeRate(old_rate_kvb)}")
 
         async def attempt() -> dict[str, Any]:
-            new = await self._builder.propose(uuid.uuid4().hex, payouts, fee_rate, must_spend=old.inputs)
+            new = await self._builder.of(old.wallet).propose(uuid.uuid4().hex, payouts, fee_rate,
+                                                             must_spend=old.inputs)
             vsize = self._builder.vsize(new)
             minimum = max(await bip125_minimum(self._chain, [txid], vsize), old.fee.value + 1)
             if new.fee.value < minimum:
@@ -90,7 +91,7 @@ class CpfpWithdrawal:
             raise InvalidAmount(f"withdrawal {withdrawal_id} is not waiting in the mempool: nothing to lift")
         if not any(o.change for o in parent.outputs):
             raise InvalidAmount(f"withdrawal {withdrawal_id} has no change output to spend")
-        child = await self._builder.propose_child(uuid.uuid4().hex, parent, fee_rate)
+        child = await self._builder.of(parent.wallet).propose_child(uuid.uuid4().hex, parent, fee_rate)
         child.child_of, child.kind = parent.withdrawal_id, CPFP
         await save_new(self._uow, child, (), self._clock.now())
         return {**view(child), "child_of": parent.withdrawal_id}

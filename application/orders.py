@@ -9,7 +9,7 @@ from urllib.parse import quote
 import attrs
 
 from kaccy_bitcoin.domain.addresses import AddressEntry
-from kaccy_bitcoin.domain.errors import InvalidOrder, NotFound
+from kaccy_bitcoin.domain.errors import InvalidOrder, NotFound, OrderConflict
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
@@ -104,34 +104,47 @@ class CreateOrder:
     """
 
     def __init__(self, uow: UnitOfWorkFactory, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
-                 settings: PaymentSettings) -> None:
+                 settings: PaymentSettings, wallets: Any = None) -> None:
         self._uow = uow
         self._deriver = deriver
         self._watch = watch
         self._clock = clock
         self._settings = settings
+        self._wallets = wallets   # application.wallets.WalletDirectory: orders of other wallets than default
 
     async def __call__(self, order_id: str, amount: Satoshis, *, expires_in: int | None = None,
-                       label: str = "") -> dict[str, Any]:
+                       label: str = "", wallet: str | None = None) -> dict[str, Any]:
+        """`wallet`: the wallet the deposit address is of (None: `default`, KACCY_XPUB's)."""
         now = self._clock.now()
         expires_at = _expiry(now, expires_in)
+        deriver, watch, book = self._deriver, self._watch, RECEIVE
+        if wallet not in (None, "default"):
+            if self._wallets is None:
+                raise InvalidOrder("this application has no wallets besides `default`")
+            opened = self._wallets.get(wallet)
+            deriver, watch, book = opened.deriver, opened.watch, opened.book_chain(RECEIVE)
         async with self._uow() as uow:
             request = uow.requests.get(order_id)
             if request is not None:
                 request.check_same_terms(amount)
+                entry = uow.addresses.get(request.address)
+                book_of_order = entry.chain if entry is not None else RECEIVE
             else:
-                index = uow.addresses.allocate(RECEIVE)
-                address = self._deriver.address(RECEIVE, index)
+                index = uow.addresses.allocate(book)
+                address = deriver.address(RECEIVE, index)
                 request = PaymentRequest.new(
                     order_id=order_id, address=address, amount=amount, created_at=now,
                     tolerance=self._settings.tolerance, expires_at=expires_at, label=label,
                     derivation_index=index)
-                uow.addresses.record(AddressEntry(address, RECEIVE, index, label, order_id, "receive"))
+                uow.addresses.record(AddressEntry(address, book, index, label, order_id, "receive"))
                 uow.requests.add(request)
                 uow.payments.save([Payment(order_id)])
                 uow.commit()
+                book_of_order = book
+        if book_of_order != book:   # the same order id again, asked of another wallet
+            raise OrderConflict(f"order {order_id} exists with a deposit address of another wallet")
         if request.derivation_index is not None:  # set on every order this use case creates
-            await self._watch.cover(RECEIVE, request.derivation_index + 1)
+            await watch.cover(RECEIVE, request.derivation_index + 1)
         return self._created(request)
 
     @staticmethod

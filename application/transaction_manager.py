@@ -7,8 +7,10 @@
    under the limits' row locks (storage), where the withdrawal's amount is taken too;
 2. risk: the explainable rules of domain/risk.py over the user's history; at or above the
    review score the withdrawal is HELD (event `withdrawal_held`, which the notifier sends on);
-3. wallet/tier: `WalletRouting` picks the wallet (and so the builder) that pays; today the one
-   configured wallet: the seam where named wallets and custody tiers plug in;
+3. wallet/tier: `WalletRouting` picks the wallet (and so the builder) that pays: the one named,
+   else the custody tier whose band holds the amount (KACCY_CUSTODY_TIERS), else `default`; a
+   wallet of a capped tier refuses more than its cap (`tier_exceeded`). What goes to our own
+   addresses (a sweep or refill between our wallets) counts against no cap;
 4-5. coin selection and the PSBT: the wallet's WithdrawalBuilder;
 6-7. signing and broadcast: SignWithdrawal and BroadcastWithdrawal (`process` runs them too;
    `withdraw create` stops at the PSBT, as an exchange signs elsewhere);
@@ -27,11 +29,11 @@ from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.application.withdrawals import BroadcastWithdrawal, SignWithdrawal, record_new, view
 from kaccy_bitcoin.domain import limits as limit_rules
+from kaccy_bitcoin.domain.custody import CustodyPolicy
 from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount, InvalidUser
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.psbt_state import PsbtState
 from kaccy_bitcoin.domain.risk import DEFAULT_REVIEW_SCORE, RiskAssessment, assess
-from kaccy_bitcoin.ports.addresses import RECEIVE
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
 from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
@@ -52,15 +54,19 @@ class ControlSettings:
 
 
 class WalletRouting:
-    """Which wallet pays a withdrawal: the seam for named (multisig) wallets and custody
-    tiers. This one knows the single configured wallet, `default`."""
+    """Which wallet pays a withdrawal: the one requested, else the custody tier of the amount,
+    else `default`."""
 
-    def __init__(self, builder: WithdrawalBuilder) -> None:
+    def __init__(self, builder: WithdrawalBuilder, custody: CustodyPolicy | None = None) -> None:
         self._builder = builder
+        self._custody = custody or CustodyPolicy()
 
     def route(self, amount: Satoshis, requested: str | None = None) -> tuple[str, WithdrawalBuilder]:
-        """The wallet's name and the builder that selects its coins and makes its PSBT."""
-        return DEFAULT_WALLET, self._builder
+        """The wallet's name and the builder that selects its coins and makes its PSBT;
+        `amount`: what leaves the platform (TierExceeded over the wallet's tier cap)."""
+        wallet = requested or self._custody.choose(amount.value) or DEFAULT_WALLET
+        self._custody.check(wallet, amount.value)
+        return wallet, self._builder.of(wallet)
 
 
 def _user(user: str | None) -> str | None:
@@ -89,24 +95,25 @@ def check_limits(u: UnitOfWork, user: str | None, amount_sat: int, now: dt.datet
 
 class TransactionManager:
     def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, clock: Clock,
-                 publisher: EventPublisher, settings: ControlSettings, wallets: WalletRouting | None = None,
+                 publisher: EventPublisher, settings: ControlSettings, custody: CustodyPolicy | None = None,
                  signing: SignWithdrawal | None = None, broadcasting: BroadcastWithdrawal | None = None) -> None:
         self._uow, self._clock, self._publisher, self._settings = uow, clock, publisher, settings
-        self._wallets = wallets or WalletRouting(builder)
+        self._wallets = WalletRouting(builder, custody)
         self._signing, self._broadcasting = signing, broadcasting
 
     async def __call__(self, payouts: Sequence[tuple[str, int]], fee_rate: FeeRate | None = None,
-                       user: str | None = None) -> dict[str, Any]:
-        """A new withdrawal up to its unsigned PSBT (or HELD for review): `withdraw create`."""
+                       user: str | None = None, wallet: str | None = None) -> dict[str, Any]:
+        """A new withdrawal up to its unsigned PSBT (or HELD for review): `withdraw create`.
+        `wallet`: the wallet that pays (None: the custody tier of the amount, else `default`)."""
         user = _user(user)
-        _, builder = self._wallets.route(Satoshis(0))
-        parsed = builder.parse_payouts(payouts)
+        parsed = self._wallets.route(Satoshis(0), DEFAULT_WALLET)[1].parse_payouts(payouts)
         amount = sum(v.value for _, v in parsed)
         destinations = tuple(a.value for a, _ in parsed)
         with self._uow.read() as u:
             check_limits(u, user, amount, self._clock.now(), lock=False)                   # 1. limits
             risk = self._assess(u, user, amount, destinations)                             # 2. risk
-        wallet, builder = self._wallets.route(Satoshis(amount))                            # 3. wallet/tier
+            leaving = sum(v.value for a, v in parsed if u.addresses.get(a.value) is None)
+        wallet, builder = self._wallets.route(Satoshis(leaving), wallet)                  # 3. wallet/tier
         rate = await builder.fee_rate(fee_rate)
 
         async def attempt() -> dict[str, Any]:
@@ -131,7 +138,9 @@ class TransactionManager:
         own = []
         for d in destinations:
             entry = u.addresses.get(d)
-            if entry is not None and entry.chain == RECEIVE:
+            # A customer's deposit address (any wallet's); a transfer address of our own wallets
+            # (a sweep or refill) is not suspicious.
+            if entry is not None and entry.purpose == "receive" and entry.order_id is not None:
                 own.append(d)
         history = u.limits.user_usage(user, now - limit_rules.MONTH) if user is not None else []
         limits = u.limits.get(user) if user is not None else None

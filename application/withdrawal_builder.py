@@ -13,7 +13,7 @@ carries what a signer needs for that type (see domain/psbt.py).
 from __future__ import annotations
 
 import random
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
@@ -42,6 +42,7 @@ from kaccy_bitcoin.domain.psbt import (
     estimated_vsize,
     psbt_txid,
 )
+from kaccy_bitcoin.domain.wallets import DEFAULT, UnknownWallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 from kaccy_bitcoin.ports.addresses import CHANGE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
@@ -62,10 +63,24 @@ class WithdrawalBuilder:
     """Shared by create, bump, void and CPFP: fee rate, coin selection, change, PSBT."""
 
     def __init__(self, chain: ChainBackend, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
-                 settings: WithdrawalSettings, uow: UnitOfWorkFactory) -> None:
+                 settings: WithdrawalSettings, uow: UnitOfWorkFactory, wallets: Any = None,
+                 wallet: str = DEFAULT, book: Callable[[int], int] = lambda chain: chain) -> None:
         self._chain, self._deriver = chain, deriver
         self._watch, self._clock, self._settings = watch, clock, settings
         self._uow = uow
+        self._wallets = wallets   # application.wallets.WalletDirectory, for `of`
+        self.wallet = wallet
+        self._book = book         # a chain of this wallet -> its chain in the address book
+
+    def of(self, wallet: str | None) -> WithdrawalBuilder:
+        """The builder of another wallet: its coins, its change chain, its keys in the PSBT."""
+        if (wallet or DEFAULT) == self.wallet:
+            return self
+        if self._wallets is None:
+            raise UnknownWallet(f"no wallet named {wallet!r}: this application knows only {self.wallet!r}")
+        opened = self._wallets.get(wallet)
+        return WithdrawalBuilder(self._chain, opened.deriver, opened.watch, self._clock, self._settings, self._uow,
+                                 self._wallets, opened.name, opened.book_chain)
 
     @property
     def network(self) -> Network:
@@ -74,6 +89,15 @@ class WithdrawalBuilder:
     @property
     def _type(self) -> AddressType:
         return self._deriver.address_type
+
+    @property
+    def is_multisig(self) -> bool:
+        """Whether a withdrawal of this wallet needs several signers."""
+        return self._deriver.witness_script(0, 0) is not None
+
+    @property
+    def _input_weight(self) -> int:
+        return self._deriver.spend_weight() or INPUT_WEIGHT[self._type]
 
     def parse_payouts(self, payouts: Sequence[tuple[str, int]]) -> list[tuple[Address, Satoshis]]:
         if not payouts:
@@ -119,11 +143,11 @@ class WithdrawalBuilder:
                     or self._deriver.address(u.chain, u.index) != u.address):
                 continue   # reserved, already required, or not a key of this account and type
             paths[u.outpoint] = (u.chain, u.index)
-            pool.append(Coin(u.outpoint, u.amount, INPUT_WEIGHT[self._type]))
-        required = [Coin(i.outpoint, i.amount, INPUT_WEIGHT[self._type]) for i in must_spend]
+            pool.append(Coin(u.outpoint, u.amount, self._input_weight))
+        required = [Coin(i.outpoint, i.amount, self._input_weight) for i in must_spend]
         fixed = overhead_weight(self._type) + sum(OUTPUT_TYPE_WEIGHT[a.type] for a, _ in payouts)
         target = Satoshis(sum(v.value for _, v in payouts))
-        params = SelectionParams.for_type(rate, self._type)
+        params = SelectionParams.for_type(rate, self._type, self._deriver.spend_weight())
         if required:
             selection = self._replacement(required, pool, target, fixed, params)
         else:
@@ -153,12 +177,12 @@ class WithdrawalBuilder:
         if entry is None:
             raise NotFound(f"change address {out.address} is not in the address book")
         parent_vsize = self.vsize(parent)
-        child_vsize = vsize(overhead_weight(self._type) + INPUT_WEIGHT[self._type] + OUTPUT_TYPE_WEIGHT[self._type])
+        child_vsize = vsize(overhead_weight(self._type) + self._input_weight + OUTPUT_TYPE_WEIGHT[self._type])
         fee = max(rate.fee_for(parent_vsize + child_vsize).value - parent.fee.value, rate.fee_for(child_vsize).value)
         keep = self._above_dust(out.amount.value - fee, f"the change of {out.amount.value} sat cannot pay "
                                                         f"a {fee} sat child fee")
         address, index = await self._new_change(withdrawal_id)
-        return self._withdrawal(withdrawal_id, [(outpoint, out.amount, entry.chain, entry.index)],
+        return self._withdrawal(withdrawal_id, [(outpoint, out.amount, entry.chain % 2, entry.index)],
                                 [(address, keep, index)], Satoshis(fee), tip, funding)
 
     async def propose_void(self, withdrawal_id: str, original: Withdrawal, rate: FeeRate) -> Withdrawal:
@@ -167,7 +191,7 @@ class WithdrawalBuilder:
         coins = [(i.outpoint, i.amount, *self._path_of(i)) for i in original.inputs]
         tip = (await self._chain.chain_info()).blocks
         funding = await self._funding(i.outpoint for i in original.inputs)
-        weight = (overhead_weight(self._type) + INPUT_WEIGHT[self._type] * len(coins)
+        weight = (overhead_weight(self._type) + self._input_weight * len(coins)
                   + OUTPUT_TYPE_WEIGHT[self._type])
         fee = rate.fee_for(vsize(weight)).value
         total = sum(i.amount.value for i in original.inputs)
@@ -217,9 +241,10 @@ class WithdrawalBuilder:
     async def _new_change(self, withdrawal_id: str) -> tuple[str, int]:
         """A fresh change address, committed to the address book and watched by the node."""
         with self._uow() as uow:
-            index = uow.addresses.allocate(CHANGE)
+            index = uow.addresses.allocate(self._book(CHANGE))
             address = self._deriver.address(CHANGE, index)
-            uow.addresses.record(AddressEntry(address, CHANGE, index, f"change of {withdrawal_id}", None, "change"))
+            uow.addresses.record(AddressEntry(address, self._book(CHANGE), index, f"change of {withdrawal_id}",
+                                              None, "change"))
             uow.commit()
         await self._watch.cover(CHANGE, index + 1)
         return address, index
@@ -228,19 +253,27 @@ class WithdrawalBuilder:
         return KeyOrigin(self._settings.master_fingerprint, self._deriver.path(chain, index),
                          self._deriver.public_key(chain, index))  # type: ignore[attr-defined]
 
+    def _keys(self, chain: int, index: int) -> dict[str, Any]:
+        """What a PSBT input or change output carries about our key(s) at chain/index."""
+        script = self._deriver.witness_script(chain, index)
+        if script is None:
+            return {"origin": self._origin(chain, index)}
+        return {"witness_script": script,
+                "cosigners": tuple(KeyOrigin(fp, path, pub) for fp, path, pub in self._deriver.cosigners(chain, index))}
+
     def _withdrawal(self, withdrawal_id: str, coins: Sequence[tuple[OutPoint, Satoshis, int, int]],
                     outputs: Sequence[tuple[str, Satoshis, int | None]], fee: Satoshis, tip: int,
                     funding: dict[OutPoint, bytes]) -> Withdrawal:
         """The unsaved withdrawal and its PSBT; an output with a change index is our change."""
         inputs = [PsbtInputSpec(o, amount, Address(self._deriver.address(chain, index), self.network).script_pubkey(),
-                                self._origin(chain, index), funding.get(o))
+                                funding_tx=funding.get(o), **self._keys(chain, index))
                   for o, amount, chain, index in coins]
         specs = [PsbtOutputSpec(Address(address, self.network).script_pubkey(), amount,
-                                None if change is None else self._origin(CHANGE, change))
+                                **({} if change is None else self._keys(CHANGE, change)))
                  for address, amount, change in outputs]
         psbt = build_psbt(self.network, inputs, specs, locktime=tip)
         return Withdrawal(withdrawal_id, self._clock.now(),
                           [WithdrawalInput(o, amount, chain, index) for o, amount, chain, index in coins],
                           [WithdrawalOutput(address, amount, change=change is not None)
                            for address, amount, change in outputs],
-                          fee, psbt, txid=psbt_txid(self.network, psbt))
+                          fee, psbt, txid=psbt_txid(self.network, psbt), wallet=self.wallet)

@@ -20,11 +20,15 @@ from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.psbt import (
     PsbtMismatch,
     check_psbt_pays,
+    combine_psbts,
     finalize_psbt,
+    psbt_status,
     psbt_txid,
     same_unsigned_tx,
+    verify_signatures,
 )
-from kaccy_bitcoin.domain.psbt_state import PsbtState
+from kaccy_bitcoin.domain.psbt_state import UNSIGNED, PsbtState
+from kaccy_bitcoin.domain.wallets import DEFAULT
 from kaccy_bitcoin.domain.withdrawals import VOID, Withdrawal
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
@@ -55,6 +59,8 @@ def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
             out[key] = getattr(w, key)
     if w.kind != "payout":
         out["kind"] = w.kind
+    if w.wallet != DEFAULT:
+        out["wallet"] = w.wallet
     if w.conflicted_by is not None:
         out["conflicted_by"] = w.conflicted_by.value
     if w.txid is not None and (w.state in _ON_CHAIN or w.ever_signed):
@@ -117,6 +123,7 @@ def record_new(u: UnitOfWork, w: Withdrawal, shared_with: Sequence[str], at) -> 
                                for o in w.outputs])])
 
 
+
 async def sign_with(signer: PsbtSigner, network: Network, w: Withdrawal, at) -> None:  # noqa: ANN001
     """Have `signer` sign `w` (nothing open meanwhile); refuse anything but the same transaction back."""
     check_unchanged(network, w)
@@ -124,6 +131,7 @@ async def sign_with(signer: PsbtSigner, network: Network, w: Withdrawal, at) -> 
     if not same_unsigned_tx(network, w.psbt, result.psbt):
         raise PsbtMismatch(f"signer {signer.name} returned a PSBT for another transaction; nothing was stored")
     check_unchanged(network, w, result.psbt)
+    verify_signatures(network, result.psbt)
     txid = psbt_txid(network, result.psbt)
     if txid is None and result.complete:
         txid = finalize_psbt(network, result.psbt)[2]
@@ -149,6 +157,37 @@ class SignWithdrawal:
             uow.withdrawals.save(w)     # refused if it was cancelled or signed elsewhere meanwhile
             uow.record([w.event("withdrawal_signed", self._clock.now(), actor=f"signer:{signer.name}")])
             uow.commit()
+        return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
+
+
+class CombineWithdrawal:
+    """Merge signatures made elsewhere (another cosigner's device, Sparrow, a node's
+    `walletprocesspsbt`) into a withdrawal's PSBT. Refused: a PSBT for another transaction
+    (psbt_mismatch), a signature from a key outside the input's script or one that does not
+    verify (bad_signature). The withdrawal is `signed` once every input has what it needs
+    (M valid signatures of a multisig input); a signature more on a signed one changes nothing."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, network: Network) -> None:
+        self._uow, self._clock, self._network = uow, clock, network
+
+    async def __call__(self, withdrawal_id: str, psbt: str) -> dict[str, Any]:
+        w = await read_withdrawal(self._uow, withdrawal_id)
+        check_unchanged(self._network, w)
+        merged = combine_psbts(self._network, w.psbt, psbt)
+        check_unchanged(self._network, w, merged)
+        verify_signatures(self._network, merged)
+        if w.state.value not in UNSIGNED and w.ever_signed:
+            return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
+        w.require_signable()
+        status = psbt_status(self._network, merged)
+        txid = psbt_txid(self._network, merged)
+        if txid is None and status.complete:
+            txid = finalize_psbt(self._network, merged)[2]
+        if status.signatures or status.complete:
+            w.record_signatures(merged, status.complete, self._clock.now(), "combine", txid)
+            async with self._uow() as uow:
+                uow.withdrawals.save(w)     # refused if it was cancelled or signed elsewhere meanwhile
+                uow.commit()
         return {"withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "state": w.name}
 
 
@@ -303,17 +342,23 @@ class VoidWithdrawal:
             live = [r.txid for r in rivals if r.txid is not None]   # what the void must outbid
         w.require_voidable()
         signer = await self._signing.signer(signer_name)
-        rate = fee_rate or await self._builder.fee_rate(None)
-        void = await self._builder.propose_void(uuid.uuid4().hex, w, rate)
-        vsize = self._builder.vsize(void)
+        builder = self._builder.of(w.wallet)
+        rate = fee_rate or await builder.fee_rate(None)
+        void = await builder.propose_void(uuid.uuid4().hex, w, rate)
+        vsize = builder.vsize(void)
         minimum = await bip125_minimum(self._chain, live, vsize)
         if void.fee.value < minimum:
             if fee_rate is not None:
                 raise fee_too_low(f"the void of {withdrawal_id}", minimum, vsize)
-            void = await self._builder.propose_void(void.withdrawal_id, w, FeeRate(-(-minimum * 1000 // vsize)))
+            void = await builder.propose_void(void.withdrawal_id, w, FeeRate(-(-minimum * 1000 // vsize)))
         void.kind, void.replaces = VOID, w.withdrawal_id
         now = self._clock.now()
         await sign_with(signer, self._builder.network, void, now)
+        if void.state is PsbtState.PARTIALLY_SIGNED and builder.is_multisig:
+            # One cosigner's signature: the void is recorded (holding what the original holds)
+            # and waits for the others (`withdraw sign`/`combine` on it, then `withdraw broadcast`).
+            await save_new(self._uow, void, holders, now)
+            return {"withdrawal_id": w.withdrawal_id, "state": w.name, "void": view(void)}
         if void.state is not PsbtState.SIGNED:
             raise SignerError(f"signer {signer.name} could not sign every input of the void; nothing was sent")
         await self._broadcaster.finalize(void)

@@ -113,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--amount-sat", required=True, type=_positive_int("--amount-sat"))
     create.add_argument("--expires-in", type=_positive_int("--expires-in"), default=None)
     create.add_argument("--label", default="")
+    create.add_argument("--wallet", default=None, help="the wallet of the deposit address (default: default)")
     show = order.add_parser("show", help="show an order's payment status")
     show.add_argument("order_id")
 
@@ -129,14 +130,22 @@ def parser() -> argparse.ArgumentParser:
     withdraw = sub.add_parser("withdraw", help="money going out (PSBT withdrawals)").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
     wc = withdraw.add_parser("create", help="select coins and build an unsigned PSBT")
-    wc.add_argument("--to", action="append", required=True, dest="to")
     wc.add_argument("--amount-sat", action="append", required=True, dest="amounts", type=_signed_int("--amount-sat"))
+    wc.add_argument("--to", action="append", default=[], dest="to")
+    wc.add_argument("--to-wallet", action="append", default=[], dest="to_wallets",
+                    help="pay a fresh receive address of this wallet of ours (a sweep or refill)")
     wc.add_argument("--fee-rate", type=_fee_rate, default=None, help="sat/vB (default: the node's estimate)")
     wc.add_argument("--user", default=None, help="whose withdrawal: checked against their limits, reviewed "
                                                  "against their history")
+    wc.add_argument("--wallet", default=None,
+                    help="the wallet to pay from (default: the custody tier of the amount, else default)")
     ws = withdraw.add_parser("sign", help="add signatures")
     ws.add_argument("withdrawal_id")
     ws.add_argument("--signer", required=True, choices=["software", "hwi", "core"])
+    wm = withdraw.add_parser("combine", help="merge signatures made elsewhere (another cosigner, Sparrow, "
+                                             "a node's walletprocesspsbt)")
+    wm.add_argument("withdrawal_id")
+    wm.add_argument("--psbt", required=True, help="the base64 PSBT holding the other signatures")
     for name, text in (("broadcast", "finalize, check with the mempool, and send"),
                        ("show", "show a withdrawal")):
         withdraw.add_parser(name, help=text).add_argument("withdrawal_id")
@@ -219,6 +228,20 @@ def parser() -> argparse.ArgumentParser:
     revoke = apikey.add_parser("revoke", help="refuse a key from now on (within 10 s in a running service)")
     revoke.add_argument("key_id")
 
+    wallet = sub.add_parser("wallet", help="named wallets: single-sig default and M-of-N multisig").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    wa = wallet.add_parser("add", help="add a P2WSH wsh(sortedmulti(M, ...)) wallet of BIP48 cosigner keys")
+    wa.add_argument("name")
+    wa.add_argument("--threshold", required=True, type=_positive_int("--threshold"))
+    wa.add_argument("--key", action="append", required=True, dest="keys",
+                    help="a cosigner's key with its origin: [fingerprint/48h/1h/0h/2h]tpub...")
+    wallet.add_parser("list", help="every wallet, its policy and balance")
+
+    custody = sub.add_parser("custody", help="tiered custody (KACCY_CUSTODY_TIERS)").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    custody.add_parser("status", help="each tier's balance against its target share, and the sweep or "
+                                      "refill that would restore it")
+
     run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the service")
     run.add_argument("--no-demo", action="store_true")
     _serve_options(run)
@@ -257,7 +280,7 @@ async def cmd_order(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
         create = await _service(c, "create_order")
         return await create(args.order_id, Satoshis(args.amount_sat), expires_in=args.expires_in,
-                            label=args.label)
+                            label=args.label, wallet=args.wallet)
     show = await _service(c, "show_order")
     view = (await show(args.order_id)).to_dict()
     return view
@@ -304,10 +327,20 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 
 async def cmd_withdraw(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     if args.action == "create":
-        if len(args.to) != len(args.amounts):
-            raise UsageError("give one --amount-sat for every --to")
+        if not args.to and not args.to_wallets:
+            raise UsageError("give at least one --to ADDRESS (or --to-wallet NAME) with its --amount-sat")
+        if len(args.to) + len(args.to_wallets) != len(args.amounts):
+            raise UsageError("give one --amount-sat for every --to and --to-wallet, in that order")
+        to = list(args.to)
+        if args.to_wallets:
+            transfer = await _service(c, "transfer_address")
+            for name in args.to_wallets:
+                to.append(await transfer(name, f"transfer from {args.wallet or 'the custody tier'}"))
         create = await _service(c, "create_withdrawal")
-        return await create(list(zip(args.to, args.amounts)), args.fee_rate, args.user)
+        return await create(list(zip(to, args.amounts)), args.fee_rate, args.user, wallet=args.wallet)
+    if args.action == "combine":
+        combine = await _service(c, "combine_withdrawal")
+        return await combine(args.withdrawal_id, args.psbt)
     if args.action == "sign":
         sign = await _service(c, "sign_withdrawal")
         return await sign(args.withdrawal_id, args.signer)
@@ -354,6 +387,19 @@ async def cmd_audit(args: argparse.Namespace, c: Container) -> dict[str, Any]:
         return answer
     query = await _service(c, "query_audit")
     return await query(args.subject, args.since, args.limit)
+
+
+async def cmd_wallet(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "add":
+        add = await _service(c, "add_wallet")
+        return await add(args.name, args.threshold, args.keys)
+    listing = await _service(c, "list_wallets")
+    return await listing()
+
+
+async def cmd_custody(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    status = await _service(c, "custody_status")
+    return await status()
 
 
 async def cmd_events(args: argparse.Namespace, c: Container) -> dict[str, Any]:
@@ -428,7 +474,7 @@ async def cmd_apikey(args: argparse.Namespace, c: Container) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
     "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db, "ln": cmd_ln, "serve": cmd_serve,
-    "apikey": cmd_apikey, "limits": cmd_limits, "audit": cmd_audit,
+    "apikey": cmd_apikey, "limits": cmd_limits, "audit": cmd_audit, "wallet": cmd_wallet, "custody": cmd_custody,
 }
 
 

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "webhook_retry_max": "30",
     "log_level": "info",
     "review_score": "70",
+    "custody_tiers": None,
+    "custody_targets": None,
 }
 
 

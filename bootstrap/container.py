@@ -138,6 +138,12 @@ DeliverySettings = _Lazy(f"{_APP}.webhooks", "DeliverySettings")
 CheckReadiness = _Lazy(f"{_APP}.health", "CheckReadiness")
 SqlServiceStore = _Lazy("kaccy_bitcoin.adapters.sql.service_store", "SqlServiceStore")
 AiohttpWebhookTransport = _Lazy("kaccy_bitcoin.adapters.http_api.webhook_sender", "AiohttpWebhookTransport")
+CombineWithdrawal = _Lazy(f"{_APP}.withdrawals", "CombineWithdrawal")
+WalletDirectory = _Lazy(f"{_APP}.wallets", "WalletDirectory")
+AddWallet = _Lazy(f"{_APP}.wallets", "AddWallet")
+ListWallets = _Lazy(f"{_APP}.wallets", "ListWallets")
+TransferAddress = _Lazy(f"{_APP}.wallets", "TransferAddress")
+CustodyStatus = _Lazy(f"{_APP}.custody", "CustodyStatus")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
@@ -216,6 +222,22 @@ def _deriver(xpub: str | None, network: str, address_type: str, fingerprint: str
     return Bip32AddressDeriver(xpub, Network.parse(network), parse_address_type(address_type), fingerprint)
 
 
+def _multisig_derivers(network: str) -> Callable[[Any], Any]:
+    """Makes the deriver of a multisig wallet (bip-utils, python-bitcointx, HWI's descriptor
+    checksum: imported when the first multisig wallet is opened)."""
+    def make(wallet: Any) -> Any:
+        from kaccy_bitcoin.adapters.bip32.multisig import MultisigAddressDeriver
+
+        return MultisigAddressDeriver(wallet, Network.parse(network))
+    return make
+
+
+def _custody(tiers: str | None, targets: str | None) -> Any:
+    from kaccy_bitcoin.domain.custody import CustodyPolicy
+
+    return CustodyPolicy.parse(tiers, targets)
+
+
 def _software_signer(mnemonic: str | None, passphrase: str, deriver: Bip32AddressDeriver) -> SoftwareSigner:
     if not mnemonic:
         raise SignerError("the software signer needs KACCY_SIGNER_MNEMONIC")
@@ -257,6 +279,7 @@ class Gateways(containers.DeclarativeContainer):
     chain = providers.Singleton(BitcoinCoreBackend, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
+    multisig_derivers = providers.Singleton(_multisig_derivers, network=config.network)
     clock = providers.Singleton(SystemClock)
     lightning = providers.Resource(_lnd_node, url=config.lnd_rest_url, macaroon=config.lnd_macaroon,
                                    tls_cert=config.lnd_tls_cert, clock=clock)
@@ -295,8 +318,20 @@ class Services(containers.DeclarativeContainer):
     # One per process: it notes the range the node is known to watch, shared by every use case.
     watch_range = providers.Singleton(WatchRange, deriver=gateways.deriver, chain=gateways.chain,
                                       gap_limit=config.gap_limit)
+    # Every wallet: `default` (KACCY_XPUB) and those `wallet add` stored; one per process, as
+    # each wallet's watch range is noted in it.
+    wallets = providers.Singleton(WalletDirectory, uow=storage.uow, default_deriver=gateways.deriver,
+                                  default_watch=watch_range, multisig_deriver=gateways.multisig_derivers,
+                                  chain=gateways.chain, gap_limit=config.gap_limit)
+    custody = providers.Singleton(_custody, tiers=config.custody_tiers, targets=config.custody_targets)
+    add_wallet = providers.Factory(AddWallet, uow=storage.uow, wallets=wallets, clock=gateways.clock,
+                                   network=providers.Callable(Network.parse, config.network))
+    list_wallets = providers.Factory(ListWallets, wallets=wallets, chain=gateways.chain)
+    transfer_address = providers.Factory(TransferAddress, uow=storage.uow, wallets=wallets)
+    custody_status = providers.Factory(CustodyStatus, wallets=wallets, chain=gateways.chain, policy=custody)
     create_order = providers.Factory(CreateOrder, uow=storage.uow, deriver=gateways.deriver,
-                                     watch=watch_range, clock=gateways.clock, settings=payment_settings)
+                                     watch=watch_range, clock=gateways.clock, settings=payment_settings,
+                                     wallets=wallets)
     show_order = providers.Factory(ShowOrder, uow=storage.uow)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
@@ -323,8 +358,10 @@ class Services(containers.DeclarativeContainer):
     )
     withdrawal_builder = providers.Factory(WithdrawalBuilder, chain=gateways.chain, deriver=gateways.deriver,
                                            watch=watch_range, clock=gateways.clock, settings=withdrawal_settings,
-                                           uow=storage.uow)
+                                           uow=storage.uow, wallets=wallets)
     network = providers.Callable(Network.parse, config.network)
+    combine_withdrawal = providers.Factory(CombineWithdrawal, uow=storage.uow, clock=gateways.clock,
+                                           network=providers.Callable(Network.parse, config.network))
     sign_withdrawal = providers.Factory(
         SignWithdrawal, uow=storage.uow, clock=gateways.clock, network=network,
         signers=providers.Dict(
@@ -346,7 +383,7 @@ class Services(containers.DeclarativeContainer):
     transaction_manager = providers.Factory(
         TransactionManager, builder=withdrawal_builder, uow=storage.uow, clock=gateways.clock,
         publisher=gateways.publisher, settings=providers.Factory(ControlSettings, review_score=config.review_score),
-        signing=sign_withdrawal, broadcasting=broadcast_withdrawal)
+        custody=custody, signing=sign_withdrawal, broadcasting=broadcast_withdrawal)
     create_withdrawal = transaction_manager
     set_limits = providers.Factory(SetLimits, uow=storage.uow, clock=gateways.clock)
     show_limits = providers.Factory(ShowLimits, uow=storage.uow)

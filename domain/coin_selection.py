@@ -38,6 +38,15 @@ OUTPUT_TYPE_WEIGHT = {AddressType(name): weight for name, weight in OUTPUT_WEIGH
 DUST_LIMIT = {AddressType.P2PKH: 546, AddressType.P2SH: 540, AddressType.P2WPKH: 294,
               AddressType.P2WSH: 330, AddressType.P2TR: 330}
 BNB_MAX_TRIES = 100_000
+
+
+def multisig_input_weight(threshold: int, keys: int) -> int:
+    """One signed P2WSH `sortedmulti(threshold, keys...)` input: outpoint, sequence and an empty
+    scriptSig (41 bytes x 4), then the witness: its item count, the empty item CHECKMULTISIG
+    pops, `threshold` 72-byte signatures with their length bytes, and the witness script
+    (OP_m, `keys` pushes of 33-byte keys, OP_n, OP_CHECKMULTISIG) with its length byte."""
+    script = 3 + 34 * keys
+    return 41 * 4 + 1 + 1 + 73 * threshold + (1 if script < 253 else 3) + script
 KNAPSACK_ITERATIONS = 1000
 
 
@@ -67,10 +76,12 @@ class SelectionParams:
     min_change: Satoshis = Satoshis(50_000)             # Core's CHANGE_LOWER for random draws
 
     @classmethod
-    def for_type(cls, fee_rate: FeeRate, spend_type: AddressType) -> SelectionParams:
-        """Parameters for a wallet whose coins and change are all of `spend_type`."""
+    def for_type(cls, fee_rate: FeeRate, spend_type: AddressType, spend_weight: int | None = None) -> SelectionParams:
+        """Parameters for a wallet whose coins and change are all of `spend_type` (a P2WSH
+        wallet gives the weight of spending one of its coins, see multisig_input_weight)."""
         return cls(fee_rate, change_output_weight=OUTPUT_TYPE_WEIGHT[spend_type],
-                   change_spend_weight=INPUT_WEIGHT[spend_type], dust_limit=Satoshis(DUST_LIMIT[spend_type]))
+                   change_spend_weight=INPUT_WEIGHT[spend_type] if spend_weight is None else spend_weight,
+                   dust_limit=Satoshis(DUST_LIMIT[spend_type]))
 
     def input_fee(self, coin: Coin) -> int:
         return self.fee_rate.fee_for(vsize(coin.input_weight)).value

@@ -29,7 +29,14 @@ from bitcointx.core import (
 )
 from bitcointx.core.key import BIP32Path, CPubKey, KeyStore, XOnlyPubKey
 from bitcointx.core.psbt import PartiallySignedTransaction, PSBT_Input, PSBT_KeyDerivationInfo, PSBT_UnknownTypeData
-from bitcointx.core.script import SIGHASH_ALL, CScript, CScriptWitness, SignatureHashSchnorr
+from bitcointx.core.script import (
+    SIGHASH_ALL,
+    SIGVERSION_WITNESS_V0,
+    CScript,
+    CScriptWitness,
+    SignatureHashSchnorr,
+    parse_standard_multisig_redeem_script,
+)
 from bitcointx.core.serialize import SerializationError, VarIntSerializer
 from bitcointx.wallet import P2PKHCoinAddress, P2TRCoinAddress, P2WPKHCoinAddress
 
@@ -50,7 +57,7 @@ OUT_TAP_BIP32_DERIVATION = 0x07
 SIGHASH_DEFAULT = 0
 
 # Input kinds, from the script a PSBT input spends.
-P2WPKH, P2SH_P2WPKH, P2PKH, P2TR = "p2wpkh", "p2sh-p2wpkh", "p2pkh", "p2tr"
+P2WPKH, P2SH_P2WPKH, P2PKH, P2TR, P2WSH = "p2wpkh", "p2sh-p2wpkh", "p2pkh", "p2tr", "p2wsh"
 
 # `analyzepsbt` sizes an unsigned input with Bitcoin Core's dummy signatures: a 71-byte
 # ECDSA signature (DummySignatureCreator(32, 32): DER with 32-byte r and s, plus the
@@ -66,6 +73,12 @@ _DUMMY_PUBKEY = b"\x02" + bytes(32)
 
 class InvalidPsbt(DomainError):
     code = "invalid_psbt"
+
+
+class BadSignature(DomainError):
+    """A partial signature from a key the input does not name, or one that does not verify."""
+
+    code = "bad_signature"
 
 
 class PsbtMismatch(DomainError):
@@ -89,6 +102,8 @@ class PsbtInputSpec:
     script_pubkey: bytes
     origin: KeyOrigin | None = None
     funding_tx: bytes | None = None     # the whole previous transaction: required to spend P2PKH
+    witness_script: bytes | None = None  # P2WSH multisig: the script, and every cosigner's key origin
+    cosigners: tuple[KeyOrigin, ...] = ()
 
 
 @attrs.frozen
@@ -96,6 +111,8 @@ class PsbtOutputSpec:
     script_pubkey: bytes
     amount: Satoshis
     origin: KeyOrigin | None = None     # set for our own change output
+    witness_script: bytes | None = None  # our own P2WSH multisig change: its script and keys
+    cosigners: tuple[KeyOrigin, ...] = ()
 
 
 @attrs.frozen
@@ -105,6 +122,7 @@ class PsbtStatus:
     inputs_final: int
     complete: bool         # every input is final or can be finalized from its signatures
     fee: Satoshis | None
+    signatures: int = 0    # partial signatures over all inputs (a multisig input may hold several)
 
 
 # -- BIP371 fields --------------------------------------------------------------------
@@ -192,6 +210,8 @@ def input_kind(psbt: PartiallySignedTransaction, n: int) -> str | None:
     if spk.is_p2sh():
         if psbt.inputs[n].redeem_script.is_witness_v0_keyhash():
             return P2SH_P2WPKH
+    if spk.is_witness_v0_scripthash() and psbt.inputs[n].witness_script:
+        return P2WSH
     return None
 
 
@@ -216,9 +236,33 @@ def _expected_script(kind_spk: CScript, pubkey: bytes) -> CScript:
     return wpkh.to_p2sh_scriptPubKey() if kind_spk.is_p2sh() else wpkh
 
 
+def _multisig_keys(script: CScript, what: str) -> list[bytes]:
+    try:
+        return [bytes(k) for k in parse_standard_multisig_redeem_script(script).pubkeys]
+    except ValueError as exc:
+        raise InvalidPsbt(f"{what}: its witness script is not a standard multisig script ({exc})") from None
+
+
+def _add_multisig_fields(entry, spk: CScript, script: bytes | None, cosigners: Sequence[KeyOrigin],  # noqa: ANN001
+                         what: str) -> None:
+    """The witness script and every cosigner's BIP32 derivation of a P2WSH multisig input or output."""
+    if script is None or CScript(script).to_p2wsh_scriptPubKey() != spk:
+        raise InvalidPsbt(f"{what}: a P2WSH script needs the witness script it commits to")
+    keys = _multisig_keys(CScript(script), what)
+    if sorted(c.pubkey for c in cosigners) != sorted(keys):
+        raise InvalidPsbt(f"{what}: the cosigners' keys are not the keys of its witness script")
+    entry.witness_script = CScript(script)
+    for origin in cosigners:
+        entry.derivation_map[CPubKey(origin.pubkey)] = _derivation_info(origin)
+
+
 def _add_input_fields(psbt: PartiallySignedTransaction, n: int, spec: PsbtInputSpec) -> None:
     spk = CScript(spec.script_pubkey)
     inp = psbt.inputs[n]
+    if spk.is_witness_v0_scripthash():
+        psbt.set_utxo(CTxOut(spec.amount.value, spk), n, force_witness_utxo=True)
+        _add_multisig_fields(inp, spk, spec.witness_script, spec.cosigners, f"input {spec.outpoint}")
+        return
     if not (spk.is_witness_v0_keyhash() or spk.is_p2sh() or spk.is_p2pkh() or spk.is_witness_v1_taproot()):
         raise InvalidPsbt(f"input {spec.outpoint}: cannot spend a script of this type ({spk.hex()})")
     if spec.origin is not None and _expected_script(spk, spec.origin.pubkey) != spk:
@@ -250,9 +294,12 @@ def _add_input_fields(psbt: PartiallySignedTransaction, n: int, spec: PsbtInputS
 
 
 def _add_output_fields(psbt: PartiallySignedTransaction, n: int, spec: PsbtOutputSpec) -> None:
+    spk = CScript(spec.script_pubkey)
+    if spec.witness_script is not None:
+        _add_multisig_fields(psbt.outputs[n], spk, spec.witness_script, spec.cosigners, f"output {n}")
+        return
     if spec.origin is None:
         return
-    spk = CScript(spec.script_pubkey)
     if _expected_script(spk, spec.origin.pubkey) != spk:
         raise InvalidPsbt(f"output {n}: its key {spec.origin.pubkey.hex()} does not give its script")
     out = psbt.outputs[n]
@@ -285,10 +332,12 @@ def build_psbt(network: Network, inputs: list[PsbtInputSpec], outputs: list[Psbt
         return psbt.to_base64()
 
 
-def parse_psbt(network: Network, text: str) -> PartiallySignedTransaction:
+def parse_psbt(network: Network, text: str, *, relaxed: bool = False) -> PartiallySignedTransaction:
+    """`relaxed`: skip python-bitcointx's sanity checks, which refuse a signature from a key
+    outside an input's script (verify_signatures says which and why: bad_signature)."""
     with ChainParams(network.chain_params):
         try:
-            return PartiallySignedTransaction.from_base64(text)
+            return PartiallySignedTransaction.from_base64(text, relaxed_sanity_checks=relaxed)
         except (SerializationError, ValueError, binascii.Error, TypeError, IndexError) as exc:
             raise InvalidPsbt(f"not a valid base64 PSBT: {exc}") from None
 
@@ -333,7 +382,8 @@ def psbt_status(network: Network, text: str) -> PsbtStatus:
             fee = Satoshis(psbt.get_fee())
         except (ValueError, TypeError, AssertionError):
             fee = None
-        return PsbtStatus(len(psbt.inputs), signed, final, complete, fee)
+        signatures = sum(len(inp.partial_sigs) + (tap_key_sig(inp) is not None) for inp in psbt.inputs)
+        return PsbtStatus(len(psbt.inputs), signed, final, complete, fee, signatures)
 
 
 def finalize_psbt(network: Network, text: str) -> tuple[str, bytes, Txid]:
@@ -420,6 +470,82 @@ def check_psbt_pays(network: Network, text: str, inputs: Sequence[tuple[OutPoint
             raise PsbtMismatch(f"the PSBT pays a fee of {paid} sat, the withdrawal {fee.value} sat")
 
 
+def _input_keys(psbt: PartiallySignedTransaction, n: int) -> tuple[CScript, list[bytes]] | None:
+    """The script an input's ECDSA signatures commit to (BIP143 scriptCode for segwit v0) and
+    the keys allowed to sign it; None for a kind checked elsewhere (taproot, legacy)."""
+    inp = psbt.inputs[n]
+    kind = input_kind(psbt, n)
+    if kind == P2WSH:
+        script = CScript(inp.witness_script)
+        if script.to_p2wsh_scriptPubKey() != spent_output(psbt, n).scriptPubKey:
+            raise BadSignature(f"input {n}: its witness script is not the one the coin commits to")
+        return script, _multisig_keys(script, f"input {n}")
+    if kind in (P2WPKH, P2SH_P2WPKH):
+        program = spent_output(psbt, n).scriptPubKey if kind == P2WPKH else inp.redeem_script
+        keyhash = program.witness_program()
+        code = P2PKHCoinAddress.from_bytes(keyhash).to_scriptPubKey()
+        return code, [bytes(k) for k in inp.partial_sigs if k.key_id == keyhash]
+    return None
+
+
+def verify_signatures(network: Network, text: str) -> None:
+    """Raise BadSignature unless every partial ECDSA signature of a segwit v0 input is made by
+    one of the keys the input's script names and verifies (SIGHASH_ALL over the transaction)."""
+    with ChainParams(network.chain_params):
+        _verify(parse_psbt(network, text, relaxed=True))
+
+
+def _verify(psbt: PartiallySignedTransaction) -> None:
+    for n, inp in enumerate(psbt.inputs):
+        if inp.is_final() or not inp.partial_sigs:
+            continue
+        found = _input_keys(psbt, n)
+        if found is None:
+            continue
+        code, keys = found
+        amount = spent_output(psbt, n).nValue
+        for pub, sig in inp.partial_sigs.items():
+            if bytes(pub) not in keys:
+                raise BadSignature(f"input {n}: a signature from key {bytes(pub).hex()}, which is not one of "
+                                   "the keys this coin can be spent with")
+            if not sig or sig[-1] != SIGHASH_ALL:
+                raise BadSignature(f"input {n}: the signature of key {bytes(pub).hex()} is not SIGHASH_ALL")
+            sighash = code.sighash(psbt.unsigned_tx, n, SIGHASH_ALL, amount=amount,
+                                   sigversion=SIGVERSION_WITNESS_V0)
+            try:
+                valid = pub.verify(sighash, bytes(sig[:-1]))
+            except (ValueError, TypeError):
+                valid = False
+            if not valid:
+                raise BadSignature(f"input {n}: the signature of key {bytes(pub).hex()} does not verify")
+
+
+def combine_psbts(network: Network, ours: str, theirs: str) -> str:
+    """BIP174 combiner: `ours` with the signatures (and other fields) of `theirs`; PsbtMismatch
+    when `theirs` is for another transaction."""
+    with ChainParams(network.chain_params):
+        a, b = parse_psbt(network, ours), parse_psbt(network, theirs, relaxed=True)
+        if a.unsigned_tx.serialize(include_witness=False) != b.unsigned_tx.serialize(include_witness=False):
+            raise PsbtMismatch("the PSBT given is for another transaction than this withdrawal's")
+        _verify(b)   # before merging: python-bitcointx refuses a foreign key with a less clear error
+        try:
+            return a.combine(b).to_base64()
+        except ValueError as exc:
+            raise InvalidPsbt(f"the PSBTs cannot be combined: {exc}") from None
+
+
+def multisig_fingerprints(network: Network, text: str) -> list[str]:
+    """The master fingerprints of the cosigners of the PSBT's multisig (P2WSH) inputs, in the
+    order first met."""
+    with ChainParams(network.chain_params):
+        psbt = parse_psbt(network, text)
+        found: dict[str, None] = {}
+        for n, inp in enumerate(psbt.inputs):
+            if not inp.is_final() and input_kind(psbt, n) == P2WSH:
+                found.update((bytes(info.master_fp).hex(), None) for info in inp.derivation_map.values())
+        return list(found)
+
+
 def same_unsigned_tx(network: Network, a: str, b: str) -> bool:
     """Whether two PSBTs are for the same unsigned transaction (signatures aside)."""
     with ChainParams(network.chain_params):
@@ -437,6 +563,15 @@ def _signature_for(inp: PSBT_Input) -> tuple[bytes, bytes]:
         return sig, bytes(pub)
     pub = next(iter(inp.derivation_map), None)
     return DUMMY_ECDSA_SIGNATURE, bytes(pub) if pub is not None else _DUMMY_PUBKEY
+
+
+def _multisig_witness(inp: PSBT_Input) -> list[bytes]:
+    """The witness a finalized multisig input will have: the empty item, `required` signatures
+    (its own where it has them, Core's dummies for the rest) and the witness script."""
+    info = parse_standard_multisig_redeem_script(inp.witness_script)
+    sigs = [inp.partial_sigs[k] for k in info.pubkeys if k in inp.partial_sigs][:info.required]
+    sigs += [DUMMY_ECDSA_SIGNATURE] * (info.required - len(sigs))
+    return [b"", *sigs, bytes(inp.witness_script)]
 
 
 def estimated_vsize(network: Network, text: str) -> int:
@@ -468,6 +603,8 @@ def estimated_weight(network: Network, text: str) -> int:
                         tx.vin[n].scriptSig = CScript([inp.redeem_script])
                 elif kind == P2PKH:
                     tx.vin[n].scriptSig = CScript(list(_signature_for(inp)))
+                elif kind == P2WSH:
+                    witness = _multisig_witness(inp)
                 else:
                     raise InvalidPsbt(f"input {n}: cannot estimate the size of spending its script")
             witnesses.append(CTxInWitness(CScriptWitness(witness)))

@@ -86,6 +86,7 @@ class Withdrawal:
     user: str | None = None              # whose withdrawal (limits and risk history), if anyone's
     risk: RiskAssessment = NO_RISK       # the risk review's verdict when it was created
     approved_by: str | None = None       # the operator who released it from HELD
+    wallet: str = "default"              # the wallet whose coins it spends and whose change it makes
     version: int = attrs.field(default=0, eq=False)   # storage's optimistic-concurrency token
 
     # -- reading ---------------------------------------------------------------

@@ -30,3 +30,17 @@ class AddressDeriver(abc.ABC):
     @abc.abstractmethod
     def path(self, chain: int, index: int) -> DerivationPath:
         """The full BIP32 path of an address, from the master key."""
+
+    def witness_script(self, chain: int, index: int) -> bytes | None:
+        """The script a P2WSH address commits to; None for a single-key address."""
+        return None
+
+    def spend_weight(self) -> int | None:
+        """The weight of spending one coin of this wallet once signed, when the address type
+        alone does not say it (multisig); None otherwise."""
+        return None
+
+    def cosigners(self, chain: int, index: int) -> list[tuple[str, DerivationPath, bytes]]:
+        """For a multisig address, every key as (master fingerprint, full path, compressed
+        public key), in the order of its witness script; empty for a single-key address."""
+        return []

@@ -18,6 +18,7 @@ from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
+from kaccy_bitcoin.domain.wallets import Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 
 
@@ -279,6 +280,33 @@ class LimitStore(abc.ABC):
     @abc.abstractmethod
     def give_back(self, withdrawal_id: str) -> None:
         """The withdrawal pays nothing: its amount no longer counts (idempotent)."""
+class WalletRepository(abc.ABC):
+    """The wallets added besides `default` (which KACCY_XPUB configures and is not stored)."""
+
+    @abc.abstractmethod
+    def add(self, wallet: Wallet) -> None:
+        """Store a new wallet; ConcurrentUpdate if its name, number or definition is taken
+        (another writer added one since this unit of work looked)."""
+
+    @abc.abstractmethod
+    def get(self, name: str) -> Wallet | None:
+        """The wallet of that name."""
+
+    @abc.abstractmethod
+    def by_definition(self, definition: str) -> Wallet | None:
+        """The wallet whose `Wallet.definition()` (threshold and keys) this is."""
+
+    @abc.abstractmethod
+    def by_number(self, number: int) -> Wallet | None:
+        """The wallet of that number."""
+
+    @abc.abstractmethod
+    def all(self) -> list[Wallet]:
+        """Every stored wallet, by number."""
+
+    @abc.abstractmethod
+    def next_number(self) -> int:
+        """The number the next added wallet takes (1 when none is stored; 0 is `default`)."""
 
 
 class UnitOfWork(abc.ABC):
@@ -301,6 +329,7 @@ class UnitOfWork(abc.ABC):
     consumers: EventConsumers
     reservations: CoinReservations
     limits: LimitStore
+    wallets: WalletRepository
 
     def __init__(self) -> None:
         self._recorded: list[DomainEvent] = []

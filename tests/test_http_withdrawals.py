@@ -117,6 +117,16 @@ async def test_limits_audit_and_approval_routes(node, tmp_path) -> None:  # noqa
             assert e["error"]["limit_sat"] == 1000 and "remaining_sat" in e["error"]
             s, e = await admin.post("/v1/withdrawals/nope/approve", {"by": "op-1"})
             assert s == 404
+            s, e = await w.post("/v1/withdrawals/nope/combine", {"psbt": "cHNidP8="})
+            assert s >= 400 and "error" in e
+            s, e = await w.post("/v1/withdrawals/nope/combine", {})
+            assert s == 400 and "psbt" in e["error"]["message"]
+            s, wallets = await r.get("/v1/wallets")
+            assert s == 200 and wallets == shop.cli("wallet", "list")[1]
+            s, custody = await r.get("/v1/custody")
+            rc, cli_custody = shop.cli("custody", "status", check=False)
+            assert (s == 200) == (rc == 0) and (custody == cli_custody if s == 200
+                                                else custody["error"]["code"] == cli_custody["error"]["code"])
             s, verified = await admin.get("/v1/audit/verify")
             assert s == 200 and verified["ok"] is True and verified == shop.cli("audit", "verify")[1]
             s, entries = await admin.get("/v1/audit?subject=alice&limit=10")

@@ -26,6 +26,6 @@ class CoreWalletSigner(PsbtSigner):
         except RpcError as err:
             raise SignerError(f"node wallet {self._wallet!r} could not sign: {err.rpc_message}") from None
         after = psbt_status(self._network, r["psbt"])
-        if after.inputs_signed == before.inputs_signed and not after.complete:
+        if (after.inputs_signed, after.signatures) == (before.inputs_signed, before.signatures) and not after.complete:
             raise SignerError(f"node wallet {self._wallet!r} holds none of the keys this PSBT needs")
         return SignResult(r["psbt"], bool(r["complete"]) or after.complete, after.inputs_signed - before.inputs_signed)

@@ -161,14 +161,39 @@ def _fee_rate(text: str | None) -> Any:
 @route("POST", "/v1/withdrawals", "Select coins and build an unsigned PSBT", tag="withdrawals", scopes=(WITHDRAW,),
        idempotency="required", status=201,
        body=_obj(["outputs"], outputs=_PAYOUTS, fee_rate=_RATE,
-                 user={"type": "string", "description": "whose withdrawal: their limits and risk review"}))
+                 user={"type": "string", "description": "whose withdrawal: their limits and risk review"},
+                 wallet={"type": "string", "description": "the wallet to pay from (default: routed by tier)"}))
 async def create_withdrawal(call: Call) -> Created:
     payouts = call.body.payouts("outputs")
     rate = _fee_rate(call.body.number_text("fee_rate"))
     user = call.body.text("user", min_length=1, max_length=128)
+    wallet = call.body.text("wallet", min_length=1, max_length=128)
     call.body.done()
     create = await call.use("create_withdrawal")
-    return Created(await create(payouts, rate, user))
+    return Created(await create(payouts, rate, user, wallet=wallet))
+
+
+@route("POST", "/v1/withdrawals/{withdrawal_id}/combine", "Merge signatures made elsewhere (another cosigner)",
+       tag="withdrawals", scopes=(WITHDRAW,), idempotency="optional",
+       body=_obj(["psbt"], psbt={"type": "string", "description": "base64 PSBT"}))
+async def combine_withdrawal(call: Call) -> dict[str, Any]:
+    psbt = call.body.text("psbt", required=True, min_length=1, max_length=1_000_000)
+    call.body.done()
+    combine = await call.use("combine_withdrawal")
+    return await combine(call.path("withdrawal_id"), psbt)
+
+
+@route("GET", "/v1/wallets", "Every wallet, its policy and balance", tag="wallets", scopes=(READ, WITHDRAW))
+async def list_wallets(call: Call) -> dict[str, Any]:
+    listing = await call.use("list_wallets")
+    return await listing()
+
+
+@route("GET", "/v1/custody", "Each custody tier's balance against its target share", tag="wallets",
+       scopes=(READ, WITHDRAW))
+async def custody_status(call: Call) -> dict[str, Any]:
+    status = await call.use("custody_status")
+    return await status()
 
 
 def _operator(call: Call) -> str:

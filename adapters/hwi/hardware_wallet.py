@@ -14,7 +14,7 @@ from hwilib.common import Chain
 from hwilib.errors import HWWError
 
 from kaccy_bitcoin.domain.bitcoin import AddressType, DerivationPath, Network
-from kaccy_bitcoin.domain.psbt import psbt_status
+from kaccy_bitcoin.domain.psbt import multisig_fingerprints, psbt_status
 from kaccy_bitcoin.ports.hardware_wallet import Device, HardwareWallet
 from kaccy_bitcoin.ports.signer import PsbtSigner, SignerError, SignResult
 
@@ -86,23 +86,35 @@ class HwiSigner(PsbtSigner):
         self._network = network
         self._fingerprint = fingerprint.lower()
 
-    def _device(self) -> Device:
+    def _device(self, fingerprints: list[str]) -> Device:
         devices = self._wallet.enumerate()
         if not devices:
             raise NoDevice("no hardware wallet is connected (or it is locked)")
-        for device in devices:
-            if device.fingerprint.lower() == self._fingerprint:
-                return device
+        for fingerprint in fingerprints:
+            for device in devices:
+                if device.fingerprint.lower() == fingerprint:
+                    return device
         seen = ", ".join(f"{d.type} {d.fingerprint}" for d in devices)
-        raise WrongDevice(f"no connected hardware wallet has fingerprint {self._fingerprint} (connected: {seen})")
+        raise WrongDevice(f"no connected hardware wallet has fingerprint {' or '.join(fingerprints)} "
+                          f"(connected: {seen})")
+
+    def _fingerprints(self, psbt: str) -> list[str]:
+        """The devices that may sign: KACCY_XPUB_FINGERPRINT's, then those of the cosigners of a
+        multisig input (any one of them may be the device plugged in)."""
+        wanted = [] if self._fingerprint in ("", "00000000") else [self._fingerprint]
+        for fingerprint in multisig_fingerprints(self._network, psbt):
+            if fingerprint not in wanted:
+                wanted.append(fingerprint)
+        if not wanted:
+            raise SignerError("the HWI signer needs KACCY_XPUB_FINGERPRINT (the device's master fingerprint)")
+        return wanted
 
     async def sign(self, psbt: str) -> SignResult:
-        if self._fingerprint in ("", "00000000"):
-            raise SignerError("the HWI signer needs KACCY_XPUB_FINGERPRINT (the device's master fingerprint)")
+        fingerprints = self._fingerprints(psbt)
         before = psbt_status(self._network, psbt)
-        device = await asyncio.to_thread(self._device)
+        device = await asyncio.to_thread(self._device, fingerprints)
         signed = await asyncio.to_thread(self._wallet.sign_psbt, device, psbt)
         after = psbt_status(self._network, signed)
-        if after.inputs_signed == before.inputs_signed and not after.complete:
+        if (after.inputs_signed, after.signatures) == (before.inputs_signed, before.signatures) and not after.complete:
             raise SignerError(f"{device.type} {device.fingerprint} signed none of the inputs")
         return SignResult(signed, after.complete, after.inputs_signed - before.inputs_signed)

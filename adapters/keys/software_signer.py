@@ -6,8 +6,9 @@ through their BIP371 taproot derivations and get a key-path Schnorr signature (B
 tweak without a script tree, SIGHASH_DEFAULT) stored as PSBT_IN_TAP_KEY_SIG.
 
 The signer refuses to start when the account key its words give does not match the
-platform's KACCY_XPUB, and signs only keys of that account: signing for one account while
-watching another loses money.
+platform's KACCY_XPUB, and signs only keys of that account, or of a BIP48 P2WSH account
+(m/48'/coin'/n'/2') for a multisig wallet's input whose witness script names the key (as
+one cosigner among several): signing for one account while watching another loses money.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from bitcointx.core.script import SIGHASH_ALL
 from bitcointx.wallet import CCoinKey, P2TRCoinAddress
 
 from kaccy_bitcoin.adapters.bip32.deriver import Bip32AddressDeriver
-from kaccy_bitcoin.domain.bitcoin import DerivationPath
+from kaccy_bitcoin.domain.bitcoin import HARDENED, DerivationPath
 from kaccy_bitcoin.domain.psbt import (
     P2TR,
+    P2WSH,
     SIGHASH_DEFAULT,
     input_kind,
     parse_psbt,
@@ -62,10 +64,18 @@ class SoftwareSigner(PsbtSigner):
             raise SignerKeyMismatch(
                 f"the account key of KACCY_SIGNER_MNEMONIC at {account_path} does not match KACCY_XPUB")
 
-    def _secret_for(self, fingerprint: bytes, path: list[int], pubkey: bytes) -> bytes | None:
-        """The private key at `path`, if `path` lies in the account KACCY_XPUB names and gives
-        `pubkey` (33 bytes, or 32 for an x-only taproot key)."""
-        if fingerprint.hex() not in (self.fingerprint, "00000000") or tuple(path[:-2]) != self._account:
+    def _multisig_account(self, fingerprint: bytes, path: list[int]) -> bool:
+        """A cosigner key of ours: our master fingerprint and a BIP48 P2WSH account of this network."""
+        return (fingerprint.hex() == self.fingerprint and len(path) == 6
+                and (path[0], path[1], path[3]) == (48 | HARDENED, self._account[1], 2 | HARDENED)
+                and path[2] >= HARDENED)
+
+    def _secret_for(self, fingerprint: bytes, path: list[int], pubkey: bytes, multisig: bool = False) -> bytes | None:
+        """The private key at `path`, if `path` lies in the account KACCY_XPUB names (or, for a
+        multisig input, in a BIP48 P2WSH account) and gives `pubkey` (33 bytes, or 32 for an
+        x-only taproot key)."""
+        ours = fingerprint.hex() in (self.fingerprint, "00000000") and tuple(path[:-2]) == self._account
+        if not ours and not (multisig and self._multisig_account(fingerprint, path)):
             return None
         node = self._master.DerivePath(str(DerivationPath(tuple(path))))
         ours = node.PublicKey().RawCompressed().ToBytes()
@@ -115,8 +125,10 @@ class SoftwareSigner(PsbtSigner):
                         set_tap_key_sig(inp, CCoinKey.from_secret_bytes(secret).sign_schnorr_tweaked(sighash))
                         taproot_signed += 1
                     continue
+                multisig = input_kind(parsed, n) == P2WSH
                 secrets = [secret for pub, info in inp.derivation_map.items()
-                           if (secret := self._secret_for(bytes(info.master_fp), list(info.path), bytes(pub)))]
+                           if (secret := self._secret_for(bytes(info.master_fp), list(info.path), bytes(pub),
+                                                          multisig))]
                 if secrets:
                     ours += 1
                     self._require_sighash(inp, n, SIGHASH_ALL)

@@ -24,13 +24,14 @@ from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
 from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, OrderConflict
+from kaccy_bitcoin.domain.wallets import Wallet
 
 
 class MemoryStore:
     """The committed state shared by every unit of work made from it."""
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "invoices", "addresses", "counters",
-              "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage")
+              "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage", "wallets")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -407,6 +408,31 @@ class MemoryLimits(storage.LimitStore):
         found = self._u.get(withdrawal_id)
         if found is not None and not found.returned:
             self._u.put(withdrawal_id, attrs.evolve(found, returned=True))
+class MemoryWallets(storage.WalletRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def add(self, wallet: Wallet) -> None:
+        if wallet.name in self._t or any(w.number == wallet.number or w.definition() == wallet.definition()
+                                         for w in self._t.values()):
+            raise ConcurrentUpdate(f"a wallet named {wallet.name!r}, numbered {wallet.number} or of the same keys "
+                                   "exists")
+        self._t.put(wallet.name, wallet)
+
+    def get(self, name: str) -> Wallet | None:
+        return self._t.get(name)
+
+    def by_definition(self, definition: str) -> Wallet | None:
+        return next((w for w in self._t.values() if w.definition() == definition), None)
+
+    def by_number(self, number: int) -> Wallet | None:
+        return next((w for w in self._t.values() if w.number == number), None)
+
+    def all(self) -> list[Wallet]:
+        return sorted(self._t.values(), key=lambda w: w.number)
+
+    def next_number(self) -> int:
+        return max((w.number for w in self._t.values()), default=0) + 1
 
 
 class MemoryUnitOfWork(storage.UnitOfWork):
@@ -431,6 +457,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.limits = MemoryLimits(t["limits"], t["limit_usage"], self._store.limits_lock)
         self.consumers = MemoryEventConsumers(t["consumers"])
         self.reservations = MemoryReservations(t["reservations"])
+        self.wallets = MemoryWallets(t["wallets"])
 
     def _commit(self) -> None:
         if self.read_only:

@@ -206,6 +206,19 @@ sequences = Table(
 )
 
 
+wallets = Table(
+    'kaccy_wallets', metadata,
+    Column('name', String(length=32), primary_key=True, nullable=False),
+    Column('number', Integer(), nullable=False),
+    Column('threshold', Integer(), nullable=False),
+    Column('keys', JSON(), nullable=False),
+    Column('definition', String(length=64), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    UniqueConstraint('definition', name='uq_kaccy_wallets_definition'),
+    UniqueConstraint('number', name='uq_kaccy_wallets_number'),
+)
+
+
 webhooks = Table(
     'kaccy_webhooks', metadata,
     Column('webhook_id', String(length=40), primary_key=True, nullable=False),

@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.audit import AuditEntry
+from kaccy_bitcoin.domain.bitcoin import HARDENED, DerivationPath, OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
@@ -21,6 +21,7 @@ from kaccy_bitcoin.domain.payment_state import PaymentMachine
 from kaccy_bitcoin.domain.psbt_state import PsbtMachine
 from kaccy_bitcoin.domain.risk import RiskAssessment
 from kaccy_bitcoin.domain.statemachine import Transition
+from kaccy_bitcoin.domain.wallets import DEFAULT as DEFAULT_WALLET, CosignerKey, Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 
 
@@ -116,6 +117,7 @@ def withdrawal_fields(w: Withdrawal) -> dict:
             "conflicted_by": w.conflicted_by.value if w.conflicted_by else None,
             "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
             "user": w.user, "risk": w.risk.to_dict(), "approved_by": w.approved_by,
+            "wallet": w.wallet,
         },
     }
 
@@ -139,6 +141,7 @@ def withdrawal_from_row(row: Any) -> Withdrawal:
         conflicted_by=Txid(d["conflicted_by"]) if d.get("conflicted_by") else None,
         settled=bool(row.settled), version=row.version, user=d.get("user"),
         risk=RiskAssessment.from_dict(d.get("risk")), approved_by=d.get("approved_by"),
+        wallet=d.get("wallet", DEFAULT_WALLET),
         last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
         else None)
 
@@ -159,3 +162,22 @@ def limits_from_row(row: Any) -> Limits:
 def usage_from_row(row: Any) -> Usage:
     return Usage(row.withdrawal_id, row.user_id, row.amount_sat, utc(row.at), bool(row.returned),
                  tuple(row.destinations or ()))
+
+
+def wallet_fields(w: Wallet) -> dict:
+    return {"name": w.name, "number": w.number, "threshold": w.threshold,
+            "keys": [k.expression() for k in w.keys], "definition": w.definition(), "created_at": w.created_at}
+
+
+def wallet_from_row(row: Any) -> Wallet:
+    """Stored keys were checked when the wallet was added; they are read back without the
+    network check (the network cannot change under a database)."""
+    keys = tuple(_stored_key(k) for k in row._mapping["keys"])   # `keys`, not Row.keys
+    return Wallet(row.name, row.number, row.threshold, keys, utc(row.created_at))
+
+
+def _stored_key(text: str) -> CosignerKey:
+    origin, _, xpub = text[1:].partition("]")
+    fingerprint, _, path = origin.partition("/")
+    steps = [int(p.rstrip("h'")) | (HARDENED if p[-1] in "h'" else 0) for p in path.split("/")]
+    return CosignerKey(fingerprint, DerivationPath(tuple(steps)), xpub)

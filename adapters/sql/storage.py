@@ -32,6 +32,7 @@ from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
+from kaccy_bitcoin.domain.wallets import Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 from kaccy_bitcoin.ports import storage
 
@@ -753,6 +754,40 @@ class SqlReservations(storage.CoinReservations):
         return {OutPoint(Txid(t), v): w for t, v, w in rows}
 
 
+class SqlWallets(storage.WalletRepository):
+    _t = tables.wallets
+
+    def __init__(self, conn: Connection) -> None:
+        self._s = conn
+
+    def add(self, wallet: Wallet) -> None:
+        try:
+            with self._s.begin_nested():
+                self._s.execute(insert(self._t).values(mapping.wallet_fields(wallet)))
+        except IntegrityError:
+            raise ConcurrentUpdate(f"a wallet named {wallet.name!r}, numbered {wallet.number} or of the same keys "
+                                   "was added by another writer at the same time") from None
+
+    def _one(self, where) -> Wallet | None:  # noqa: ANN001
+        row = self._s.execute(select(self._t).where(where)).first()
+        return mapping.wallet_from_row(row) if row else None
+
+    def get(self, name: str) -> Wallet | None:
+        return self._one(self._t.c.name == name)
+
+    def by_number(self, number: int) -> Wallet | None:
+        return self._one(self._t.c.number == number)
+
+    def by_definition(self, definition: str) -> Wallet | None:
+        return self._one(self._t.c.definition == definition)
+
+    def all(self) -> list[Wallet]:
+        return [mapping.wallet_from_row(r) for r in self._s.execute(select(self._t).order_by(self._t.c.number))]
+
+    def next_number(self) -> int:
+        return self._s.execute(select(func.coalesce(func.max(self._t.c.number), 0))).scalar_one() + 1
+
+
 class SqlUnitOfWork(storage.UnitOfWork):
     """One Core connection; its transaction begins with the first statement (SQLite: BEGIN
     IMMEDIATE, see make_engine) and ends with commit() or the rollback on leaving the block.
@@ -783,6 +818,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.consumers = SqlEventConsumers(c)
         self.reservations = SqlReservations(c)
         self.limits = SqlLimits(c)
+        self.wallets = SqlWallets(c)
 
     def _commit(self) -> None:
         if self._conn is None:

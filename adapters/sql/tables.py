@@ -240,3 +240,18 @@ class WebhookRow(KaccyTable, table=True):
     next_attempt_at: Optional[dt.datetime] = _ts(nullable=True)
     last_error: Optional[str] = Field(default=None, max_length=500)
     active: bool = Field(default=True, index=True)
+
+
+class WalletRow(KaccyTable, table=True):
+    """A wallet added by `wallet add` (the `default` wallet is configured, not stored)."""
+
+    __tablename__ = "kaccy_wallets"
+    __table_args__ = (UniqueConstraint("number", name="uq_kaccy_wallets_number"),
+                      UniqueConstraint("definition", name="uq_kaccy_wallets_definition"))
+    name: str = Field(primary_key=True, max_length=32)
+    number: int
+    threshold: int
+    keys: list = Field(sa_column=Column(JSON, nullable=False))    # key expressions with their origins
+    # Wallet.definition(): two wallets of the same keys and threshold would share every address.
+    definition: str = Field(max_length=64)
+    created_at: dt.datetime = _ts(nullable=False)
