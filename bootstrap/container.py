@@ -123,6 +123,7 @@ BroadcastWithdrawal = _Lazy(f"{_APP}.withdrawals", "BroadcastWithdrawal")
 VoidWithdrawal = _Lazy(f"{_APP}.withdrawals", "VoidWithdrawal")
 CancelWithdrawal = _Lazy(f"{_APP}.withdrawals", "CancelWithdrawal")
 ShowWithdrawal = _Lazy(f"{_APP}.withdrawals", "ShowWithdrawal")
+ListWithdrawals = _Lazy(f"{_APP}.withdrawals", "ListWithdrawals")
 BumpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "BumpWithdrawal")
 CpfpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "CpfpWithdrawal")
 ListOrders = _Lazy(f"{_APP}.orders", "ListOrders")
@@ -390,6 +391,7 @@ class Services(containers.DeclarativeContainer):
     verify_audit = providers.Factory(VerifyAudit, uow=storage.uow)
     query_audit = providers.Factory(QueryAudit, uow=storage.uow)
     show_withdrawal = providers.Factory(ShowWithdrawal, uow=storage.uow, chain=gateways.chain)
+    list_withdrawals = providers.Factory(ListWithdrawals, uow=storage.uow)
     cpfp_withdrawal = providers.Factory(CpfpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,

@@ -29,6 +29,9 @@ from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.service_store import ServiceStore
 
 log = logging.getLogger("kaccy_bitcoin.http")
+# The WebSocket subprotocol the event stream speaks, and the prefix of the one carrying a key.
+WS_PROTOCOL = "kaccy.v1"
+WS_BEARER = "bearer."
 _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
 
@@ -138,6 +141,12 @@ class Api:
 
     def _check_key(self, request: web.Request, r: Route) -> ApiKey:
         header = request.headers.get("Authorization", "")
+        if not header and r.websocket:
+            # A browser cannot set headers on a WebSocket: it offers the key as a subprotocol,
+            # `new WebSocket(url, ["kaccy.v1", "bearer." + key])` (never in the URL, which is logged).
+            offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+            token = next((p[len(WS_BEARER):] for p in offered if p.startswith(WS_BEARER)), "")
+            header = f"Bearer {token}" if token else ""
         scheme, _, secret = header.partition(" ")
         challenge = {"WWW-Authenticate": "Bearer"}
         if scheme.lower() != "bearer" or not secret.strip():
@@ -225,7 +234,7 @@ class Api:
 
     async def stream_events(self, request: web.Request, after: int) -> web.WebSocketResponse:
         feed = await self.use_cases("event_feed")
-        ws = web.WebSocketResponse(heartbeat=30)
+        ws = web.WebSocketResponse(heartbeat=30, protocols=(WS_PROTOCOL,))
         await ws.prepare(request)
         self._sockets.add(ws)
 

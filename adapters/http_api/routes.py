@@ -397,6 +397,34 @@ async def redeliver_webhook(call: Call) -> dict[str, Any]:
 
 
 # -- operations (no key) -------------------------------------------------------------------
+_LISTED_STATES = ("created", "held", "partially_signed", "signed", "finalized", "broadcast", "confirmed")
+
+
+@route("GET", "/v1/withdrawals", "Withdrawals in a state (e.g. held: waiting for an operator's review), oldest first",
+       tag="withdrawals", scopes=(READ, WITHDRAW),
+       query={"state": {"type": "string", "enum": list(_LISTED_STATES)}})
+async def list_withdrawals(call: Call) -> dict[str, Any]:
+    state = query_text(call.query, "state", 20) or "held"
+    if state not in _LISTED_STATES:
+        raise ApiError(400, "invalid_request", f"state must be one of {', '.join(_LISTED_STATES)}, got {state!r}")
+    listing = await call.use("list_withdrawals")
+    return await listing(state)
+
+
+@route("GET", "/dashboard", "The operator's dashboard (a web page; it asks for an admin key and reads this API "
+       "with it)", tag="operations", scopes=None)
+async def dashboard(call: Call) -> Any:
+    from importlib import resources
+
+    from aiohttp import web
+
+    page = resources.files("kaccy_bitcoin.adapters.http_api").joinpath("dashboard.html").read_text("utf-8")
+    return web.Response(text=page, content_type="text/html",
+                        headers={"Cache-Control": "no-store", "Content-Security-Policy":
+                                 "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                 "connect-src 'self' ws: wss:"})
+
+
 @route("GET", "/health", "Liveness: the process answers", tag="operations", scopes=None)
 async def health(call: Call) -> dict[str, Any]:
     return {"status": "ok"}
