@@ -97,7 +97,10 @@ _SIGNER = {"type": "string", "enum": list(SIGNERS)}
 @route("POST", "/v1/orders", "Create an order and its deposit address (the same order id again: the same answer)",
        tag="orders", scopes=(ORDERS,), idempotency="optional", status=201,
        body=_obj(["order_id", "amount_sat"], order_id={"type": "string", "minLength": 1, "maxLength": 128},
-                 amount_sat=_INT, expires_in=_INT, label={"type": "string", "maxLength": 500}))
+                 amount_sat=_INT, expires_in=_INT, label={"type": "string", "maxLength": 500},
+                 lightning_msat={**_INT, "description": "also a Lightning invoice for this many msat (LND "
+                                                           "configured); the answer then carries `lightning`"},
+                 lightning_expiry={**_INT, "description": "seconds the invoice can be paid for (default 3600)"}))
 async def create_order(call: Call) -> Created:
     from kaccy_bitcoin.domain.money import Satoshis
 
@@ -106,9 +109,33 @@ async def create_order(call: Call) -> Created:
     amount = b.integer("amount_sat", required=True, high=21_000_000 * 100_000_000)
     expires_in = b.integer("expires_in", high=10 * 365 * 86400)
     label = b.text("label", max_length=500) or ""
+    lightning_msat = b.integer("lightning_msat", high=21_000_000 * 100_000_000 * 1000)
+    lightning_expiry = b.integer("lightning_expiry", high=365 * 86400)
     b.done()
     create = await call.use("create_order")
-    return Created(await create(order_id, Satoshis(amount), expires_in=expires_in, label=label))
+    made = await create(order_id, Satoshis(amount), expires_in=expires_in, label=label)
+    if lightning_msat is not None:
+        invoice = await (await call.use("create_order_invoice"))(order_id, lightning_msat, lightning_expiry)
+        made = {**made, "lightning": {k: invoice[k] for k in ("payment_request", "payment_hash", "state")}}
+    return Created(made)
+
+
+@route("POST", "/v1/orders/{order_id}/invoice", "A Lightning invoice for the order (the CLI's `ln invoice create`; "
+       "the same amount again: the same invoice)", tag="orders", scopes=(ORDERS,), idempotency="optional",
+       status=201, body=_obj(["amount_msat"], amount_msat=_INT, expiry=_INT))
+async def create_order_invoice(call: Call) -> Created:
+    amount = call.body.integer("amount_msat", required=True, high=21_000_000 * 100_000_000 * 1000)
+    expiry = call.body.integer("expiry", high=365 * 86400)
+    call.body.done()
+    create = await call.use("create_order_invoice")
+    return Created(await create(call.path("order_id"), amount, expiry))
+
+
+@route("GET", "/v1/orders/{order_id}/invoice", "The order's Lightning invoice and its state (the CLI's "
+       "`ln invoice show`)", tag="orders", scopes=(READ, ORDERS))
+async def show_order_invoice(call: Call) -> dict[str, Any]:
+    show = await call.use("show_order_invoice")
+    return await show(call.path("order_id"))
 
 
 @route("GET", "/v1/orders/{order_id}", "An order's payment status", tag="orders", scopes=(READ, ORDERS))
