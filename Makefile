@@ -29,6 +29,7 @@ bench: setup bitcoind
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/incoming.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/startup.py
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/zmq_wakeup.py
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) bench/api_load.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis

@@ -1,16 +1,19 @@
 """Use cases: create an order (a fresh deposit address), show an order."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import quote
 
 import attrs
 
 from kaccy_bitcoin.domain.addresses import AddressEntry
 from kaccy_bitcoin.domain.errors import InvalidOrder, NotFound, OrderConflict
+from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
+from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.addresses import RECEIVE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
@@ -72,14 +75,24 @@ class WatchRange:
         self._chain = chain
         self._gap = gap_limit
         self._watched: dict[int, int] = {}  # chain -> last index the node is known to watch
+        self._asking: asyncio.Lock | None = None
 
     async def cover(self, chain_index: int, issued: int) -> None:
-        """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain."""
+        """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain.
+
+        Concurrent callers (a server creating many orders at once) ask the node one at a time:
+        the first widens the range, and those waiting behind it usually find it wide enough."""
         needed = issued - 1 + self._gap
         if needed <= self._watched.get(chain_index, -1):
             return
-        (end,) = await self._chain.ensure_watching([(self._deriver.descriptor(chain_index), needed + self._gap)])
-        self._watched[chain_index] = max(end, self._watched.get(chain_index, -1))
+        if self._asking is None:
+            self._asking = asyncio.Lock()
+        async with self._asking:
+            if needed <= self._watched.get(chain_index, -1):
+                return
+            (end,) = await self._chain.ensure_watching([(self._deriver.descriptor(chain_index),
+                                                         needed + self._gap)])
+            self._watched[chain_index] = max(end, self._watched.get(chain_index, -1))
 
 
 class CreateOrder:
@@ -140,6 +153,22 @@ class CreateOrder:
                 "amount_sat": request.amount.value, "bip21": bip21(request.address, request.amount, request.label)}
 
 
+def order_view(request: PaymentRequest, payment: Payment | None,
+               invoices: Sequence[OrderInvoice] = ()) -> OrderView:
+    """What `order show` prints; `invoices` newest first (the one that paid the order is shown,
+    else the newest)."""
+    payment = payment or Payment(request.order_id)
+    invoice = next((i for i in invoices if i.payment_hash in payment.lightning), invoices[0] if invoices else None)
+    depth = payment.confirmations(request)
+    return OrderView(
+        order_id=request.order_id, address=request.address, amount_sat=request.amount.value,
+        received_sat=payment.received.value, status=payment.state.name.lower(),
+        match=payment.match(request).value, confirmations=depth or 0, txids=payment.txids(),
+        expires_at=request.expires_at.isoformat() if request.expires_at else None,
+        label=request.label,
+        lightning={"payment_hash": invoice.payment_hash, "state": invoice.status} if invoice else None)
+
+
 class ShowOrder:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
@@ -149,15 +178,34 @@ class ShowOrder:
             request = uow.requests.get(order_id)
             if request is None:
                 raise NotFound(f"no order with id {order_id!r}")
-            payment = uow.payments.get(order_id) or Payment(order_id)
+            payment = uow.payments.get(order_id)
             invoices = uow.invoices.for_order(order_id)
-        # The invoice that paid the order, else the newest one.
-        invoice = next((i for i in invoices if i.payment_hash in payment.lightning), invoices[0] if invoices else None)
-        depth = payment.confirmations(request)
-        return OrderView(
-            order_id=order_id, address=request.address, amount_sat=request.amount.value,
-            received_sat=payment.received.value, status=payment.state.name.lower(),
-            match=payment.match(request).value, confirmations=depth or 0, txids=payment.txids(),
-            expires_at=request.expires_at.isoformat() if request.expires_at else None,
-            label=request.label,
-            lightning={"payment_hash": invoice.payment_hash, "state": invoice.status} if invoice else None)
+        return order_view(request, payment, invoices)
+
+
+ORDER_STATUSES = tuple(s.name.lower() for s in PaymentState)
+LIST_MAX = 500
+
+
+class ListOrders:
+    """A page of orders by order id: `{"orders": [views], "next": ID or None}`; pass `next` back
+    as `after` for the following page (None: this was the last)."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, *, status: str | None = None, label: str | None = None, after: str | None = None,
+                       limit: int = 100) -> dict[str, Any]:
+        if status is not None and status not in ORDER_STATUSES:
+            raise InvalidOrder(f"status must be one of {', '.join(ORDER_STATUSES)}, got {status!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_MAX:
+            raise InvalidOrder(f"limit must be a whole number from 1 to {LIST_MAX}, got {limit!r}")
+        with self._uow.read() as uow:
+            requests = uow.requests.search(state=status.upper() if status else None, label=label, after=after,
+                                           limit=limit)
+            ids = [r.order_id for r in requests]
+            payments = uow.payments.get_many(ids)
+            invoices = uow.invoices.for_orders(ids)
+        views = [order_view(r, payments.get(r.order_id), [invoices[r.order_id]] if r.order_id in invoices else [])
+                 .to_dict() for r in requests]
+        return {"orders": views, "next": requests[-1].order_id if len(requests) == limit else None}

@@ -386,3 +386,15 @@ class ShowWithdrawal:
 
 async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+class ListWithdrawals:
+    """The withdrawals in one state, oldest first (e.g. `held`: waiting for an operator)."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, state: str) -> dict[str, Any]:
+        with self._uow.read() as uow:
+            found = uow.withdrawals.in_states([state])
+        return {"withdrawals": [view(w) for w in found]}

@@ -232,6 +232,18 @@ def parser() -> argparse.ArgumentParser:
                      help="the most the routing may cost (default 1000 sat)")
     ln.add_parser("channels", help="the node's channels and their balances")
 
+    serve = sub.add_parser("serve", help="the HTTP API, the payment monitor and webhook deliveries in one process")
+    _serve_options(serve)
+
+    apikey = sub.add_parser("apikey", help="HTTP API keys").add_subparsers(dest="action", required=True,
+                                                                           parser_class=_Parser)
+    ak = apikey.add_parser("create", help="a new key (printed once; only its hash is stored)")
+    ak.add_argument("--scope", action="append", required=True, dest="scopes",
+                    choices=["read", "orders", "withdraw", "admin"])
+    apikey.add_parser("list", help="every key: id, scopes, created, revoked (never the secret)")
+    revoke = apikey.add_parser("revoke", help="refuse a key from now on (within 10 s in a running service)")
+    revoke.add_argument("key_id")
+
     wallet = sub.add_parser("wallet", help="named wallets: single-sig default and M-of-N multisig").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
     wa = wallet.add_parser("add", help="add a P2WSH wsh(sortedmulti(M, ...)) wallet of BIP48 cosigner keys")
@@ -247,9 +259,24 @@ def parser() -> argparse.ArgumentParser:
     custody.add_parser("status", help="each tier's balance against its target share, and the sweep or "
                                       "refill that would restore it")
 
-    run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the monitor")
+    run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the service")
     run.add_argument("--no-demo", action="store_true")
+    _serve_options(run)
     return p
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_int_in_range("--port", 0, 65535), default=8080,
+                   help="port to listen on (default 8080; 0: any free port)")
+    p.add_argument("--no-api", action="store_true", help="do not serve HTTP")
+    p.add_argument("--no-monitor", action="store_true", help="do not poll the node (another process does)")
+    p.add_argument("--no-webhooks", action="store_true", help="do not deliver webhooks (another process does)")
+    p.add_argument("--interval", type=_seconds("--interval"), default=None,
+                   help="seconds between monitor polls (default KACCY_POLL_INTERVAL, 30)")
+    p.add_argument("--workers", type=_int_in_range("--workers", 1, 64), default=1,
+                   help="API processes sharing the port (default 1); only this one runs the monitor and webhooks")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -445,16 +472,38 @@ async def cmd_ln(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     return await channels()
 
 
+def _serve_choice(args: argparse.Namespace) -> Any:
+    from kaccy_bitcoin.bootstrap.serve import ServeOptions
+
+    return ServeOptions(host=args.host, port=args.port, api=not args.no_api, monitor=not args.no_monitor,
+                        webhooks=not args.no_webhooks, interval=args.interval, workers=args.workers,
+                        reuse_port=args.reuse_port)
+
+
 async def cmd_run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     from kaccy_bitcoin.bootstrap.service import run_service
 
-    return await run_service(c, demo=not args.no_demo)
+    return await run_service(c, _serve_choice(args), demo=not args.no_demo)
+
+
+async def cmd_serve(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    from kaccy_bitcoin.bootstrap.serve import serve
+
+    return await serve(c, _serve_choice(args))
+
+
+async def cmd_apikey(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "create":
+        create = await _service(c, "create_api_key")
+        return create(args.scopes)
+    keys = await _service(c, "manage_api_keys")
+    return keys.list() if args.action == "list" else keys.revoke(args.key_id)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
-    "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db, "ln": cmd_ln,
-    "limits": cmd_limits, "audit": cmd_audit, "wallet": cmd_wallet, "custody": cmd_custody,
+    "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db, "ln": cmd_ln, "serve": cmd_serve,
+    "apikey": cmd_apikey, "limits": cmd_limits, "audit": cmd_audit, "wallet": cmd_wallet, "custody": cmd_custody,
     "consolidate": cmd_consolidate, "stats": cmd_stats,
 }
 

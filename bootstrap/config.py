@@ -43,6 +43,13 @@ DEFAULTS: dict[str, Any] = {
     "lnd_rest_url": None,
     "lnd_macaroon": None,
     "lnd_tls_cert": None,
+    "api_rate_limit": "100",
+    "api_rate_burst": "200",
+    "api_max_body": "65536",
+    "ready_max_lag": "2",
+    "webhook_retry_first": "1",
+    "webhook_retry_max": "30",
+    "log_level": "info",
     "review_score": "70",
     "custody_tiers": None,
     "custody_targets": None,
@@ -82,7 +89,8 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if values["zmq"] not in ("auto", "off"):
         raise ConfigError(f"KACCY_ZMQ must be auto (use the node's ZMQ notifications if it publishes any) "
                           f"or off, got {values['zmq']!r}")
-    for key in ("tolerance_sat", "gap_limit", "fee_target_blocks", "consolidate_above"):
+    for key in ("tolerance_sat", "gap_limit", "fee_target_blocks", "consolidate_above", "api_rate_burst",
+                "api_max_body", "ready_max_lag"):
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
@@ -91,7 +99,16 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_REVIEW_SCORE must be a whole number from 0 to 101 (101: never hold), "
                           f"got {values['review_score']!r}")
     values["review_score"] = int(score)
-    for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl"):
+    try:
+        rate = float(values["api_rate_limit"])
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate < 0:
+        raise ConfigError(f"KACCY_API_RATE_LIMIT must be a non-negative number of requests per second per key "
+                          f"(0: no limit), got {values['api_rate_limit']!r}")
+    values["api_rate_limit"] = rate
+    for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl", "webhook_retry_first",
+                "webhook_retry_max"):
         try:
             seconds = float(values[key])
         except ValueError:

@@ -123,8 +123,22 @@ BroadcastWithdrawal = _Lazy(f"{_APP}.withdrawals", "BroadcastWithdrawal")
 VoidWithdrawal = _Lazy(f"{_APP}.withdrawals", "VoidWithdrawal")
 CancelWithdrawal = _Lazy(f"{_APP}.withdrawals", "CancelWithdrawal")
 ShowWithdrawal = _Lazy(f"{_APP}.withdrawals", "ShowWithdrawal")
+ListWithdrawals = _Lazy(f"{_APP}.withdrawals", "ListWithdrawals")
 BumpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "BumpWithdrawal")
 CpfpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "CpfpWithdrawal")
+ListOrders = _Lazy(f"{_APP}.orders", "ListOrders")
+ListAddresses = _Lazy(f"{_APP}.addresses", "ListAddresses")
+CreateApiKey = _Lazy(f"{_APP}.api_access", "CreateApiKey")
+Authenticate = _Lazy(f"{_APP}.api_access", "Authenticate")
+ManageApiKeys = _Lazy(f"{_APP}.api_access", "ManageApiKeys")
+RegisterWebhook = _Lazy(f"{_APP}.api_access", "RegisterWebhook")
+ShowWebhooks = _Lazy(f"{_APP}.api_access", "ShowWebhooks")
+RedeliverWebhook = _Lazy(f"{_APP}.api_access", "RedeliverWebhook")
+DeliverWebhooks = _Lazy(f"{_APP}.webhooks", "DeliverWebhooks")
+DeliverySettings = _Lazy(f"{_APP}.webhooks", "DeliverySettings")
+CheckReadiness = _Lazy(f"{_APP}.health", "CheckReadiness")
+SqlServiceStore = _Lazy("kaccy_bitcoin.adapters.sql.service_store", "SqlServiceStore")
+AiohttpWebhookTransport = _Lazy("kaccy_bitcoin.adapters.http_api.webhook_sender", "AiohttpWebhookTransport")
 CombineWithdrawal = _Lazy(f"{_APP}.withdrawals", "CombineWithdrawal")
 WalletDirectory = _Lazy(f"{_APP}.wallets", "WalletDirectory")
 AddWallet = _Lazy(f"{_APP}.wallets", "AddWallet")
@@ -188,6 +202,23 @@ async def _chain_notifications(mode: str, rpc: BitcoinRpc) -> AsyncIterator[Any]
         yield notifications
     finally:
         notifications.close()
+async def _webhook_transport() -> AsyncIterator[Any]:
+    transport = AiohttpWebhookTransport()
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+def _lightning_check(url: str | None, lightning: Any) -> Callable[[], Any] | None:
+    """Readiness asks LND only when it is configured (the provider builds the node on demand)."""
+    if not url:
+        return None
+
+    async def node() -> Any:
+        built = lightning()
+        return await built if hasattr(built, "__await__") else built
+    return node
 
 
 def _engine(url: str) -> Iterator[Engine]:
@@ -287,6 +318,7 @@ class Gateways(containers.DeclarativeContainer):
     core_signer = providers.Singleton(CoreWalletSigner, rpc=rpc, wallet=config.signer_core_wallet,
                                       network=providers.Callable(Network.parse, config.network))
     publisher = providers.Singleton(_subscribe_notifier, notifier)
+    webhook_transport = providers.Resource(_webhook_transport)
 
 
 class Storage(containers.DeclarativeContainer):
@@ -296,6 +328,8 @@ class Storage(containers.DeclarativeContainer):
     uow = providers.Singleton(SqlUnitOfWorkFactory, engine=engine)
     # Who runs the monitors among the processes sharing this database (released by RunAsLeader).
     leadership = providers.Singleton(_leadership, engine=engine, data_dir=config.data_dir)
+    # The HTTP service's own records: API keys, idempotency keys, webhooks.
+    service_store = providers.Singleton(SqlServiceStore, engine=engine)
 
 
 class Services(containers.DeclarativeContainer):
@@ -392,6 +426,7 @@ class Services(containers.DeclarativeContainer):
     verify_audit = providers.Factory(VerifyAudit, uow=storage.uow)
     query_audit = providers.Factory(QueryAudit, uow=storage.uow)
     show_withdrawal = providers.Factory(ShowWithdrawal, uow=storage.uow, chain=gateways.chain)
+    list_withdrawals = providers.Factory(ListWithdrawals, uow=storage.uow)
     cpfp_withdrawal = providers.Factory(CpfpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
@@ -411,6 +446,26 @@ class Services(containers.DeclarativeContainer):
                                               publisher=gateways.publisher, wallets=wallet_names,
                                               settings=consolidation_settings)
     stats = providers.Factory(Stats, uow=storage.uow, builder=withdrawal_builder, wallets=wallet_names)
+    list_orders = providers.Factory(ListOrders, uow=storage.uow)
+    list_addresses = providers.Factory(ListAddresses, uow=storage.uow)
+
+    # The HTTP service: keys, webhooks, readiness.
+    create_api_key = providers.Factory(CreateApiKey, store=storage.service_store, clock=gateways.clock)
+    authenticate = providers.Singleton(Authenticate, store=storage.service_store)
+    manage_api_keys = providers.Factory(ManageApiKeys, store=storage.service_store)
+    register_webhook = providers.Factory(RegisterWebhook, store=storage.service_store, uow=storage.uow,
+                                         clock=gateways.clock)
+    show_webhooks = providers.Factory(ShowWebhooks, store=storage.service_store)
+    redeliver_webhook = providers.Factory(RedeliverWebhook, store=storage.service_store, uow=storage.uow)
+    deliver_webhooks = providers.Singleton(
+        DeliverWebhooks, store=storage.service_store, uow=storage.uow, transport=gateways.webhook_transport,
+        clock=gateways.clock, settings=providers.Factory(DeliverySettings, first_retry=config.webhook_retry_first,
+                                                         max_retry=config.webhook_retry_max))
+    check_readiness = providers.Singleton(
+        CheckReadiness, chain=gateways.chain, uow=storage.uow, store=storage.service_store,
+        lightning=providers.Callable(_lightning_check, config.lnd_rest_url, gateways.lightning.provider),
+        max_lag_blocks=config.ready_max_lag, final_confirmations=payment_settings.provided.thresholds.final)
+
     pay_invoice = providers.Factory(PayInvoice, node=gateways.lightning)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)
     create_order_invoice = providers.Factory(CreateOrderInvoice, uow=storage.uow, node=gateways.lightning,

@@ -27,12 +27,14 @@ async def _resolved(provided: Any) -> Any:
 async def run_monitors(container: Container, stop: asyncio.Event, *, interval: float | None = None,
                        say: Callable[[dict[str, Any]], None] = lambda _: None,
                        on_events: Callable[[list[DomainEvent]], None] | None = None,
-                       own_process: bool = False) -> None:
+                       own_process: bool = False,
+                       tick: Callable[[], Any] | None = None) -> None:
     """Run the monitors until `stop` is set. `say` hears the JSON-able state lines (`started`,
     then `standby` / `leader` / `lost` with the pid); `on_events` each poll's committed events.
-    `own_process`: the process is ours (the command line), so its GC may be tuned for polls."""
+    `own_process`: the process is ours (the command line), so its GC may be tuned for polls.
+    `tick`: one round of the monitor, when the caller wraps the container's (serve counts them)."""
     interval = interval if interval is not None else container.config.poll_interval()
-    tick = await _resolved(container.services.monitor_tick())
+    tick = tick if tick is not None else await _resolved(container.services.monitor_tick())
     poll = GcPausedDuring(tick) if own_process else tick
     wake = await _resolved(container.gateways.chain_notifications())
     leadership = await _resolved(container.storage.leadership())

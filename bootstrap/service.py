@@ -2,15 +2,14 @@
 
 Without KACCY_BITCOIN_RPC_URL it starts the project's own regtest node in the data
 dir, creates a demo account (regtest only) and walks a newcomer through an order
-from creation to finality, then keeps monitoring until Ctrl-C. With the RPC
-variables set it runs the monitor against that node.
+from creation to finality, then serves the API and keeps monitoring until Ctrl-C (`kaccy-bitcoin serve`). With
+the RPC variables set it does the same against that node.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import pathlib
-import signal
 import sys
 from typing import Any
 
@@ -19,8 +18,8 @@ from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum,
 from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode, free_port
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 from kaccy_bitcoin.bootstrap.container import Container
-from kaccy_bitcoin.bootstrap.monitoring import run_monitors
-from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring
+from kaccy_bitcoin.bootstrap.serve import ServeOptions, serve
+from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring, freeze_startup_objects
 from kaccy_bitcoin.domain.money import Satoshis
 
 
@@ -53,7 +52,7 @@ async def _funded_demo_wallet(rpc: BitcoinRpc) -> str:
     return await rpc.call("getnewaddress", wallet="demo-payer")
 
 
-async def run_service(container: Container, demo: bool = True) -> dict[str, Any]:
+async def run_service(container: Container, options: ServeOptions | None = None, demo: bool = True) -> dict[str, Any]:
     config = container.config
     node = None
     if not config.bitcoin_rpc_url():
@@ -70,32 +69,14 @@ async def run_service(container: Container, demo: bool = True) -> dict[str, Any]
             config.xpub.from_value(_demo_vpub(data_dir))
             say("using the demo account in the data dir (regtest only)")
     try:
-        poll = GcPausedDuring(await _awaited(container.services.monitor_tick()))
         if demo and config.network() == "regtest":
+            poll = GcPausedDuring(await _awaited(container.services.monitor_tick()))
             await _demo(container, poll)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-
-        def show(events: list) -> None:  # noqa: ANN001
-            for e in events:
-                say(f"event {e.kind} {e.subject} {e.data}")
-
-        def state(line: dict[str, Any]) -> None:
-            if line["monitor"] == "started":
-                woken = (f", and at once on the node's ZMQ notifications ({'; '.join(line['notifications'])})"
-                         if line["notifications"] else "")
-                say(f"monitoring every {line['interval']:g}s{woken}; Ctrl-C to stop")
-            elif line["monitor"] == "following":
-                say(f"following {line['what']}")
-            elif line["monitor"] == "standby":
-                say(f"another process runs the monitors ({line}); waiting to take over")
-            else:
-                say(f"monitor: {line['monitor']}")
-
-        await run_monitors(container, stop, say=state, on_events=show, own_process=True)
-        return {"stopped": True}
+        freeze_startup_objects()
+        options = options or ServeOptions()
+        say(f"serving the API on {options.host}:{options.port}, monitoring every "
+            f"{options.interval or config.poll_interval():g}s; Ctrl-C to stop")
+        return await serve(container, options)
     finally:
         if node is not None:
             shutdown = container.shutdown_resources()

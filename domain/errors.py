@@ -134,6 +134,14 @@ class InvalidLightningValue(DomainError):
     code = "invalid_lightning_value"
 
 
+class InvalidApiKeyRequest(DomainError):
+    code = "invalid_api_key_request"
+
+
+class InvalidWebhook(DomainError):
+    code = "invalid_webhook"
+
+
 class LimitExceeded(DomainError):
     """A withdrawal that would take a user or the platform past a limit (see domain/limits.py)."""
 

@@ -54,6 +54,12 @@ class PaymentRequestRepository(abc.ABC):
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         """Orders whose expiry has passed and whose payment is still PENDING."""
 
+    @abc.abstractmethod
+    def search(self, *, state: str | None = None, label: str | None = None, after: str | None = None,
+               limit: int = 100) -> list[PaymentRequest]:
+        """At most `limit` orders by order id, those above `after` (keyset paging), whose payment
+        is in `state` (a PaymentState name) and whose label is `label`, when given."""
+
 
 class PaymentRepository(abc.ABC):
     @abc.abstractmethod

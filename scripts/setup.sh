@@ -7,7 +7,8 @@ venv="$here/.venv"
 python="${PYTHON:-python3}"
 
 need=()
-for pkg in libsecp256k1-1 libusb-1.0-0; do
+# chromium and its driver: the dashboard's end-to-end test runs the page in headless Chromium.
+for pkg in libsecp256k1-1 libusb-1.0-0 chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

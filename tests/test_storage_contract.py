@@ -308,3 +308,23 @@ def test_a_writer_with_a_later_seq_never_commits_before_the_earlier_one(uow_fact
     assert done == ["committed"]
     assert [(s.seq, s.event.id) for s in _read_committed(uow_factory, 0)] == [
         (1, event(1).id), (2, event(2).id), (3, event(3).id)]
+
+
+def test_order_search_filters_by_state_and_label_and_pages_by_id(uow_factory) -> None:
+    orders = [request(f"s-{n}", f"addr-s{n}", label="even" if n % 2 == 0 else "odd") for n in range(5)]
+    paid = Payment("s-2")
+    paid.observe(orders[2], OutputObservation(op(9), Satoshis(10_000), 1), T0)
+    paid.settle(orders[2], ConfirmationThresholds(), T0)
+    with uow_factory() as uow:
+        for r in orders:
+            uow.requests.add(r)
+            uow.payments.save([paid if r.order_id == "s-2" else Payment(r.order_id)])
+        uow.commit()
+    with uow_factory.read() as uow:
+        ids = lambda found: [r.order_id for r in found]  # noqa: E731
+        assert ids(uow.requests.search(limit=2)) == ["s-0", "s-1"]
+        assert ids(uow.requests.search(after="s-1", limit=2)) == ["s-2", "s-3"]
+        assert ids(uow.requests.search(after="s-4")) == []
+        assert ids(uow.requests.search(label="even")) == ["s-0", "s-2", "s-4"]
+        assert ids(uow.requests.search(state="PENDING", label="even")) == ["s-0", "s-4"]
+        assert ids(uow.requests.search(state=paid.state.name)) == ["s-2"]

@@ -14,11 +14,13 @@ import itertools
 import json
 import logging
 import random
+import time
 from decimal import Decimal
 from typing import Any, Sequence
 
 import aiohttp
 
+from kaccy_bitcoin.adapters.observability import rpc_done
 from kaccy_bitcoin.adapters.bitcoin_core.errors import (
     RpcAuthError,
     RpcConfigError,
@@ -95,15 +97,28 @@ class BitcoinRpc:
     async def call(self, method: str, *params: Any, wallet: str | None = None) -> Any:
         """One RPC call; raises RpcError on an RPC error."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-        reply = await self._post(payload, wallet, method)
-        return self._result(method, reply)
+        started = time.perf_counter()
+        ok = False
+        try:
+            reply = await self._post(payload, wallet, method)
+            result = self._result(method, reply)
+            ok = True
+            return result
+        finally:
+            rpc_done(method, time.perf_counter() - started, ok)
 
     async def batch(self, calls: Sequence[Call], wallet: str | None = None) -> list[Any]:
         """Many calls in one HTTP request; each slot holds a result or an RpcError (not raised)."""
         if not calls:
             return []
         payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in enumerate(calls)]
-        replies = await self._post(payload, wallet, f"batch of {len(calls)}")
+        started = time.perf_counter()
+        try:
+            replies = await self._post(payload, wallet, f"batch of {len(calls)}")
+        except Exception:
+            rpc_done("batch:" + calls[0][0], time.perf_counter() - started, False)
+            raise
+        rpc_done("batch:" + calls[0][0], time.perf_counter() - started, True)
         if not isinstance(replies, list):
             raise RpcConnectionError(f"batch answered with {type(replies).__name__}, not a list")
         by_id = {r.get("id"): r for r in replies}

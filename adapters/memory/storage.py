@@ -111,6 +111,20 @@ class MemoryPaymentRequests(storage.PaymentRequestRepository):
                 out.append(r)
         return sorted(out, key=lambda r: r.order_id)
 
+    def search(self, *, state: str | None = None, label: str | None = None, after: str | None = None,
+               limit: int = 100) -> list[PaymentRequest]:
+        out = []
+        for r in sorted(self._t.values(), key=lambda r: r.order_id):
+            if after is not None and r.order_id <= after or label is not None and r.label != label:
+                continue
+            payment = self._payments.get(r.order_id)
+            if state is not None and (payment.state.name if payment else "PENDING") != state:
+                continue
+            out.append(r)
+            if len(out) == limit:
+                break
+        return out
+
 
 class MemoryPayments(storage.PaymentRepository):
     def __init__(self, table: _Table) -> None:

@@ -44,6 +44,17 @@ addresses = Table(
 )
 
 
+api_keys = Table(
+    'kaccy_api_keys', metadata,
+    Column('key_id', String(length=40), primary_key=True, nullable=False),
+    Column('key_hash', String(length=64), nullable=False),
+    Column('scopes', JSON(), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('revoked', Boolean(), nullable=False, default=False),
+    Index('ix_kaccy_api_keys_key_hash', 'key_hash', unique=True),
+)
+
+
 audit_log = Table(
     'kaccy_audit_log', metadata,
     Column('seq', Integer(), primary_key=True, nullable=False),
@@ -97,6 +108,17 @@ event_consumers = Table(
     Column('name', String(length=64), primary_key=True, nullable=False),
     Column('after_seq', BigInteger(), nullable=False),
     Column('updated_at', DateTime(timezone=True), nullable=False),
+)
+
+
+idempotency_keys = Table(
+    'kaccy_idempotency_keys', metadata,
+    Column('key_id', String(length=40), primary_key=True, nullable=False),
+    Column('idem_key', String(length=200), primary_key=True, nullable=False),
+    Column('request_hash', String(length=64), nullable=False),
+    Column('status', Integer(), nullable=True),
+    Column('response', JSON(), nullable=True),
+    Column('created_at', DateTime(timezone=True), nullable=False),
 )
 
 
@@ -207,6 +229,23 @@ wallets = Table(
     Column('created_at', DateTime(timezone=True), nullable=False),
     UniqueConstraint('definition', name='uq_kaccy_wallets_definition'),
     UniqueConstraint('number', name='uq_kaccy_wallets_number'),
+)
+
+
+webhooks = Table(
+    'kaccy_webhooks', metadata,
+    Column('webhook_id', String(length=40), primary_key=True, nullable=False),
+    Column('url', String(length=2000), nullable=False),
+    Column('secret', String(length=100), nullable=False),
+    Column('events', JSON(), nullable=True),
+    Column('key_id', String(length=40), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('delivered_seq', BigInteger(), nullable=False),
+    Column('attempts', Integer(), nullable=False, default=0),
+    Column('next_attempt_at', DateTime(timezone=True), nullable=True),
+    Column('last_error', String(length=500), nullable=True),
+    Column('active', Boolean(), nullable=False, default=True),
+    Index('ix_kaccy_webhooks_active', 'active'),
 )
 
 

@@ -153,6 +153,18 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
              .order_by(o.c.order_id))
         return [mapping.order_from_row(row) for row in self._s.execute(q)]
 
+    def search(self, *, state: str | None = None, label: str | None = None, after: str | None = None,
+               limit: int = 100) -> list[PaymentRequest]:
+        o, p = self._t, tables.payments
+        q = select(o).order_by(o.c.order_id).limit(limit)
+        if state is not None:
+            q = q.join(p, p.c.order_id == o.c.order_id).where(p.c.state == state)
+        if label is not None:
+            q = q.where(o.c.label == label)
+        if after is not None:
+            q = q.where(o.c.order_id > after)
+        return [mapping.order_from_row(row) for row in self._s.execute(q)]
+
 
 class PaymentCache:
     """Payments as committed, each with the version its row had, shared by the units of work

@@ -202,6 +202,46 @@ class ReservationRow(KaccyTable, table=True):
     reserved_at: dt.datetime = _ts(nullable=False)
 
 
+class ApiKeyRow(KaccyTable, table=True):
+    """An HTTP API key: only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "kaccy_api_keys"
+    key_id: str = Field(primary_key=True, max_length=40)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    scopes: list = Field(sa_column=Column(JSON, nullable=False))
+    created_at: dt.datetime = _ts(nullable=False)
+    revoked: bool = False
+
+
+class IdempotencyRow(KaccyTable, table=True):
+    """An Idempotency-Key of one API key: the request it was first used for and its answer."""
+
+    __tablename__ = "kaccy_idempotency_keys"
+    key_id: str = Field(primary_key=True, max_length=40)
+    idem_key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    status: Optional[int] = None
+    response: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: dt.datetime = _ts(nullable=False)
+
+
+class WebhookRow(KaccyTable, table=True):
+    """A webhook subscription and its delivery cursor in the outbox (see domain.api_access.Webhook)."""
+
+    __tablename__ = "kaccy_webhooks"
+    webhook_id: str = Field(primary_key=True, max_length=40)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=100)
+    events: Optional[list] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    key_id: str = Field(max_length=40)
+    created_at: dt.datetime = _ts(nullable=False)
+    delivered_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    attempts: int = 0
+    next_attempt_at: Optional[dt.datetime] = _ts(nullable=True)
+    last_error: Optional[str] = Field(default=None, max_length=500)
+    active: bool = Field(default=True, index=True)
+
+
 class WalletRow(KaccyTable, table=True):
     """A wallet added by `wallet add` (the `default` wallet is configured, not stored)."""
 

@@ -1,0 +1,142 @@
+"""The service's own records (API keys, idempotency keys, webhooks) on SQLAlchemy Core, one
+short transaction per method, on the engine the units of work use."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from kaccy_bitcoin.adapters.sql import core_tables as tables
+from kaccy_bitcoin.adapters.sql.mapping import utc
+from kaccy_bitcoin.domain.api_access import ApiKey, Webhook
+from kaccy_bitcoin.ports.service_store import IdempotencyRecord, ServiceStore
+
+
+
+def _webhook(row: Any) -> Webhook:
+    return Webhook(webhook_id=row.webhook_id, url=row.url, secret=row.secret,
+                   events=tuple(row.events) if row.events is not None else None, key_id=row.key_id,
+                   created_at=utc(row.created_at), delivered_seq=row.delivered_seq, attempts=row.attempts,
+                   next_attempt_at=utc(row.next_attempt_at), last_error=row.last_error, active=row.active)
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(row.key_id, row.key_hash, tuple(row.scopes), utc(row.created_at), row.revoked)
+
+
+class SqlServiceStore(ServiceStore):
+    def __init__(self, engine: Engine, abandoned_after: dt.timedelta = dt.timedelta(minutes=10)) -> None:
+        self._engine = engine
+        # A claim still unanswered this long after it was made belongs to a process that died
+        # mid-request: the next request with the key takes it over and runs again.
+        self._abandoned_after = abandoned_after
+
+    def add_key(self, key: ApiKey) -> None:
+        with self._engine.begin() as c:
+            c.execute(insert(tables.api_keys).values(key_id=key.key_id, key_hash=key.key_hash,
+                                                     scopes=list(key.scopes), created_at=key.created_at,
+                                                     revoked=key.revoked))
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        t = tables.api_keys
+        with self._engine.connect() as c:
+            row = c.execute(select(t).where(t.c.key_hash == key_hash)).first()
+        return _key(row) if row is not None else None
+
+    def keys(self) -> list[ApiKey]:
+        t = tables.api_keys
+        with self._engine.connect() as c:
+            return [_key(r) for r in c.execute(select(t).order_by(t.c.created_at, t.c.key_id))]
+
+    def revoke_key(self, key_id: str) -> bool:
+        t = tables.api_keys
+        with self._engine.begin() as c:
+            return c.execute(update(t).where(t.c.key_id == key_id).values(revoked=True)).rowcount == 1
+
+    def claim_idempotency(self, key_id: str, idem_key: str, request_hash: str,
+                          now: dt.datetime) -> IdempotencyRecord | None:
+        t = tables.idempotency_keys
+        try:
+            with self._engine.begin() as c:
+                c.execute(insert(t).values(key_id=key_id, idem_key=idem_key, request_hash=request_hash,
+                                           created_at=now))
+            return None
+        except IntegrityError:
+            pass
+        with self._engine.begin() as c:
+            row = c.execute(select(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key)).first()
+            if row is None:   # released between the two statements: the caller may try again
+                return IdempotencyRecord(request_hash, None, None)
+            if row.status is None and utc(row.created_at) < now - self._abandoned_after:
+                taken = c.execute(update(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key,
+                                                  t.c.status.is_(None), t.c.created_at == row.created_at)
+                                  .values(request_hash=request_hash, created_at=now))
+                if taken.rowcount == 1:
+                    return None
+        return IdempotencyRecord(row.request_hash, row.status, row.response)
+
+    def finish_idempotency(self, key_id: str, idem_key: str, status: int, response: Any) -> None:
+        t = tables.idempotency_keys
+        with self._engine.begin() as c:
+            c.execute(update(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key)
+                      .values(status=status, response=response))
+
+    def release_idempotency(self, key_id: str, idem_key: str) -> None:
+        t = tables.idempotency_keys
+        with self._engine.begin() as c:
+            c.execute(t.delete().where(t.c.key_id == key_id, t.c.idem_key == idem_key, t.c.status.is_(None)))
+
+    def add_webhook(self, webhook: Webhook) -> None:
+        with self._engine.begin() as c:
+            c.execute(insert(tables.webhooks).values(
+                webhook_id=webhook.webhook_id, url=webhook.url, secret=webhook.secret,
+                events=list(webhook.events) if webhook.events is not None else None, key_id=webhook.key_id,
+                created_at=webhook.created_at, delivered_seq=webhook.delivered_seq, attempts=webhook.attempts,
+                next_attempt_at=webhook.next_attempt_at, last_error=webhook.last_error, active=webhook.active))
+
+    def webhooks(self) -> list[Webhook]:
+        t = tables.webhooks
+        with self._engine.connect() as c:
+            rows = c.execute(select(t).where(t.c.active.is_(True)).order_by(t.c.created_at, t.c.webhook_id))
+            return [_webhook(r) for r in rows]
+
+    def webhook(self, webhook_id: str) -> Webhook | None:
+        t = tables.webhooks
+        with self._engine.connect() as c:
+            row = c.execute(select(t).where(t.c.webhook_id == webhook_id)).first()
+        return _webhook(row) if row is not None else None
+
+    def save_webhook_progress(self, webhook: Webhook, expected_seq: int) -> bool:
+        t = tables.webhooks
+        with self._engine.begin() as c:
+            done = c.execute(update(t).where(t.c.webhook_id == webhook.webhook_id,
+                                             t.c.delivered_seq == expected_seq)
+                             .values(delivered_seq=webhook.delivered_seq, attempts=webhook.attempts,
+                                     next_attempt_at=webhook.next_attempt_at,
+                                     last_error=(webhook.last_error or None) and webhook.last_error[:500]))
+            return done.rowcount == 1
+
+    def deactivate_webhook(self, webhook_id: str) -> bool:
+        t = tables.webhooks
+        with self._engine.begin() as c:
+            return c.execute(update(t).where(t.c.webhook_id == webhook_id).values(active=False)).rowcount == 1
+
+    def stats(self) -> dict[str, Any]:
+        p, o, w, a = tables.payments, tables.received_outputs, tables.withdrawals, tables.audit_log
+        with self._engine.connect() as c:
+            payments = dict(c.execute(select(p.c.state, func.count()).group_by(p.c.state)).all())
+            received = c.execute(select(func.coalesce(func.sum(o.c.amount_sat), 0))
+                                 .where(o.c.status == "active", o.c.confirmations > 0)).scalar_one()
+            withdrawals = dict(c.execute(select(w.c.state, func.count()).group_by(w.c.state)).all())
+            last_seq = c.execute(select(func.coalesce(func.max(a.c.seq), 0))).scalar_one()
+        return {"payments": {k.lower(): v for k, v in payments.items()},
+                "received_sat": int(received),
+                "withdrawals": {k.lower(): v for k, v in withdrawals.items()}, "last_seq": int(last_seq)}
+
+    def check_writable(self) -> None:
+        s = tables.sequences
+        with self._engine.begin() as c:   # SQLite: BEGIN IMMEDIATE takes the write lock
+            c.execute(update(s).where(s.c.name == "__ready_probe__").values(value=s.c.value))

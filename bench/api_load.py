@@ -1,0 +1,177 @@
+"""HTTP API load: order creation and order reads at a target rate, through `kaccy-bitcoin serve`.
+
+Run: `BITCOIND=... .venv/bin/python bench/api_load.py [--rate 500] [--count 3000]`. Starts its own
+regtest node, then for SQLite (and PostgreSQL when KACCY_TEST_DATABASE_URL is set; its kaccy_
+tables are dropped first) a `serve` process (API only, no rate limit), and drives it from this
+process with one aiohttp client: an open loop that starts request i at t0 + i / rate whatever
+the answers (bounded by --count and --seconds), so a slow server shows as latency, not as a
+lower offered rate. Latency is from the scheduled start to the last byte.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import aiohttp
+from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum, Bip84, Bip84Coins
+
+from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
+from table import print_table  # noqa: E402 - bench/ is the script's own folder
+
+CLI = str(pathlib.Path(sys.executable).parent / "kaccy-bitcoin")
+
+
+def vpub() -> str:
+    seed = Bip39SeedGenerator(str(Bip39MnemonicGenerator().FromWordsNumber(Bip39WordsNum.WORDS_NUM_12))).Generate()
+    return Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0).PublicKey().ToExtended()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def drive(url: str, key: str, rate: float, count: int, seconds: float, make) -> dict:  # noqa: ANN001
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one(i: int, at: float) -> None:
+            method, path, body = make(i)
+            try:
+                async with session.request(method, url + path, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status >= 300:
+                        errors[str(resp.status)] = errors.get(str(resp.status), 0) + 1
+            except aiohttp.ClientError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            latencies.append(time.perf_counter() - at)
+
+        t0 = time.perf_counter() + 0.1
+        tasks = []
+        for i in range(count):
+            at = t0 + i / rate
+            if at - t0 > seconds:
+                break
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, at)))
+        _, unfinished = await asyncio.wait(tasks, timeout=seconds + 60)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            errors["unanswered"] = len(unfinished)
+        elapsed = time.perf_counter() - t0
+    return {"sent": len(tasks), "rps": len(latencies) / elapsed, "p50": percentile(latencies, 50) * 1000,
+            "p99": percentile(latencies, 99) * 1000, "errors": errors}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the serve process and its API workers (Linux /proc)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for p in [pid, *map(int, children)]:
+        try:
+            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def start_service(env: dict[str, str], log: pathlib.Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([CLI, "serve", "--port", "0", "--no-monitor", "--no-webhooks", "--workers", str(workers)],
+                            env=env,
+                            stdout=subprocess.PIPE, stderr=open(log, "wb"))
+    line = proc.stdout.readline().decode()
+    if not line:
+        raise SystemExit(f"serve did not start: {log.read_text()[-2000:]}")
+    return proc, json.loads(line)["listening"]
+
+
+async def bench_database(name: str, database_url: str, node: RegtestNode, tmp: pathlib.Path,
+                         args: argparse.Namespace, rows: list) -> None:
+    env = {**os.environ, "KACCY_NETWORK": "regtest", "KACCY_BITCOIN_RPC_URL": node.url,
+           "KACCY_BITCOIN_RPC_USER": node.user, "KACCY_BITCOIN_RPC_PASSWORD": node.password,
+           "KACCY_BITCOIN_RPC_WALLET": f"bench-{uuid.uuid4().hex[:8]}", "KACCY_XPUB": vpub(),
+           "KACCY_DATA_DIR": str(tmp), "KACCY_DATABASE_URL": database_url, "KACCY_API_RATE_LIMIT": "0",
+           "KACCY_LOG_LEVEL": "warning", "KACCY_GAP_LIMIT": "1000"}
+    key = json.loads(subprocess.run([CLI, "apikey", "create", "--scope", "orders", "--scope", "read"], env=env,
+                                    capture_output=True, text=True, check=True).stdout)["key"]
+    proc, url = start_service(env, tmp / f"serve-{name}.log", args.workers)
+    try:
+        run = uuid.uuid4().hex[:6]
+
+        def create(i: int):  # noqa: ANN202
+            return "POST", "/v1/orders", json.dumps({"order_id": f"b-{run}-{i}", "amount_sat": 10_000 + i})
+
+        def read(i: int):  # noqa: ANN202
+            return "GET", f"/v1/orders/b-{run}-{i % created['sent']}", None
+
+        await drive(url, key, 50, 50, 5, lambda i: ("GET", "/health", None))   # warm up the connection pool
+        results = []
+        for what, make in (("GET /health", lambda i: ("GET", "/health", None)), ("order create", create),
+                           ("order read", read)):
+            cpu = cpu_seconds(proc.pid)
+            r = await drive(url, key, args.rate, args.count, args.seconds, make)
+            r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu) / max(1, r["sent"]) * 1000
+            results.append((what, r))
+            if what == "order create":
+                created = r
+        load = os.getloadavg()[0]
+        for what, r in results:
+            figure = f"{r['rps']:.0f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms"
+            if r["errors"]:
+                figure += f", errors {r['errors']}"
+            rows.append((f"{what} at {args.rate:g}/s ({name}, {args.workers} API process(es), {r['sent']} requests)",
+                         figure, f"server CPU {r['cpu_ms']:.2f} ms/request; load average {load:.1f}",
+                         "p99 < 20 ms" if what != "GET /health" else ""))
+            print(f"  measured: {rows[-1][0]}: {figure}", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rate", type=float, default=500)
+    p.add_argument("--count", type=int, default=3000)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--workers", type=int, default=1, help="API processes (serve --workers)")
+    args = p.parse_args()
+    rows: list = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = pathlib.Path(d)
+        node = RegtestNode(tmp / "node")
+        node.start()
+        try:
+            await bench_database("SQLite", f"sqlite:///{tmp}/bench.db", node, tmp, args, rows)
+            pg = os.environ.get("KACCY_TEST_DATABASE_URL")
+            if pg:
+                from sqlalchemy import MetaData
+
+                from kaccy_bitcoin.adapters.sql.storage import make_engine
+
+                engine = make_engine(pg, check_schema=False)
+                found = MetaData()
+                found.reflect(engine, only=lambda n, _: n.startswith("kaccy_"))
+                found.drop_all(engine)
+                engine.dispose()
+                await bench_database("PostgreSQL", pg, node, tmp, args, rows)
+        finally:
+            node.stop()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

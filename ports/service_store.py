@@ -1,0 +1,83 @@
+"""Storage of the service's own records: API keys, idempotency records, webhook subscriptions
+with their delivery cursors, and the counts the metrics report. Each method is its own short
+transaction (none of these joins a use case's unit of work)."""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from typing import Any
+
+import attrs
+
+from kaccy_bitcoin.domain.api_access import ApiKey, Webhook
+
+
+@attrs.frozen
+class IdempotencyRecord:
+    """What a key was first used for: the request's fingerprint, then (once done) the answer."""
+
+    request_hash: str
+    status: int | None
+    response: Any
+
+
+class ServiceStore(abc.ABC):
+    @abc.abstractmethod
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new API key."""
+
+    @abc.abstractmethod
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key whose secret hashes to `key_hash`, if any."""
+
+    @abc.abstractmethod
+    def keys(self) -> list[ApiKey]:
+        """Every key, oldest first (their hashes, never the secrets)."""
+
+    @abc.abstractmethod
+    def revoke_key(self, key_id: str) -> bool:
+        """Refuse this key from now on; False if there is no such key."""
+
+    @abc.abstractmethod
+    def claim_idempotency(self, key_id: str, idem_key: str, request_hash: str,
+                          now: dt.datetime) -> IdempotencyRecord | None:
+        """Claim `idem_key` for this request; None when it is new (the caller runs the request
+        and calls `finish_idempotency`), else the record of its first use."""
+
+    @abc.abstractmethod
+    def finish_idempotency(self, key_id: str, idem_key: str, status: int, response: Any) -> None:
+        """Keep the answer of a claimed request, to replay it."""
+
+    @abc.abstractmethod
+    def release_idempotency(self, key_id: str, idem_key: str) -> None:
+        """Forget a claim whose request failed before it changed anything (it may be retried)."""
+
+    @abc.abstractmethod
+    def add_webhook(self, webhook: Webhook) -> None:
+        """Store a new subscription."""
+
+    @abc.abstractmethod
+    def webhooks(self) -> list[Webhook]:
+        """Every active subscription, oldest first."""
+
+    @abc.abstractmethod
+    def webhook(self, webhook_id: str) -> Webhook | None:
+        """One subscription (active or not)."""
+
+    @abc.abstractmethod
+    def save_webhook_progress(self, webhook: Webhook, expected_seq: int) -> bool:
+        """Write the cursor, attempts, next attempt and last error, only if the stored cursor is
+        still `expected_seq` (another writer, e.g. a redelivery, wins otherwise); True if written."""
+
+    @abc.abstractmethod
+    def deactivate_webhook(self, webhook_id: str) -> bool:
+        """Stop delivering to a subscription; False if there is none."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Counts for the metrics: payments by state, received sat (confirmed), withdrawals by
+        state, the outbox's last seq."""
+
+    @abc.abstractmethod
+    def check_writable(self) -> None:
+        """Open a write transaction and write nothing; raises when the database cannot be written."""
