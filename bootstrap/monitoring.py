@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from kaccy_bitcoin.application.leadership import RunAsLeader
 from kaccy_bitcoin.application.monitor import RunMonitor
@@ -28,11 +28,14 @@ async def run_monitors(container: Container, stop: asyncio.Event, *, interval: f
                        say: Callable[[dict[str, Any]], None] = lambda _: None,
                        on_events: Callable[[list[DomainEvent]], None] | None = None,
                        own_process: bool = False,
-                       tick: Callable[[], Any] | None = None) -> None:
+                       tick: Callable[[], Any] | None = None,
+                       also: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = ()) -> None:
     """Run the monitors until `stop` is set. `say` hears the JSON-able state lines (`started`,
     then `standby` / `leader` / `lost` with the pid); `on_events` each poll's committed events.
     `own_process`: the process is ours (the command line), so its GC may be tuned for polls.
-    `tick`: one round of the monitor, when the caller wraps the container's (serve counts them)."""
+    `tick`: one round of the monitor, when the caller wraps the container's (serve counts them).
+    `also`: more work only the leader does (serve's webhook deliveries), run beside the polls
+    until the leadership ends."""
     interval = interval if interval is not None else container.config.poll_interval()
     tick = tick if tick is not None else await _resolved(container.services.monitor_tick())
     poll = GcPausedDuring(tick) if own_process else tick
@@ -45,17 +48,17 @@ async def run_monitors(container: Container, stop: asyncio.Event, *, interval: f
 
     async def monitors(until: asyncio.Event) -> None:
         # With LND configured, its invoice stream is followed beside the polls.
-        watching = None
+        beside = [asyncio.ensure_future(work(until)) for work in also]
         if container.config.lnd_rest_url():
             say({"monitor": "following", "what": "the LND invoice stream"})
             watch = await _resolved(container.services.watch_invoices())
-            watching = asyncio.ensure_future(watch(until, on_events=on_events))
+            beside.append(asyncio.ensure_future(watch(until, on_events=on_events)))
         try:
             await runner(on_events=on_events, stop=until)
         finally:
             until.set()
-            if watching is not None:
-                await watching
+            if beside:
+                await asyncio.wait(beside)
 
     await RunAsLeader(leadership, retry=min(interval, STANDBY_RETRY_MAX))(
         monitors, stop, on_change=lambda state: say({"monitor": state, "pid": os.getpid()}))

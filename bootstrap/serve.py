@@ -11,7 +11,7 @@ import json
 import logging
 import signal
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import attrs
 
@@ -87,8 +87,11 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
     workers: list[Any] = []
     try:
         if options.monitor:
-            tasks.append(asyncio.create_task(_monitor(container, use, metrics, options, stop), name="monitor"))
-        if options.webhooks:
+            # The webhook deliveries run with the monitors, on the leader only: two instances
+            # sharing a database never deliver the same event twice at once.
+            also = [lambda until: _webhooks(use, metrics, until)] if options.webhooks else []
+            tasks.append(asyncio.create_task(_monitor(container, use, metrics, options, stop, also), name="monitor"))
+        elif options.webhooks:
             tasks.append(asyncio.create_task(_webhooks(use, metrics, stop), name="webhooks"))
         if options.api:
             api = Api(use, container.services.authenticate(), store, container.gateways.clock(), metrics,
@@ -159,7 +162,8 @@ async def _start_workers(container: Container, options: ServeOptions, port: int)
 
 
 async def _monitor(container: Container, use: Callable[[str], Awaitable[Any]], metrics: Any,
-                   options: ServeOptions, stop: asyncio.Event) -> None:
+                   options: ServeOptions, stop: asyncio.Event,
+                   also: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = ()) -> None:
     from kaccy_bitcoin.adapters.observability import correlation_id
     from kaccy_bitcoin.bootstrap.monitoring import run_monitors
 
@@ -200,7 +204,7 @@ async def _monitor(container: Container, use: Callable[[str], Awaitable[Any]], m
     # monitors (the polls, woken by the node's ZMQ notifications, and LND's invoice stream); the
     # others serve the API and take over within one poll interval when the leader dies.
     interval = options.interval if options.interval is not None else container.config.poll_interval()
-    await run_monitors(container, stop, interval=interval, say=state, on_events=seen, tick=poll)
+    await run_monitors(container, stop, interval=interval, say=state, on_events=seen, tick=poll, also=also)
 
 
 async def _webhooks(use: Callable[[str], Awaitable[Any]], metrics: Any, stop: asyncio.Event) -> None:
