@@ -17,7 +17,9 @@ from kaccy_bitcoin.domain.events import StoredEvent
 T = TypeVar("T")
 
 __all__ = ["OrderCreated", "OrderView", "WithdrawalInput", "WithdrawalOutput", "Risk", "Withdrawal", "WithdrawalStep",
-           "VoidedWithdrawal", "LightningPayment", "OrderInvoiceCreated", "OrderInvoice", "Channel", "EventPage", "read"]
+           "VoidedWithdrawal", "LightningPayment", "OrderInvoiceCreated", "OrderInvoice", "Channel", "EventPage",
+           "WalletAdded", "WalletBalance", "Limits", "AuditVerification", "AuditEntry", "ConsolidationInput",
+           "ConsolidationPlan", "ConsolidationRun", "ConsolidationStatus", "WalletStats", "Stats", "read"]
 
 
 def read(cls: type[T], answer: Mapping[str, Any]) -> T:
@@ -162,3 +164,126 @@ class EventPage:
 
     events: tuple[StoredEvent, ...]
     next: int
+
+
+@attrs.frozen
+class WalletAdded:
+    """`wallet add`: the multisig wallet's descriptors and first receive address."""
+
+    wallet: str
+    receive_descriptor: str
+    change_descriptor: str
+    first_address: str
+
+
+@attrs.frozen
+class WalletBalance:
+    """One row of `wallet list`."""
+
+    wallet: str
+    policy: str
+    confirmed_sat: int
+    unconfirmed_sat: int
+    utxo_count: int
+
+
+@attrs.frozen
+class Limits:
+    """`limits set` / `limits show`: a user's limits (None: no limit) and the platform's daily one."""
+
+    user: str | None = None
+    daily_sat: int | None = None
+    monthly_sat: int | None = None
+    single_max_sat: int | None = None
+    hourly_sat: int | None = None
+    platform_daily_sat: int | None = None
+
+
+@attrs.frozen
+class AuditVerification:
+    """`audit verify`: ok with the number of entries and the chain's head, or where it breaks."""
+
+    ok: bool
+    entries: int
+    head: str | None = None
+    first_bad: int | None = None
+    reason: str | None = None
+
+
+@attrs.frozen
+class AuditEntry:
+    seq: int
+    id: str
+    kind: str
+    subject: str
+    actor: str
+    at: str
+    data: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@attrs.frozen
+class ConsolidationInput:
+    txid: str
+    vout: int
+    amount_sat: int
+
+
+@attrs.frozen
+class ConsolidationPlan:
+    """`consolidate plan`: the coins to merge, the fee now and the saving against the long-term rate."""
+
+    wallet: str
+    inputs: tuple[ConsolidationInput, ...]
+    fee_sat: int
+    saving_sat: int
+    fee_rate: Any
+
+    @classmethod
+    def from_dict(cls, answer: Mapping[str, Any]) -> ConsolidationPlan:
+        return cls(answer["wallet"], tuple(read(ConsolidationInput, i) for i in answer["inputs"]),
+                   answer["fee_sat"], answer["saving_sat"], answer["fee_rate"])
+
+
+@attrs.frozen
+class ConsolidationRun:
+    withdrawal_id: str
+    txid: str
+    state: str
+
+
+@attrs.frozen
+class ConsolidationStatus:
+    wallet: str
+    state: str
+    withdrawal_id: str | None = None
+    inputs: Any = None
+    since: str | None = None
+
+
+@attrs.frozen
+class WalletStats:
+    wallet: str
+    utxo_count: int
+    confirmed_sat: int
+    unconfirmed_sat: int
+
+
+@attrs.frozen
+class Stats:
+    """`stats`: volumes in and out, fees paid, the average confirmation time, each wallet's coins."""
+
+    volume_in_sat: int
+    deposits_confirmed: int
+    volume_out_sat: int
+    withdrawals_confirmed: int
+    fees_paid_sat: int
+    average_confirmation_seconds: int | None
+    wallets: tuple[WalletStats, ...]
+
+    @classmethod
+    def from_dict(cls, answer: Mapping[str, Any]) -> Stats:
+        return cls(answer["volume_in_sat"], answer["deposits_confirmed"], answer["volume_out_sat"],
+                   answer["withdrawals_confirmed"], answer["fees_paid_sat"], answer["average_confirmation_seconds"],
+                   tuple(read(WalletStats, w) for w in answer["wallets"]))

@@ -16,13 +16,24 @@ Adding a use case: give the container a provider, then add a method here calling
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sequence
 
 from kaccy_bitcoin.application.results import (
+    AuditEntry,
+    AuditVerification,
     Channel,
+    ConsolidationPlan,
+    ConsolidationRun,
+    ConsolidationStatus,
     EventPage,
+    Limits,
+    Stats,
+    WalletAdded,
+    WalletBalance,
     LightningPayment,
     OrderCreated,
     OrderInvoice,
@@ -252,3 +263,55 @@ class KaccyBitcoin:
     async def channels(self) -> tuple[Channel, ...]:
         answer = await self._use("list_channels")
         return tuple(read(Channel, c) for c in answer["channels"])
+
+    # --- wallets and custody ------------------------------------------------------------
+    async def add_wallet(self, name: str, threshold: int, keys: Sequence[str], *, by: str = "operator") -> WalletAdded:
+        """An M-of-N P2WSH multisig wallet of BIP48 cosigner keys (`[fp/48h/1h/0h/2h]tpub...`)."""
+        return read(WalletAdded, await self._use("add_wallet", name, threshold, list(keys), by=by))
+
+    async def list_wallets(self) -> tuple[WalletBalance, ...]:
+        return tuple(read(WalletBalance, w) for w in (await self._use("list_wallets"))["wallets"])
+
+    async def custody_status(self) -> Mapping[str, Any]:
+        """Each custody tier's balance against its target and the sweep/refill proposals (the
+        CLI's `custody status` answer, read-only)."""
+        return MappingProxyType(await self._use("custody_status"))
+
+    # --- controls -----------------------------------------------------------------------
+    async def set_limits(self, user: str | None = None, *, daily_sat: int | None = None,
+                         monthly_sat: int | None = None, single_max_sat: int | None = None,
+                         hourly_sat: int | None = None, platform_daily_sat: int | None = None,
+                         by: str = "operator") -> Limits:
+        """Set a user's limits (given ones replace, others stay) or the platform's daily limit."""
+        return read(Limits, await self._use("set_limits", user, daily_sat=daily_sat, monthly_sat=monthly_sat,
+                                            single_max_sat=single_max_sat, hourly_sat=hourly_sat,
+                                            platform_daily_sat=platform_daily_sat, by=by))
+
+    async def show_limits(self, user: str | None = None) -> Limits:
+        return read(Limits, await self._use("show_limits", user))
+
+    async def verify_audit(self) -> AuditVerification:
+        """Check the audit trail's hash chain (ok, or the first entry that breaks it)."""
+        return read(AuditVerification, await self._use("verify_audit"))
+
+    async def query_audit(self, subject: str | None = None, since: dt.datetime | None = None,
+                          limit: int = 1000) -> tuple[AuditEntry, ...]:
+        answer = await self._use("query_audit", subject, since, limit)
+        return tuple(read(AuditEntry, e) for e in answer["entries"])
+
+    # --- consolidation and analytics ----------------------------------------------------
+    async def plan_consolidation(self, wallet: str = "default", *, max_inputs: int | None = None,
+                                 fee_rate: FeeRateLike | None = None) -> ConsolidationPlan:
+        return read(ConsolidationPlan, await self._use("plan_consolidation", wallet, max_inputs,
+                                                       _fee_rate(fee_rate)))
+
+    async def run_consolidation(self, wallet: str = "default", *, max_inputs: int | None = None,
+                                fee_rate: FeeRateLike | None = None, signer: str = "software") -> ConsolidationRun:
+        return read(ConsolidationRun, await self._use("run_consolidation", wallet, max_inputs,
+                                                      _fee_rate(fee_rate), signer))
+
+    async def consolidation_status(self, wallet: str = "default") -> ConsolidationStatus:
+        return read(ConsolidationStatus, await self._use("show_consolidation", wallet))
+
+    async def stats(self) -> Stats:
+        return read(Stats, await self._use("stats"))

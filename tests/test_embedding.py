@@ -250,3 +250,39 @@ async def test_an_order_paid_over_lightning(node, tmp_path, fake_lnd) -> None:  
         shown = await kaccy.show_order_invoice("ln-1")
         assert isinstance(shown, OrderInvoice) and (shown.state, shown.amount_msat) == ("settled", 20_000_000)
         assert (await kaccy.show_order("ln-1")).status == "finalized"
+
+
+async def test_controls_wallets_consolidation_and_stats_are_typed(node, tmp_path) -> None:
+    from kaccy_bitcoin.application.results import (AuditEntry, AuditVerification, ConsolidationPlan,
+                                                    ConsolidationRun, Limits, Stats, WalletBalance)
+    from kaccy_bitcoin.domain.errors import LimitExceeded, UnknownWallet
+
+    shop = Shop(node, tmp_path, KACCY_CONFIRMATIONS="1,1,1", KACCY_LONG_TERM_FEE_RATE="20")
+    env = {**kaccy_env(shop), "KACCY_SIGNER_MNEMONIC": shop.words}
+    async with KaccyBitcoin.from_env(env) as kaccy:
+        for n in range(3):
+            await node.send((await kaccy.create_order(f"c-{n}", 50_000)).address, 50_000)
+        await node.mine(1)
+        await kaccy.monitor_tick()
+        limits = await kaccy.set_limits("carol", daily_sat=40_000, by="olivia")
+        assert limits == Limits(user="carol", daily_sat=40_000) and await kaccy.show_limits("carol") == limits
+        dest = await node.call("getnewaddress", wallet="miner")
+        with pytest.raises(LimitExceeded) as refused:
+            await kaccy.create_withdrawal([(dest, 50_000)], fee_rate=2, user="carol")
+        assert (refused.value.limit, refused.value.remaining_sat) == ("daily", 40_000)
+        verified = await kaccy.verify_audit()
+        assert isinstance(verified, AuditVerification) and verified.ok and verified.entries > 0
+        trail = await kaccy.query_audit(subject="carol")
+        assert [(e.kind, e.actor) for e in trail] == [("limits_set", "olivia")] and isinstance(trail[0], AuditEntry)
+        (default,) = await kaccy.list_wallets()
+        assert isinstance(default, WalletBalance) and default.utxo_count == 3
+        plan = await kaccy.plan_consolidation(fee_rate=2)
+        assert isinstance(plan, ConsolidationPlan) and len(plan.inputs) == 3 and plan.saving_sat > 0
+        ran = await kaccy.run_consolidation(fee_rate=2)
+        assert isinstance(ran, ConsolidationRun) and ran.state == "broadcast"
+        assert (await kaccy.consolidation_status()).withdrawal_id == ran.withdrawal_id
+        with pytest.raises(UnknownWallet):
+            await kaccy.plan_consolidation("nope")
+        stats = await kaccy.stats()
+        assert isinstance(stats, Stats) and stats.volume_in_sat == 150_000 and stats.deposits_confirmed == 3
+        assert stats.wallets[0].wallet == "default"
