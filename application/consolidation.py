@@ -12,12 +12,12 @@ IDLE if it lost). No unit of work is open while the node or a signer is awaited.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import uuid
 from typing import Any, Callable, Sequence
 
 import attrs
 
+from kaccy_bitcoin.application.providers import resolved
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.application.withdrawals import BroadcastWithdrawal, RejectedByNode, SignWithdrawal
 from kaccy_bitcoin.domain.coin_selection import DUST_LIMIT, INPUT_WEIGHT, OUTPUT_TYPE_WEIGHT, overhead_weight
@@ -221,7 +221,7 @@ class ProposeConsolidation:
     async def __call__(self) -> list[DomainEvent]:
         if self._settings.propose_above <= 0:
             return []
-        planner, builder = await _built(self._planner()), await _built(self._builder())
+        planner, builder = await resolved(self._planner()), await resolved(self._builder())
         committed: list[DomainEvent] = []
         for wallet in self._wallets.names():
             rate = await builder.fee_rate(None)
@@ -246,11 +246,6 @@ class ProposeConsolidation:
             committed.extend(uow.committed_events())
         await self._publisher.publish(committed)
         return committed
-
-
-async def _built(value: Any) -> Any:
-    """What a provider made: some are built asynchronously (they need the node's session)."""
-    return await value if inspect.isawaitable(value) else value
 
 
 def _load(uow: UnitOfWork, wallet: str) -> Consolidation:

@@ -15,7 +15,6 @@ counter), and a write that raced another writer is refused by its version and do
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -27,6 +26,7 @@ from kaccy_bitcoin.domain.lightning_orders import DEFAULT_EXPIRY_SECONDS, OrderI
 from kaccy_bitcoin.domain.money import MilliSatoshis
 from kaccy_bitcoin.domain.orders import Payment
 from kaccy_bitcoin.domain.payment_state import PaymentState
+from kaccy_bitcoin.application.providers import resolved
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.clock import Clock
@@ -218,10 +218,8 @@ class ShowOrderInvoice:
     async def __call__(self, order_id: str) -> dict[str, Any]:
         invoice = self._newest(order_id)
         if invoice.is_open and self._sync is not None:
-            sync = self._sync()
-            if inspect.isawaitable(sync):
-                sync = await sync
-            await sync.refresh(invoice.payment_hash)  # type: ignore[union-attr]
+            sync = await resolved(self._sync())
+            await sync.refresh(invoice.payment_hash)
             invoice = self._newest(order_id)
         return invoice.to_dict()
 

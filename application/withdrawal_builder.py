@@ -43,7 +43,6 @@ from kaccy_bitcoin.domain.psbt import (
     psbt_txid,
 )
 from kaccy_bitcoin.domain.wallets import DEFAULT, UnknownWallet
-from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 from kaccy_bitcoin.domain.withdrawals import Utxo, Withdrawal, WithdrawalInput, WithdrawalOutput
 from kaccy_bitcoin.ports.addresses import CHANGE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend

@@ -12,11 +12,11 @@ one unit of work, refused if another tracker moved first.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from typing import Any, Awaitable, Callable, Sequence
 
 import attrs
 
+from kaccy_bitcoin.application.providers import resolved
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.domain.addresses import MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import Network, Txid, spent_outpoints
@@ -199,9 +199,7 @@ class MonitorTick:
         events = await self._poll()
         events += await self._track()
         if self._lightning is not None:
-            sync = self._lightning()
-            if inspect.isawaitable(sync):
-                sync = await sync
+            sync = await resolved(self._lightning())
             events += await sync.poll()
         for step in self._more:
             events += await step()

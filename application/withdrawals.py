@@ -9,10 +9,10 @@ the network, so a crash between the two is found again (as `finalized`, never as
 """
 from __future__ import annotations
 
-import inspect
 import uuid
 from typing import Any, Callable, Mapping, Sequence
 
+from kaccy_bitcoin.application.providers import resolved
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.domain.bitcoin import Address, Network, Txid
 from kaccy_bitcoin.domain.errors import DomainError, FeeTooLow, InvalidOperator, NotFound, WithdrawalStateError
@@ -146,7 +146,7 @@ class SignWithdrawal:
     async def signer(self, name: str) -> PsbtSigner:
         if name not in self._signers:
             raise SignerError(f"unknown signer {name!r}; expected one of {', '.join(self._signers)}")
-        return await _resolve(self._signers[name]())
+        return await resolved(self._signers[name]())
 
     async def __call__(self, withdrawal_id: str, signer_name: str) -> dict[str, Any]:
         w = await read_withdrawal(self._uow, withdrawal_id)
@@ -382,10 +382,6 @@ class ShowWithdrawal:
             found = (await self._chain.wallet_transactions([w.txid])).get(w.txid)
             confirmations = max(found.confirmations, 0) if found else 0
         return view(w, confirmations)
-
-
-async def _resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class ListWithdrawals:

@@ -44,3 +44,14 @@ def empty_kaccy_tables(engine: Engine) -> None:
     found.reflect(engine, only=lambda name, _: name.startswith(TABLE_PREFIX))
     found.drop_all(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def fake(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A fake LND of its own (kaccy-bitcoin-fake-lnd as a separate process, over HTTPS) for one test."""
+    from tests.fake_lnd import FakeLndProcess
+
+    process = FakeLndProcess(tmp_path_factory.mktemp("fake-lnd"))
+    process.start()
+    yield process
+    process.stop()

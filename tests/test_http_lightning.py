@@ -4,19 +4,9 @@ order finalized by the service's own monitor."""
 from __future__ import annotations
 
 import aiohttp
-import pytest
 
-from tests.fake_lnd import FakeLndProcess
 from tests.payments_harness import Shop
 from tests.service_harness import Client, Service, api_key, service_env, until
-
-
-@pytest.fixture
-def fake(tmp_path_factory: pytest.TempPathFactory):
-    process = FakeLndProcess(tmp_path_factory.mktemp("fake-lnd-http"))
-    process.start()
-    yield process
-    process.stop()
 
 
 async def test_an_order_with_an_invoice_paid_over_lightning(node, tmp_path, fake) -> None:  # noqa: ANN001

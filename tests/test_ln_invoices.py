@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import time
 
-import pytest
 
-from tests.fake_lnd import FakeLndProcess
+from tests.fake_lnd import FakeLndProcess  # the `fake` fixture: tests/conftest.py
 from tests.payments_harness import CLI, Shop, kinds
-
-
-@pytest.fixture
-def fake(tmp_path_factory: pytest.TempPathFactory):
-    process = FakeLndProcess(tmp_path_factory.mktemp("fake-lnd-invoices"))
-    process.start()
-    yield process
-    process.stop()
 
 
 def lightning_shop(node, tmp_path, fake: FakeLndProcess, **settings: str) -> Shop:  # noqa: ANN001

@@ -8,7 +8,6 @@ one; the handler; errors as `{"error": {"code", "message"}}`; metrics and one ac
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging

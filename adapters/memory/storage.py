@@ -19,7 +19,6 @@ from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
-from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
 from kaccy_bitcoin.domain.consolidation import Consolidation
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState

@@ -11,7 +11,6 @@ from kaccy_bitcoin.domain.audit import AuditEntry
 from kaccy_bitcoin.domain.bitcoin import HARDENED, DerivationPath, OutPoint, Txid
 from kaccy_bitcoin.domain.consolidation import Consolidation
 from kaccy_bitcoin.domain.consolidation_state import ConsolidationMachine
-from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
@@ -184,7 +183,6 @@ def _stored_key(text: str) -> CosignerKey:
     fingerprint, _, path = origin.partition("/")
     steps = [int(p.rstrip("h'")) | (HARDENED if p[-1] in "h'" else 0) for p in path.split("/")]
     return CosignerKey(fingerprint, DerivationPath(tuple(steps)), xpub)
-    return DomainEvent(row.event_id, row.kind, row.subject, utc(row.at), dict(row.data))
 
 
 def consolidation_fields(c: Consolidation, at: dt.datetime) -> dict:
