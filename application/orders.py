@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import datetime as dt
 from typing import Any, Sequence
 from urllib.parse import quote
@@ -20,6 +21,8 @@ from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -67,7 +70,9 @@ class WatchRange:
     never narrows what it watches (other processes widen it too, and the node tops it up to its
     keypool), so the range it reports is noted here and the node is asked again only when an
     address falls outside it; each request reaches `gap_limit` further, so a busy process asks
-    about once per `gap_limit` addresses.
+    about once per `gap_limit` addresses. When less than half a gap is left, the range is
+    widened in the background, so a steady stream of orders does not stop while the node
+    imports (an address is still never handed out before the node watches past it).
     """
 
     def __init__(self, deriver: AddressDeriver, chain: ChainBackend, gap_limit: int) -> None:
@@ -76,6 +81,7 @@ class WatchRange:
         self._gap = gap_limit
         self._watched: dict[int, int] = {}  # chain -> last index the node is known to watch
         self._asking: asyncio.Lock | None = None
+        self._ahead: asyncio.Task | None = None   # the background widening, while it runs
 
     async def cover(self, chain_index: int, issued: int) -> None:
         """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain.
@@ -83,8 +89,14 @@ class WatchRange:
         Concurrent callers (a server creating many orders at once) ask the node one at a time:
         the first widens the range, and those waiting behind it usually find it wide enough."""
         needed = issued - 1 + self._gap
-        if needed <= self._watched.get(chain_index, -1):
+        watched = self._watched.get(chain_index, -1)
+        if needed <= watched:
+            if watched - needed < self._gap // 2 and self._ahead is None:
+                self._ahead = asyncio.create_task(self._widen_ahead(chain_index, needed))
             return
+        await self._widen(chain_index, needed)
+
+    async def _widen(self, chain_index: int, needed: int) -> None:
         if self._asking is None:
             self._asking = asyncio.Lock()
         async with self._asking:
@@ -94,13 +106,27 @@ class WatchRange:
                                                          needed + self._gap)])
             self._watched[chain_index] = max(end, self._watched.get(chain_index, -1))
 
+    async def _widen_ahead(self, chain_index: int, needed: int) -> None:
+        """Widen before anyone has to wait; a failure here is only a missed head start (the
+        next caller past the range asks the node itself, and reports what goes wrong)."""
+        try:
+            await self._widen(chain_index, self._watched.get(chain_index, needed) + 1)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("widening the watched range ahead of time failed: %s", exc)
+        finally:
+            self._ahead = None
+
 
 class CreateOrder:
     """Give an order a fresh receive address; the same order id again returns the same one.
 
-    The address and the order commit in one short unit of work; the node is asked to watch
-    the address only after that commit, and before it is returned. Calling again with the same
-    order id makes sure of the watching again, so a failure between the two heals on retry.
+    The address index is taken in a first, very short unit of work (so concurrent creations,
+    in this process or others, do not queue behind each other's writes on the chain's counter);
+    the address and the order then commit together in a second one. A crash between the two
+    leaves one index unused, never one used twice. The node is asked to watch the address only
+    after that commit, and before it is returned. Calling again with the same order id makes
+    sure of the watching again, so a failure between the two heals on retry; two creations of
+    one order id at once both answer with the one that committed.
     """
 
     def __init__(self, uow: UnitOfWorkFactory, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
@@ -125,27 +151,50 @@ class CreateOrder:
             deriver, watch, book = opened.deriver, opened.watch, opened.book_chain(RECEIVE)
         async with self._uow() as uow:
             request = uow.requests.get(order_id)
-            if request is not None:
-                request.check_same_terms(amount)
-                entry = uow.addresses.get(request.address)
-                book_of_order = entry.chain if entry is not None else RECEIVE
-            else:
+            if request is None:
                 index = uow.addresses.allocate(book)
-                address = deriver.address(RECEIVE, index)
-                request = PaymentRequest.new(
-                    order_id=order_id, address=address, amount=amount, created_at=now,
-                    tolerance=self._settings.tolerance, expires_at=expires_at, label=label,
-                    derivation_index=index)
-                uow.addresses.record(AddressEntry(address, book, index, label, order_id, "receive"))
-                uow.requests.add(request)
-                uow.payments.save([Payment(order_id)])
-                uow.commit()
+                uow.commit()   # the index alone, so its counter is not held while the order is written
+            else:
+                book_of_order = self._book_of(uow, request, amount)
+        if request is None:
+            address = deriver.address(RECEIVE, index)
+            request = PaymentRequest.new(
+                order_id=order_id, address=address, amount=amount, created_at=now,
+                tolerance=self._settings.tolerance, expires_at=expires_at, label=label, derivation_index=index)
+            try:
+                async with self._uow() as uow:
+                    uow.addresses.record(AddressEntry(address, book, index, label, order_id, "receive"))
+                    uow.requests.add(request)
+                    uow.payments.save([Payment(order_id)])
+                    uow.commit()
                 book_of_order = book
+            except OrderConflict:
+                # Another request created this order id since we looked: answer as it did (the
+                # index we took stays unused, a gap the watch range already covers).
+                async with self._uow() as uow:
+                    request = uow.requests.get(order_id)
+                    if request is None:
+                        raise
+                    book_of_order = self._book_of(uow, request, amount)
         if book_of_order != book:   # the same order id again, asked of another wallet
             raise OrderConflict(f"order {order_id} exists with a deposit address of another wallet")
         if request.derivation_index is not None:  # set on every order this use case creates
             await watch.cover(RECEIVE, request.derivation_index + 1)
         return self._created(request)
+
+    async def prepare(self) -> None:
+        """Have the node watch the next gap of the default wallet's receive addresses now (and
+        its watch wallet exist), so the first order a server creates does not wait on the node."""
+        with self._uow.read() as uow:
+            issued = uow.addresses.issued(RECEIVE)
+        await self._watch.cover(RECEIVE, max(issued, 1))
+
+    @staticmethod
+    def _book_of(uow: Any, request: PaymentRequest, amount: Satoshis) -> int:
+        """The address book chain of an existing order, once its terms are checked against these."""
+        request.check_same_terms(amount)
+        entry = uow.addresses.get(request.address)
+        return entry.chain if entry is not None else RECEIVE
 
     @staticmethod
     def _created(request: PaymentRequest) -> dict[str, Any]:

@@ -123,7 +123,16 @@ async def bench_database(name: str, database_url: str, node: RegtestNode, tmp: p
         for what, make in (("GET /health", lambda i: ("GET", "/health", None)), ("order create", create),
                            ("order read", read)):
             cpu = cpu_seconds(proc.pid)
+            spy = None
+            if args.profile:   # py-spy (not a dependency: pip install py-spy) samples the server meanwhile
+                out = pathlib.Path(args.profile) / f"{name}-{what.replace(' ', '-').replace('/', '')}.txt"
+                spy = subprocess.Popen(["py-spy", "record", "-p", str(proc.pid), "-r", "250", "--format", "raw",
+                                        "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                await asyncio.sleep(1)
             r = await drive(url, key, args.rate, args.count, args.seconds, make)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
             r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu) / max(1, r["sent"]) * 1000
             results.append((what, r))
             if what == "order create":
@@ -148,6 +157,8 @@ async def main() -> None:
     p.add_argument("--count", type=int, default=3000)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--workers", type=int, default=1, help="API processes (serve --workers)")
+    p.add_argument("--profile", metavar="DIR", help="record each phase with py-spy into DIR (collapsed stacks)")
+    p.add_argument("--only", choices=("sqlite", "postgresql"), help="bench one database only")
     args = p.parse_args()
     rows: list = []
     with tempfile.TemporaryDirectory() as d:
@@ -155,9 +166,10 @@ async def main() -> None:
         node = RegtestNode(tmp / "node")
         node.start()
         try:
-            await bench_database("SQLite", f"sqlite:///{tmp}/bench.db", node, tmp, args, rows)
+            if args.only != "postgresql":
+                await bench_database("SQLite", f"sqlite:///{tmp}/bench.db", node, tmp, args, rows)
             pg = os.environ.get("KACCY_TEST_DATABASE_URL")
-            if pg:
+            if pg and args.only != "sqlite":
                 from sqlalchemy import MetaData
 
                 from kaccy_bitcoin.adapters.sql.storage import make_engine

@@ -94,6 +94,7 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
         elif options.webhooks:
             tasks.append(asyncio.create_task(_webhooks(use, metrics, stop), name="webhooks"))
         if options.api:
+            await _prepare_orders(use)
             api = Api(use, container.services.authenticate(), store, container.gateways.clock(), metrics,
                       ApiSettings(max_body_bytes=config.api_max_body(), rate_per_second=config.api_rate_limit(),
                                   rate_burst=config.api_rate_burst()))
@@ -127,6 +128,15 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - stopping: report and go on
                 log.exception("%s stopped with an error", task.get_name())
         undo_rpc()
+
+
+async def _prepare_orders(use: Any) -> None:
+    """Before listening: the node watches the next gap of deposit addresses. Best effort: a
+    node that does not answer yet is asked again by the first order."""
+    try:
+        await (await use("create_order")).prepare()
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("could not prepare the deposit address range before listening: %s", exc)
 
 
 def _worker_env(container: Container) -> dict[str, str]:

@@ -13,6 +13,7 @@ numbering the events of the outbox (the audit log), on the `events` sequence.
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
 
@@ -105,16 +106,23 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
     def __init__(self, conn: Connection, cache: OrderCache) -> None:
         self._s = conn
         self._cache = cache
-        self._added: set[str] = set()   # not committed yet: never cached
+        self._added: dict[str, PaymentRequest] = {}   # not committed yet: cached once committed
 
     def add(self, request: PaymentRequest) -> None:
+        # No savepoint around it: after OrderConflict the unit of work is rolled back (PostgreSQL
+        # refuses anything more in the transaction anyway).
         try:
-            with self._s.begin_nested():
-                self._s.execute(insert(self._t).values(mapping.order_fields(request)))
-            self._added.add(request.order_id)
+            self._s.execute(insert(self._t), mapping.order_fields(request))
+            self._added[request.order_id] = request
         except IntegrityError:
             raise OrderConflict(
                 f"order {request.order_id} or address {request.address} already exists") from None
+
+    def committed(self) -> None:
+        """The unit of work committed: the orders it added are now rows (and never change)."""
+        for request in self._added.values():
+            self._cache.put(request)
+        self._added.clear()
 
     def get(self, order_id: str) -> PaymentRequest | None:
         return self.get_many([order_id]).get(order_id)
@@ -138,7 +146,9 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
                 found[key] = request
         t = self._t
         for start in range(0, len(missing), 500):
-            for row in self._s.execute(select(t).where(column.in_(missing[start:start + 500]))):
+            chunk = missing[start:start + 500]
+            where = column == chunk[0] if len(chunk) == 1 else column.in_(chunk)
+            for row in self._s.execute(select(t).where(where)):
                 request = mapping.order_from_row(row)
                 if request.order_id not in self._added:
                     self._cache.put(request)
@@ -482,23 +492,24 @@ class SqlAddressBook(storage.AddressBook):
         return value
 
     def allocate(self, chain: int) -> int:
-        index = self._locked_counter(chain)
+        # One statement: the row lock it takes is held until the transaction ends.
         c = self._counters
-        self._s.execute(update(c).where(c.c.chain == chain).values(next_index=index + 1))
-        return index
+        bumped = update(c).where(c.c.chain == chain).values(next_index=c.c.next_index + 1).returning(c.c.next_index)
+        value = self._s.execute(bumped).scalar()
+        if value is None:   # the chain's first index: create its counter (another writer may race us)
+            index = self._locked_counter(chain)
+            self._s.execute(update(c).where(c.c.chain == chain).values(next_index=index + 1))
+            return index
+        return value - 1
 
     def issued(self, chain: int) -> int:
         c = self._counters
         return self._s.execute(select(c.c.next_index).where(c.c.chain == chain)).scalar() or 0
 
     def record(self, entry: AddressEntry) -> None:
-        t = self._t
-        fields = {"chain": entry.chain, "index": entry.index, "label": entry.label,
+        fields = {"address": entry.address, "chain": entry.chain, "index": entry.index, "label": entry.label,
                   "order_id": entry.order_id, "purpose": entry.purpose, "used": entry.used}
-        if self._s.execute(select(t.c.address).where(t.c.address == entry.address)).first() is None:
-            self._s.execute(insert(t).values(address=entry.address, **fields))
-        else:
-            self._s.execute(update(t).where(t.c.address == entry.address).values(**fields))
+        self._s.execute(_upsert(self._s, self._t, "address"), fields)
 
     def get(self, address: str) -> AddressEntry | None:
         row = self._s.execute(select(self._t).where(self._t.c.address == address)).first()
@@ -519,6 +530,26 @@ class SqlAddressBook(storage.AddressBook):
     def entries(self) -> list[AddressEntry]:
         q = select(self._t).order_by(self._t.c.chain, self._t.c.index)
         return [_entry(r) for r in self._s.execute(q)]
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert(conn: Connection, table: Any, key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE of every other column, for this connection's
+    dialect (PostgreSQL or SQLite), built once; execute it with the row's values."""
+    dialect = conn.dialect.name
+    built = _UPSERTS.get((dialect, table.name))
+    if built is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(table)
+        built = stmt.on_conflict_do_update(index_elements=[table.c[key]],
+                                           set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != key})
+        _UPSERTS[(dialect, table.name)] = built
+    return built
 
 
 def _entry(row: Any) -> AddressEntry:
@@ -839,6 +870,17 @@ class SqlAnalytics(storage.Analytics):
         return int(count), int(total)
 
 
+_READ_ONLY_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _read_only(engine: Engine) -> Engine:
+    """The engine marked READ_ONLY (made once per engine: making one costs more than a query)."""
+    found = _READ_ONLY_ENGINES.get(engine)
+    if found is None:
+        found = _READ_ONLY_ENGINES[engine] = engine.execution_options(**{READ_ONLY: True})
+    return found
+
+
 class SqlUnitOfWork(storage.UnitOfWork):
     """One Core connection; its transaction begins with the first statement (SQLite: BEGIN
     IMMEDIATE, see make_engine) and ends with commit() or the rollback on leaving the block.
@@ -857,7 +899,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.read_only = read_only
 
     def _begin(self) -> None:
-        bind = self._engine.execution_options(**{READ_ONLY: True}) if self.read_only else self._engine
+        bind = _read_only(self._engine) if self.read_only else self._engine
         self._conn = c = bind.connect()
         self.requests = SqlPaymentRequests(c, self._order_cache)
         self.payments = SqlPayments(c, self._payment_cache)
@@ -879,6 +921,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         if self.read_only:
             raise RuntimeError("commit() called on a read-only unit of work")
         self._conn.commit()
+        self.requests.committed()
         self.payments.committed()
 
     def _rollback(self) -> None:
