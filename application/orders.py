@@ -69,8 +69,9 @@ class WatchRange:
     before the address is handed out, so no write lock is held while the node works. The node
     never narrows what it watches (other processes widen it too, and the node tops it up to its
     keypool), so the range it reports is noted here and the node is asked again only when an
-    address falls outside it; each request reaches `gap_limit` further, so a busy process asks
-    about once per `gap_limit` addresses. When less than half a gap is left, the range is
+    address falls outside it; each request reaches `gap_limit` further (half again as far as
+    needed, once that is more), so a busy process asks about once per `gap_limit` addresses at
+    first and ever more rarely as the range grows. When less than half a gap is left, the range is
     widened in the background, so a steady stream of orders does not stop while the node
     imports (an address is still never handed out before the node watches past it).
     """
@@ -80,6 +81,7 @@ class WatchRange:
         self._chain = chain
         self._gap = gap_limit
         self._watched: dict[int, int] = {}  # chain -> last index the node is known to watch
+        self._step: dict[int, int] = {}     # chain -> how far the last widening reached past what it needed
         self._asking: asyncio.Lock | None = None
         self._ahead: asyncio.Task | None = None   # the background widening, while it runs
 
@@ -87,30 +89,37 @@ class WatchRange:
         """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain.
 
         Concurrent callers (a server creating many orders at once) ask the node one at a time:
-        the first widens the range, and those waiting behind it usually find it wide enough."""
+        the first widens the range, and those waiting behind it usually find it wide enough.
+        They do not wait for a widening running ahead in the background: the node lists what
+        it watches first, so one that another process or the background already widened
+        answers at once."""
         needed = issued - 1 + self._gap
         watched = self._watched.get(chain_index, -1)
         if needed <= watched:
-            if watched - needed < self._gap // 2 and self._ahead is None:
-                self._ahead = asyncio.create_task(self._widen_ahead(chain_index, needed))
+            if watched - needed < self._step.get(chain_index, self._gap) // 2 and self._ahead is None:
+                self._ahead = asyncio.create_task(self._widen_ahead(chain_index, watched + 1))
             return
-        await self._widen(chain_index, needed)
-
-    async def _widen(self, chain_index: int, needed: int) -> None:
         if self._asking is None:
             self._asking = asyncio.Lock()
         async with self._asking:
-            if needed <= self._watched.get(chain_index, -1):
-                return
-            (end,) = await self._chain.ensure_watching([(self._deriver.descriptor(chain_index),
-                                                         needed + self._gap)])
-            self._watched[chain_index] = max(end, self._watched.get(chain_index, -1))
+            if needed > self._watched.get(chain_index, -1):
+                await self._widen(chain_index, needed)
+
+    async def _widen(self, chain_index: int, needed: int) -> None:
+        # Reach a gap further, or half again as far as needed once that is more: the node
+        # re-derives the whole range on each import (~25 us an address), so steps growing
+        # with the range keep its total work linear in the orders, not quadratic.
+        step = max(self._gap, needed // 2)
+        (end,) = await self._chain.ensure_watching([(self._deriver.descriptor(chain_index), needed + step)])
+        if end > self._watched.get(chain_index, -1):
+            self._watched[chain_index] = end
+            self._step[chain_index] = step
 
     async def _widen_ahead(self, chain_index: int, needed: int) -> None:
         """Widen before anyone has to wait; a failure here is only a missed head start (the
         next caller past the range asks the node itself, and reports what goes wrong)."""
         try:
-            await self._widen(chain_index, self._watched.get(chain_index, needed) + 1)
+            await self._widen(chain_index, needed)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.warning("widening the watched range ahead of time failed: %s", exc)
         finally:
@@ -153,7 +162,7 @@ class CreateOrder:
             request = uow.requests.get(order_id)
             if request is None:
                 index = uow.addresses.allocate(book)
-                uow.commit()   # the index alone, so its counter is not held while the order is written
+                uow.commit()   # the index alone, so nobody waits on the counter while the order is written
             else:
                 book_of_order = self._book_of(uow, request, amount)
         if request is None:

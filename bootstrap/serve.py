@@ -100,6 +100,7 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
                                   rate_burst=config.api_rate_burst()))
             runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
             await runner.setup()
+            _settle_garbage()
             site = web.TCPSite(runner, options.host, options.port, backlog=1024,
                                reuse_port=options.reuse_port or options.workers > 1)
             await site.start()
@@ -128,6 +129,16 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - stopping: report and go on
                 log.exception("%s stopped with an error", task.get_name())
         undo_rpc()
+
+
+def _settle_garbage() -> None:
+    """What start-up made (modules, the container, the app) is kept for good: move it out of
+    the collector's reach, so a full collection, which otherwise walks every one of those
+    objects with requests waiting, stays short (tens of ms measured without this)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 async def _prepare_orders(use: Any) -> None:

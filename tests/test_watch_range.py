@@ -220,8 +220,12 @@ async def test_the_node_is_asked_once_per_gap_not_per_order(probe_setup) -> None
     chain, _, create = probe_setup
     orders = [await create(f"o-{i}", Satoshis(1_000)) for i in range(100)]
     assert {o["address"] for o in orders} <= chain.watched
-    # Each visit reaches GAP past what is needed: asked at indexes 0, 21, 42, 63 and 84 only.
-    assert chain.calls == 5
+    # Each visit reaches GAP past what is needed, or half again as far once that is more, and
+    # the next one starts (in the background) while half a gap is still left: 4 visits for 100
+    # orders (one per GAP would be 5), each reaching further than the one before.
+    assert [free for free, _ in chain.seen] == [True] * 4
+    assert chain.seen[0][1] == 1 and [n for _, n in chain.seen] == sorted({n for _, n in chain.seen})
+    assert max(chain.watch_ends.values()) >= 99 + GAP
 
 
 async def test_a_failed_watch_heals_when_the_order_is_created_again(probe_setup) -> None:

@@ -235,7 +235,7 @@ class BitcoinCoreBackend(ChainBackend):
             attempt = (await self._import_ranges(missing, watched), seen)
             if attempt[0] == "busy":
                 await asyncio.sleep(delay)
-                delay = min(2 * delay, 0.5)
+                delay = min(2 * delay, 0.1)   # an import or a short rescan: soon done
             # Then read again what the node watches: it tops ranges up, others may have widened them.
 
     async def _normalized(self, descriptors: Sequence[str]) -> list[str]:

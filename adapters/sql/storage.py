@@ -7,8 +7,9 @@ SQLite: WAL journal, and every transaction starts with BEGIN IMMEDIATE so writer
 queue on the database lock instead of failing half-way; a read-only unit of work
 (`SqlUnitOfWorkFactory.read()`) begins a deferred transaction instead, a snapshot that
 takes no write lock. PostgreSQL: address-index
-allocation takes a row lock (SELECT ... FOR UPDATE) on the chain's counter, and so does
-numbering the events of the outbox (the audit log), on the `events` sequence.
+allocation takes a row lock on the chain's counter (UPDATE ... RETURNING; order creation
+commits it alone, so nobody queues behind a whole order's writes), and numbering the events
+of the outbox (the audit log) locks the `events` sequence (SELECT ... FOR UPDATE).
 """
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ class OrderCache:
 
 class SqlPaymentRequests(storage.PaymentRequestRepository):
     _t = tables.orders
+    _ONE = {name: select(tables.orders).where(tables.orders.c[name] == bindparam("k"))
+            for name in ("order_id", "address")}
 
     def __init__(self, conn: Connection, cache: OrderCache) -> None:
         self._s = conn
@@ -147,8 +150,11 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         t = self._t
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
-            where = column == chunk[0] if len(chunk) == 1 else column.in_(chunk)
-            for row in self._s.execute(select(t).where(where)):
+            if len(chunk) == 1:   # the common case, one order: a statement built once
+                rows = self._s.execute(self._ONE[column.name], {"k": chunk[0]})
+            else:
+                rows = self._s.execute(select(t).where(column.in_(chunk)))
+            for row in rows:
                 request = mapping.order_from_row(row)
                 if request.order_id not in self._added:
                     self._cache.put(request)
@@ -261,6 +267,9 @@ class SqlPayments(storage.PaymentRepository):
 
     def _read_versions(self, order_ids: list[str]) -> None:
         p = self._payments
+        if len(order_ids) == 1:
+            self._versions.update(self._s.execute(_ONE_VERSION, {"k": order_ids[0]}).all())
+            return
         for start in range(0, len(order_ids), 500):
             q = select(p.c.order_id, p.c.version).where(p.c.order_id.in_(order_ids[start:start + 500]))
             self._versions.update({order_id: version for order_id, version in self._s.execute(q)})
@@ -352,6 +361,10 @@ class SqlPayments(storage.PaymentRepository):
                     found[outpoint] = storage.StoredOutput(order_id, conf, OutputStatus(status), block)
                     versions.setdefault(order_id, version)
         return found
+
+
+_ONE_VERSION = select(tables.payments.c.order_id, tables.payments.c.version).where(
+    tables.payments.c.order_id == bindparam("k"))
 
 
 def _snapshot(p: Payment) -> tuple[tuple, dict[OutPoint, tuple]]:
@@ -491,11 +504,13 @@ class SqlAddressBook(storage.AddressBook):
             value = self._s.execute(q).scalar_one()
         return value
 
+    BUMP = (update(_counters).where(_counters.c.chain == bindparam("k_chain"))
+            .values(next_index=_counters.c.next_index + 1).returning(_counters.c.next_index))
+
     def allocate(self, chain: int) -> int:
         # One statement: the row lock it takes is held until the transaction ends.
         c = self._counters
-        bumped = update(c).where(c.c.chain == chain).values(next_index=c.c.next_index + 1).returning(c.c.next_index)
-        value = self._s.execute(bumped).scalar()
+        value = self._s.execute(self.BUMP, {"k_chain": chain}).scalar()
         if value is None:   # the chain's first index: create its counter (another writer may race us)
             index = self._locked_counter(chain)
             self._s.execute(update(c).where(c.c.chain == chain).values(next_index=index + 1))
