@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -25,6 +25,13 @@ def _webhook(row: Any) -> Webhook:
 
 def _key(row: Any) -> ApiKey:
     return ApiKey(row.key_id, row.key_hash, tuple(row.scopes), utc(row.created_at), row.revoked)
+
+
+# Built once: every idempotent request runs both.
+_IDEM = tables.idempotency_keys
+_CLAIM = insert(_IDEM)
+_FINISH = (update(_IDEM).where(_IDEM.c.key_id == bindparam("k_key_id"), _IDEM.c.idem_key == bindparam("k_idem_key"))
+           .values(status=bindparam("status"), response=bindparam("response")))
 
 
 class SqlServiceStore(ServiceStore):
@@ -61,8 +68,8 @@ class SqlServiceStore(ServiceStore):
         t = tables.idempotency_keys
         try:
             with self._engine.begin() as c:
-                c.execute(insert(t).values(key_id=key_id, idem_key=idem_key, request_hash=request_hash,
-                                           created_at=now))
+                c.execute(_CLAIM, {"key_id": key_id, "idem_key": idem_key, "request_hash": request_hash,
+                                   "created_at": now})
             return None
         except IntegrityError:
             pass
@@ -79,10 +86,8 @@ class SqlServiceStore(ServiceStore):
         return IdempotencyRecord(row.request_hash, row.status, row.response)
 
     def finish_idempotency(self, key_id: str, idem_key: str, status: int, response: Any) -> None:
-        t = tables.idempotency_keys
         with self._engine.begin() as c:
-            c.execute(update(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key)
-                      .values(status=status, response=response))
+            c.execute(_FINISH, {"k_key_id": key_id, "k_idem_key": idem_key, "status": status, "response": response})
 
     def release_idempotency(self, key_id: str, idem_key: str) -> None:
         t = tables.idempotency_keys
