@@ -205,6 +205,14 @@ async def test_health_ready_metrics_openapi_need_no_key(node, served) -> None:  
 
 async def test_correlation_id_follows_the_request_into_rpc_calls(served) -> None:  # noqa: ANN001
     shop, service, c = served
+    # Other processes handed out addresses past the range serve had the node watch before it
+    # listened: this request's order then makes the node widen it, under the request's id.
+    store = shop.container().storage.uow()
+    with store() as uow:
+        for _ in range(5_000):
+            uow.addresses.allocate(0)
+        uow.commit()
+    store.engine.dispose()
     s, _ = await c["orders"].post("/v1/orders", {"order_id": "c-1", "amount_sat": 1000},
                                   headers={"X-Request-Id": "req-abc-123"})
     assert s == 201 and c["orders"].last.headers["X-Request-Id"] == "req-abc-123"
