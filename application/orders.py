@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import datetime as dt
+import logging
 from typing import Any, Sequence
 from urllib.parse import quote
 
@@ -71,9 +71,10 @@ class WatchRange:
     keypool), so the range it reports is noted here and the node is asked again only when an
     address falls outside it; each request reaches `gap_limit` further (half again as far as
     needed, once that is more), so a busy process asks about once per `gap_limit` addresses at
-    first and ever more rarely as the range grows. When less than half a gap is left, the range is
-    widened in the background, so a steady stream of orders does not stop while the node
-    imports (an address is still never handed out before the node watches past it).
+    first and ever more rarely as the range grows. When less than half of the last step is
+    left, the range is widened in the background, so a steady stream of orders does not stop
+    while the node imports (an address is still never handed out before the node watches past
+    it).
     """
 
     def __init__(self, deriver: AddressDeriver, chain: ChainBackend, gap_limit: int) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 
 import pytest
 
@@ -16,12 +17,13 @@ from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend
 from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcConnectionError, RpcError
 from kaccy_bitcoin.adapters.memory.clock import ManualClock
 from kaccy_bitcoin.adapters.memory.fake_chain import FakeChain
+from kaccy_bitcoin.adapters.memory.storage import MemoryUnitOfWorkFactory
 from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
 from kaccy_bitcoin.application.orders import CreateOrder, ShowOrder, WatchRange
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.domain.addresses import MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import Network
-from kaccy_bitcoin.domain.errors import InvalidOrder
+from kaccy_bitcoin.domain.errors import InvalidOrder, OrderConflict
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.ports.addresses import RECEIVE
 from tests.conftest import STORAGE_KINDS, fresh_engine
@@ -298,3 +300,43 @@ async def test_a_descriptor_the_node_never_lists_is_an_error_not_a_loop() -> Non
     with pytest.raises(BitcoinCoreError, match="does not list"):
         await backend.ensure_watching([(DESC, 40)])
     assert node.calls.count("importdescriptors") == 1
+
+
+async def test_two_creations_of_one_order_id_at_once_both_answer_with_the_one_committed(uow_factory) -> None:  # noqa: ANN001
+    """The index is taken in a unit of work of its own; another process creating the same order
+    id in between commits first, and this creation answers with that order (its index is left
+    unused). Another amount for that order id is still a conflict."""
+    from bip_utils import Bip39SeedGenerator, Bip84, Bip84Coins
+
+    seed = Bip39SeedGenerator("abandon " * 11 + "about").Generate()
+    vpub = Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0).PublicKey().ToExtended()
+    d = Bip32AddressDeriver(vpub, Network.REGTEST)
+    chain = FakeChain(lambda desc, end: d.addresses(RECEIVE, 0, end + 1))
+    elsewhere = (MemoryUnitOfWorkFactory(uow_factory.store) if isinstance(uow_factory, MemoryUnitOfWorkFactory)
+                 else SqlUnitOfWorkFactory(uow_factory.engine))   # another process: its own caches
+    other = CreateOrder(elsewhere, d, WatchRange(d, chain, GAP), ManualClock(), PaymentSettings())
+    answered: list[dict] = []
+
+    class RacedDeriver:
+        """Between the two units of work of the creation, the other process creates the order."""
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(d, name)
+
+        def address(self, chain_index: int, index: int) -> str:
+            if not answered:
+                runs = threading.Thread(target=lambda: answered.append(asyncio.run(other("race", Satoshis(5_000)))))
+                runs.start()
+                runs.join()
+            return d.address(chain_index, index)
+
+    create = CreateOrder(uow_factory, RacedDeriver(), WatchRange(d, chain, GAP), ManualClock(), PaymentSettings())
+    mine = await create("race", Satoshis(5_000))
+    assert mine == answered[0]
+    with uow_factory() as uow:
+        assert uow.addresses.issued(RECEIVE) == 2                      # ours was taken, and left unused
+        assert uow.addresses.get(mine["address"]).index == 1            # the other process took index 1
+        assert uow.requests.get("race").address == mine["address"]
+    with pytest.raises(OrderConflict):
+        await CreateOrder(uow_factory, RacedDeriver(), WatchRange(d, chain, GAP), ManualClock(),
+                          PaymentSettings())("race", Satoshis(6_000))
