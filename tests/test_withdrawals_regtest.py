@@ -18,7 +18,13 @@ async def funded_shop(node, tmp_path, amounts=(200_000, 300_000, 500_000), **set
         address = shop.order(f"fund-{n}", amount)["address"]
         await node.send(address, amount)
     await node.mine(1)
+    # The node hands blocks to its wallets asynchronously: one poll right after mining could
+    # find a wallet a block behind (that payment is then seen by the next poll, too late for a
+    # test that spends every coin at once).
+    await node.call("syncwithvalidationinterfacequeue")
     shop.poll()
+    for n, amount in enumerate(amounts):
+        assert shop.show(f"fund-{n}")["received_sat"] == amount, f"fund-{n} not seen by the first poll"
     return shop
 
 
