@@ -181,7 +181,7 @@ class CreateOrder:
             except OrderConflict:
                 # Another request created this order id since we looked: answer as it did (the
                 # index we took stays unused, a gap the watch range already covers).
-                async with self._uow() as uow:
+                with self._uow.read() as uow:
                     request = uow.requests.get(order_id)
                     if request is None:
                         raise

@@ -100,8 +100,6 @@ def report_unreachable(engine: Engine, url: URL) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _unreachable(context: ExceptionContext) -> None:
-        if context.is_pre_ping:
-            return   # the pool opens a new connection instead
         if context.is_disconnect or context.connection is None:
             reason = " ".join(line.strip() for line in str(context.original_exception).splitlines())
             raise DatabaseUnavailable(f"cannot connect to the database {shown}: "

@@ -509,12 +509,10 @@ class SqlAddressBook(storage.AddressBook):
 
     def allocate(self, chain: int) -> int:
         # One statement: the row lock it takes is held until the transaction ends.
-        c = self._counters
         value = self._s.execute(self.BUMP, {"k_chain": chain}).scalar()
-        if value is None:   # the chain's first index: create its counter (another writer may race us)
-            index = self._locked_counter(chain)
-            self._s.execute(update(c).where(c.c.chain == chain).values(next_index=index + 1))
-            return index
+        if value is None:   # the chain's first index: its counter first (another writer may race us)
+            self._locked_counter(chain)
+            value = self._s.execute(self.BUMP, {"k_chain": chain}).scalar_one()
         return value - 1
 
     def issued(self, chain: int) -> int:
