@@ -340,3 +340,37 @@ async def test_two_creations_of_one_order_id_at_once_both_answer_with_the_one_co
     with pytest.raises(OrderConflict):
         await CreateOrder(uow_factory, RacedDeriver(), WatchRange(d, chain, GAP), ManualClock(),
                           PaymentSettings())("race", Satoshis(6_000))
+
+
+async def test_a_crash_between_taking_the_index_and_writing_the_order_loses_nothing(uow_factory) -> None:  # noqa: ANN001
+    """The process dies after the index committed and before the order did: the retry of the same
+    order id takes a new index and answers with it; the first index stays unused, none is used
+    twice, and the node watches the address handed out."""
+    from bip_utils import Bip39SeedGenerator, Bip84, Bip84Coins
+
+    seed = Bip39SeedGenerator("abandon " * 11 + "about").Generate()
+    vpub = Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0).PublicKey().ToExtended()
+    d = Bip32AddressDeriver(vpub, Network.REGTEST)
+    chain = FakeChain(lambda desc, end: d.addresses(RECEIVE, 0, end + 1))
+
+    class Killed(BaseException):
+        """Stands for kill -9: nothing after it runs in that process."""
+
+    class DyingDeriver:
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(d, name)
+
+        def address(self, chain_index: int, index: int) -> str:
+            raise Killed
+
+    with pytest.raises(Killed):
+        await CreateOrder(uow_factory, DyingDeriver(), WatchRange(d, chain, GAP), ManualClock(),
+                          PaymentSettings())("crash", Satoshis(7_000))
+    with uow_factory() as uow:
+        assert uow.addresses.issued(RECEIVE) == 1 and uow.requests.get("crash") is None
+    again = await CreateOrder(uow_factory, d, WatchRange(d, chain, GAP), ManualClock(), PaymentSettings())(
+        "crash", Satoshis(7_000))
+    assert again["address"] == d.address(RECEIVE, 1) and again["address"] in chain.watched
+    with uow_factory() as uow:
+        assert uow.addresses.issued(RECEIVE) == 2
+        assert [e.index for e in uow.addresses.entries()] == [1]
