@@ -14,6 +14,7 @@ of the outbox (the audit log) locks the `events` sequence (SELECT ... FOR UPDATE
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
@@ -830,7 +831,17 @@ class SqlWallets(storage.WalletRepository):
         return [mapping.wallet_from_row(r) for r in self._s.execute(select(self._t).order_by(self._t.c.number))]
 
     def next_number(self) -> int:
+        # PostgreSQL: wallets are numbered one writer at a time (a lock held until this
+        # transaction ends), so processes adding wallets at once do not all take the same
+        # number and fail; SQLite's BEGIN IMMEDIATE already serializes writers.
+        if self._s.dialect.name == "postgresql":
+            self._s.execute(select(func.pg_advisory_xact_lock(WALLET_NUMBERING_LOCK)))
         return self._s.execute(select(func.coalesce(func.max(self._t.c.number), 0))).scalar_one() + 1
+
+
+# A transaction-scoped advisory lock key (per database) for numbering wallets.
+WALLET_NUMBERING_LOCK = int.from_bytes(hashlib.sha256(b"kaccy-bitcoin:wallet-numbering").digest()[:8], "big",
+                                       signed=True)
 
 
 class SqlConsolidations(storage.ConsolidationRepository):
