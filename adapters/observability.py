@@ -23,6 +23,7 @@ def observe_rpc(observer: RpcObserver) -> Callable[[], None]:
 def rpc_done(method: str, seconds: float, ok: bool) -> None:
     for observer in list(_rpc_observers):
         observer(method, seconds, ok)
-    if _rpc_log.isEnabledFor(logging.INFO):
-        _rpc_log.info("rpc %s", method, extra={"rpc_method": method, "duration_ms": round(seconds * 1000, 2),
+    # One line a call is a lot (a poll makes several): at debug, for whoever is chasing one.
+    if _rpc_log.isEnabledFor(logging.DEBUG):
+        _rpc_log.debug("rpc %s", method, extra={"rpc_method": method, "duration_ms": round(seconds * 1000, 2),
                                                "ok": ok})

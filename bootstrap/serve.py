@@ -30,6 +30,8 @@ class ServeOptions:
     interval: float | None = None
     workers: int = 1          # API processes in all (this one included), sharing the port
     reuse_port: bool = False  # set in the extra workers: bind beside the first one
+    # Called with the base URL ("http://HOST:PORT") once the API accepts connections.
+    on_listening: Callable[[str], None] | None = None
 
 
 def configure_json_logging(level: str) -> None:
@@ -109,6 +111,8 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
             if options.workers > 1:
                 workers = await _start_workers(container, options, port)
             print(json.dumps({"listening": f"http://{host}:{port}"}), flush=True)
+            if options.on_listening is not None:
+                options.on_listening(f"http://{host}:{port}")
             log.info("listening", extra={"url": f"http://{host}:{port}", "monitor": options.monitor,
                                          "webhooks": options.webhooks})
         await stop.wait()

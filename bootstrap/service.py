@@ -13,6 +13,7 @@ import pathlib
 import sys
 from typing import Any
 
+import attrs
 from bip_utils import Bip39MnemonicGenerator, Bip39SeedGenerator, Bip39WordsNum, Bip84, Bip84Coins
 
 from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode, free_port
@@ -72,8 +73,11 @@ async def run_service(container: Container, options: ServeOptions | None = None,
         if demo and config.network() == "regtest":
             poll = GcPausedDuring(await _awaited(container.services.monitor_tick()))
             await _demo(container, poll)
-        freeze_startup_objects()
         options = options or ServeOptions()
+        if demo and config.network() == "regtest" and options.api:
+            key = await _demo_admin_key(container, pathlib.Path(config.data_dir()))
+            options = attrs.evolve(options, on_listening=lambda url: _how_to_open(url, key))
+        freeze_startup_objects()
         say(f"serving the API on {options.host}:{options.port}, monitoring every "
             f"{options.interval or config.poll_interval():g}s; Ctrl-C to stop")
         return await serve(container, options)
@@ -84,6 +88,28 @@ async def run_service(container: Container, options: ServeOptions | None = None,
                 await shutdown
             say("stopping the regtest node")
             node.stop()
+
+
+async def _demo_admin_key(container: Container, data_dir: pathlib.Path) -> str:
+    """An admin API key for the demo (regtest only), kept in the data dir so every run shows the
+    same one; made again when it is gone or was revoked."""
+    key_file = data_dir / "demo-admin.key"
+    authenticate = await _awaited(container.services.authenticate())
+    if key_file.exists():
+        secret = key_file.read_text().strip()
+        known = authenticate(secret)
+        if known is not None and "admin" in known.scopes:
+            return secret
+    created = (await _awaited(container.services.create_api_key()))(["admin"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(created["key"] + "\n")
+    os.chmod(key_file, 0o600)
+    return created["key"]
+
+
+def _how_to_open(base_url: str, key: str) -> None:
+    say(f"the API: {base_url}/v1 (send 'Authorization: Bearer {key}', a demo admin key kept in the data dir)")
+    say(f"the dashboard: open {base_url}/dashboard#key={key} in a browser")
 
 
 async def _awaited(value: Any) -> Any:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.node
 async def served(node, tmp_path):  # noqa: ANN001, ANN201
     shop = Shop(node, tmp_path)
     shop.env["KACCY_SIGNER_MNEMONIC"] = shop.words
-    env = service_env(shop.env)
+    env = service_env(shop.env, KACCY_LOG_LEVEL="debug")   # RPC calls are logged at debug
     keys = {"read": api_key(env, "read"), "orders": api_key(env, "orders"),
             "withdraw": api_key(env, "withdraw"), "admin": api_key(env, "admin")}
     service = Service(env, tmp_path / "serve.log")
