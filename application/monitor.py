@@ -144,6 +144,7 @@ class PollPayments:
         rivals -= views.keys()
         if rivals:
             views.update(await self._chain.wallet_transactions(sorted(rivals, key=_txid_key)))
+        undecided = await self._wallet_lag(views)
         pays: dict[Txid, set[str]] = {
             t: {r.address for r in v.receives if r.address} for t, v in views.items() if v is not None}
         for e in entries:
@@ -152,9 +153,29 @@ class PollPayments:
         outpoints: dict[Txid, list[OutPoint]] = {}
         for op in verdicts:
             outpoints.setdefault(op.txid, []).append(op)
-        for txid in recheck:
+        for txid in recheck - undecided:
             self._judge_tx(txid, views.get(txid), verdicts, pays, outpoints.get(txid, []))
         return verdicts
+
+    async def _wallet_lag(self, views: dict[Txid, WalletTransaction | None]) -> set[Txid]:
+        """The transactions nothing can be concluded about this poll, because the node's wallet
+        has not taken in every block yet.
+
+        A transaction the wallet lists unconfirmed and the mempool no longer holds was replaced,
+        double-spent or evicted, or mined in a block the node connected (dropping it from the
+        mempool) and has not handed to its wallet yet. Only a wallet that has caught up tells
+        these apart: if it has (asked after the mempool look-ups), those transactions are read
+        again, and the new answers cover that block; if it has not, they wait for the next poll.
+        """
+        gone = [t for t, v in views.items() if v is not None and v.confirmations == 0 and not v.in_mempool]
+        if not gone:
+            return set()
+        if not await self._chain.wallet_synced():
+            log.info("the node's wallet has not taken in its last block yet: %d transaction(s) left "
+                     "to the next poll", len(gone))
+            return set(gone)
+        views.update(await self._chain.wallet_transactions(sorted(gone, key=_txid_key)))
+        return set()
 
     @staticmethod
     def _judge_tx(txid: Txid, view: WalletTransaction | None, verdicts: dict[OutPoint, _Verdict],

@@ -82,6 +82,15 @@ class ChainBackend(abc.ABC):
         """Current view of several wallet transactions (None: the wallet does not know it)."""
 
     @abc.abstractmethod
+    async def wallet_synced(self) -> bool:
+        """Whether the watch wallet has taken in every block the node had connected when asked.
+
+        The node drops a mined transaction from its mempool as it connects the block, and hands
+        the block to its wallets afterwards: until then the wallet still lists the transaction
+        unconfirmed, though the mempool no longer has it. Asked after a mempool look-up, True
+        means the wallet's answers read afterwards cover every block that look-up saw."""
+
+    @abc.abstractmethod
     async def unspent(self, min_confirmations: int = 0) -> list[Utxo]:
         """The watch wallet's unspent outputs."""
 

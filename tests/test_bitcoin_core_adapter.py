@@ -138,3 +138,22 @@ async def test_watch_wallet_is_created_watch_only(node) -> None:
     assert len(descs["descriptors"]) == 1 and descs["descriptors"][0]["range"][1] >= 1500
     assert Satoshis(0) == Satoshis.from_btc((await node.call("getbalances", wallet=backend.wallet))
                                             ["mine"]["trusted"])
+
+
+async def test_wallet_synced_compares_the_wallets_last_processed_block_with_the_tip(node) -> None:
+    backend = BitcoinCoreBackend(node.rpc, wallet="miner")
+    await node.mine(1)
+    info = await node.call("getwalletinfo", wallet="miner")
+    assert "lastprocessedblock" in info           # this node says it: the check is live, not skipped
+    assert await backend.wallet_synced()
+    real = backend.rpc.batch
+
+    async def a_block_behind(calls, wallet=None):  # noqa: ANN001, ANN202 - the moment before the wallet takes a block in
+        best, winfo = await real(calls, wallet=wallet)
+        return ["00" * 32, winfo]
+
+    backend.rpc.batch = a_block_behind
+    try:
+        assert not await backend.wallet_synced()
+    finally:
+        backend.rpc.batch = real

@@ -352,6 +352,18 @@ class BitcoinCoreBackend(ChainBackend):
                 tuple(self._entries(details)))
         return out
 
+    async def wallet_synced(self) -> bool:
+        await self._ensure_wallet()
+        # One batch, run in order by the node: the best block first, then what the wallet took in.
+        best, info = await self.rpc.batch([("getbestblockhash", []), ("getwalletinfo", [])], wallet=self.wallet)
+        for reply in (best, info):
+            if isinstance(reply, RpcError):
+                raise reply
+        processed = info.get("lastprocessedblock")
+        if not isinstance(processed, dict):
+            return True   # a node older than 26 does not say; its wallet is taken as it answers
+        return processed.get("hash") == best
+
     async def unspent(self, min_confirmations: int = 0) -> list[Utxo]:
         await self._ensure_wallet()
         rows = await self.rpc.call("listunspent", min_confirmations, 9_999_999, [], True, wallet=self.wallet)

@@ -75,6 +75,9 @@ class FakeChain(ChainBackend):
         self.watch_ends: dict[str, int] = {}  # descriptor -> last index watched; never shrinks
         self.fee_rate: FeeRate | None = None
         self._descriptor_addresses = descriptor_addresses
+        # Blocks the node has connected but not yet handed to its wallet (as the node does
+        # between connecting a block and notifying its wallets): the wallet's answers lag by them.
+        self.wallet_lag = 0
 
     # -- scripting -------------------------------------------------------------
     def watch(self, *addresses: str) -> None:
@@ -153,8 +156,12 @@ class FakeChain(ChainBackend):
     def height(self) -> int:
         return len(self.best) - 1
 
-    def _height_of(self, txid: str) -> int | None:
-        for height, h in enumerate(self.best):
+    def _wallet_best(self) -> list[str]:
+        """The chain as the wallet has taken it in."""
+        return self.best[:len(self.best) - self.wallet_lag]
+
+    def _height_of(self, txid: str, best: list[str] | None = None) -> int | None:
+        for height, h in enumerate(self.best if best is None else best):
             if txid in self.blocks[h].txids:
                 return height
         return None
@@ -177,22 +184,26 @@ class FakeChain(ChainBackend):
         coins = set(self.txs[txid].spends)
         return [t for t, tx in self.txs.items() if t != txid and coins & set(tx.spends)]
 
-    def _confirmations(self, txid: str) -> int:
-        height = self._height_of(txid)
+    def _confirmations(self, txid: str, best: list[str] | None = None) -> int:
+        best = self.best if best is None else best
+        tip = len(best) - 1
+        height = self._height_of(txid, best)
         if height is not None:
-            return self.height - height + 1
+            return tip - height + 1
         worst = 0
         for other in self._conflicts(txid):
-            h = self._height_of(other)
+            h = self._height_of(other, best)
             if h is not None:
-                worst = min(worst, -(self.height - h + 1))
+                worst = min(worst, -(tip - h + 1))
         return worst
 
     def _entries(self, txid: str) -> list[WalletEntry]:
+        """The wallet's entries for a transaction (as far as the wallet has taken blocks in)."""
+        best = self._wallet_best()
         tx = self.txs[txid]
-        conf = self._confirmations(txid)
-        height = self._height_of(txid)
-        block = self.best[height] if height is not None else None
+        conf = self._confirmations(txid, best)
+        height = self._height_of(txid, best)
+        block = best[height] if height is not None else None
         return [
             WalletEntry(OutPoint(Txid(txid), vout), address, Satoshis(amount), Direction.RECEIVE, conf,
                         block, height, tuple(Txid(c) for c in self._conflicts(txid)),
@@ -251,7 +262,12 @@ class FakeChain(ChainBackend):
                     self.watched.update(self._descriptor_addresses(descriptor, end))
         return [self.watch_ends[descriptor] for descriptor, _ in descriptors]
 
+    async def wallet_synced(self) -> bool:
+        return self.wallet_lag == 0
+
     async def wallet_history(self, since_block: str | None, target_confirmations: int) -> WalletHistory:
+        best = self._wallet_best()
+        tip = len(best) - 1
         relevant = []
         removed: list[WalletEntry] = []
         if since_block is None:
@@ -260,7 +276,7 @@ class FakeChain(ChainBackend):
             block = self.blocks[since_block]
             b = block
             orphaned = []
-            while b.hash not in self.best:
+            while b.hash not in best:
                 orphaned.append(b)
                 b = self.blocks[b.prev]  # type: ignore[index]
             since_height = b.height if orphaned else block.height
@@ -268,15 +284,18 @@ class FakeChain(ChainBackend):
                 for t in ob.txids:
                     removed.extend(self._entries(t))
         for t in self._wallet_txids():
-            height = self._height_of(t)
-            conf = self._confirmations(t)
+            height = self._height_of(t, best)
+            conf = self._confirmations(t, best)
+            # A transaction the node mined in a block the wallet has not taken in yet is, to the
+            # wallet, still unconfirmed (though the mempool no longer holds it).
+            lagging = height is None and self._height_of(t) is not None
             if height is not None and height > since_height:
                 relevant.append(t)
-            elif height is None and (t in self.mempool or (conf < 0 and -conf < self.height - since_height)):
+            elif height is None and (t in self.mempool or lagging or (conf < 0 and -conf < tip - since_height)):
                 relevant.append(t)
         entries = [e for t in relevant for e in self._entries(t)]
-        last_height = max(self.height + 1 - target_confirmations, 0)
-        return WalletHistory(tuple(entries), tuple(removed), self.best[last_height])
+        last_height = max(tip + 1 - target_confirmations, 0)
+        return WalletHistory(tuple(entries), tuple(removed), best[last_height])
 
     async def wallet_transactions(self, txids: Sequence[Txid]) -> dict[Txid, WalletTransaction | None]:
         out: dict[Txid, WalletTransaction | None] = {}
@@ -285,11 +304,12 @@ class FakeChain(ChainBackend):
             if tx is None:
                 out[txid] = None
                 continue
-            height = self._height_of(txid.value)
+            best = self._wallet_best()
+            height = self._height_of(txid.value, best)
             conflicts = self._conflicts(txid.value)
             out[txid] = WalletTransaction(
-                txid, self._confirmations(txid.value), txid.value in self.mempool,
-                self.best[height] if height is not None else None,
+                txid, self._confirmations(txid.value, best), txid.value in self.mempool,
+                best[height] if height is not None else None,
                 wallet_conflicts=tuple(Txid(c) for c in conflicts),
                 mempool_conflicts=tuple(Txid(c) for c in conflicts if c in self.mempool),
                 replaced_by=Txid(tx.replaced_by) if tx.replaced_by else None,
