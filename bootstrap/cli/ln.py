@@ -1,0 +1,42 @@
+"""`kaccy-bitcoin ln`: Lightning (LND): invoices for orders, pay out, channels."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from kaccy_bitcoin.bootstrap.cli.common import actions, int_in_range, positive_int, service
+
+if TYPE_CHECKING:
+    from kaccy_bitcoin.bootstrap.container import Container
+
+NAME = "ln"
+
+
+def register(sub: Any) -> None:
+    ln = actions(sub.add_parser(NAME, help="Lightning (LND): invoices for orders, pay out, channels"))
+    invoice = actions(ln.add_parser("invoice", help="Lightning invoices for orders"), dest="invoice_action")
+    ic = invoice.add_parser("create", help="a BOLT11 invoice the customer can pay the order with")
+    ic.add_argument("order_id")
+    ic.add_argument("--amount-msat", required=True, type=int_in_range("--amount-msat", 1, 2_100_000_000_000_000_000))
+    ic.add_argument("--expiry", type=int_in_range("--expiry", 1, 365 * 24 * 3600), default=None,
+                    help="seconds the invoice can be paid for (default 3600)")
+    invoice.add_parser("show", help="the order's Lightning invoice and its state").add_argument("order_id")
+    pay = ln.add_parser("pay", help="pay a BOLT11 payment request and wait for the result")
+    pay.add_argument("payment_request")
+    pay.add_argument("--max-fee-sat", type=positive_int("--max-fee-sat"), default=None,
+                     help="the most the routing may cost (default 1000 sat)")
+    ln.add_parser("channels", help="the node's channels and their balances")
+
+
+async def run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
+    if args.action == "invoice":
+        if args.invoice_action == "create":
+            create = await service(c, "create_order_invoice")
+            return await create(args.order_id, args.amount_msat, args.expiry)
+        show = await service(c, "show_order_invoice")
+        return await show(args.order_id)
+    if args.action == "pay":
+        pay = await service(c, "pay_invoice")
+        return await pay(args.payment_request, args.max_fee_sat)
+    channels = await service(c, "list_channels")
+    return await channels()
