@@ -22,6 +22,11 @@ class LightningNodeError(KaccyError):
     from it, so a use case can tell "the node did not answer" from a rule it broke)."""
 
 
+class LightningNodeUnreachable(LightningNodeError):
+    """The node could not be reached, or the connection was lost after the request was sent:
+    what was asked may have taken effect (a payment may be in flight)."""
+
+
 class LightningNode(abc.ABC):
     @abc.abstractmethod
     async def create_invoice(self, amount: MilliSatoshis, memo: str, expiry_seconds: int) -> LightningInvoice:
