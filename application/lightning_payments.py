@@ -176,7 +176,7 @@ class CancelLightningPayout:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, payment_id: str, by: str) -> dict[str, Any]:
+    async def __call__(self, payment_id: str, by: str = "operator") -> dict[str, Any]:
         async with self._uow() as u:
             payout = load_payout(u, payment_id)
             event = payout.cancel(by, self._clock.now())
@@ -194,10 +194,10 @@ class PayoutById:
     def __init__(self, uow: UnitOfWorkFactory, withdrawal: Any, lightning: Any) -> None:
         self._uow, self._withdrawal, self._lightning = uow, withdrawal, lightning
 
-    async def __call__(self, payout_id: str, by: str) -> dict[str, Any]:
+    async def __call__(self, payout_id: str, *by: str) -> dict[str, Any]:
         with self._uow.read() as u:
             lightning = u.withdrawals.get(payout_id) is None and u.ln_payouts.get(payout_id) is not None
-        return await (self._lightning if lightning else self._withdrawal)(payout_id, by)
+        return await (self._lightning if lightning else self._withdrawal)(payout_id, *by)
 
 
 class ShowLightningPayout:
