@@ -66,13 +66,16 @@ class SendLightningPayout:
                 u.record([first])
                 u.commit()
         await self._publisher.publish(u.committed_events())
+        if first is None:   # in flight already (a crash, a cut stream): where does LND stand?
+            tracked = await self._node.track_payment(payout.payment_hash)
+            if tracked is not None:
+                return await self._record(payment_id, lambda p, now: p.settle(tracked, now))
+        # LND has no payment of this hash: whatever it answers is about this call alone.
         try:
             result = await self._node.pay(payout.payment_request, max_fee=payout.max_fee)
         except (LightningNodeUnreachable, ConnectionError):
             raise    # it may be in flight: it stays so, its claim kept (`ln send` asks again)
         except LightningNodeError as exc:
-            if first is None:
-                raise    # asked again about one in flight: LND's refusal says nothing of the first try
             await self._record(payment_id, lambda p, now: p.refused(str(exc), now))
             raise
         return await self._record(payment_id, lambda p, now: p.settle(result, now))

@@ -72,6 +72,11 @@ class LightningNode(abc.ABC):
                               "before it was final")
 
     @abc.abstractmethod
+    async def track_payment(self, payment_hash: str) -> LightningPayment | None:
+        """The node's outgoing payment of this hash as it stands now; None when the node never
+        started one (so paying it now cannot pay twice)."""
+
+    @abc.abstractmethod
     async def decode_payment_request(self, payment_request: str) -> DecodedPaymentRequest:
         """What a BOLT11 request asks for, as the node reads it."""
 

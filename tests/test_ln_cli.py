@@ -140,3 +140,44 @@ async def test_a_risky_ln_pay_is_held_until_approved_then_paid(fake: FakeLndProc
     assert held["state"] == "held"
     rc, out = cli(fake, tmp_path, "withdraw", "cancel", held["payment_id"], "--by", "olivia")
     assert rc == 0 and out == {"payment_id": held["payment_id"], "state": "cancelled"}
+
+
+async def test_a_payout_left_in_flight_is_settled_by_ln_send(fake: FakeLndProcess, tmp_path) -> None:  # noqa: ANN001
+    """A process that committed `ln_payment_sent` and died: `ln send` asks LND where the payment
+    stands (paid: recorded, never paid twice) and pays it only if LND never started it."""
+    from kaccy_bitcoin.adapters.lnd.client import LndRestClient
+    from kaccy_bitcoin.adapters.lnd.node import LndNode
+    from kaccy_bitcoin.adapters.memory.clock import SystemClock
+    from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory, make_engine
+
+    invoices = [await fake.invoice_elsewhere(7_000_000, f"crash {n}") for n in range(2)]
+    ids = []
+    for invoice in invoices:                                   # held (score 0 holds all), then approved
+        held = ln(fake, tmp_path, "pay", invoice["payment_request"], "--user", "zed", KACCY_REVIEW_SCORE="0")[1]
+        assert held["state"] == "held"
+        assert cli(fake, tmp_path, "withdraw", "approve", held["payment_id"], "--by", "olivia")[0] == 0
+        ids.append(held["payment_id"])
+    engine = make_engine(f"sqlite:///{tmp_path}/ln.db")
+    uow = SqlUnitOfWorkFactory(engine)
+    for pid in ids:                                            # committed as sent, then the crash
+        with uow() as u:
+            payout = u.ln_payouts.get(pid)
+            u.record([payout.send(SystemClock().now())])
+            u.ln_payouts.save(payout)
+            u.commit()
+    engine.dispose()
+    node = LndNode(LndRestClient(fake.rest_url, macaroon_path=fake.info["macaroon"],
+                                 tls_cert_path=fake.info["tls_cert"]), SystemClock())
+    try:
+        paid = await node.pay(invoices[0]["payment_request"], max_fee=payout.max_fee)   # LND had the first
+    finally:
+        await node.close()
+    assert ln(fake, tmp_path, "show", ids[0])[1]["state"] == "in_flight"
+    before = balance(fake, tmp_path)
+    rc, out = ln(fake, tmp_path, "send", ids[0])
+    assert rc == 0 and (out["state"], out["fee_msat"]) == ("succeeded", paid.fee.value)
+    assert balance(fake, tmp_path) == before                                  # not paid twice
+    rc, out = ln(fake, tmp_path, "send", ids[1])                             # LND never had the second
+    assert rc == 0 and out["state"] == "succeeded" and balance(fake, tmp_path) < before
+    kinds = [e["kind"] for e in cli(fake, tmp_path, "audit", "query", "--subject", ids[0])[1]["entries"]]
+    assert kinds[-2:] == ["ln_payment_sent", "ln_payment_succeeded"]
