@@ -16,6 +16,9 @@
    `withdraw create` stops at the PSBT, as an exchange signs elsewhere);
 8. audit: every step commits its event with its state change (`withdrawal_created`, `_held`,
    `_signed`, `_sent`, ...), hash-chained in the audit log.
+
+Every other payout takes the same steps with the functions below: a batch RBF's new payouts
+(application/fee_bumping.py) and Lightning payouts (application/lightning_payments.py).
 """
 from __future__ import annotations
 
