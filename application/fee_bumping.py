@@ -40,9 +40,8 @@ class BumpWithdrawal:
     manager's controls: the original's user's and the platform's limits, where they are counted,
     the risk review of the new destinations (a risky one is HELD until an operator approves it),
     and the paying wallet's tier cap on everything the replacement pays out) at a higher fee rate.
-    The original keeps
-    its coins and stays as it is until the node accepts the replacement; the replacement holds
-    only the coins it adds, so cancelling it leaves the original exactly as it was."""
+    The original keeps its coins and stays as it is until the node accepts the replacement; the
+    replacement holds only the coins it adds, so cancelling it leaves the original exactly as it was."""
 
     def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, chain: ChainBackend,
                  clock: Clock, publisher: EventPublisher, controls: ControlSettings,
@@ -58,6 +57,7 @@ class BumpWithdrawal:
         added_to = tuple(a.value for a, _ in extra_payouts)
         with self._uow.read() as uow:
             old = load_withdrawal(uow, withdrawal_id)
+            txid = old.require_bumpable()
             holders = lineage(uow, old)
             payouts = [(Address(o.address, self._builder.network), o.amount)
                        for o in old.outputs if not o.change] + extra_payouts
@@ -66,7 +66,6 @@ class BumpWithdrawal:
                 risk = assess_payout(uow, self._clock.now(), old.user, added, added_to,
                                      own_deposit_addresses(uow, added_to))
                 leaving = sum(v.value for a, v in payouts if uow.addresses.get(a.value) is None)
-        txid = old.require_bumpable()
         if extra_payouts:
             self._custody.check(old.wallet, leaving)
         old_rate_kvb = old.fee.value * 1000 // self._builder.vsize(old)
