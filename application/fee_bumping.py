@@ -16,7 +16,13 @@ from kaccy_bitcoin.application.withdrawals import (
     save_new,
     view,
 )
-from kaccy_bitcoin.application.transaction_manager import check_limits
+from kaccy_bitcoin.application.transaction_manager import (
+    ControlSettings,
+    assess_payout,
+    check_limits,
+    own_deposit_addresses,
+)
+from kaccy_bitcoin.domain.custody import CustodyPolicy
 from kaccy_bitcoin.domain.limits import Usage
 from kaccy_bitcoin.domain.bitcoin import Address
 from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount
@@ -24,30 +30,44 @@ from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.withdrawals import CPFP
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
+from kaccy_bitcoin.ports.events import EventPublisher
 from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
 
 class BumpWithdrawal:
     """RBF (BIP125): a new withdrawal spending the same inputs (plus more if needed), paying
-    the same payouts (and, for a batch RBF, new ones, checked against the original's user's and
-    the platform's limits and counted there) at a higher fee rate. The original keeps
-    its coins and stays as it is until the node accepts the replacement; the replacement holds
-    only the coins it adds, so cancelling it leaves the original exactly as it was."""
+    the same payouts (and, for a batch RBF, new ones: a new payout, through the transaction
+    manager's controls: the original's user's and the platform's limits, where they are counted,
+    the risk review of the new destinations (a risky one is HELD until an operator approves it),
+    and the paying wallet's tier cap on everything the replacement pays out) at a higher fee rate.
+    The original keeps its coins and stays as it is until the node accepts the replacement; the
+    replacement holds only the coins it adds, so cancelling it leaves the original exactly as it was."""
 
     def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, chain: ChainBackend,
-                 clock: Clock) -> None:
+                 clock: Clock, publisher: EventPublisher, controls: ControlSettings,
+                 custody: CustodyPolicy | None = None) -> None:
         self._builder, self._uow, self._chain, self._clock = builder, uow, chain, clock
+        self._publisher, self._controls, self._custody = publisher, controls, custody or CustodyPolicy()
 
     async def __call__(self, withdrawal_id: str, fee_rate: FeeRate,
                        add_payouts: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
         """`add_payouts` makes it a batch RBF: the replacement also pays these."""
         extra_payouts = self._builder.parse_payouts(add_payouts) if add_payouts else []
+        added = sum(v.value for _, v in extra_payouts)
+        added_to = tuple(a.value for a, _ in extra_payouts)
         with self._uow.read() as uow:
             old = load_withdrawal(uow, withdrawal_id)
+            txid = old.require_bumpable()
             holders = lineage(uow, old)
-        txid = old.require_bumpable()
-        payouts = [(Address(o.address, self._builder.network), o.amount)
-                   for o in old.outputs if not o.change] + extra_payouts
+            payouts = [(Address(o.address, self._builder.network), o.amount)
+                       for o in old.outputs if not o.change] + extra_payouts
+            if extra_payouts:   # a new payout: limits, risk, tier, as the transaction manager's
+                check_limits(uow, old.user, added, self._clock.now(), lock=False)
+                risk = assess_payout(uow, self._clock.now(), old.user, added, added_to,
+                                     own_deposit_addresses(uow, added_to))
+                leaving = sum(v.value for a, v in payouts if uow.addresses.get(a.value) is None)
+        if extra_payouts:
+            self._custody.check(old.wallet, leaving)
         old_rate_kvb = old.fee.value * 1000 // self._builder.vsize(old)
         if fee_rate.sat_per_kvb <= old_rate_kvb:
             raise InvalidAmount(f"the new fee rate {fee_rate} must exceed the current {FeeRate(old_rate_kvb)}")
@@ -63,14 +83,15 @@ class BumpWithdrawal:
             if not extra_payouts:
                 await save_new(self._uow, new, holders, self._clock.now())
                 return view(new)
-            added = sum(v.value for _, v in extra_payouts)   # batch RBF: new money out, within the limits
-            async with self._uow() as u:
+            async with self._uow() as u:    # batch RBF: new money out, within the limits
                 now = self._clock.now()
                 check_limits(u, old.user, added, now, lock=True)
+                held = new.review(risk, self._controls.review_score, now)
                 record_new(u, new, holders, now)
-                u.limits.take(Usage(new.withdrawal_id, old.user, added, now,
-                                    destinations=tuple(a.value for a, _ in extra_payouts)))
+                u.limits.take(Usage(new.withdrawal_id, old.user, added, now, destinations=added_to))
+                u.record([held] if held else [])
                 u.commit()
+            await self._publisher.publish(u.committed_events())
             return view(new)
 
         return await retried(attempt, on=CoinsReserved, why="a coin was reserved by another withdrawal meanwhile")

@@ -121,11 +121,27 @@ class VoidedWithdrawal:
 
 @attrs.frozen
 class LightningPayment:
+    """A Lightning payout as `ln pay` / `send` / `show` print it (a `held` one waits for
+    `approve_ln_payment`, then `send_ln_payment`)."""
+
     payment_hash: str
     state: str
     amount_msat: int
-    fee_msat: int
+    fee_msat: int | None = None          # once LND says SUCCEEDED
     failure_reason: str | None = None
+    payment_id: str | None = None
+    max_fee_msat: int | None = None
+    destination: str | None = None
+    risk: Risk | None = None
+    user: str | None = None
+    approved_by: str | None = None
+
+    @classmethod
+    def from_dict(cls, answer: Mapping[str, Any]) -> LightningPayment:
+        names = {f.name for f in attrs.fields(cls)} - {"risk"}
+        risk = answer.get("risk")
+        return cls(**{k: v for k, v in answer.items() if k in names},
+                   risk=Risk(risk["score"], tuple(risk["reasons"])) if risk else None)
 
 
 @attrs.frozen

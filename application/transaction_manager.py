@@ -16,6 +16,9 @@
    `withdraw create` stops at the PSBT, as an exchange signs elsewhere);
 8. audit: every step commits its event with its state change (`withdrawal_created`, `_held`,
    `_signed`, `_sent`, ...), hash-chained in the audit log.
+
+Every other payout takes the same steps with the functions below: a batch RBF's new payouts
+(application/fee_bumping.py) and Lightning payouts (application/lightning_payments.py).
 """
 from __future__ import annotations
 
@@ -69,7 +72,7 @@ class WalletRouting:
         return wallet, self._builder.of(wallet)
 
 
-def _user(user: str | None) -> str | None:
+def check_user(user: str | None) -> str | None:
     if user is None:
         return None
     if not user.strip() or len(user) > 128 or user == limit_rules.PLATFORM:
@@ -93,6 +96,27 @@ def check_limits(u: UnitOfWork, user: str | None, amount_sat: int, now: dt.datet
     limit_rules.check(amount_sat, now, mine, user_usage, platform, platform_usage)
 
 
+def own_deposit_addresses(u: UnitOfWork, destinations: Sequence[str]) -> list[str]:
+    """Those of `destinations` that are a customer's deposit address (any wallet's); a transfer
+    address of our own wallets (a sweep or refill) is not suspicious."""
+    own = []
+    for d in destinations:
+        entry = u.addresses.get(d)
+        if entry is not None and entry.purpose == "receive" and entry.order_id is not None:
+            own.append(d)
+    return own
+
+
+def assess_payout(u: UnitOfWork, now: dt.datetime, user: str | None, amount: int, destinations: Sequence[str],
+                  own: Sequence[str]) -> RiskAssessment:
+    """The risk review of any payout (a withdrawal, a batch RBF's new payouts, a Lightning
+    payment) of `amount` sat to `destinations`, over `user`'s history; `own`: those of the
+    destinations that are our own customers'."""
+    history = u.limits.user_usage(user, now - limit_rules.MONTH) if user is not None else []
+    limits = u.limits.get(user) if user is not None else None
+    return assess(amount, tuple(destinations), now, user=user, history=history, own_addresses=own, limits=limits)
+
+
 class TransactionManager:
     def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, clock: Clock,
                  publisher: EventPublisher, settings: ControlSettings, custody: CustodyPolicy | None = None,
@@ -105,7 +129,7 @@ class TransactionManager:
                        user: str | None = None, wallet: str | None = None) -> dict[str, Any]:
         """A new withdrawal up to its unsigned PSBT (or HELD for review): `withdraw create`.
         `wallet`: the wallet that pays (None: the custody tier of the amount, else `default`)."""
-        user = _user(user)
+        user = check_user(user)
         parsed = self._wallets.route(Satoshis(0), DEFAULT_WALLET)[1].parse_payouts(payouts)
         amount = sum(v.value for _, v in parsed)
         destinations = tuple(a.value for a, _ in parsed)
@@ -134,17 +158,7 @@ class TransactionManager:
                              times=COIN_RACE_RETRIES)
 
     def _assess(self, u: UnitOfWork, user: str | None, amount: int, destinations: tuple[str, ...]) -> RiskAssessment:
-        now = self._clock.now()
-        own = []
-        for d in destinations:
-            entry = u.addresses.get(d)
-            # A customer's deposit address (any wallet's); a transfer address of our own wallets
-            # (a sweep or refill) is not suspicious.
-            if entry is not None and entry.purpose == "receive" and entry.order_id is not None:
-                own.append(d)
-        history = u.limits.user_usage(user, now - limit_rules.MONTH) if user is not None else []
-        limits = u.limits.get(user) if user is not None else None
-        return assess(amount, destinations, now, user=user, history=history, own_addresses=own, limits=limits)
+        return assess_payout(u, self._clock.now(), user, amount, destinations, own_deposit_addresses(u, destinations))
 
     async def process(self, payouts: Sequence[tuple[str, int]], signer: str, fee_rate: FeeRate | None = None,
                       user: str | None = None) -> dict[str, Any]:

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "review_score": "70",
     "custody_tiers": None,
     "custody_targets": None,
+    "ln_max_fee_ppm": "5000",
 }
 
 
@@ -99,6 +100,11 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_REVIEW_SCORE must be a whole number from 0 to 101 (101: never hold), "
                           f"got {values['review_score']!r}")
     values["review_score"] = int(score)
+    ppm = str(values["ln_max_fee_ppm"]).strip()
+    if not (ppm.isascii() and ppm.isdigit()) or int(ppm) > 1_000_000:
+        raise ConfigError(f"KACCY_LN_MAX_FEE_PPM must be a whole number of parts per million from 0 to 1000000 "
+                          f"(the most a Lightning payout's routing may cost), got {values['ln_max_fee_ppm']!r}")
+    values["ln_max_fee_ppm"] = int(ppm)
     try:
         rate = float(values["api_rate_limit"])
     except ValueError:

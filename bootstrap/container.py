@@ -154,6 +154,12 @@ FollowConsolidations = _Lazy(f"{_APP}.consolidation", "FollowConsolidations")
 ProposeConsolidation = _Lazy(f"{_APP}.consolidation", "ProposeConsolidation")
 Stats = _Lazy(f"{_APP}.stats", "Stats")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
+SendLightningPayout = _Lazy(f"{_APP}.lightning_payments", "SendLightningPayout")
+LightningPayoutSettings = _Lazy(f"{_APP}.lightning_payments", "LightningPayoutSettings")
+ApproveLightningPayout = _Lazy(f"{_APP}.lightning_payments", "ApproveLightningPayout")
+CancelLightningPayout = _Lazy(f"{_APP}.lightning_payments", "CancelLightningPayout")
+ShowLightningPayout = _Lazy(f"{_APP}.lightning_payments", "ShowLightningPayout")
+PayoutById = _Lazy(f"{_APP}.lightning_payments", "PayoutById")
 ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
 ShowOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "ShowOrderInvoice")
@@ -412,8 +418,16 @@ class Services(containers.DeclarativeContainer):
     void_withdrawal = providers.Factory(VoidWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock, signing=sign_withdrawal,
                                         broadcaster=broadcaster)
-    cancel_withdrawal = providers.Factory(CancelWithdrawal, uow=storage.uow, clock=gateways.clock)
-    approve_withdrawal = providers.Factory(ApproveWithdrawal, uow=storage.uow, clock=gateways.clock)
+    # `withdraw cancel`/`approve` take a held payout's id: a withdrawal's or a Lightning payment's.
+    cancel_withdrawal = providers.Factory(
+        PayoutById, uow=storage.uow,
+        withdrawal=providers.Factory(CancelWithdrawal, uow=storage.uow, clock=gateways.clock),
+        lightning=providers.Factory(CancelLightningPayout, uow=storage.uow, clock=gateways.clock))
+    approve_withdrawal = providers.Factory(
+        PayoutById, uow=storage.uow,
+        withdrawal=providers.Factory(ApproveWithdrawal, uow=storage.uow, clock=gateways.clock),
+        lightning=providers.Factory(ApproveLightningPayout, uow=storage.uow, clock=gateways.clock))
+    control_settings = providers.Factory(ControlSettings, review_score=config.review_score)
     # Every withdrawal request goes through the transaction manager: limits, risk, wallet,
     # coins, PSBT (`process` also signs and broadcasts), audit.
     transaction_manager = providers.Factory(
@@ -430,7 +444,8 @@ class Services(containers.DeclarativeContainer):
     cpfp_withdrawal = providers.Factory(CpfpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
                                         chain=gateways.chain, clock=gateways.clock)
     bump_withdrawal = providers.Factory(BumpWithdrawal, builder=withdrawal_builder, uow=storage.uow,
-                                        chain=gateways.chain, clock=gateways.clock)
+                                        chain=gateways.chain, clock=gateways.clock, publisher=gateways.publisher,
+                                        controls=control_settings, custody=custody)
     plan_consolidation = providers.Factory(PlanConsolidation, builder=withdrawal_builder, uow=storage.uow,
                                            clock=gateways.clock, wallets=wallet_names,
                                            settings=consolidation_settings)
@@ -466,7 +481,14 @@ class Services(containers.DeclarativeContainer):
         lightning=providers.Callable(_lightning_check, config.lnd_rest_url, gateways.lightning.provider),
         max_lag_blocks=config.ready_max_lag, final_confirmations=payment_settings.provided.thresholds.final)
 
-    pay_invoice = providers.Factory(PayInvoice, node=gateways.lightning)
+    # A Lightning payout goes through the controls of a withdrawal: limits, risk, tier, audit.
+    send_ln_payment = providers.Factory(SendLightningPayout, node=gateways.lightning, uow=storage.uow,
+                                        clock=gateways.clock, publisher=gateways.publisher)
+    pay_invoice = providers.Factory(
+        PayInvoice, node=gateways.lightning, uow=storage.uow, clock=gateways.clock, publisher=gateways.publisher,
+        controls=control_settings, custody=custody, sender=send_ln_payment,
+        settings=providers.Factory(LightningPayoutSettings, max_fee_ppm=config.ln_max_fee_ppm))
+    show_ln_payment = providers.Factory(ShowLightningPayout, uow=storage.uow)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)
     create_order_invoice = providers.Factory(CreateOrderInvoice, uow=storage.uow, node=gateways.lightning,
                                              clock=gateways.clock)

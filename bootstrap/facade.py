@@ -256,9 +256,20 @@ class KaccyBitcoin:
         """The order's newest invoice (an open one looked up at LND first)."""
         return read(OrderInvoice, await self._use("show_order_invoice", order_id))
 
-    async def pay_invoice(self, payment_request: str, *, max_fee_sat: int | None = None) -> LightningPayment:
-        """Pay a BOLT11 request over LND and wait for the final result."""
-        return read(LightningPayment, await self._use("pay_invoice", payment_request, max_fee_sat))
+    async def pay_invoice(self, payment_request: str, *, max_fee_sat: int | None = None,
+                          user: str | None = None) -> LightningPayment:
+        """Pay a BOLT11 request over LND, through the controls (limits, risk, tier, audit), and
+        wait for the final result; a risky one comes back `held`."""
+        return read(LightningPayment, await self._use("pay_invoice", payment_request, max_fee_sat, user))
+
+    async def approve_ln_payment(self, payment_id: str, by: str) -> LightningPayment:
+        """An operator (`by`) releases a Lightning payout the risk review held (then `send_ln_payment`)."""
+        await self._use("approve_withdrawal", payment_id, by)
+        return read(LightningPayment, await self._use("show_ln_payment", payment_id))
+
+    async def send_ln_payment(self, payment_id: str) -> LightningPayment:
+        """Pay an approved Lightning payout (or ask LND again about one in flight)."""
+        return read(LightningPayment, await self._use("send_ln_payment", payment_id))
 
     async def channels(self) -> tuple[Channel, ...]:
         answer = await self._use("list_channels")

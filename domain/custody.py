@@ -4,7 +4,8 @@ say how the platform's coins should be spread over the tiers.
 `KACCY_CUSTODY_TIERS` lists the tiers from hottest to coldest, each `name=wallet:cap_sat`
 (the last may have no cap): `hot=default:2000000,warm=treasury:50000000,cold=vault`. A
 withdrawal that names no wallet is paid by the first tier whose cap holds its payout total;
-one that names a wallet of a capped tier is refused above that cap (`tier_exceeded`).
+one that names a wallet of a capped tier is refused above that cap (`tier_exceeded`). A
+Lightning payout spends LND's channels, hot money: it is held to the first tier's cap.
 
 `KACCY_CUSTODY_TARGETS` gives each tier's target share of the total in percent,
 `hot=5,warm=25,cold=70`. `custody status` compares the balances with them and proposes the
@@ -23,6 +24,7 @@ from kaccy_bitcoin.domain.errors import DomainError
 from kaccy_bitcoin.domain.wallets import check_name
 
 MIN_MOVE_SAT = 10_000
+LIGHTNING = "lightning"   # the "wallet" of a Lightning payout: LND's channels
 
 
 class InvalidCustodyConfig(DomainError):
@@ -34,8 +36,9 @@ class TierExceeded(DomainError):
 
     def __init__(self, tier: str, wallet: str, cap_sat: int, amount_sat: int) -> None:
         self.tier, self.wallet, self.cap_sat, self.amount_sat = tier, wallet, cap_sat, amount_sat
+        how = "over Lightning: pay it on chain" if wallet == LIGHTNING else "pay it"
         super().__init__(f"{amount_sat} sat is above the {cap_sat} sat cap of tier {tier} (wallet {wallet}): "
-                         "pay it from a colder tier's wallet")
+                         f"{how} from a colder tier's wallet")
 
 
 @attrs.frozen
@@ -98,6 +101,13 @@ class CustodyPolicy:
         tier = self.tier_of(wallet)
         if tier is not None and tier.cap_sat is not None and amount_sat > tier.cap_sat:
             raise TierExceeded(tier.name, wallet, tier.cap_sat, amount_sat)
+
+    def check_lightning(self, amount_sat: int) -> None:
+        """A Lightning payout is paid from the node's channels: hot money, held to the hottest
+        tier's cap (TierExceeded above it; no tiers, no cap)."""
+        if self.tiers and self.tiers[0].cap_sat is not None and amount_sat > self.tiers[0].cap_sat:
+            hot = self.tiers[0]
+            raise TierExceeded(hot.name, LIGHTNING, hot.cap_sat, amount_sat)
 
     def status(self, balances: dict[str, int]) -> dict[str, Any]:
         """Each tier's balance against its target, and the move that restores the first tier."""

@@ -176,6 +176,25 @@ class WithdrawalHeld(DomainError):
     code = "withdrawal_held"
 
 
+class FeeTooHigh(DomainError):
+    """A Lightning payout whose routing-fee limit is above the cap (KACCY_LN_MAX_FEE_PPM of its amount)."""
+
+    code = "fee_too_high"
+
+    def __init__(self, cap_msat: int, message: str) -> None:
+        self.cap_msat = cap_msat
+        super().__init__(message)
+
+    def details(self) -> dict[str, object]:
+        return {"max_fee_sat": self.cap_msat // 1000, "max_fee_msat": self.cap_msat}
+
+
+class PaymentConflict(DomainError):
+    """A payment hash we are already paying (held, pending, in flight) or have paid."""
+
+    code = "payment_conflict"
+
+
 class OrderClosed(DomainError):
     """The order can take no new payment request: it is paid (finalized), failed or expired."""
 

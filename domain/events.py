@@ -39,6 +39,14 @@ EVENT_KINDS = frozenset({
     "withdrawal_rejected",
     "withdrawal_cancelled",
     "withdrawal_void_requested",
+    # payouts over Lightning (the same controls as withdrawals)
+    "ln_payment",
+    "ln_payment_held",
+    "ln_payment_approved",
+    "ln_payment_cancelled",
+    "ln_payment_sent",
+    "ln_payment_succeeded",
+    "ln_payment_failed",
     # operator actions on the controls
     "limits_set",
     "wallet_added",
@@ -67,6 +75,7 @@ DISCREPANCY_KINDS = frozenset({
     "withdrawal_reorged",
     "unexpected_spend",
     "withdrawal_held",
+    "ln_payment_held",
 })
 
 

@@ -22,6 +22,11 @@ class LightningNodeError(KaccyError):
     from it, so a use case can tell "the node did not answer" from a rule it broke)."""
 
 
+class LightningNodeUnreachable(LightningNodeError):
+    """The node could not be reached, or the connection was lost after the request was sent:
+    what was asked may have taken effect (a payment may be in flight)."""
+
+
 class LightningNode(abc.ABC):
     @abc.abstractmethod
     async def create_invoice(self, amount: MilliSatoshis, memo: str, expiry_seconds: int) -> LightningInvoice:
@@ -65,6 +70,11 @@ class LightningNode(abc.ABC):
                 return update
         raise ConnectionError(f"the node stopped reporting on payment {last.payment_hash if last else '?'} "
                               "before it was final")
+
+    @abc.abstractmethod
+    async def track_payment(self, payment_hash: str) -> LightningPayment | None:
+        """The node's outgoing payment of this hash as it stands now; None when the node never
+        started one (so paying it now cannot pay twice)."""
 
     @abc.abstractmethod
     async def decode_payment_request(self, payment_request: str) -> DecodedPaymentRequest:

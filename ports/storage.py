@@ -18,6 +18,7 @@ from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
+from kaccy_bitcoin.domain.lightning_payouts import LightningPayout
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.wallets import Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
@@ -281,6 +282,32 @@ class LimitStore(abc.ABC):
     @abc.abstractmethod
     def give_back(self, withdrawal_id: str) -> None:
         """The withdrawal pays nothing: its amount no longer counts (idempotent)."""
+
+    @abc.abstractmethod
+    def adjust(self, withdrawal_id: str, amount_sat: int) -> None:
+        """What the payout turned out to pay (a Lightning payout's fee, once known): its
+        claim counts `amount_sat` from now on, never more than it took."""
+
+
+class LightningPayoutRepository(abc.ABC):
+    """Payouts over Lightning (domain/lightning_payouts.py)."""
+
+    @abc.abstractmethod
+    def add(self, payout: LightningPayout) -> None:
+        """Store a new payout (version 0 -> 1); its id must be new."""
+
+    @abc.abstractmethod
+    def save(self, payout: LightningPayout) -> None:
+        """Update a payout, only if its stored version is still `payout.version` (else
+        ConcurrentUpdate); bumps `payout.version`."""
+
+    @abc.abstractmethod
+    def get(self, payment_id: str) -> LightningPayout | None:
+        """The payout with this id."""
+
+    @abc.abstractmethod
+    def for_hash(self, payment_hash: str) -> list[LightningPayout]:
+        """Every payout of this payment hash, oldest first."""
 class WalletRepository(abc.ABC):
     """The wallets added besides `default` (which KACCY_XPUB configures and is not stored)."""
 
@@ -349,6 +376,7 @@ class UnitOfWork(abc.ABC):
     payments: PaymentRepository
     withdrawals: WithdrawalRepository
     invoices: InvoiceRepository
+    ln_payouts: LightningPayoutRepository
     addresses: AddressBook
     cursors: CursorRepository
     audit: AuditLog

@@ -182,3 +182,32 @@ async def test_a_batch_rbf_adding_payouts_is_held_to_the_original_users_limits(n
     assert shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "12")[1]["replaces"] == w["withdrawal_id"]
     assert shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "10000", "--user", "wes")[1]["state"] == (
         "created")
+
+
+async def test_a_batch_rbf_adding_payouts_is_a_new_payout_tier_capped_and_risk_reviewed(node, tmp_path) -> None:
+    """The replacement pays out everything again from the original's wallet: its tier cap holds
+    for the whole of it; its new destinations go through the risk review (held when risky)."""
+    shop = await funded_shop(node, tmp_path, amounts=(200_000, 200_000, 200_000),
+                             KACCY_CUSTODY_TIERS="hot=default:100000,cold=vault")
+    dest, other = [await node.call("getnewaddress", wallet="miner") for _ in range(2)]
+    w = shop.cli("withdraw", "create", "--to", dest, "--amount-sat", "50000", "--fee-rate", "2")[1]
+    shop.cli("withdraw", "sign", w["withdrawal_id"], "--signer", "software")
+    shop.cli("withdraw", "broadcast", w["withdrawal_id"])
+    rc, out = shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "10", "--to", other, "--amount-sat",
+                       "60000", check=False)
+    assert rc == 2 and (out["error"]["code"], out["error"]["message"]) == (
+        "tier_exceeded", "110000 sat is above the 100000 sat cap of tier hot (wallet default): pay it from a "
+                         "colder tier's wallet")
+    ours = shop.order("deposit-1", 10_000)["address"]
+    bumped = shop.cli("withdraw", "bump", w["withdrawal_id"], "--fee-rate", "10", "--to", ours, "--amount-sat",
+                      "20000")[1]
+    assert bumped["state"] == "held" and bumped["replaces"] == w["withdrawal_id"]
+    assert "own_deposit_address" in bumped["risk"]["reasons"] and bumped["risk"]["score"] >= 70
+    rc, out = shop.cli("withdraw", "sign", bumped["withdrawal_id"], "--signer", "software", check=False)
+    assert rc == 2 and out["error"]["code"] == "withdrawal_held"
+    shop.cli("withdraw", "approve", bumped["withdrawal_id"], "--by", "olivia")
+    assert shop.cli("withdraw", "sign", bumped["withdrawal_id"], "--signer", "software")[1]["state"] == "signed"
+    sent = shop.cli("withdraw", "broadcast", bumped["withdrawal_id"])[1]
+    assert sent["state"] == "broadcast" and sent["txid"] in await node.call("getrawmempool")
+    kinds = [e["kind"] for e in shop.cli("audit", "query", "--subject", bumped["withdrawal_id"])[1]["entries"]]
+    assert kinds[:3] == ["withdrawal_created", "withdrawal_held", "withdrawal_approved"]

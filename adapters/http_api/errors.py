@@ -32,6 +32,8 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (domain.LimitExceeded, 422),
     (domain.WithdrawalHeld, 409),
     (domain.FeeTooLow, 422),
+    (domain.FeeTooHigh, 422),
+    (domain.PaymentConflict, 409),
     (domain.DomainError, 400),
 )
 

@@ -370,13 +370,30 @@ async def query_audit(call: Call) -> dict[str, Any]:
 # -- lightning -----------------------------------------------------------------------------
 @route("POST", "/v1/lightning/payments", "Pay a BOLT11 payment request and wait for the result",
        tag="lightning", scopes=(WITHDRAW,), idempotency="required",
-       body=_obj(["payment_request"], payment_request={"type": "string", "maxLength": 4000}, max_fee_sat=_INT))
+       body=_obj(["payment_request"], payment_request={"type": "string", "maxLength": 4000}, max_fee_sat=_INT,
+                 user={"type": "string", "description": "whose payout: their limits and risk review"}))
 async def pay_invoice(call: Call) -> dict[str, Any]:
     request = call.body.text("payment_request", required=True, min_length=1, max_length=4000)
     max_fee = call.body.integer("max_fee_sat", high=10**9)
+    user = call.body.text("user", min_length=1, max_length=128)
     call.body.done()
     pay = await call.use("pay_invoice")
-    return await pay(request, max_fee)
+    return await pay(request, max_fee, user)
+
+
+@route("GET", "/v1/lightning/payments/{payment_id}", "A Lightning payment and its state", tag="lightning",
+       scopes=(READ, WITHDRAW))
+async def show_ln_payment(call: Call) -> dict[str, Any]:
+    show = await call.use("show_ln_payment")
+    return await show(call.path("payment_id"))
+
+
+@route("POST", "/v1/lightning/payments/{payment_id}/send", "Pay a Lightning payment an operator approved",
+       tag="lightning", scopes=(WITHDRAW,), idempotency="optional", body=_obj([]))
+async def send_ln_payment(call: Call) -> dict[str, Any]:
+    call.body.done()
+    send = await call.use("send_ln_payment")
+    return await send(call.path("payment_id"))
 
 
 @route("GET", "/v1/lightning/channels", "The Lightning node's channels and balances", tag="lightning",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from kaccy_bitcoin.domain.errors import NotFound
-from kaccy_bitcoin.ports.lightning import LightningNodeError
+from kaccy_bitcoin.ports.lightning import LightningNodeError, LightningNodeUnreachable
 
 
 class LndError(LightningNodeError):
@@ -30,7 +30,7 @@ class LndTlsError(LndError):
     code = "lnd_tls_error"
 
 
-class LndUnreachable(LndError):
+class LndUnreachable(LndError, LightningNodeUnreachable):
     """LND could not be reached after the retries, or the connection was lost mid-stream."""
 
     code = "lnd_unreachable"

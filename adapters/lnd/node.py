@@ -122,6 +122,18 @@ class LndNode(LightningNode):
         raise LndUnreachable(f"POST /v2/router/send: LND ended the stream before payment "
                              f"{last.payment_hash if last else '?'} was final; track it by its hash")
 
+    async def track_payment(self, payment_hash: str) -> LightningPayment | None:
+        _check_hash(payment_hash)
+        path = f"/v2/router/track/{codec.hex_to_b64url(payment_hash)}"
+        try:
+            async for record in self._client.stream("GET", path, params={"no_inflight_updates": "false"}):
+                return codec.payment(record)    # the first update is the payment as it stands
+        except LndError as exc:
+            if exc.lnd_code == 5 or "isn't initiated" in (exc.lnd_message or ""):
+                return None
+            raise
+        raise LndUnreachable(f"GET {path}: LND ended the stream without the payment's state")
+
     async def decode_payment_request(self, payment_request: str) -> DecodedPaymentRequest:
         return codec.pay_req(await self._client.request("GET", f"/v1/payreq/{payment_request}"))
 

@@ -19,6 +19,7 @@ from kaccy_bitcoin.domain.limits import Limits, Usage
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent, StoredEvent
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
+from kaccy_bitcoin.domain.lightning_payouts import LightningPayout
 from kaccy_bitcoin.domain.consolidation import Consolidation
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
@@ -33,7 +34,7 @@ class MemoryStore:
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "invoices", "addresses", "counters",
               "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage", "wallets",
-              "consolidations")
+              "consolidations", "ln_payouts")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -410,6 +411,37 @@ class MemoryLimits(storage.LimitStore):
         found = self._u.get(withdrawal_id)
         if found is not None and not found.returned:
             self._u.put(withdrawal_id, attrs.evolve(found, returned=True))
+
+    def adjust(self, withdrawal_id: str, amount_sat: int) -> None:
+        found = self._u.get(withdrawal_id)
+        if found is not None and amount_sat < found.amount_sat:
+            self._u.put(withdrawal_id, attrs.evolve(found, amount_sat=amount_sat))
+
+
+class MemoryLightningPayouts(storage.LightningPayoutRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def add(self, payout: LightningPayout) -> None:
+        if payout.payment_id in self._t or payout.version != 0:
+            raise ConcurrentUpdate(f"Lightning payment {payout.payment_id} exists already")
+        payout.version = 1
+        self._t.put(payout.payment_id, payout)
+
+    def save(self, payout: LightningPayout) -> None:
+        stored = self._t.get(payout.payment_id)
+        if stored is None or stored.version != payout.version:
+            raise ConcurrentUpdate(f"Lightning payment {payout.payment_id} was changed by another unit of work "
+                                   "since it was read; nothing was written")
+        payout.version += 1
+        self._t.put(payout.payment_id, payout)
+
+    def get(self, payment_id: str) -> LightningPayout | None:
+        return self._t.get(payment_id)
+
+    def for_hash(self, payment_hash: str) -> list[LightningPayout]:
+        return sorted((copy.deepcopy(p) for p in self._t.values() if p.payment_hash == payment_hash),
+                      key=lambda p: (p.created_at, p.payment_id))
 class MemoryWallets(storage.WalletRepository):
     def __init__(self, table: _Table) -> None:
         self._t = table
@@ -479,6 +511,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.payments = MemoryPayments(t["payments"])
         self.withdrawals = MemoryWithdrawals(t["withdrawals"])
         self.invoices = MemoryInvoices(t["invoices"])
+        self.ln_payouts = MemoryLightningPayouts(t["ln_payouts"])
         self.addresses = MemoryAddressBook(t["addresses"], t["counters"])
         self.cursors = MemoryCursors(t["cursors"])
         self.audit = MemoryAuditLog(t["audit"], self._store.audit_order, self._store.events_lock,

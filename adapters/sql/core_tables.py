@@ -167,6 +167,28 @@ ln_invoices = Table(
 )
 
 
+ln_payouts = Table(
+    'kaccy_ln_payouts', metadata,
+    Column('payment_id', String(length=64), primary_key=True, nullable=False),
+    Column('payment_hash', String(length=64), nullable=False),
+    Column('payment_request', String(length=4000), nullable=False),
+    Column('destination', String(length=66), nullable=False),
+    Column('amount_msat', BigInteger(), nullable=False),
+    Column('max_fee_msat', BigInteger(), nullable=False),
+    Column('fee_msat', BigInteger(), nullable=True),
+    Column('state', String(length=20), nullable=False),
+    Column('history', JSON(), nullable=False),
+    Column('user_id', String(length=128), nullable=True),
+    Column('risk', JSON(), nullable=False),
+    Column('approved_by', String(length=128), nullable=True),
+    Column('failure_reason', String(length=200), nullable=True),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('version', BigInteger(), nullable=False, server_default='1'),
+    Index('ix_kaccy_ln_payouts_payment_hash', 'payment_hash'),
+    Index('ix_kaccy_ln_payouts_state', 'state'),
+)
+
+
 orders = Table(
     'kaccy_orders', metadata,
     Column('order_id', String(length=128), primary_key=True, nullable=False),

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql import mapping
 from kaccy_bitcoin.adapters.sql import engine as opening, schema
+from kaccy_bitcoin.adapters.sql.ln_payouts import SqlLightningPayouts
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import GENESIS, AuditEntry
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
@@ -742,6 +743,10 @@ class SqlLimits(storage.LimitStore):
         self._s.execute(update(self._u).where(self._u.c.withdrawal_id == withdrawal_id, self._u.c.returned.is_(False))
                         .values(returned=True))
 
+    def adjust(self, withdrawal_id: str, amount_sat: int) -> None:
+        self._s.execute(update(self._u).where(self._u.c.withdrawal_id == withdrawal_id,
+                                              self._u.c.amount_sat > amount_sat).values(amount_sat=amount_sat))
+
 
 class SqlEventConsumers(storage.EventConsumers):
     _t = tables.event_consumers
@@ -929,6 +934,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.payments = SqlPayments(c, self._payment_cache)
         self.withdrawals = SqlWithdrawals(c)
         self.invoices = SqlInvoices(c)
+        self.ln_payouts = SqlLightningPayouts(c)
         self.addresses = SqlAddressBook(c)
         self.cursors = SqlCursors(c)
         self.audit = SqlAuditLog(c)

@@ -266,3 +266,25 @@ class ConsolidationRow(KaccyTable, table=True):
     withdrawal_id: Optional[str] = Field(default=None, max_length=64)
     updated_at: dt.datetime = _ts(nullable=False)
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
+
+
+class LightningPayoutRow(KaccyTable, table=True):
+    """A payout over Lightning (domain/lightning_payouts.py): the request, what it may cost,
+    its machine and LND's answer."""
+
+    __tablename__ = "kaccy_ln_payouts"
+    payment_id: str = Field(primary_key=True, max_length=64)
+    payment_hash: str = Field(index=True, max_length=64)
+    payment_request: str = Field(max_length=4000)
+    destination: str = Field(max_length=66)
+    amount_msat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    max_fee_msat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    fee_msat: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    state: str = Field(index=True, max_length=20)
+    history: list = Field(sa_column=Column(JSON, nullable=False))
+    user_id: Optional[str] = Field(default=None, max_length=128)
+    risk: dict = Field(sa_column=Column(JSON, nullable=False))
+    approved_by: Optional[str] = Field(default=None, max_length=128)
+    failure_reason: Optional[str] = Field(default=None, max_length=200)
+    created_at: dt.datetime = _ts(nullable=False)
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))

@@ -24,7 +24,12 @@ def register(sub: Any) -> None:
     pay = ln.add_parser("pay", help="pay a BOLT11 payment request and wait for the result")
     pay.add_argument("payment_request")
     pay.add_argument("--max-fee-sat", type=positive_int("--max-fee-sat"), default=None,
-                     help="the most the routing may cost (default 1000 sat)")
+                     help="the most the routing may cost (default and most: KACCY_LN_MAX_FEE_PPM of the amount)")
+    pay.add_argument("--user", default=None, help="whose payout: checked against their limits, reviewed "
+                                                  "against their history")
+    ln.add_parser("send", help="pay a Lightning payment an operator approved (or ask LND again about one "
+                               "in flight)").add_argument("payment_id")
+    ln.add_parser("show", help="a Lightning payment and its state").add_argument("payment_id")
     ln.add_parser("channels", help="the node's channels and their balances")
 
 
@@ -37,6 +42,9 @@ async def run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
         return await show(args.order_id)
     if args.action == "pay":
         pay = await service(c, "pay_invoice")
-        return await pay(args.payment_request, args.max_fee_sat)
+        return await pay(args.payment_request, args.max_fee_sat, args.user)
+    if args.action in ("send", "show"):
+        use_case = await service(c, f"{args.action}_ln_payment")
+        return await use_case(args.payment_id)
     channels = await service(c, "list_channels")
     return await channels()

@@ -35,10 +35,11 @@ def register(sub: Any) -> None:
     for name, text in (("broadcast", "finalize, check with the mempool, and send"),
                        ("show", "show a withdrawal")):
         withdraw.add_parser(name, help=text).add_argument("withdrawal_id")
-    wx = withdraw.add_parser("cancel", help="withdraw an unsigned (or held) withdrawal and release its coins")
+    wx = withdraw.add_parser("cancel", help="withdraw an unsigned (or held) withdrawal and release its coins "
+                                            "(or refuse a held Lightning payment)")
     wx.add_argument("withdrawal_id")
     wx.add_argument("--by", default="operator", help="the operator cancelling (for the audit trail)")
-    wa = withdraw.add_parser("approve", help="release a withdrawal the risk review held")
+    wa = withdraw.add_parser("approve", help="release a withdrawal (or Lightning payment) the risk review held")
     wa.add_argument("withdrawal_id")
     wa.add_argument("--by", required=True, help="the operator approving (for the audit trail)")
     wb = withdraw.add_parser("bump", help="replace a broadcast withdrawal with a higher fee (RBF)")

@@ -236,6 +236,19 @@ async def send_payment(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def track_payment(request: web.Request) -> web.StreamResponse:
+    """`GET /v2/router/track/{payment_hash}` (TrackPaymentV2): the payment as it stands, then
+    the end of the stream (this fake finishes a payment within its own send call)."""
+    payment_hash = _hash_param(request.match_info["payment_hash"], "payment_hash")
+    payment = request.app[STATE].data["payments"].get(payment_hash)
+    if payment is None:
+        return web.json_response({"error": error_body(FakeLndError(5, 404, "payment isn't initiated"))}, status=404)
+    response = await _stream(request)
+    await _write(response, {"result": render_payment(payment)})
+    await response.write_eof()
+    return response
+
+
 async def decode_pay_req(request: web.Request) -> web.Response:
     d = request.app[STATE].decode(request.match_info["pay_req"])
     return web.json_response({
@@ -314,6 +327,7 @@ def build_app(state: FakeLndState, macaroon_hex: str) -> web.Application:
     app.router.add_get("/v2/invoices/lookup", lookup_invoice_v2)
     app.router.add_post("/v2/invoices/cancel", cancel_invoice)
     app.router.add_post("/v2/router/send", send_payment)
+    app.router.add_get("/v2/router/track/{payment_hash}", track_payment)
     app.router.add_get("/v1/payreq/{pay_req}", decode_pay_req)
     app.router.add_get("/v1/channels", list_channels)
     app.router.add_post("/v1/channels", open_channel)
