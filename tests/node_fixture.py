@@ -55,7 +55,19 @@ class Node:
         txid = await self.rpc.call("sendtoaddress", address, Satoshis(sat).to_btc(), "", "", False, replaceable,
                                    wallet=wallet)
         await self.settle()
+        await self.in_mempool(txid, wallet)
         return txid
+
+    async def in_mempool(self, txid: str, wallet: str) -> None:
+        """A wallet keeps (and `sendtoaddress` answers) a transaction its node's mempool refused,
+        to broadcast it later: a payment a test thinks it made would then never reach a block.
+        Say so here, with the mempool's reason, instead of as a payment the monitor missed."""
+        (entry,) = await self.rpc.batch([("getmempoolentry", [txid])])   # an RpcError when not there
+        if isinstance(entry, dict):
+            return
+        raw = (await self.rpc.call("gettransaction", txid, wallet=wallet))["hex"]
+        (verdict,) = await self.rpc.call("testmempoolaccept", [raw])
+        raise AssertionError(f"{wallet} sent {txid} but the mempool does not hold it: {verdict}")
 
     async def fresh_wallet(self, funded_sat: int = 0) -> str:
         name = f"w{next(_names)}-{uuid.uuid4().hex[:6]}"
