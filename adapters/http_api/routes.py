@@ -457,7 +457,7 @@ async def health(call: Call) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@route("GET", "/ready", "Readiness: node reachable and synced, LND (when configured), database writable, "
+@route("GET", "/ready", "Readiness: node reachable and synced, LND (when configured) synced to the chain, database writable, "
        "monitor not lagging; 503 when a check fails", tag="operations", scopes=None)
 async def ready(call: Call) -> Any:
     return await call.api.readiness()
