@@ -395,7 +395,7 @@ async def create_webhook(call: Call) -> Created:
     events = call.body.raw("events")
     call.body.done()
     register = await call.use("register_webhook")
-    return Created(register(url, events, call.key.key_id if call.key else ""))
+    return Created(await register(url, events, call.key.key_id if call.key else ""))
 
 
 @route("GET", "/v1/webhooks", "Every active webhook and its delivery state", tag="webhooks", scopes=(ADMIN,))

@@ -23,8 +23,13 @@ from sqlalchemy.pool import NullPool
 
 from kaccy_bitcoin.ports.leadership import Leadership
 
-# One key per database (advisory locks are per database): what the lock is for.
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"kaccy-bitcoin:monitor-leader").digest()[:8], "big", signed=True)
+# One key per database (advisory locks are per database) and role: what the lock is for.
+def _lock_key(role: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"kaccy-bitcoin:{role}-leader".encode()).digest()[:8], "big", signed=True)
+
+
+LOCK_KEY = _lock_key("monitor")
+ROLES = ("monitor", "webhooks")   # the monitors; the webhook deliveries (serve's, wherever the monitors run)
 # The lock's connection: give up connecting after 10 s, and have both ends probe the other with
 # TCP keepalives, so a leader whose host vanished (no socket closed) loses the lock in about
 # 25 s (the server's default is to wait two hours), and the leader learns it lost it as soon.
@@ -133,11 +138,13 @@ class FileLeadership(Leadership):
             self._fd = None
 
 
-def leadership_for(engine: Engine, data_dir: str) -> Leadership:
-    """The leadership lock for the database `engine` opens."""
+def leadership_for(engine: Engine, data_dir: str, role: str = "monitor") -> Leadership:
+    """The leadership lock of `role` (one of ROLES) for the database `engine` opens."""
+    if role not in ROLES:
+        raise ValueError(f"unknown leadership role {role!r}")
     if engine.url.get_backend_name() == "postgresql":
-        return PostgresLeadership(engine)
+        return PostgresLeadership(engine, _lock_key(role))
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
-        return FileLeadership(os.path.join(data_dir, "monitor.lock"))
-    return FileLeadership(os.path.abspath(database) + ".monitor.lock")
+        return FileLeadership(os.path.join(data_dir, f"{role}.lock"))
+    return FileLeadership(os.path.abspath(database) + f".{role}.lock")
