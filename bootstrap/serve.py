@@ -82,6 +82,9 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
         await use("watch_invoices")
     if options.webhooks:
         await use("deliver_webhooks")
+    if options.monitor or options.webhooks:
+        # The leadership locks must work here (not behind PgBouncer's transaction pooling).
+        await container.storage.leadership().verify()
     tasks: list[asyncio.Task[Any]] = []
     runner = None
     workers: list[Any] = []
