@@ -163,3 +163,58 @@ def test_an_upgraded_database_starts_with_counters_equal_to_its_tables(kind, tmp
     add_rows(engine, 25, 5)
     assert nonzero(store.stats()) == aggregated(engine)
     engine.dispose()
+
+
+def scraped(text: str) -> dict:
+    """The database figures of a /metrics answer, shaped as `stats()` gives them."""
+    import re
+
+    found: dict = {"payments": {}, "withdrawals": {}, "received_sat": None, "last_seq": None}
+    for name, label, value in re.findall(r'^(kaccy_\w+?)(?:\{\w+="(\w+)"\})? ([0-9.e+]+)$', text, re.M):
+        if name == "kaccy_payments":
+            found["payments"][label] = int(float(value))
+        elif name == "kaccy_withdrawals":
+            found["withdrawals"][label] = int(float(value))
+        elif name == "kaccy_received_sat":
+            found["received_sat"] = int(float(value))
+        elif name == "kaccy_outbox_last_seq":
+            found["last_seq"] = int(float(value))
+    return found
+
+
+@pytest.mark.node
+async def test_served_metrics_agree_with_the_tables_as_orders_are_made_and_paid(node, tmp_path) -> None:  # noqa: ANN001
+    import aiohttp
+
+    from tests.payments_harness import Shop
+    from tests.service_harness import Client, Service, api_key, service_env, until
+
+    shop = Shop(node, tmp_path)
+    env = service_env(shop.env)
+    orders_key = api_key(env, "orders")
+    service = Service(env, tmp_path / "serve.log")
+    engine = make_engine(shop.env["KACCY_DATABASE_URL"])
+    try:
+        async with aiohttp.ClientSession() as session:
+            orders, anonymous = Client(session, service.url, orders_key), Client(session, service.url, None)
+            made = []
+            for n in range(4):
+                status, order = await orders.post("/v1/orders", {"order_id": f"mc-{n}", "amount_sat": 30_000 + n})
+                assert status == 201, order
+                made.append(order)
+            status, text = await anonymous.get("/metrics")
+            assert scraped(text)["payments"] == {"pending": 4}
+            await node.send(made[0]["address"], made[0]["amount_sat"])
+            await node.mine(1)
+
+            async def settled() -> dict | None:
+                status, text = await anonymous.get("/metrics")
+                figures = scraped(text)
+                return figures if figures["received_sat"] == made[0]["amount_sat"] else None
+
+            figures = await until(settled, 60)
+            assert figures["payments"]["pending"] == 3 and sum(figures["payments"].values()) == 4
+            assert nonzero(figures) == aggregated(engine)
+    finally:
+        service.stop()
+        engine.dispose()
