@@ -4,10 +4,13 @@ PostgreSQL: `pg_try_advisory_lock` on a connection of its own (not from the pool
 autocommit, so no transaction stays open); the server releases the lock when that
 connection ends, which it notices at once when the process dies (its socket closes).
 `held` asks the server whether this connection still holds it. TCP keepalives on both ends
-bound how long a lock outlives a host that vanished without closing its socket.
+bound how long a lock outlives a host that vanished without closing its socket. The lock
+needs a server session of its own: `verify` (at start) and every acquisition check that
+no other client shares it (`sessions_shared`), and refuse PgBouncer's transaction pooling.
 
-SQLite: an exclusive `fcntl.flock` on `<database file>.monitor.lock` (the data dir's
-`monitor.lock` for an in-memory database), released by the kernel when the process dies.
+SQLite: an exclusive `fcntl.flock` on `<database file>.<role>.lock` (the data dir's
+`<role>.lock` for an in-memory database), released by the kernel when the process dies.
+One lock per role: `monitor`, and `webhooks` for serve's deliveries.
 """
 from __future__ import annotations
 
