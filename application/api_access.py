@@ -6,11 +6,13 @@ from typing import Any, Callable
 
 import attrs
 
-from kaccy_bitcoin.domain.api_access import ApiKey, Webhook, key_hash
+from kaccy_bitcoin.domain.api_access import ApiKey, Webhook, check_webhook_url, key_hash
 from kaccy_bitcoin.domain.errors import InvalidWebhook, NotFound
+from kaccy_bitcoin.domain.webhook_destinations import check_destination, webhook_host
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.service_store import ServiceStore
 from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
+from kaccy_bitcoin.ports.webhooks import WebhookTransport
 
 
 class CreateApiKey:
@@ -71,17 +73,26 @@ class Authenticate:
 
 
 class RegisterWebhook:
-    """Subscribe a URL to the events committed from now on: `{"webhook_id", "secret", ...}`."""
+    """Subscribe a URL to the events committed from now on: `{"webhook_id", "secret", ...}`.
+    A URL whose host resolves to any address webhooks may not go to is refused
+    (InvalidWebhookUrl) unless `allow_private`; a name that does not resolve now is taken (each
+    delivery checks the addresses again before connecting)."""
 
-    def __init__(self, store: ServiceStore, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, store: ServiceStore, uow: UnitOfWorkFactory, clock: Clock, transport: WebhookTransport,
+                 allow_private: bool = False) -> None:
         self._store = store
         self._uow = uow
         self._clock = clock
+        self._transport = transport
+        self._allow_private = allow_private
 
-    def __call__(self, url: object, events: object, key_id: str) -> dict[str, Any]:
+    async def __call__(self, url: object, events: object, key_id: str) -> dict[str, Any]:
+        checked = check_webhook_url(url)
+        if not self._allow_private:
+            check_destination(checked, await self._transport.addresses(webhook_host(checked)), self._allow_private)
         with self._uow.read() as uow:
             last = uow.audit.last_seq()
-        webhook = Webhook.new(url, events, key_id, self._clock.now(), after_seq=last)
+        webhook = Webhook.new(checked, events, key_id, self._clock.now(), after_seq=last)
         self._store.add_webhook(webhook)
         return {**webhook.public(), "secret": webhook.secret}
 

@@ -23,8 +23,8 @@ async def _timed(check: Callable[[], Awaitable[dict[str, Any]]], timeout: float)
 
 class CheckReadiness:
     """`{"status": "ok"|"fail", "checks": {name: {"status", "latency_ms", ...}}}`: the node
-    reachable and synced, Lightning reachable when configured, the database writable, the
-    payment monitor at most `max_lag_blocks` behind the tip."""
+    reachable and synced, LND (when configured) answering GetInfo and synced to the chain, the
+    database writable, the payment monitor at most `max_lag_blocks` behind the tip."""
 
     def __init__(self, chain: ChainBackend, uow: UnitOfWorkFactory, store: ServiceStore,
                  lightning: Callable[[], Awaitable[Any]] | None = None, max_lag_blocks: int = 2,
@@ -75,5 +75,9 @@ class CheckReadiness:
 
     async def _lnd(self) -> dict[str, Any]:
         node = await self._lightning()   # type: ignore[misc] - only called when configured
-        await node.channel_balance()
-        return {"status": "ok"}
+        info = await node.node_info()
+        report = {"status": "ok" if info.synced_to_chain else "fail", "synced_to_chain": info.synced_to_chain,
+                  "block_height": info.block_height, "active_channels": info.active_channels}
+        if not info.synced_to_chain:
+            report["error"] = f"LND is not synced to the chain yet (at block {info.block_height})"
+        return report

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "ready_max_lag": "2",
     "webhook_retry_first": "1",
     "webhook_retry_max": "30",
+    "webhook_allow_private": "false",
     "log_level": "info",
     "review_score": "70",
     "custody_tiers": None,
@@ -113,6 +114,10 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_API_RATE_LIMIT must be a non-negative number of requests per second per key "
                           f"(0: no limit), got {values['api_rate_limit']!r}")
     values["api_rate_limit"] = rate
+    allow = str(values["webhook_allow_private"]).strip().lower()
+    if allow not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"KACCY_WEBHOOK_ALLOW_PRIVATE must be true or false, got {values['webhook_allow_private']!r}")
+    values["webhook_allow_private"] = allow in ("true", "1", "yes")
     for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl", "webhook_retry_first",
                 "webhook_retry_max"):
         try:

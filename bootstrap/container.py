@@ -208,8 +208,8 @@ async def _chain_notifications(mode: str, rpc: BitcoinRpc) -> AsyncIterator[Any]
         yield notifications
     finally:
         notifications.close()
-async def _webhook_transport() -> AsyncIterator[Any]:
-    transport = AiohttpWebhookTransport()
+async def _webhook_transport(allow_private: bool) -> AsyncIterator[Any]:
+    transport = AiohttpWebhookTransport(allow_private=bool(allow_private))
     try:
         yield transport
     finally:
@@ -239,10 +239,10 @@ def _engine(url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
-def _leadership(engine: Engine, data_dir: str) -> Any:
+def _leadership(engine: Engine, data_dir: str, role: str = "monitor") -> Any:
     from kaccy_bitcoin.adapters.sql.leadership import leadership_for
 
-    return leadership_for(engine, data_dir)
+    return leadership_for(engine, data_dir, role)
 
 
 def _deriver(xpub: str | None, network: str, address_type: str, fingerprint: str | None) -> Bip32AddressDeriver:
@@ -324,7 +324,7 @@ class Gateways(containers.DeclarativeContainer):
     core_signer = providers.Singleton(CoreWalletSigner, rpc=rpc, wallet=config.signer_core_wallet,
                                       network=providers.Callable(Network.parse, config.network))
     publisher = providers.Singleton(_subscribe_notifier, notifier)
-    webhook_transport = providers.Resource(_webhook_transport)
+    webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private)
 
 
 class Storage(containers.DeclarativeContainer):
@@ -334,6 +334,9 @@ class Storage(containers.DeclarativeContainer):
     uow = providers.Singleton(SqlUnitOfWorkFactory, engine=engine)
     # Who runs the monitors among the processes sharing this database (released by RunAsLeader).
     leadership = providers.Singleton(_leadership, engine=engine, data_dir=config.data_dir)
+    # The webhook deliveries have a lock of their own: one deliverer among every `serve`, whether
+    # it runs the monitors or not (the monitors may lead from another process).
+    webhook_leadership = providers.Singleton(_leadership, engine=engine, data_dir=config.data_dir, role="webhooks")
     # The HTTP service's own records: API keys, idempotency keys, webhooks.
     service_store = providers.Singleton(SqlServiceStore, engine=engine)
 
@@ -469,7 +472,8 @@ class Services(containers.DeclarativeContainer):
     authenticate = providers.Singleton(Authenticate, store=storage.service_store)
     manage_api_keys = providers.Factory(ManageApiKeys, store=storage.service_store)
     register_webhook = providers.Factory(RegisterWebhook, store=storage.service_store, uow=storage.uow,
-                                         clock=gateways.clock)
+                                         clock=gateways.clock, transport=gateways.webhook_transport,
+                                         allow_private=config.webhook_allow_private)
     show_webhooks = providers.Factory(ShowWebhooks, store=storage.service_store)
     redeliver_webhook = providers.Factory(RedeliverWebhook, store=storage.service_store, uow=storage.uow)
     deliver_webhooks = providers.Singleton(

@@ -41,6 +41,7 @@ async def run_monitors(container: Container, stop: asyncio.Event, *, interval: f
     poll = GcPausedDuring(tick) if own_process else tick
     wake = await _resolved(container.gateways.chain_notifications())
     leadership = await _resolved(container.storage.leadership())
+    await leadership.verify()   # e.g. PgBouncer in transaction pooling: refused before leading
     say({"monitor": "started", "interval": interval, "notifications": wake.sources, "lock": leadership.describe})
     if own_process:
         freeze_startup_objects()

@@ -11,7 +11,7 @@ import json
 import logging
 import signal
 import sys
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
 import attrs
 
@@ -84,17 +84,19 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
         await use("watch_invoices")
     if options.webhooks:
         await use("deliver_webhooks")
+    if options.monitor or options.webhooks:
+        # The leadership locks must work here (not behind PgBouncer's transaction pooling).
+        await container.storage.leadership().verify()
     tasks: list[asyncio.Task[Any]] = []
     runner = None
     workers: list[Any] = []
     try:
         if options.monitor:
-            # The webhook deliveries run with the monitors, on the leader only: two instances
-            # sharing a database never deliver the same event twice at once.
-            also = [lambda until: _webhooks(use, metrics, until)] if options.webhooks else []
-            tasks.append(asyncio.create_task(_monitor(container, use, metrics, options, stop, also), name="monitor"))
-        elif options.webhooks:
-            tasks.append(asyncio.create_task(_webhooks(use, metrics, stop), name="webhooks"))
+            tasks.append(asyncio.create_task(_monitor(container, use, metrics, options, stop), name="monitor"))
+        if options.webhooks:
+            # Only the holder of the webhook leadership delivers, with or without the monitors
+            # here: N instances sharing a database never all send the same event.
+            tasks.append(asyncio.create_task(_lead_webhooks(container, use, metrics, options, stop), name="webhooks"))
         if options.api:
             await _prepare_orders(use)
             api = Api(use, container.services.authenticate(), store, container.gateways.clock(), metrics,
@@ -187,8 +189,7 @@ async def _start_workers(container: Container, options: ServeOptions, port: int)
 
 
 async def _monitor(container: Container, use: Callable[[str], Awaitable[Any]], metrics: Any,
-                   options: ServeOptions, stop: asyncio.Event,
-                   also: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = ()) -> None:
+                   options: ServeOptions, stop: asyncio.Event) -> None:
     from kaccy_bitcoin.adapters.observability import correlation_id
     from kaccy_bitcoin.bootstrap.monitoring import run_monitors
 
@@ -229,7 +230,24 @@ async def _monitor(container: Container, use: Callable[[str], Awaitable[Any]], m
     # monitors (the polls, woken by the node's ZMQ notifications, and LND's invoice stream); the
     # others serve the API and take over within one poll interval when the leader dies.
     interval = options.interval if options.interval is not None else container.config.poll_interval()
-    await run_monitors(container, stop, interval=interval, say=state, on_events=seen, tick=poll, also=also)
+    await run_monitors(container, stop, interval=interval, say=state, on_events=seen, tick=poll)
+
+
+async def _lead_webhooks(container: Container, use: Callable[[str], Awaitable[Any]], metrics: Any,
+                         options: ServeOptions, stop: asyncio.Event) -> None:
+    """Deliver webhooks while this process holds the webhook leadership; a standby takes over
+    within a second or a poll interval (whichever is shorter) of the leader's death."""
+    from kaccy_bitcoin.application.leadership import RunAsLeader
+    from kaccy_bitcoin.bootstrap.monitoring import STANDBY_RETRY_MAX
+
+    leadership = container.storage.webhook_leadership()
+    interval = options.interval if options.interval is not None else container.config.poll_interval()
+
+    def said(state: str) -> None:
+        log.info("webhooks %s", state, extra={"webhooks": state, "lock": leadership.describe})
+
+    await RunAsLeader(leadership, retry=min(interval, STANDBY_RETRY_MAX))(
+        lambda until: _webhooks(use, metrics, until), stop, on_change=said)
 
 
 async def _webhooks(use: Callable[[str], Awaitable[Any]], metrics: Any, stop: asyncio.Event) -> None:

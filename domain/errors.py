@@ -142,6 +142,12 @@ class InvalidWebhook(DomainError):
     code = "invalid_webhook"
 
 
+class InvalidWebhookUrl(InvalidWebhook):
+    """A webhook URL aimed where webhooks may not go (a loopback, private, link-local... address)."""
+
+    code = "invalid_webhook_url"
+
+
 class LimitExceeded(DomainError):
     """A withdrawal that would take a user or the platform past a limit (see domain/limits.py)."""
 

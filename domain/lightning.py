@@ -160,6 +160,18 @@ class ChannelBalance:
     pending_open_local: MilliSatoshis = MilliSatoshis(0)
 
 
+@attrs.frozen
+class NodeInfo:
+    """Who the node is and whether it has caught up with the chain (LND's GetInfo)."""
+
+    pubkey: str
+    alias: str
+    active_channels: int
+    block_height: int
+    synced_to_chain: bool
+    networks: tuple[str, ...] = ()   # "bitcoin/regtest", ... as the node names its chains
+
+
 def check_node_pubkey(pubkey: str) -> str:
     if not isinstance(pubkey, str) or not _PUBKEY.match(pubkey):
         raise InvalidLightningValue(f"a node public key is 33 bytes of compressed-key hex, got {pubkey!r}")

@@ -29,3 +29,8 @@ class Leadership(abc.ABC):
     @abc.abstractmethod
     async def release(self) -> None:
         """Give it up (if held); a standby may take it at once."""
+
+    async def verify(self) -> None:
+        """Refuse to start (raise a `config_error`) where the lock cannot work, such as a
+        PostgreSQL connection whose server session other clients share. Nothing to check by
+        default."""

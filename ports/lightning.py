@@ -12,6 +12,7 @@ from kaccy_bitcoin.domain.lightning import (
     InvoicePage,
     LightningInvoice,
     LightningPayment,
+    NodeInfo,
 )
 from kaccy_bitcoin.domain.errors import KaccyError
 from kaccy_bitcoin.domain.money import MilliSatoshis
@@ -83,6 +84,10 @@ class LightningNode(abc.ABC):
     @abc.abstractmethod
     async def channels(self) -> list[ChannelSummary]:
         """Open channels and their balances."""
+
+    @abc.abstractmethod
+    async def node_info(self) -> NodeInfo:
+        """Who the node is, its view of the chain (height, whether synced) and its channel count."""
 
     @abc.abstractmethod
     async def channel_balance(self) -> ChannelBalance:

@@ -8,7 +8,8 @@ python="${PYTHON:-python3}"
 
 need=()
 # chromium and its driver: the dashboard's end-to-end test runs the page in headless Chromium.
-for pkg in libsecp256k1-1 libusb-1.0-0 chromium chromium-driver; do
+# pgbouncer: tests/test_leadership_pooling.py runs one in front of the test PostgreSQL.
+for pkg in libsecp256k1-1 libusb-1.0-0 chromium chromium-driver pgbouncer; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -33,7 +33,8 @@ async def test_two_instances_the_leader_killed_mid_stream(node, tmp_path, kind) 
         fresh_engine(kind, tmp_path).dispose()
         settings["KACCY_DATABASE_URL"] = os.environ["KACCY_TEST_DATABASE_URL"]
     shop = Shop(node, tmp_path, KACCY_CONFIRMATIONS="1,1,1", **settings)
-    env = service_env(shop.env, KACCY_WEBHOOK_RETRY_FIRST="0.2", KACCY_WEBHOOK_RETRY_MAX="1")
+    env = service_env(shop.env, KACCY_WEBHOOK_RETRY_FIRST="0.2", KACCY_WEBHOOK_RETRY_MAX="1",
+                      KACCY_WEBHOOK_ALLOW_PRIVATE="true")   # the receiver is on 127.0.0.1
     admin_key = api_key(env, "admin")
     receiver = Receiver(free_port())
     receiver.refused = 1            # this receiver accepts from the first request

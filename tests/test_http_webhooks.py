@@ -3,6 +3,7 @@ database, so a receiver that is down while the service restarts still gets every
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 
@@ -68,7 +69,9 @@ async def test_a_receiver_down_across_a_restart_gets_every_event(node, tmp_path,
         fresh_engine(kind, tmp_path).dispose()
         settings["KACCY_DATABASE_URL"] = os.environ["KACCY_TEST_DATABASE_URL"]
     shop = Shop(node, tmp_path, **settings)
-    env = service_env(shop.env, KACCY_WEBHOOK_RETRY_FIRST="0.2", KACCY_WEBHOOK_RETRY_MAX="1")
+    # The receiver runs on 127.0.0.1: private addresses allowed.
+    env = service_env(shop.env, KACCY_WEBHOOK_RETRY_FIRST="0.2", KACCY_WEBHOOK_RETRY_MAX="1",
+                      KACCY_WEBHOOK_ALLOW_PRIVATE="true")
     admin_key, read_key = api_key(env, "admin"), api_key(env, "read")
     receiver = Receiver(free_port())
     service = Service(env, tmp_path / "serve-1.log")
@@ -141,4 +144,117 @@ async def test_a_receiver_down_across_a_restart_gets_every_event(node, tmp_path,
             assert 'kaccy_webhook_deliveries_total{result="delivered"}' in text
     finally:
         service.stop()
+        await receiver.stop()
+
+
+def commit_events(shop: Shop, count: int, prefix: str) -> None:
+    """Events straight into the outbox (what a monitor or a use case commits), from this process."""
+    import datetime as dt
+    import uuid
+
+    from kaccy_bitcoin.domain.events import DomainEvent
+
+    factory = shop.container().storage.uow()
+    now = dt.datetime.now(dt.timezone.utc)
+    with factory() as uow:
+        uow.record([DomainEvent(f"{prefix}-{n}:{uuid.uuid4().hex}", "payment_detected", f"{prefix}-{n}", now)
+                    for n in range(count)])
+        uow.commit()
+    factory.engine.dispose()
+
+
+INSIDE_URLS = ["http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://10.0.0.1/hook", "http://[::1]/hook",
+               "http://169.254.169.254/latest/meta-data", "http://100.64.0.1/hook", "http://[::ffff:10.0.0.1]/hook",
+               "http://0.0.0.0:8080/hook", "http://224.0.0.1/hook", "http://[fe80::1]/hook", "http://192.168.0.1/"]
+
+
+async def test_webhooks_aimed_inside_are_refused_then_checked_again_at_delivery(node, tmp_path) -> None:  # noqa: ANN001
+    shop = Shop(node, tmp_path)
+    env = service_env(shop.env, KACCY_WEBHOOK_RETRY_FIRST="0.2", KACCY_WEBHOOK_RETRY_MAX="1")
+    admin_key = api_key(env, "admin")
+    receiver = Receiver(free_port())
+    receiver.refused = 1
+    await receiver.start()
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    # Registering needs private addresses allowed; no deliveries from this instance.
+    allowing = Service({**env, "KACCY_WEBHOOK_ALLOW_PRIVATE": "true"}, tmp_path / "serve-allow.log",
+                       "--no-monitor", "--no-webhooks")
+    try:
+        async with aiohttp.ClientSession() as session:
+            s, hook = await Client(session, allowing.url, admin_key).post("/v1/webhooks", {"url": url})
+            assert s == 201, hook
+            receiver.secret = hook["secret"]
+        assert allowing.stop() == 0
+        commit_events(shop, 2, "inside")
+
+        service = Service(env, tmp_path / "serve.log", "--no-monitor")   # private addresses not allowed
+        try:
+            async with aiohttp.ClientSession() as session:
+                admin = Client(session, service.url, admin_key)
+                for inside in INSIDE_URLS:
+                    s, e = await admin.post("/v1/webhooks", {"url": inside})
+                    assert s == 400 and e["error"]["code"] == "invalid_webhook_url", (inside, e)
+                    assert "KACCY_WEBHOOK_ALLOW_PRIVATE" in e["error"]["message"]
+                s, listed = await admin.get("/v1/webhooks")
+                assert [w["webhook_id"] for w in listed["webhooks"]] == [hook["webhook_id"]]
+
+                async def refused() -> dict | None:   # the one registered before: refused when delivering
+                    s, state = await admin.get(f"/v1/webhooks/{hook['webhook_id']}")
+                    return state if state["attempts"] >= 2 else None
+
+                state = await until(refused)
+                assert state["delivered_seq"] == 0 and state["last_error"].startswith("refused: "), state
+                assert "loopback" in state["last_error"]
+            assert receiver.received == [] and receiver.refused == 1   # never reached
+        finally:
+            service.stop()
+    finally:
+        allowing.stop()
+        await receiver.stop()
+
+
+class SlowReceiver(Receiver):
+    """Takes its time over each delivery, so two deliverers would both send the same event."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(0.2)
+        return await super().handle(request)
+
+
+async def test_no_monitor_instances_deliver_only_as_the_leader(node, tmp_path) -> None:  # noqa: ANN001
+    shop = Shop(node, tmp_path)
+    env = service_env(shop.env, KACCY_WEBHOOK_RETRY_FIRST="0.2", KACCY_WEBHOOK_RETRY_MAX="1",
+                      KACCY_WEBHOOK_ALLOW_PRIVATE="true")
+    admin_key = api_key(env, "admin")
+    receiver = SlowReceiver(free_port())
+    receiver.refused = 1
+    await receiver.start()
+    services = [Service(env, tmp_path / f"serve-{n}.log", "--no-monitor") for n in range(2)]
+
+    def leaders() -> list[Service]:
+        return [s for s in services if any(line.get("webhooks") == "leader" for line in s.logs())]
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            s, hook = await Client(session, services[0].url, admin_key).post(
+                "/v1/webhooks", {"url": f"http://127.0.0.1:{receiver.port}/hook"})
+            assert s == 201
+            receiver.secret = hook["secret"]
+            commit_events(shop, 6, "first")
+            await until(lambda: asyncio.sleep(0, len(receiver.received) >= 6))
+            await asyncio.sleep(1.0)          # time for a second deliverer to show itself
+            ids = [d["delivery_id"] for d in receiver.received]
+            assert len(ids) == len(set(ids)) == 6, ids
+            (leader,) = leaders()
+            # The leader dies: the other instance takes over and delivers what follows.
+            leader.stop(signal.SIGKILL)
+            services.remove(leader)
+            commit_events(shop, 3, "second")
+            await until(lambda: asyncio.sleep(0, len(receiver.received) >= 9), timeout=30)
+            assert leaders() == services
+            ids = [d["delivery_id"] for d in receiver.received]
+            assert len(set(ids)) == 9 and receiver.bad_signatures == 0
+    finally:
+        for service in services:
+            service.stop()
         await receiver.stop()

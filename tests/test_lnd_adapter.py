@@ -269,3 +269,27 @@ async def test_subscription_resumes_after_restart_without_loss_or_repeat(tmp_pat
                             (b.payment_hash, InvoiceState.SETTLED)]
     finally:
         fake.stop()
+
+
+async def test_getinfo_answers_as_lnd_does_and_follows_the_simulated_chain(fake: FakeLndProcess, node) -> None:  # noqa: ANN001
+    raw = await node._client.request("GET", "/v1/getinfo")
+    # LND's GetInfoResponse: uint32 counts and height as JSON numbers, the int64 timestamp as a string.
+    for name in ("num_active_channels", "num_inactive_channels", "num_pending_channels", "num_peers", "block_height"):
+        assert isinstance(raw[name], int) and not isinstance(raw[name], bool), name
+    assert isinstance(raw["best_header_timestamp"], str) and int(raw["best_header_timestamp"]) > 0
+    assert raw["chains"] == [{"chain": "bitcoin", "network": "regtest"}] and raw["testnet"] is False
+    assert raw["synced_to_chain"] is True and isinstance(raw["alias"], str) and len(raw["block_hash"]) == 64
+    assert set(raw["features"]["0"]) == {"name", "is_required", "is_known"}
+    info = await node.node_info()
+    channels = await node.channels()
+    assert info.pubkey == raw["identity_pubkey"] and coincurve.PublicKey(bytes.fromhex(info.pubkey))
+    assert info.active_channels == sum(c.active for c in channels) >= 1
+    assert info.networks == ("bitcoin/regtest",) and info.synced_to_chain is True
+    status, view = await fake.control("chain", {"block_height": info.block_height + 5, "synced_to_chain": False})
+    assert status == 200, view
+    behind = await node.node_info()
+    assert (behind.block_height, behind.synced_to_chain) == (info.block_height + 5, False)
+    status, view = await fake.control("chain", {"synced_to_chain": True})
+    assert status == 200 and (await node.node_info()).synced_to_chain is True
+    status, refused = await fake.control("chain", {"synced_to_chain": "yes"})
+    assert status == 400 and refused["code"] == 3

@@ -25,9 +25,11 @@ T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 
 
 class Receivers(WebhookTransport):
-    """Answers by URL: a list of statuses to give in turn (then 200); None = no answer."""
+    """Answers by URL: a list of statuses to give in turn (then 200); None = no answer. Its hosts
+    resolve to `dns` (a public address by default, never connected to)."""
 
     def __init__(self) -> None:
+        self.dns: dict[str, list[str]] = {}
         self.script: dict[str, list[int | None]] = {}
         self.got: dict[str, list[dict]] = {}
         self.slow: set[str] = set()
@@ -43,6 +45,9 @@ class Receivers(WebhookTransport):
             self.got.setdefault(url, []).append({**json.loads(body), "_signature": headers["Kaccy-Signature"],
                                                  "_body": body})
         return status
+
+    async def addresses(self, host: str) -> list[str]:
+        return self.dns.get(host, ["93.184.216.34"])
 
 
 @pytest.fixture(params=SQL_KINDS)
@@ -63,9 +68,9 @@ def commit(uow, *kinds: str) -> None:  # noqa: ANN001
 async def test_in_order_filtered_signed_and_retried_with_backoff(parts) -> None:  # noqa: ANN001
     uow, store, clock, receivers, deliver = parts
     commit(uow, "payment_detected")                                  # before the webhook: not sent
-    register = RegisterWebhook(store, uow, clock)
-    every = register("http://r/every", None, "key_1")
-    paid = register("http://r/paid", ["order_paid"], "key_1")
+    register = RegisterWebhook(store, uow, clock, receivers)
+    every = await register("http://r/every", None, "key_1")
+    paid = await register("http://r/paid", ["order_paid"], "key_1")
     commit(uow, "payment_detected", "order_paid", "payment_confirmed", "order_paid", "payment_finalized")
     receivers.script["http://r/every"] = [500, None]
     assert await deliver() == 2                                       # /paid got both; /every failed
@@ -91,7 +96,7 @@ async def test_in_order_filtered_signed_and_retried_with_backoff(parts) -> None:
 
 async def test_backoff_is_capped_and_redelivery_resends_with_the_same_ids(parts) -> None:  # noqa: ANN001
     uow, store, clock, receivers, deliver = parts
-    hook = RegisterWebhook(store, uow, clock)("http://r/x", None, "k")
+    hook = await RegisterWebhook(store, uow, clock, receivers)("http://r/x", None, "k")
     commit(uow, "payment_detected", "order_paid")
     receivers.script["http://r/x"] = [503] * 6
     waits = []
@@ -110,9 +115,9 @@ async def test_backoff_is_capped_and_redelivery_resends_with_the_same_ids(parts)
 
 async def test_a_slow_receiver_holds_up_only_its_own_webhook(parts) -> None:  # noqa: ANN001
     uow, store, clock, receivers, deliver = parts
-    register = RegisterWebhook(store, uow, clock)
-    register("http://r/slow", None, "k")
-    register("http://r/fast", None, "k")
+    register = RegisterWebhook(store, uow, clock, receivers)
+    await register("http://r/slow", None, "k")
+    await register("http://r/fast", None, "k")
     receivers.slow.add("http://r/slow")
     stop = asyncio.Event()
     loop = asyncio.create_task(run_deliveries(deliver, stop, interval=0.01))

@@ -1,5 +1,6 @@
 """Prometheus metrics of one service process (its own registry, so several apps in one test
-process never collide). Database-derived figures are read when scraped."""
+process never collide). The database's figures come from counters the database keeps as rows
+change (adapters/sql/metric_counters.py): a scrape reads a few rows, whatever the tables hold."""
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -412,7 +412,7 @@ async def create_webhook(call: Call) -> Created:
     events = call.body.raw("events")
     call.body.done()
     register = await call.use("register_webhook")
-    return Created(register(url, events, call.key.key_id if call.key else ""))
+    return Created(await register(url, events, call.key.key_id if call.key else ""))
 
 
 @route("GET", "/v1/webhooks", "Every active webhook and its delivery state", tag="webhooks", scopes=(ADMIN,))
@@ -474,7 +474,7 @@ async def health(call: Call) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@route("GET", "/ready", "Readiness: node reachable and synced, LND (when configured), database writable, "
+@route("GET", "/ready", "Readiness: node reachable and synced, LND (when configured) synced to the chain, database writable, "
        "monitor not lagging; 503 when a check fails", tag="operations", scopes=None)
 async def ready(call: Call) -> Any:
     return await call.api.readiness()

@@ -16,6 +16,7 @@ from kaccy_bitcoin.domain.lightning import (
     DecodedPaymentRequest,
     LightningInvoice,
     LightningPayment,
+    NodeInfo,
     PaymentStatus,
 )
 from kaccy_bitcoin.domain.money import MilliSatoshis
@@ -133,3 +134,14 @@ def balance(record: dict[str, Any]) -> ChannelBalance:
         return MilliSatoshis(integer(record.get(name) or {}, "msat"))
     return ChannelBalance(local=msat("local_balance"), remote=msat("remote_balance"),
                           pending_open_local=msat("pending_open_local_balance"))
+
+
+def node_info(record: dict[str, Any]) -> NodeInfo:
+    """GetInfo: `block_height` and the channel counts are uint32 (JSON numbers), `chains` a list
+    of `{"chain", "network"}`."""
+    chains = tuple(f"{c.get('chain', '')}/{c.get('network', '')}" for c in record.get("chains") or []
+                   if isinstance(c, dict))
+    return NodeInfo(pubkey=str(record.get("identity_pubkey", "")), alias=str(record.get("alias", "")),
+                    active_channels=integer(record, "num_active_channels"),
+                    block_height=integer(record, "block_height"),
+                    synced_to_chain=record.get("synced_to_chain") is True, networks=chains)

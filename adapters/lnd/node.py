@@ -15,6 +15,7 @@ from kaccy_bitcoin.domain.lightning import (
     InvoicePage,
     LightningInvoice,
     LightningPayment,
+    NodeInfo,
     check_node_pubkey,
     is_payment_hash,
 )
@@ -140,6 +141,9 @@ class LndNode(LightningNode):
     async def channels(self) -> list[ChannelSummary]:
         record = await self._client.request("GET", "/v1/channels")
         return [codec.channel(c) for c in record.get("channels", [])]
+
+    async def node_info(self) -> NodeInfo:
+        return codec.node_info(await self._client.request("GET", "/v1/getinfo"))
 
     async def channel_balance(self) -> ChannelBalance:
         return codec.balance(await self._client.request("GET", "/v1/balance/channels"))

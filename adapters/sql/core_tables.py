@@ -189,6 +189,13 @@ ln_payouts = Table(
 )
 
 
+metric_counters = Table(
+    'kaccy_metric_counters', metadata,
+    Column('name', String(length=64), primary_key=True, nullable=False),
+    Column('value', BigInteger(), nullable=False),
+)
+
+
 orders = Table(
     'kaccy_orders', metadata,
     Column('order_id', String(length=128), primary_key=True, nullable=False),

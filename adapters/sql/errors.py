@@ -40,3 +40,12 @@ class DatabaseTooNew(StorageError):
     """The tables were migrated by a newer release than this one; this code cannot use them."""
 
     code = "database_too_new"
+
+
+class SessionsShared(StorageError):
+    """The database connection's server session is shared with other clients (PgBouncer in
+    transaction or statement pooling): a session advisory lock taken on it is not ours alone,
+    so the leadership cannot work there."""
+
+    code = "config_error"
+    exit_status = 2

@@ -10,6 +10,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from kaccy_bitcoin.adapters.sql import core_tables as tables
+from kaccy_bitcoin.adapters.sql import metric_counters
+from kaccy_bitcoin.adapters.sql.storage import READ_ONLY
 from kaccy_bitcoin.adapters.sql.mapping import utc
 from kaccy_bitcoin.domain.api_access import ApiKey, Webhook
 from kaccy_bitcoin.ports.service_store import IdempotencyRecord, ServiceStore
@@ -37,6 +39,7 @@ _FINISH = (update(_IDEM).where(_IDEM.c.key_id == bindparam("k_key_id"), _IDEM.c.
 class SqlServiceStore(ServiceStore):
     def __init__(self, engine: Engine, abandoned_after: dt.timedelta = dt.timedelta(minutes=10)) -> None:
         self._engine = engine
+        self._reader = engine.execution_options(**{READ_ONLY: True})   # SQLite: BEGIN, no write lock
         # A claim still unanswered this long after it was made belongs to a process that died
         # mid-request: the next request with the key takes it over and runs again.
         self._abandoned_after = abandoned_after
@@ -130,16 +133,16 @@ class SqlServiceStore(ServiceStore):
             return c.execute(update(t).where(t.c.webhook_id == webhook_id).values(active=False)).rowcount == 1
 
     def stats(self) -> dict[str, Any]:
-        p, o, w, a = tables.payments, tables.received_outputs, tables.withdrawals, tables.audit_log
-        with self._engine.connect() as c:
-            payments = dict(c.execute(select(p.c.state, func.count()).group_by(p.c.state)).all())
-            received = c.execute(select(func.coalesce(func.sum(o.c.amount_sat), 0))
-                                 .where(o.c.status == "active", o.c.confirmations > 0)).scalar_one()
-            withdrawals = dict(c.execute(select(w.c.state, func.count()).group_by(w.c.state)).all())
-            last_seq = c.execute(select(func.coalesce(func.max(a.c.seq), 0))).scalar_one()
-        return {"payments": {k.lower(): v for k, v in payments.items()},
-                "received_sat": int(received),
-                "withdrawals": {k.lower(): v for k, v in withdrawals.items()}, "last_seq": int(last_seq)}
+        """The counters the triggers keep (adapters/sql/metric_counters.py) and the outbox's
+        head: two indexed reads, whatever the tables hold, without waiting for a writer."""
+        a = tables.audit_log
+        with self._reader.connect() as c:
+            counters = metric_counters.read(c)
+            last_seq = c.execute(select(func.max(a.c.seq))).scalar()
+        payments = {k.split(":", 1)[1].lower(): v for k, v in counters.items() if k.startswith("payments:")}
+        withdrawals = {k.split(":", 1)[1].lower(): v for k, v in counters.items() if k.startswith("withdrawals:")}
+        return {"payments": payments, "received_sat": counters.get("received_sat", 0),
+                "withdrawals": withdrawals, "last_seq": int(last_seq or 0)}
 
     def check_writable(self) -> None:
         s = tables.sequences

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, UniqueConstraint, event, false
 from pydantic import ConfigDict
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -288,3 +288,22 @@ class LightningPayoutRow(KaccyTable, table=True):
     failure_reason: Optional[str] = Field(default=None, max_length=200)
     created_at: dt.datetime = _ts(nullable=False)
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
+
+
+class MetricCounterRow(KaccyTable, table=True):
+    """The figures `/metrics` reads from the database, moved by triggers as rows change
+    (adapters/sql/metric_counters.py): `payments:<STATE>`, `withdrawals:<STATE>`, `received_sat`."""
+
+    __tablename__ = "kaccy_metric_counters"
+    name: str = Field(primary_key=True, max_length=64)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+def _install_metric_counters(target: Any, connection: Any, **kw: Any) -> None:
+    from kaccy_bitcoin.adapters.sql import metric_counters
+
+    metric_counters.install(connection)
+
+
+# A new database gets the counters' triggers with its tables (migration 0009 for an older one).
+event.listen(metadata, "after_create", _install_metric_counters)

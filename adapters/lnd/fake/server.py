@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import pathlib
@@ -26,6 +27,13 @@ from kaccy_bitcoin.adapters.lnd.fake.tls import ensure_certificate
 STATE = web.AppKey("state", FakeLndState)
 MACAROON = web.AppKey("macaroon", str)
 STEP_SECONDS = 0.05     # between a payment's IN_FLIGHT and final updates
+FAKE_VERSION = "0.18.3-beta commit=kaccy-fake-lnd"
+FAKE_ALIAS = "kaccy-fake-lnd"
+# GetInfo's `features`: feature bit -> {name, is_required, is_known}, the ones LND sets by default.
+FEATURES = {str(bit): {"name": name, "is_required": bit % 2 == 0, "is_known": True}
+            for bit, name in ((0, "data-loss-protect"), (5, "upfront-shutdown-script"), (7, "gossip-queries"),
+                              (9, "tlv-onion"), (12, "static-remote-key"), (14, "payment-addr"),
+                              (17, "multi-path-payments"), (23, "anchors-zero-fee-htlc-tx"))}
 
 
 def b64(hex_text: str) -> str:
@@ -300,6 +308,32 @@ async def close_channel(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def get_info(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    chain, channels = state.chain, state.data["channels"]
+    active = sum(1 for c in channels if c["active"])
+    height = chain["block_height"]
+    return web.json_response({
+        "version": FAKE_VERSION, "commit_hash": "", "identity_pubkey": state.pubkey, "alias": FAKE_ALIAS,
+        "color": "#3399ff", "num_pending_channels": 0, "num_active_channels": active,
+        "num_inactive_channels": len(channels) - active, "num_peers": len({c["remote_pubkey"] for c in channels}),
+        "block_height": height, "block_hash": hashlib.sha256(f"fake-block-{height}".encode()).hexdigest(),
+        "best_header_timestamp": str(chain["best_header_timestamp"]), "synced_to_chain": chain["synced_to_chain"],
+        "synced_to_graph": True, "testnet": False, "chains": [{"chain": "bitcoin", "network": "regtest"}],
+        "uris": [], "features": FEATURES, "require_htlc_interceptor": False,
+        "store_final_htlc_resolutions": False})
+
+
+async def fake_chain(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    synced = body.get("synced_to_chain")
+    if synced is not None and not isinstance(synced, bool):
+        raise invalid(f"synced_to_chain must be true or false, got {synced!r}")
+    height = body.get("block_height")
+    view = request.app[STATE].set_chain(None if height is None else integer(height, "block_height"), synced)
+    return web.json_response({"block_height": view["block_height"], "synced_to_chain": view["synced_to_chain"]})
+
+
 async def fake_pay(request: web.Request) -> web.Response:
     body = await json_body(request)
     paid = body.get("amount_msat")
@@ -320,6 +354,7 @@ async def fake_invoice(request: web.Request) -> web.Response:
 def build_app(state: FakeLndState, macaroon_hex: str) -> web.Application:
     app = web.Application(middlewares=[lnd_middleware])
     app[STATE], app[MACAROON] = state, macaroon_hex
+    app.router.add_get("/v1/getinfo", get_info)
     app.router.add_post("/v1/invoices", add_invoice)
     app.router.add_get("/v1/invoices", list_invoices)
     app.router.add_get("/v1/invoices/subscribe", subscribe_invoices)
@@ -335,6 +370,7 @@ def build_app(state: FakeLndState, macaroon_hex: str) -> web.Application:
     app.router.add_get("/v1/balance/channels", channel_balance)
     app.router.add_post("/_fake/pay", fake_pay)
     app.router.add_post("/_fake/invoice", fake_invoice)
+    app.router.add_post("/_fake/chain", fake_chain)
     return app
 
 

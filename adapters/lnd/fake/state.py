@@ -24,6 +24,7 @@ PEER_BASE_FEE_MSAT = 1000          # the channel peer's forwarding policy (LND's
 PEER_FEE_PPM = 1
 MIN_CHANNEL_SAT = 20_000           # LND's minimum channel size
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
+GENESIS_HEIGHT = 101               # the simulated chain's height when the node is made
 
 
 class FakeLndError(Exception):
@@ -72,7 +73,11 @@ class FakeLndState:
             "add_index": 0, "settle_index": 0, "payment_index": 0, "wallet_sat": 10_000_000,
             "invoices": {}, "elsewhere": {}, "payments": {},
             "channels": [self._channel(_pubkey(peer), 1_000_000, 500_000, 500_000, 1)],
+            "chain": self._chain_view(GENESIS_HEIGHT, True),
         }
+
+    def _chain_view(self, height: int, synced: bool) -> dict:
+        return {"block_height": height, "synced_to_chain": synced, "best_header_timestamp": int(self.clock())}
 
     @staticmethod
     def _channel(remote_pubkey: str, capacity: int, local_sat: int, remote_sat: int, block: int) -> dict:
@@ -305,6 +310,28 @@ class FakeLndState:
             payment.update(status="SUCCEEDED", fee_msat=fee, payment_preimage=target["r_preimage"])
         self.save()
         return payment
+
+    # --- the node and its view of the chain ----------------------------------------------------
+
+    @property
+    def chain(self) -> dict:
+        """`block_height`, `synced_to_chain`, `best_header_timestamp` (a state file made before
+        the chain view existed reads as synced at the genesis height)."""
+        return self.data.get("chain") or self._chain_view(GENESIS_HEIGHT, True)
+
+    def set_chain(self, block_height: int | None, synced_to_chain: bool | None) -> dict:
+        """The test's say on the simulated chain: a new height (a new best header now), whether
+        the node has caught up with it."""
+        view = dict(self.chain)
+        if block_height is not None:
+            if block_height < 0:
+                raise invalid(f"block_height must be at least 0, got {block_height}")
+            view.update(block_height=block_height, best_header_timestamp=int(self.clock()))
+        if synced_to_chain is not None:
+            view["synced_to_chain"] = synced_to_chain
+        self.data["chain"] = view
+        self.save()
+        return view
 
     # --- channels -------------------------------------------------------------------------
 
