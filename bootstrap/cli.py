@@ -316,8 +316,8 @@ async def cmd_monitor(args: argparse.Namespace, c: Container) -> dict[str, Any]:
         from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring
 
         poll = GcPausedDuring(await _service(c, "monitor_tick"))
-        events = await poll()
-        return {"events": [e.to_dict() for e in events]}
+        events = await poll()   # a failed phase raises MonitorPollFailed (exit 1); a failed item is listed
+        return {"events": [e.to_dict() for e in events], "failed": [f.to_dict() for f in getattr(events, "failed", ())]}
     from kaccy_bitcoin.bootstrap.monitoring import run_monitors
 
     stop = asyncio.Event()
@@ -514,10 +514,11 @@ def _reported_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exceptio
     from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
     from kaccy_bitcoin.adapters.lnd.errors import LndError
     from kaccy_bitcoin.adapters.sql.errors import StorageError
+    from kaccy_bitcoin.domain.errors import MonitorPollFailed
     from kaccy_bitcoin.bootstrap.config import ConfigError
     from kaccy_bitcoin.ports.signer import SignerError
 
-    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError, LndError)
+    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError, LndError, MonitorPollFailed)
 
 
 def _error(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> int:

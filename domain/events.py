@@ -51,6 +51,8 @@ EVENT_KINDS = frozenset({
     "consolidation_completed",
     "consolidation_abandoned",
     "consolidation_proposed",
+    # the monitor skipped something it could not handle (once per item and cause)
+    "monitor_item_failed",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.
@@ -67,6 +69,7 @@ DISCREPANCY_KINDS = frozenset({
     "withdrawal_reorged",
     "unexpected_spend",
     "withdrawal_held",
+    "monitor_item_failed",
 })
 
 
