@@ -63,6 +63,20 @@ class ItemFailure:
         log.warning("monitor: %s failed and was skipped (%s): %s", what, self.code, self.message)
 
 
+# An outside system that does not answer (or refuses us) fails the whole phase, not each of its
+# items one by one: every item would fail alike, and each would be alerted.
+OUTSIDE_DOWN = frozenset({"node_unreachable", "node_auth_failed", "database_unavailable", "lnd_unreachable",
+                          "lnd_auth_failed"})
+
+
+def skipped(phase: str, item: str, exc: Exception) -> ItemFailure:
+    """The failure of one item, which the phase skips; `exc` itself is raised again when it says
+    an outside system is down (then the phase fails)."""
+    if getattr(exc, "code", None) in OUTSIDE_DOWN:
+        raise exc
+    return ItemFailure.of(phase, item, exc)
+
+
 class MonitorEvents(list):   # list[DomainEvent], as every phase returned before
     """The events a monitor phase (or a whole round) committed, and the items it skipped."""
 

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable, Sequence
 
 import attrs
 
-from kaccy_bitcoin.application.monitor_tick import ItemFailure, MonitorEvents
+from kaccy_bitcoin.application.monitor_tick import ItemFailure, MonitorEvents, skipped
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.domain.addresses import MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import Network, Txid, spent_outpoints
@@ -147,7 +147,7 @@ class TrackWithdrawals:
             try:
                 spent = spent_outpoints(await self._chain.raw_transaction(txid))
             except Exception as exc:  # noqa: BLE001 - this spend is skipped (and alerted); the others go on
-                failed.append(ItemFailure.of(PHASE, txid.value, exc))
+                failed.append(skipped(PHASE, txid.value, exc))
                 continue
             for op in spent:
                 if op in holder:
@@ -163,7 +163,7 @@ class TrackWithdrawals:
                 try:
                     w.keep_signed(await self._chain.raw_transaction(w.txid))
                 except Exception as exc:  # noqa: BLE001 - kept on a later tick, or asked for when needed
-                    failed.append(ItemFailure.of(PHASE, w.withdrawal_id, exc))
+                    failed.append(skipped(PHASE, w.withdrawal_id, exc))
                     continue
                 verdicts.moved(w)
 
@@ -202,7 +202,7 @@ class TrackWithdrawals:
             await step
         except Exception as exc:  # noqa: BLE001 - one withdrawal's failure must not stop the others
             w.stuck_alerted = alerted
-            failed.append(ItemFailure.of(PHASE, w.withdrawal_id, exc))
+            failed.append(skipped(PHASE, w.withdrawal_id, exc))
 
     async def _resubmit(self, w: Withdrawal, verdicts: Verdicts, now) -> None:  # noqa: ANN001
         """A withdrawal the mempool lost: resubmitted when its backoff is due; alerted once stuck."""

@@ -15,7 +15,7 @@ from kaccy_bitcoin.application.monitor import RunMonitor
 from kaccy_bitcoin.application.monitor_tick import MonitorTick
 from kaccy_bitcoin.application.withdrawal_tracker import TrackerSettings, TrackWithdrawals
 from kaccy_bitcoin.domain.bitcoin import Network, OutPoint, Txid, transaction_id
-from kaccy_bitcoin.domain.errors import MonitorPollFailed, WithdrawalStateError
+from kaccy_bitcoin.domain.errors import KaccyError, MonitorPollFailed, WithdrawalStateError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
@@ -110,6 +110,28 @@ async def test_one_withdrawal_that_cannot_be_resubmitted_stops_none_of_the_other
     assert list(second) == [] and len(notifier.notified) == 1        # skipped again, alerted once
     with uow_factory.read() as uow:
         assert [e.kind for e in uow.audit.events()].count("monitor_item_failed") == 1
+
+
+async def test_a_node_that_stops_answering_fails_the_phase_not_each_withdrawal(uow_factory) -> None:  # noqa: ANN001
+    class Unreachable(KaccyError):
+        code = "node_unreachable"
+
+    class DownChain(LosingChain):
+        async def raw_transaction(self, txid: Txid) -> bytes:
+            raise Unreachable("the node does not answer")
+
+    with uow_factory() as uow:
+        uow.withdrawals.save(broadcast_withdrawal("w-1", raw_tx(1), keep=False))
+        uow.withdrawals.save(broadcast_withdrawal("w-2", raw_tx(2), keep=False))
+        uow.commit()
+    publisher, notifier = with_notifier()
+    track = TrackWithdrawals(uow_factory, DownChain({}), ManualClock(T0 + dt.timedelta(hours=1)), publisher,
+                             TrackerSettings(Network.REGTEST, first_delay_seconds=0))
+    with pytest.raises(Unreachable):
+        await track()
+    assert notifier.notified == []
+    with uow_factory.read() as uow:
+        assert [uow.withdrawals.get(w).rebroadcasts for w in ("w-1", "w-2")] == [0, 0]   # nothing half-written
 
 
 async def test_a_phase_that_raises_stops_no_other_and_is_alerted_once(uow_factory) -> None:  # noqa: ANN001
