@@ -6,11 +6,11 @@ PSBT can be broadcast by anyone, from any recorded state) and which are not (a s
 is none of our withdrawals is reported, and the withdrawals whose coins it took are
 conflicted); apply the domain's rules (domain/withdrawal_tracking.py); re-submit what the
 mempool lost (the signed transaction the network saw, kept when first seen: a withdrawal
-signed and sent elsewhere has no signed PSBT here), with backoff; alert once about a transaction unconfirmed too long, with the
-fee rate that would confirm it now; then commit every move, its events and the cursor in
-one unit of work, refused if another tracker moved first. A withdrawal (or a stranger's
-spend) the tick cannot handle is skipped, logged and alerted (`monitor_item_failed`, see
-application/monitor_tick.py); the others move on.
+signed and sent elsewhere has no signed PSBT here), with backoff; alert once about a
+transaction unconfirmed too long, with the fee rate that would confirm it now; then commit
+every move, its events and the cursor in one unit of work, refused if another tracker moved
+first. A withdrawal (or a stranger's spend) the tick cannot handle is skipped, logged and
+alerted (`monitor_item_failed`, see application/monitor_tick.py); the others move on.
 """
 from __future__ import annotations
 
