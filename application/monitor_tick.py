@@ -128,15 +128,16 @@ class MonitorTick:
                 continue
             outcome.extend(events)
             outcome.failed.extend(getattr(events, "failed", ()))
+        if outcome.failed:   # a phase may have recorded its items' alerts itself: the outbox keeps one
+            outcome.extend(await self._alert(outcome.failed))
         if broken:
-            outcome.extend(await self._alert(broken))
             raise MonitorPollFailed(f"the monitor's {', '.join(f.phase for f in broken)} phase failed: "
                                     f"{broken[0].message}", broken[0].code, list(outcome), outcome.failed)
         return outcome
 
     async def _alert(self, failures: list[ItemFailure]) -> list[DomainEvent]:
-        """Record the failed phases' alerts (each once per phase and cause); the database may be
-        what failed, so a failure to record is only logged."""
+        """Record the alerts (each once per phase, item and cause); the database may be what
+        failed, so a failure to record is only logged."""
         try:
             async with self._uow() as uow:
                 now = self._clock.now()
@@ -146,7 +147,7 @@ class MonitorTick:
             await self._publisher.publish(committed)
             return committed
         except Exception:  # noqa: BLE001 - the failures are logged and raised anyway
-            log.warning("could not record the monitor's failed phases", exc_info=True)
+            log.warning("could not record the monitor's failures", exc_info=True)
             return []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import attrs
 import pytest
 from bitcointx.core import COutPoint, CMutableTransaction, CTxIn, CTxOut
 from bitcointx.core.script import OP_TRUE, CScript
@@ -11,14 +12,19 @@ from bitcointx.core.script import OP_TRUE, CScript
 from kaccy_bitcoin.adapters.memory.clock import ManualClock
 from kaccy_bitcoin.adapters.memory.fake_chain import FakeChain
 from kaccy_bitcoin.adapters.memory.publisher import InProcessPublisher, RecordingNotifier
+from kaccy_bitcoin.application.lightning_invoices import InvoiceSync
 from kaccy_bitcoin.application.monitor import RunMonitor
 from kaccy_bitcoin.application.monitor_tick import MonitorTick
 from kaccy_bitcoin.application.withdrawal_tracker import TrackerSettings, TrackWithdrawals
 from kaccy_bitcoin.domain.bitcoin import Network, OutPoint, Txid, transaction_id
 from kaccy_bitcoin.domain.errors import KaccyError, MonitorPollFailed, WithdrawalStateError
 from kaccy_bitcoin.domain.events import DomainEvent
-from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.lightning import LightningInvoice
+from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
+from kaccy_bitcoin.domain.money import MilliSatoshis, Satoshis
+from kaccy_bitcoin.domain.orders import PaymentRequest
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
+from kaccy_bitcoin.ports.lightning import LightningNode, LightningNodeError
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -179,3 +185,56 @@ async def test_the_running_monitor_keeps_the_events_of_a_round_that_failed_in_pa
 
     await RunMonitor(round_, interval=60)(on_events=seen.append, stop=stop)
     assert seen == [[event]]
+
+
+class OneBadInvoiceLnd(LightningNode):
+    """LND answering about every invoice but one (an error that is not LND being down)."""
+
+    def __init__(self, invoices: dict[str, LightningInvoice], bad: str) -> None:
+        self.invoices, self.bad = invoices, bad
+
+    async def lookup_invoice(self, payment_hash: str) -> LightningInvoice:
+        if payment_hash == self.bad:
+            raise LightningNodeError("lookup: LND error 2 (HTTP 500): something about this one")
+        return self.invoices[payment_hash]
+
+    async def create_invoice(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def list_invoices(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def cancel_invoice(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    def subscribe_invoices(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    def pay_updates(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def decode_payment_request(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def channels(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def channel_balance(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def open_channel(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def close_channel(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+
+
+async def test_an_invoice_lnd_cannot_answer_about_is_skipped_and_the_others_settle(uow_factory) -> None:  # noqa: ANN001
+    from kaccy_bitcoin.application.settings import PaymentSettings
+    from kaccy_bitcoin.domain.lightning import InvoiceState
+
+    clock = ManualClock(T0)
+    invoices = {}
+    with uow_factory() as uow:
+        for n in (1, 2):
+            order = f"ln-{n}"
+            uow.requests.add(PaymentRequest(order, f"bcrt1-{n}", Satoshis(1_000), T0))
+            lnd = LightningInvoice(f"{n}" * 64, f"lnbcrt{n}", MilliSatoshis(1_000_000), order, T0, 3600)
+            invoices[lnd.payment_hash] = attrs.evolve(lnd, state=InvoiceState.SETTLED,
+                                                      amount_paid=MilliSatoshis(1_000_000), settle_index=n,
+                                                      settled_at=T0)
+            uow.invoices.add(OrderInvoice.issued(order, lnd, T0))
+        uow.commit()
+    publisher, notifier = with_notifier()
+    sync = InvoiceSync(uow_factory, OneBadInvoiceLnd(invoices, bad="2" * 64), clock, publisher, PaymentSettings())
+    tick = MonitorTick(lambda: _nothing(), lambda: _nothing(), uow_factory, clock, publisher, lightning=lambda: sync)
+    events = await tick()
+    assert [(f.phase, f.item) for f in events.failed] == [("lightning", "2" * 64)]
+    assert ("order_paid", "ln-1") in [(e.kind, e.subject) for e in events]
+    assert [(e.kind, e.subject) for e in notifier.notified] == [("monitor_item_failed", "2" * 64)]
+    assert (await tick()).failed and len(notifier.notified) == 1
+
+
+async def _nothing() -> list[DomainEvent]:
+    return []
