@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
+from kaccy_bitcoin.application.monitor_tick import ItemFailure, MonitorEvents, skipped
 from kaccy_bitcoin.application.providers import resolved
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.application.withdrawals import BroadcastWithdrawal, RejectedByNode, SignWithdrawal
@@ -218,34 +219,44 @@ class ProposeConsolidation:
         self._planner, self._builder, self._uow, self._clock = planner, builder, uow, clock
         self._publisher, self._wallets, self._settings = publisher, wallets, settings
 
-    async def __call__(self) -> list[DomainEvent]:
+    async def __call__(self) -> MonitorEvents:
         if self._settings.propose_above <= 0:
-            return []
+            return MonitorEvents()
         planner, builder = await resolved(self._planner()), await resolved(self._builder())
         committed: list[DomainEvent] = []
+        failed: list[ItemFailure] = []
         for wallet in self._wallets.names():
-            rate = await builder.fee_rate(None)
-            if rate >= self._settings.long_term_fee_rate:
-                continue
             try:
-                plan, coins = await planner.propose(wallet, rate)
-            except NothingToConsolidate:
-                continue
-            if len(coins) <= self._settings.propose_above:
-                continue
-            now = self._clock.now()
-            async with self._uow() as uow:
-                c = uow.consolidations.get(wallet) or Consolidation(wallet)
-                if c.state in (ConsolidationState.PLANNED, ConsolidationState.CONSOLIDATING):
-                    continue
-                body = {**plan.to_dict(), "utxo_count": len(coins), "state": c.state.name,
-                        "long_term_fee_rate": sat_per_vb(self._settings.long_term_fee_rate)}
-                uow.record([DomainEvent(f"consolidation_proposed:{wallet}:{len(c.machine.history)}:"
-                                        f"{now.date().isoformat()}", "consolidation_proposed", wallet, now, body)])
-                uow.commit()
-            committed.extend(uow.committed_events())
+                committed.extend(await self._propose(planner, builder, wallet))
+            except Exception as exc:  # noqa: BLE001 - this wallet is skipped; the others go on
+                failed.append(skipped("propose_consolidation", wallet, exc))
+                failed[-1].log()
         await self._publisher.publish(committed)
-        return committed
+        return MonitorEvents(committed, failed)
+
+    async def _propose(self, planner: PlanConsolidation, builder: WithdrawalBuilder,
+                       wallet: str) -> list[DomainEvent]:
+        """Propose a consolidation of `wallet` if one is due; the events committed."""
+        rate = await builder.fee_rate(None)
+        if rate >= self._settings.long_term_fee_rate:
+            return []
+        try:
+            plan, coins = await planner.propose(wallet, rate)
+        except NothingToConsolidate:
+            return []
+        if len(coins) <= self._settings.propose_above:
+            return []
+        now = self._clock.now()
+        async with self._uow() as uow:
+            c = uow.consolidations.get(wallet) or Consolidation(wallet)
+            if c.state in (ConsolidationState.PLANNED, ConsolidationState.CONSOLIDATING):
+                return []
+            body = {**plan.to_dict(), "utxo_count": len(coins), "state": c.state.name,
+                    "long_term_fee_rate": sat_per_vb(self._settings.long_term_fee_rate)}
+            uow.record([DomainEvent(f"consolidation_proposed:{wallet}:{len(c.machine.history)}:"
+                                    f"{now.date().isoformat()}", "consolidation_proposed", wallet, now, body)])
+            uow.commit()
+        return uow.committed_events()
 
 
 def _load(uow: UnitOfWork, wallet: str) -> Consolidation:

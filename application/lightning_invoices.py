@@ -26,6 +26,7 @@ from kaccy_bitcoin.domain.lightning_orders import DEFAULT_EXPIRY_SECONDS, OrderI
 from kaccy_bitcoin.domain.money import MilliSatoshis
 from kaccy_bitcoin.domain.orders import Payment
 from kaccy_bitcoin.domain.payment_state import PaymentState
+from kaccy_bitcoin.application.monitor_tick import ItemFailure, MonitorEvents, skipped
 from kaccy_bitcoin.application.providers import resolved
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.settings import PaymentSettings
@@ -177,13 +178,15 @@ class InvoiceSync:
             add, settle = uow.cursors.get(ADD_INDEX), uow.cursors.get(SETTLE_INDEX)
         return (add.height or 0) if add else 0, (settle.height or 0) if settle else 0
 
-    async def poll(self) -> list[DomainEvent]:
-        """Look up every invoice still open with us and apply what LND says of each."""
+    async def poll(self) -> MonitorEvents:
+        """Look up every invoice still open with us and apply what LND says of each; one LND
+        cannot answer about is skipped (and reported), unless LND itself is down."""
         with self._uow.read() as uow:
             hashes = [i.payment_hash for i in uow.invoices.open()]
         if not hashes:
-            return []
+            return MonitorEvents()
         gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+        failed: list[ItemFailure] = []
 
         async def lookup(payment_hash: str) -> LightningInvoice | None:
             async with gate:
@@ -193,9 +196,13 @@ class InvoiceSync:
                     log.warning("LND does not know our open invoice %s (was its database replaced?); "
                                 "it stays open here", payment_hash)
                     return None
+                except Exception as exc:  # noqa: BLE001 - this invoice is skipped; the others go on
+                    failed.append(skipped("lightning", payment_hash, exc))
+                    failed[-1].log()
+                    return None
 
         seen = await asyncio.gather(*(lookup(h) for h in hashes))
-        return await self.apply([s for s in seen if s is not None])
+        return MonitorEvents(await self.apply([s for s in seen if s is not None]), failed)
 
     async def refresh(self, payment_hash: str) -> None:
         """Bring one invoice up to date with LND, if LND answers."""

@@ -31,7 +31,7 @@ import attrs
 from kaccy_bitcoin.domain.addresses import MonitorCursor
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.chain import Direction, WalletEntry, WalletTransaction
-from kaccy_bitcoin.domain.errors import ConcurrentUpdate
+from kaccy_bitcoin.domain.errors import ConcurrentUpdate, MonitorPollFailed
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, unknown_address_event
 from kaccy_bitcoin.application.retry import retried
@@ -59,6 +59,8 @@ class _Verdict:
 
 class PollPayments:
     """Run one monitor poll; returns the events it committed."""
+
+    phase = "payments"
 
     def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock,
                  publisher: EventPublisher, settings: PaymentSettings) -> None:
@@ -296,6 +298,10 @@ class RunMonitor:
                 events = await self._poll()
                 if on_events and events:
                     on_events(events)
+            except MonitorPollFailed as exc:   # a phase failed (logged); the others' events count
+                if on_events and exc.events:
+                    on_events(exc.events)
+                log.warning("monitor poll failed in part (%s); retrying in %ss", exc.code, self._interval)
             except Exception:  # noqa: BLE001 - the monitor keeps going; the poll is retried
                 log.exception("monitor poll failed; retrying in %ss", self._interval)
             woken = await self._sleep(stop, timeout)

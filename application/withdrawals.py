@@ -220,6 +220,7 @@ class Broadcaster:
         if accept.allowed:
             await self._chain.broadcast(raw)
         w.mark_broadcast(self._clock.now())
+        w.keep_signed(raw)   # what is resubmitted if the mempool loses it
         async with self._uow() as uow:
             uow.withdrawals.save(w)
             uow.record([w.event("withdrawal_sent", self._clock.now())])

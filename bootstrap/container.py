@@ -105,7 +105,7 @@ ShowOrder = _Lazy(f"{_APP}.orders", "ShowOrder")
 PollPayments = _Lazy(f"{_APP}.monitor", "PollPayments")
 TrackWithdrawals = _Lazy(f"{_APP}.withdrawal_tracker", "TrackWithdrawals")
 TrackerSettings = _Lazy(f"{_APP}.withdrawal_tracker", "TrackerSettings")
-MonitorTick = _Lazy(f"{_APP}.withdrawal_tracker", "MonitorTick")
+MonitorTick = _Lazy(f"{_APP}.monitor_tick", "MonitorTick")
 ListEvents = _Lazy(f"{_APP}.events", "ListEvents")
 EventFeed = _Lazy(f"{_APP}.events", "EventFeed")
 WithdrawalSettings = _Lazy(f"{_APP}.withdrawal_builder", "WithdrawalSettings")
@@ -506,6 +506,7 @@ class Services(containers.DeclarativeContainer):
     # One round of the monitor: payments, withdrawals, the open invoices when LND is configured,
     # and a consolidation proposal when one is due.
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals,
+                                     uow=storage.uow, clock=gateways.clock, publisher=gateways.publisher,
                                      lightning=providers.Callable(_when_lnd, config.lnd_rest_url,
                                                                   invoice_sync.provider),
                                      more=providers.List(propose_consolidation))

@@ -226,7 +226,9 @@ class KaccyBitcoin:
     # --- the monitor --------------------------------------------------------------------
     async def monitor_tick(self) -> tuple[DomainEvent, ...]:
         """One poll of the node (payments, then withdrawals); the events it committed. A
-        service normally runs `kaccy-bitcoin monitor`, which calls this on every wake-up."""
+        service normally runs `kaccy-bitcoin monitor`, which calls this on every wake-up. Each
+        phase fails alone: if one failed, `MonitorPollFailed` (a `KaccyError`) is raised once the
+        others ran, with their `events` and the `failed` list."""
         return tuple(await self._use("monitor_tick"))
 
     async def run_monitor(self, stop: asyncio.Event, *, interval: float | None = None,

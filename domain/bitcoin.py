@@ -200,3 +200,10 @@ def spent_outpoints(raw_tx: bytes) -> list[OutPoint]:
 
     tx = CTransaction.deserialize(raw_tx)
     return [OutPoint(Txid(i.prevout.hash[::-1].hex()), i.prevout.n) for i in tx.vin]
+
+
+def transaction_id(raw_tx: bytes) -> Txid:
+    """The id of a serialized transaction."""
+    from bitcointx.core import CTransaction
+
+    return Txid(CTransaction.deserialize(raw_tx).GetTxid()[::-1].hex())

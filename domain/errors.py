@@ -20,6 +20,25 @@ class InternalError(KaccyError):
     code = "internal"
 
 
+class MonitorPollFailed(KaccyError):
+    """A phase of a monitor round failed as a whole (the node, LND or the database did not answer,
+    or a bug): an outside failure, never a refused input. The code is the first failed phase's;
+    `events` are what the round's other phases committed, `failed` everything it skipped
+    (application/monitor_tick.py)."""
+
+    code = "monitor_failed"
+    exit_status = 1
+
+    def __init__(self, message: str, code: str, events: list, failed: list) -> None:  # noqa: ANN001
+        super().__init__(message)
+        self.code = code
+        self.events = events
+        self.failed = failed
+
+    def details(self) -> dict[str, object]:
+        return {"events": [e.to_dict() for e in self.events], "failed": [f.to_dict() for f in self.failed]}
+
+
 class DomainError(KaccyError):
     """Base of every rule the domain refuses to break."""
 

@@ -59,6 +59,8 @@ EVENT_KINDS = frozenset({
     "consolidation_completed",
     "consolidation_abandoned",
     "consolidation_proposed",
+    # the monitor skipped something it could not handle (once per item and cause)
+    "monitor_item_failed",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.
@@ -76,6 +78,7 @@ DISCREPANCY_KINDS = frozenset({
     "unexpected_spend",
     "withdrawal_held",
     "ln_payment_held",
+    "monitor_item_failed",
 })
 
 

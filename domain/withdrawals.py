@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid, transaction_id
 from kaccy_bitcoin.domain.audit import SYSTEM
 from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalHeld, WithdrawalStateError
 from kaccy_bitcoin.domain.events import DomainEvent
@@ -88,6 +88,7 @@ class Withdrawal:
     risk: RiskAssessment = NO_RISK       # the risk review's verdict when it was created
     approved_by: str | None = None       # the operator who released it from HELD
     wallet: str = "default"              # the wallet whose coins it spends and whose change it makes
+    signed_tx: str | None = None         # the signed transaction as the network saw it (hex), to resubmit
     version: int = attrs.field(default=0, eq=False)   # storage's optimistic-concurrency token
 
     # -- reading ---------------------------------------------------------------
@@ -233,6 +234,14 @@ class Withdrawal:
             return False
         delay = min(first_delay * 2 ** self.rebroadcasts, max_delay)
         return (now - last).total_seconds() >= delay
+
+    def keep_signed(self, raw_tx: bytes) -> None:
+        """Keep the signed transaction the network saw (whoever signed and sent it): what is
+        resubmitted if the mempool loses it, since the stored PSBT may never have been signed here."""
+        if self.txid is None or transaction_id(raw_tx) != self.txid:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id}: the transaction {transaction_id(raw_tx)} "
+                                       f"is not its own ({self.txid.value if self.txid else 'no txid yet'})")
+        self.signed_tx = raw_tx.hex()
 
     def record_rebroadcast(self, now: dt.datetime) -> None:
         self.rebroadcasts += 1

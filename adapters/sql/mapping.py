@@ -119,7 +119,7 @@ def withdrawal_fields(w: Withdrawal) -> dict:
             "conflicted_by": w.conflicted_by.value if w.conflicted_by else None,
             "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
             "user": w.user, "risk": w.risk.to_dict(), "approved_by": w.approved_by,
-            "wallet": w.wallet,
+            "wallet": w.wallet, "signed_tx": w.signed_tx,
         },
     }
 
@@ -143,7 +143,7 @@ def withdrawal_from_row(row: Any) -> Withdrawal:
         conflicted_by=Txid(d["conflicted_by"]) if d.get("conflicted_by") else None,
         settled=bool(row.settled), version=row.version, user=d.get("user"),
         risk=RiskAssessment.from_dict(d.get("risk")), approved_by=d.get("approved_by"),
-        wallet=d.get("wallet", DEFAULT_WALLET),
+        wallet=d.get("wallet", DEFAULT_WALLET), signed_tx=d.get("signed_tx"),
         last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
         else None)
 

@@ -59,9 +59,10 @@ def _reported_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exceptio
     from kaccy_bitcoin.adapters.lnd.errors import LndError
     from kaccy_bitcoin.adapters.sql.errors import StorageError
     from kaccy_bitcoin.bootstrap.config import ConfigError
+    from kaccy_bitcoin.domain.errors import MonitorPollFailed
     from kaccy_bitcoin.ports.signer import SignerError
 
-    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError, LndError)
+    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError, LndError, MonitorPollFailed)
 
 
 def _error(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> int:

@@ -29,8 +29,8 @@ async def run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
         from kaccy_bitcoin.bootstrap.tuning import GcPausedDuring
 
         poll = GcPausedDuring(await service(c, "monitor_tick"))
-        events = await poll()
-        return {"events": [e.to_dict() for e in events]}
+        events = await poll()   # a failed phase raises MonitorPollFailed (exit 1); a failed item is listed
+        return {"events": [e.to_dict() for e in events], "failed": [f.to_dict() for f in getattr(events, "failed", ())]}
     from kaccy_bitcoin.bootstrap.monitoring import run_monitors
 
     stop = asyncio.Event()
