@@ -281,6 +281,11 @@ class LimitStore(abc.ABC):
     @abc.abstractmethod
     def give_back(self, withdrawal_id: str) -> None:
         """The withdrawal pays nothing: its amount no longer counts (idempotent)."""
+
+    @abc.abstractmethod
+    def take_again(self, withdrawal_id: str) -> bool:
+        """A withdrawal whose amount was given back pays after all (a cancelled one's PSBT signed
+        and sent elsewhere): its amount counts again. True if it had been given back."""
 class WalletRepository(abc.ABC):
     """The wallets added besides `default` (which KACCY_XPUB configures and is not stored)."""
 

@@ -410,6 +410,13 @@ class MemoryLimits(storage.LimitStore):
         found = self._u.get(withdrawal_id)
         if found is not None and not found.returned:
             self._u.put(withdrawal_id, attrs.evolve(found, returned=True))
+
+    def take_again(self, withdrawal_id: str) -> bool:
+        found = self._u.get(withdrawal_id)
+        if found is None or not found.returned:
+            return False
+        self._u.put(withdrawal_id, attrs.evolve(found, returned=False))
+        return True
 class MemoryWallets(storage.WalletRepository):
     def __init__(self, table: _Table) -> None:
         self._t = table
