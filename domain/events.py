@@ -29,6 +29,7 @@ EVENT_KINDS = frozenset({
     "withdrawal_expired",
     "withdrawal_stuck",
     "unexpected_spend",
+    "limit_breached",
     # what people and the service do to withdrawals (the audit trail)
     "withdrawal_created",
     "withdrawal_held",
@@ -67,6 +68,7 @@ DISCREPANCY_KINDS = frozenset({
     "withdrawal_reorged",
     "unexpected_spend",
     "withdrawal_held",
+    "limit_breached",
 })
 
 
