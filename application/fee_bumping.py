@@ -27,7 +27,7 @@ from kaccy_bitcoin.domain.limits import Usage
 from kaccy_bitcoin.domain.bitcoin import Address
 from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount
 from kaccy_bitcoin.domain.money import FeeRate
-from kaccy_bitcoin.domain.withdrawals import CPFP
+from kaccy_bitcoin.domain.withdrawals import CPFP, VOID
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
@@ -41,7 +41,9 @@ class BumpWithdrawal:
     the risk review of the new destinations (a risky one is HELD until an operator approves it),
     and the paying wallet's tier cap on everything the replacement pays out) at a higher fee rate.
     The original keeps its coins and stays as it is until the node accepts the replacement; the
-    replacement holds only the coins it adds, so cancelling it leaves the original exactly as it was."""
+    replacement holds only the coins it adds, so cancelling it leaves the original exactly as it was.
+    The replacement of a void is a void (same coins back to our change chain): when it confirms,
+    the original is `voided` and its limit usage is given back."""
 
     def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, chain: ChainBackend,
                  clock: Clock, publisher: EventPublisher, controls: ControlSettings,
@@ -58,6 +60,9 @@ class BumpWithdrawal:
         with self._uow.read() as uow:
             old = load_withdrawal(uow, withdrawal_id)
             txid = old.require_bumpable()
+            if old.replacement_kind() == VOID and extra_payouts:
+                raise InvalidAmount(f"withdrawal {withdrawal_id} is a void: it pays nothing out, so its "
+                                    "replacement cannot pay anyone either")
             holders = lineage(uow, old)
             payouts = [(Address(o.address, self._builder.network), o.amount)
                        for o in old.outputs if not o.change] + extra_payouts
@@ -73,8 +78,12 @@ class BumpWithdrawal:
             raise InvalidAmount(f"the new fee rate {fee_rate} must exceed the current {FeeRate(old_rate_kvb)}")
 
         async def attempt() -> dict[str, Any]:
-            new = await self._builder.of(old.wallet).propose(uuid.uuid4().hex, payouts, fee_rate,
-                                                             must_spend=old.inputs)
+            if old.replacement_kind() == VOID:   # a void stays a void: the same coins back to our change chain
+                new = await self._builder.of(old.wallet).propose_void(uuid.uuid4().hex, old, fee_rate)
+            else:
+                new = await self._builder.of(old.wallet).propose(uuid.uuid4().hex, payouts, fee_rate,
+                                                                 must_spend=old.inputs)
+            new.kind = old.replacement_kind()
             vsize = self._builder.vsize(new)
             minimum = max(await bip125_minimum(self._chain, [txid], vsize), old.fee.value + 1)
             if new.fee.value < minimum:

@@ -43,7 +43,13 @@ from kaccy_bitcoin.domain.psbt import (
     psbt_txid,
 )
 from kaccy_bitcoin.domain.wallets import DEFAULT, UnknownWallet
-from kaccy_bitcoin.domain.withdrawals import Utxo, Withdrawal, WithdrawalInput, WithdrawalOutput
+from kaccy_bitcoin.domain.withdrawals import (
+    Utxo,
+    Withdrawal,
+    WithdrawalInput,
+    WithdrawalOutput,
+    coins_to_spend_first,
+)
 from kaccy_bitcoin.ports.addresses import CHANGE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
@@ -132,11 +138,15 @@ class WithdrawalBuilder:
     async def propose(self, withdrawal_id: str, payouts: list[tuple[Address, Satoshis]], rate: FeeRate,
                       *, must_spend: Sequence[WithdrawalInput] = ()) -> Withdrawal:
         """Pay `payouts` at `rate` from unreserved coins; a replacement (RBF) passes the inputs
-        of the withdrawal it replaces as `must_spend`: all of them are spent, plus more if needed."""
+        of the withdrawal it replaces as `must_spend`: all of them are spent, plus more if needed.
+        A new withdrawal spends first one coin of each cancelled or expired withdrawal whose PSBT
+        could still be signed and sent (see `coins_to_spend_first`)."""
         utxos = await self._chain.unspent(self._settings.min_confirmations)
         tip = (await self._chain.chain_info()).blocks
         with self._uow.read() as uow:
             reserved = uow.reservations.reserved()
+            abandoned = [] if must_spend else [w for w in uow.withdrawals.in_states(["rejected", "expired"])
+                                               if w.wallet == self.wallet and w.abandoned_unsigned]
         paths = {i.outpoint: self._path_of(i) for i in must_spend}
         pool = []
         for u in utxos:
@@ -146,12 +156,19 @@ class WithdrawalBuilder:
             paths[u.outpoint] = (u.chain, u.index)
             pool.append(Coin(u.outpoint, u.amount, self._input_weight))
         required = [Coin(i.outpoint, i.amount, self._input_weight) for i in must_spend]
+        # A cancelled or expired withdrawal's PSBT may still be signed elsewhere: spend one of its
+        # coins first, so that a late broadcast of it conflicts with this one instead of paying twice.
+        first = set(coins_to_spend_first(abandoned, (u.outpoint for u in utxos), (c.outpoint for c in pool)))
+        if first:
+            required = [c for c in pool if c.outpoint in first]
+            pool = [c for c in pool if c.outpoint not in first]
         fixed = overhead_weight(self._type) + sum(OUTPUT_TYPE_WEIGHT[a.type] for a, _ in payouts)
         target = Satoshis(sum(v.value for _, v in payouts))
         params = attrs.evolve(SelectionParams.for_type(rate, self._type, self._deriver.spend_weight()),
                               long_term_fee_rate=self._settings.long_term_fee_rate)
         if required:
-            selection = self._replacement(required, pool, target, fixed, params)
+            selection = self._replacement(required, pool, target, fixed, params,
+                                          "the replacement" if must_spend else "the withdrawal")
         else:
             selection = select_coins(pool, target, fixed, params, random.Random(withdrawal_id))
         coins = [(c.outpoint, c.amount, *paths[c.outpoint]) for c in selection.coins]
@@ -238,7 +255,7 @@ class WithdrawalBuilder:
 
     @staticmethod
     def _replacement(required: list[Coin], pool: list[Coin], target: Satoshis, fixed: int,
-                     params: SelectionParams) -> Selection:
+                     params: SelectionParams, what: str = "the replacement") -> Selection:
         """Every required coin, plus the largest others until the payouts and the fee are paid."""
         chosen = list(required)
         extra = sorted(pool, key=lambda c: c.amount.value)
@@ -249,7 +266,7 @@ class WithdrawalBuilder:
         if selection is None:
             fee = params.fee_rate.fee_for(vsize(fixed + sum(c.input_weight for c in chosen))).value
             missing = target.value + fee - sum(c.amount.value for c in chosen)
-            raise InsufficientFunds(missing, f"insufficient funds: the replacement needs {target.value} sat plus "
+            raise InsufficientFunds(missing, f"insufficient funds: {what} needs {target.value} sat plus "
                                              f"{fee} sat of fees: {missing} sat missing")
         return selection
 

@@ -116,6 +116,8 @@ class TrackWithdrawals:
             for w in verdicts.changed.values():
                 if w.settled and w.pays_nothing:   # expired, or voided for good: its amount is free again
                     uow.limits.give_back(w.withdrawal_id)
+            events.extend(_limits_taken_again(uow, [w for w in verdicts.changed.values()
+                                                    if w.withdrawal_id in revived_ids], now))
             for w in verdicts.changed.values():
                 if w.withdrawal_id in revived_ids and w.state is not PsbtState.REPLACED:
                     # on the network again: its coins are spent by it, hold whatever is still free
@@ -237,6 +239,20 @@ class TrackWithdrawals:
         floor = (await self._chain.mempool_info()).min_fee
         rate = max(estimate.rate, floor) if estimate.rate is not None else floor
         return str(rate.sat_per_vb)
+
+
+def _limits_taken_again(uow: UnitOfWork, revived: Sequence[Withdrawal], now) -> list[DomainEvent]:  # noqa: ANN001
+    """A withdrawal whose amount went back to the limits (cancelled, expired, voided) and whose
+    transaction reached the network after all (its PSBT signed and sent elsewhere): the amount
+    counts again, and `limit_breached` tells the operators it was paid without the limits' check."""
+    events = []
+    for w in revived:
+        if w.state in (PsbtState.BROADCAST, PsbtState.CONFIRMED, PsbtState.COMPLETED) and \
+                uow.limits.take_again(w.withdrawal_id):
+            events.append(w.event("limit_breached", now, user=w.user,
+                                  reason="its amount had been given back to the limits, and its transaction "
+                                         "reached the network after all"))
+    return events
 
 
 def _unexpected_spend(txid: Txid, entries: list[WalletEntry], now) -> DomainEvent:  # noqa: ANN001

@@ -197,6 +197,9 @@ class Broadcaster:
     def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock, network: Network) -> None:
         self._uow, self._chain, self._clock, self._network = uow, chain, clock, network
 
+    def now(self):  # noqa: ANN201
+        return self._clock.now()
+
     async def finalize(self, w: Withdrawal) -> None:
         """SIGNED -> FINALIZED, committed before anything reaches the network."""
         check_unchanged(self._network, w)
@@ -247,7 +250,12 @@ class BroadcastWithdrawal:
         self._uow, self._broadcaster = uow, broadcaster
 
     async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
-        w = await read_withdrawal(self._uow, withdrawal_id)
+        with self._uow.read() as uow:
+            w = load_withdrawal(uow, withdrawal_id)
+            replacements = replacements_of(uow, w)
+        if w.state in (PsbtState.CONFIRMED, PsbtState.COMPLETED) and w.txid is not None:   # the chain chose it
+            return {"withdrawal_id": w.withdrawal_id, "txid": w.txid.value, "state": w.name}
+        w.require_not_replaced(replacements)
         if w.state in _ON_CHAIN and w.txid is not None:   # sent already (perhaps by a run that crashed)
             return {"withdrawal_id": w.withdrawal_id, "txid": w.txid.value, "state": w.name}
         if w.state is PsbtState.SIGNED:
@@ -256,10 +264,24 @@ class BroadcastWithdrawal:
                 uow.withdrawals.save(w)
                 uow.record([w.event("withdrawal_finalized", w.machine.history[-1].at)])
                 uow.commit()
-        if w.state is not PsbtState.FINALIZED:
-            raise WithdrawalStateError(f"withdrawal {w.withdrawal_id} is {w.name}: only a signed withdrawal "
-                                       "can be broadcast")
+        w.require_sendable(self._broadcaster.now())
         return await self._broadcaster.send(w)
+
+
+def replacements_of(uow: UnitOfWork, w: Withdrawal) -> list[Withdrawal]:
+    """The unsettled withdrawals built on `w`: its replacements, their replacements and voids."""
+    pending = uow.withdrawals.unsettled()
+    found: list[Withdrawal] = []
+    ids = {w.withdrawal_id}
+    grew = True
+    while grew:
+        grew = False
+        for x in pending:
+            if x.replaces in ids and x.withdrawal_id not in ids:
+                ids.add(x.withdrawal_id)
+                found.append(x)
+                grew = True
+    return found
 
 
 class CancelWithdrawal:
@@ -310,6 +332,30 @@ async def bip125_minimum(chain: ChainBackend, replaced: Sequence[Txid], vsize: i
     return paid + (await chain.incremental_relay_fee()).fee_for(vsize).value
 
 
+async def void_minimum(chain: ChainBackend, family: Sequence[Withdrawal], vsize: int,
+                       measure: Callable[[Withdrawal], int]) -> int:
+    """The least fee a void of `vsize` vB must pay to replace whichever member of the family a
+    mempool may hold (at most one: they spend the same coins): BIP125 rules 3 and 4 (what that
+    member and its descendants pay, plus the node's incremental relay fee for the void's size)
+    and 6 (a higher fee rate than the member's). A member in our mempool is measured there; a
+    member signed but not in our mempool may be in someone else's (a signed PSBT can be sent by
+    anyone), so it counts as if it were in ours: its fee from its PSBT, its size by `measure`."""
+    incremental = (await chain.incremental_relay_fee()).fee_for(vsize).value
+    minimum = incremental
+    for member in family:
+        if member.txid is None:
+            continue
+        entry = await chain.mempool_entry(member.txid)
+        if entry is not None:
+            paid, fee, size = entry.descendant_fees.value, entry.fee.value, entry.vsize
+        elif member.ever_signed:
+            paid, fee, size = member.fee.value, member.fee.value, measure(member)
+        else:
+            continue    # never signed: no transaction of it exists anywhere
+        minimum = max(minimum, paid + incremental, fee * vsize // size + 1)
+    return minimum
+
+
 def fee_too_low(what: str, minimum: int, vsize: int) -> FeeTooLow:
     rate = FeeRate(-(-minimum * 1000 // vsize))
     return FeeTooLow(minimum, str(rate), f"{what} must pay at least {minimum} sat ({rate} for its {vsize} vB): "
@@ -319,7 +365,8 @@ def fee_too_low(what: str, minimum: int, vsize: int) -> FeeTooLow:
 
 class VoidWithdrawal:
     """"Cancel (double-spend)": spend a signed withdrawal's inputs back to our change chain at a
-    higher fee, broadcast at once. It is `voided` when the void confirms; if the original wins
+    higher fee, broadcast at once. The fee outbids every signed member of the family, whether our
+    mempool has it or not (see `void_minimum`). It is `voided` when the void confirms; if the original wins
     the race it is confirmed as usual."""
 
     def __init__(self, builder: WithdrawalBuilder, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock,
@@ -340,14 +387,13 @@ class VoidWithdrawal:
                     break
                 rivals.append(found)
                 newer = found
-            live = [r.txid for r in rivals if r.txid is not None]   # what the void must outbid
         w.require_voidable()
         signer = await self._signing.signer(signer_name)
         builder = self._builder.of(w.wallet)
         rate = fee_rate or await builder.fee_rate(None)
         void = await builder.propose_void(uuid.uuid4().hex, w, rate)
         vsize = builder.vsize(void)
-        minimum = await bip125_minimum(self._chain, live, vsize)
+        minimum = await void_minimum(self._chain, rivals, vsize, builder.vsize)   # what the void must outbid
         if void.fee.value < minimum:
             if fee_rate is not None:
                 raise fee_too_low(f"the void of {withdrawal_id}", minimum, vsize)

@@ -129,6 +129,13 @@ class WithdrawalStateError(DomainError):
     code = "invalid_withdrawal_state"
 
 
+class WithdrawalReplaced(DomainError):
+    """The withdrawal has a replacement or a void (or lost to one): we never send it again, since
+    it could still win over the transaction meant to take its place."""
+
+    code = "withdrawal_replaced"
+
+
 class InvalidEventRequest(DomainError):
     """A read or acknowledgement of the event outbox with a sequence number, limit or
     consumer name it cannot take (e.g. acknowledging an event that was never committed)."""

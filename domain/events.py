@@ -29,6 +29,7 @@ EVENT_KINDS = frozenset({
     "withdrawal_expired",
     "withdrawal_stuck",
     "unexpected_spend",
+    "limit_breached",
     # what people and the service do to withdrawals (the audit trail)
     "withdrawal_created",
     "withdrawal_held",
@@ -79,6 +80,7 @@ DISCREPANCY_KINDS = frozenset({
     "withdrawal_held",
     "ln_payment_held",
     "monitor_item_failed",
+    "limit_breached",
 })
 
 

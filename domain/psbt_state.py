@@ -4,7 +4,9 @@ Once a transaction is signed it may be on the network whatever we recorded (a si
 PSBT was printed; a crash can follow `sendrawtransaction`), so every state that a
 signed transaction can be in moves to BROADCAST when the chain shows it (`seen`). A
 withdrawal the risk review holds waits in HELD, where nothing signs it, until an operator
-approves it (back to CREATED) or cancels it. A withdrawal leaves the running only when the
+approves it (back to CREATED) or cancels it. A transaction the node REJECTED for a reason
+that passes (its fee below the mempool's floor, a chain of ancestors too long) can be
+finalized again and resent. A withdrawal leaves the running only when the
 chain settles it: COMPLETED (its own transaction final), REPLACED or VOIDED (a sibling of its family confirmed: an RBF
 replacement, or a void spending its inputs back to us), CONFLICTED (a transaction that
 is none of ours spent an input).
@@ -57,6 +59,7 @@ class PsbtMachine(StateMachine):
         ("cancel", UNSIGNED + HELD, "REJECTED"),
         ("expire", UNSIGNED + HELD, "EXPIRED"),
         ("reject", "FINALIZED", "REJECTED"),
+        ("resend", "REJECTED", "FINALIZED"),     # refused for a passing reason (mempool floor, chain)
         ("seen", OFF_CHAIN, "BROADCAST"),
         ("confirm", "BROADCAST", "CONFIRMED"),
         ("unconfirm", "CONFIRMED", "BROADCAST"),

@@ -90,7 +90,8 @@ def _apply_family(family: list[Withdrawal], views: Mapping[Txid, WalletTransacti
                 _confirmed(w, views[w.txid].confirmations, final, at, out)  # type: ignore[index, union-attr]
             else:
                 depth = views[winner.txid].confirmations   # type: ignore[index, union-attr]
-                _lose(w, "void" if winner.kind == VOID else "replace", winner.txid, depth >= final, at, out,
+                voided = winner.kind == VOID and w.kind != VOID   # a void that lost to a bump of it was replaced
+                _lose(w, "void" if voided else "replace", winner.txid, depth >= final, at, out,
                       by=winner.withdrawal_id)
             continue
         view = views.get(w.txid) if w.txid is not None else None

@@ -8,13 +8,13 @@ way out is a void (a replacement paying the same inputs back to us) or the chain
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import attrs
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid, transaction_id
 from kaccy_bitcoin.domain.audit import SYSTEM
-from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalHeld, WithdrawalStateError
+from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalHeld, WithdrawalReplaced, WithdrawalStateError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.psbt_state import HELD, UNSIGNED, PsbtMachine, PsbtState
@@ -54,6 +54,11 @@ class WithdrawalInput:
 
 PAYOUT, VOID, CPFP = "payout", "void", "cpfp"
 CONSOLIDATION = "consolidation"   # merges our own coins into one output of our change chain
+
+# The node's reasons for refusing a transaction that say nothing about the transaction itself,
+# only about the mempool at that moment: the same transaction may be sent again later.
+TRANSIENT_REJECTIONS = ("min relay fee not met", "mempool min fee not met", "too-long-mempool-chain",
+                        "mempool full")
 
 
 @attrs.define
@@ -125,6 +130,19 @@ class Withdrawal:
             return True
         return self.state in (PsbtState.REJECTED, PsbtState.REPLACED) and not self.ever_signed
 
+    @property
+    def rejected_transiently(self) -> bool:
+        """Refused by the node for a reason of the mempool's, not of the transaction's (a fee
+        below the node's floor, a chain of unconfirmed ancestors too long, a full mempool)."""
+        return (self.state is PsbtState.REJECTED and self.ever_signed
+                and any(reason in self.reject_reason for reason in TRANSIENT_REJECTIONS))
+
+    @property
+    def abandoned_unsigned(self) -> bool:
+        """Cancelled or expired before we saw it signed: its coins went back to the pool, but its
+        PSBT was handed out and may still be signed elsewhere until one of its inputs is spent."""
+        return self.state in (PsbtState.REJECTED, PsbtState.EXPIRED) and not self.ever_signed
+
     # -- the owner's steps -------------------------------------------------------
     def review(self, risk: RiskAssessment, review_score: int, at: dt.datetime) -> DomainEvent | None:
         """Record the risk review's verdict; at or above `review_score` the withdrawal is HELD
@@ -174,6 +192,29 @@ class Withdrawal:
         self.machine.fire("reject", at=at, reason=reason)
         self.reject_reason = reason
 
+    def require_not_replaced(self, replacements: Sequence[Withdrawal]) -> None:
+        """Refuse to send a withdrawal that something took the place of: a replacement or a void
+        built on it (unless given up before it was signed: cancelled or expired), or a sibling that
+        won its family's race. A transaction of ours that could still win over the one meant to
+        take its place is never sent by us."""
+        taking_over = [r.withdrawal_id for r in replacements if not r.abandoned_unsigned]
+        if self.state in (PsbtState.REPLACED, PsbtState.VOIDED) or self.replaced_by or taking_over:
+            by = self.replaced_by or (taking_over[0] if taking_over else "a sibling that confirmed")
+            raise WithdrawalReplaced(f"withdrawal {self.withdrawal_id} is {self.name} and was replaced or voided "
+                                     f"by {by}: it is never sent again")
+
+    def require_sendable(self, at: dt.datetime) -> None:
+        """Only a finalized withdrawal is sent; one the node refused for a passing reason (see
+        `rejected_transiently`) is finalized again, to be sent once more."""
+        if self.state is PsbtState.REJECTED and self.ever_signed:
+            if not self.rejected_transiently:
+                raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} was {self.reject_reason or 'rejected'}: "
+                                           "not a refusal that passes; `withdraw void` spends its inputs back to us")
+            self.machine.fire("resend", at=at, reason=f"sent again after: {self.reject_reason}")
+        if self.state is not PsbtState.FINALIZED:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: only a signed withdrawal "
+                                       "can be broadcast")
+
     def cancel(self, at: dt.datetime) -> None:
         """Withdraw an unsigned withdrawal; a signed one may be on the network: void it instead."""
         if self.state.value not in UNSIGNED + HELD:
@@ -198,10 +239,12 @@ class Withdrawal:
         return self.event("withdrawal_expired", now)
 
     def require_bumpable(self) -> Txid:
-        """The txid of a broadcast withdrawal that no accepted replacement has taken over."""
-        if self.state is not PsbtState.BROADCAST or self.txid is None:
+        """The txid of a broadcast withdrawal (or one the node refused for a passing reason: see
+        `rejected_transiently`) that no accepted replacement has taken over."""
+        if (self.state is not PsbtState.BROADCAST and not self.rejected_transiently) or self.txid is None:
             raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: only a broadcast "
-                                       "withdrawal waiting in the mempool can be replaced")
+                                       "withdrawal waiting in the mempool (or one the node refused for a passing "
+                                       "reason) can be replaced")
         if self.replaced_by:
             raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} was already replaced by "
                                        f"{self.replaced_by}: bump that one")
@@ -256,6 +299,11 @@ class Withdrawal:
         self.stuck_alerted = True
         return True
 
+    def replacement_kind(self) -> str:
+        """What a replacement of this withdrawal is: a void stays a void (it pays our own change
+        chain, and its win voids the original), anything else is a payout."""
+        return VOID if self.kind == VOID else PAYOUT
+
     def event(self, kind: str, at: dt.datetime, actor: str = SYSTEM, **data: Any) -> DomainEvent:
         """An event about this withdrawal; its id names the move it follows, so re-deriving the
         same fact gives the same id."""
@@ -263,3 +311,21 @@ class Withdrawal:
                 "fee_sat": self.fee.value, "txid": self.txid.value if self.txid else None, **data}
         return DomainEvent(f"{kind}:{self.withdrawal_id}:{len(self.machine.history)}", kind,
                            self.withdrawal_id, at, body, actor)
+
+
+def coins_to_spend_first(abandoned: Iterable[Withdrawal], unspent: Iterable[OutPoint],
+                         available: Iterable[OutPoint]) -> list[OutPoint]:
+    """One coin of each abandoned withdrawal (see `Withdrawal.abandoned_unsigned`) that could still
+    be signed and broadcast elsewhere: spending it makes that late broadcast conflict instead of
+    paying twice. Abandoned is dangerous while every one of its inputs is unspent and none is held
+    by a withdrawal of ours (that one already spends it); the coin picked is its largest free one."""
+    unspent, available = set(unspent), set(available)
+    first: list[OutPoint] = []
+    for w in abandoned:
+        ins = {i.outpoint: i.amount.value for i in w.inputs}
+        if not w.abandoned_unsigned or not ins or not set(ins) <= unspent or not set(ins) <= available:
+            continue
+        if set(ins) & set(first):
+            continue   # already killed by a coin picked for another one
+        first.append(max(ins, key=lambda op: (ins[op], op.txid.value, op.vout)))
+    return first

@@ -25,6 +25,8 @@ from kaccy_bitcoin.domain.withdrawals import Withdrawal
 
 
 @attrs.frozen
+
+
 class StoredOutput:
     """The stored view of one received output, enough to tell whether the chain changed it."""
 
@@ -288,6 +290,11 @@ class LimitStore(abc.ABC):
         """What the payout turned out to pay (a Lightning payout's fee, once known): its
         claim counts `amount_sat` from now on, never more than it took."""
 
+    @abc.abstractmethod
+    def take_again(self, withdrawal_id: str) -> bool:
+        """A withdrawal whose amount was given back pays after all (a cancelled one's PSBT signed
+        and sent elsewhere): its amount counts again. True if it had been given back."""
+
 
 class LightningPayoutRepository(abc.ABC):
     """Payouts over Lightning (domain/lightning_payouts.py)."""
@@ -308,6 +315,8 @@ class LightningPayoutRepository(abc.ABC):
     @abc.abstractmethod
     def for_hash(self, payment_hash: str) -> list[LightningPayout]:
         """Every payout of this payment hash, oldest first."""
+
+
 class WalletRepository(abc.ABC):
     """The wallets added besides `default` (which KACCY_XPUB configures and is not stored)."""
 
@@ -335,6 +344,8 @@ class WalletRepository(abc.ABC):
     @abc.abstractmethod
     def next_number(self) -> int:
         """The number the next added wallet takes (1 when none is stored; 0 is `default`)."""
+
+
 class ConsolidationRepository(abc.ABC):
     """Each wallet's consolidation machine (one row per wallet)."""
 

@@ -196,6 +196,14 @@ def test_storage_takes_locks_and_gives_back(uow_factory) -> None:  # noqa: ANN00
     with uow_factory() as u:
         check_limits(u, "carol", 100, T0, lock=True)
         assert [x.returned for x in u.limits.user_usage("carol", T0 - L.DAY)] == [True]
+        # It paid after all (a cancelled PSBT sent elsewhere): counted again, once.
+        assert (u.limits.take_again("w1"), u.limits.take_again("w1"), u.limits.take_again("nope")) == (
+            True, False, False)
+        u.commit()
+    with uow_factory() as u:
+        assert [x.returned for x in u.limits.user_usage("carol", T0 - L.DAY)] == [False]
+        with pytest.raises(LimitExceeded):
+            check_limits(u, "carol", 60, T0, lock=True)
 
 
 def test_limits_set_and_show_from_the_command_line(tmp_path) -> None:  # noqa: ANN001

@@ -31,6 +31,7 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (domain.InsufficientFunds, 422),
     (domain.LimitExceeded, 422),
     (domain.WithdrawalHeld, 409),
+    (domain.WithdrawalReplaced, 409),
     (domain.FeeTooLow, 422),
     (domain.FeeTooHigh, 422),
     (domain.PaymentConflict, 409),

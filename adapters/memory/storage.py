@@ -417,6 +417,13 @@ class MemoryLimits(storage.LimitStore):
         if found is not None and amount_sat < found.amount_sat:
             self._u.put(withdrawal_id, attrs.evolve(found, amount_sat=amount_sat))
 
+    def take_again(self, withdrawal_id: str) -> bool:
+        found = self._u.get(withdrawal_id)
+        if found is None or not found.returned:
+            return False
+        self._u.put(withdrawal_id, attrs.evolve(found, returned=False))
+        return True
+
 
 class MemoryLightningPayouts(storage.LightningPayoutRepository):
     def __init__(self, table: _Table) -> None:
@@ -442,6 +449,8 @@ class MemoryLightningPayouts(storage.LightningPayoutRepository):
     def for_hash(self, payment_hash: str) -> list[LightningPayout]:
         return sorted((copy.deepcopy(p) for p in self._t.values() if p.payment_hash == payment_hash),
                       key=lambda p: (p.created_at, p.payment_id))
+
+
 class MemoryWallets(storage.WalletRepository):
     def __init__(self, table: _Table) -> None:
         self._t = table
@@ -467,6 +476,8 @@ class MemoryWallets(storage.WalletRepository):
 
     def next_number(self) -> int:
         return max((w.number for w in self._t.values()), default=0) + 1
+
+
 class MemoryConsolidations(storage.ConsolidationRepository):
     def __init__(self, table: _Table) -> None:
         self._t = table

@@ -747,6 +747,11 @@ class SqlLimits(storage.LimitStore):
         self._s.execute(update(self._u).where(self._u.c.withdrawal_id == withdrawal_id,
                                               self._u.c.amount_sat > amount_sat).values(amount_sat=amount_sat))
 
+    def take_again(self, withdrawal_id: str) -> bool:
+        done = self._s.execute(update(self._u).where(self._u.c.withdrawal_id == withdrawal_id,
+                                                     self._u.c.returned.is_(True)).values(returned=False))
+        return done.rowcount == 1
+
 
 class SqlEventConsumers(storage.EventConsumers):
     _t = tables.event_consumers
