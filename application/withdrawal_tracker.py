@@ -31,7 +31,7 @@ from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.psbt import InvalidPsbt, finalize_psbt
 from kaccy_bitcoin.domain.psbt_state import PsbtState
 from kaccy_bitcoin.domain.withdrawal_tracking import ForeignSpend, Verdicts, apply_chain, families
-from kaccy_bitcoin.domain.withdrawals import Withdrawal
+from kaccy_bitcoin.domain.withdrawals import Withdrawal, built_on
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
@@ -100,7 +100,7 @@ class TrackWithdrawals:
                 verdicts.release.add(w.withdrawal_id)
                 verdicts.moved(w, expired)
         await self._keep_signed(verdicts, failed)
-        await self._keep_alive(verdicts, now, failed)
+        await self._keep_alive(verdicts, now, failed, withdrawals)
         for failure in failed:
             failure.log()
         events = (verdicts.events + [_unexpected_spend(t, sends[t], now) for t in strangers]
@@ -185,12 +185,15 @@ class TrackWithdrawals:
             raise InvalidPsbt(f"withdrawal {w.withdrawal_id} has no transaction to resubmit")
         return bytes.fromhex(w.signed_tx)
 
-    async def _keep_alive(self, verdicts: Verdicts, now, failed: list[ItemFailure]) -> None:  # noqa: ANN001
+    async def _keep_alive(self, verdicts: Verdicts, now, failed: list[ItemFailure],  # noqa: ANN001
+                          withdrawals: Sequence[Withdrawal]) -> None:
         alive = {w.withdrawal_id for w in verdicts.waiting}
         for family in families(verdicts.lost_from_mempool + verdicts.waiting):
             if any(w.withdrawal_id in alive for w in family):
                 continue   # a member is waiting in the mempool: that one is kept alive
             for w in family:
+                if w.superseded(built_on(w, withdrawals)):
+                    continue   # a replacement or void took its place: never sent by us again
                 await self._alone(w, self._resubmit(w, verdicts, now), failed)
         for w in verdicts.waiting:
             await self._alone(w, self._still_waiting(w, verdicts, now), failed)

@@ -29,7 +29,7 @@ from kaccy_bitcoin.domain.psbt import (
 )
 from kaccy_bitcoin.domain.psbt_state import UNSIGNED, PsbtState
 from kaccy_bitcoin.domain.wallets import DEFAULT
-from kaccy_bitcoin.domain.withdrawals import VOID, Withdrawal
+from kaccy_bitcoin.domain.withdrawals import VOID, Withdrawal, built_on
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.signer import PsbtSigner, SignerError
@@ -270,18 +270,7 @@ class BroadcastWithdrawal:
 
 def replacements_of(uow: UnitOfWork, w: Withdrawal) -> list[Withdrawal]:
     """The unsettled withdrawals built on `w`: its replacements, their replacements and voids."""
-    pending = uow.withdrawals.unsettled()
-    found: list[Withdrawal] = []
-    ids = {w.withdrawal_id}
-    grew = True
-    while grew:
-        grew = False
-        for x in pending:
-            if x.replaces in ids and x.withdrawal_id not in ids:
-                ids.add(x.withdrawal_id)
-                found.append(x)
-                grew = True
-    return found
+    return built_on(w, uow.withdrawals.unsettled())
 
 
 class CancelWithdrawal:

@@ -192,13 +192,19 @@ class Withdrawal:
         self.machine.fire("reject", at=at, reason=reason)
         self.reject_reason = reason
 
+    def superseded(self, replacements: Sequence[Withdrawal]) -> bool:
+        """Whether something took this withdrawal's place: a replacement or a void built on it
+        (`replacements`, see `built_on`), unless given up before it was signed (cancelled or
+        expired), or a sibling that won its family's race."""
+        return (self.state in (PsbtState.REPLACED, PsbtState.VOIDED) or bool(self.replaced_by)
+                or any(not r.abandoned_unsigned for r in replacements))
+
     def require_not_replaced(self, replacements: Sequence[Withdrawal]) -> None:
-        """Refuse to send a withdrawal that something took the place of: a replacement or a void
-        built on it (unless given up before it was signed: cancelled or expired), or a sibling that
-        won its family's race. A transaction of ours that could still win over the one meant to
-        take its place is never sent by us."""
+        """Refuse to send a withdrawal that something took the place of (`superseded`). A
+        transaction of ours that could still win over the one meant to take its place is never
+        sent by us: not by `withdraw broadcast`, not by the tracker's resubmission."""
         taking_over = [r.withdrawal_id for r in replacements if not r.abandoned_unsigned]
-        if self.state in (PsbtState.REPLACED, PsbtState.VOIDED) or self.replaced_by or taking_over:
+        if self.superseded(replacements):
             by = self.replaced_by or (taking_over[0] if taking_over else "a sibling that confirmed")
             raise WithdrawalReplaced(f"withdrawal {self.withdrawal_id} is {self.name} and was replaced or voided "
                                      f"by {by}: it is never sent again")
@@ -329,3 +335,18 @@ def coins_to_spend_first(abandoned: Iterable[Withdrawal], unspent: Iterable[OutP
             continue   # already killed by a coin picked for another one
         first.append(max(ins, key=lambda op: (ins[op], op.txid.value, op.vout)))
     return first
+
+
+def built_on(w: Withdrawal, candidates: Sequence[Withdrawal]) -> list[Withdrawal]:
+    """The withdrawals among `candidates` built on `w`: its replacements and voids, theirs, and so on."""
+    found: list[Withdrawal] = []
+    ids = {w.withdrawal_id}
+    grew = True
+    while grew:
+        grew = False
+        for x in candidates:
+            if x.replaces in ids and x.withdrawal_id not in ids:
+                ids.add(x.withdrawal_id)
+                found.append(x)
+                grew = True
+    return found

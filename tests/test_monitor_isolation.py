@@ -208,6 +208,8 @@ class OneBadInvoiceLnd(LightningNode):
     async def channel_balance(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
     async def open_channel(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
     async def close_channel(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def node_info(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def track_payment(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
 
 
 async def test_an_invoice_lnd_cannot_answer_about_is_skipped_and_the_others_settle(uow_factory) -> None:  # noqa: ANN001
