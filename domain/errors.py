@@ -110,6 +110,12 @@ class WithdrawalStateError(DomainError):
     code = "invalid_withdrawal_state"
 
 
+class LightningUnavailable(DomainError):
+    """A Lightning request on a deployment without LND (KACCY_LND_REST_URL is not set)."""
+
+    code = "lightning_unavailable"
+
+
 class InvalidEventRequest(DomainError):
     """A read or acknowledgement of the event outbox with a sequence number, limit or
     consumer name it cannot take (e.g. acknowledging an event that was never committed)."""

@@ -1,0 +1,73 @@
+"""`/openapi.json` as a client generator sees it: a served regtest instance's document passes
+openapi-spec-validator, and schemathesis (every check, bounded and seeded examples) finds no
+request the document allows that the server refuses, no answer it does not describe.
+
+Left out of the fuzzing: the operations that make the server call out to a URL from the
+request (registering a webhook, redelivering to one) and the WebSocket (a handshake, then no
+HTTP answer to check). Lightning runs without LND, so its operations answer 409
+`lightning_unavailable` (documented). The wallet is unfunded: a withdrawal can only be refused
+(`insufficient_funds`), never hang on the network. The settings (which statuses a schema-valid
+request may meet) are tests/schemathesis.toml's."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.payments_harness import Shop
+from tests.service_harness import Service, api_key, service_env
+
+pytestmark = pytest.mark.node
+
+ST = str(pathlib.Path(sys.executable).parent / "st")
+ROOT = pathlib.Path(__file__).parent.parent
+# operationIds: the server would call the URL given; a WebSocket handshake.
+NOT_FUZZED = ("create_webhook", "redeliver_webhook", "event_stream")
+MAX_EXAMPLES = 10
+
+
+@pytest.fixture
+async def served(node, tmp_path):  # noqa: ANN001, ANN201
+    shop = Shop(node, tmp_path)
+    shop.env["KACCY_SIGNER_MNEMONIC"] = shop.words
+    # No rate limit: the fuzzer is one client sending as fast as it can; 429 is documented anyway.
+    env = service_env(shop.env, KACCY_API_RATE_LIMIT="0", KACCY_LOG_LEVEL="warning")
+    key = api_key(env, "admin")
+    # `bitcoin-address` (tests/schemathesis_hooks.py): the node's own addresses, one of each type.
+    kinds = ("bech32", "bech32m", "p2sh-segwit", "legacy")
+    addresses = [await node.call("getnewaddress", "", kind, wallet="miner") for kind in kinds]
+    service = Service(env, tmp_path / "serve.log")
+    yield service, key, addresses
+    service.stop()
+
+
+def test_the_served_document_is_valid_openapi(served) -> None:  # noqa: ANN001
+    from openapi_spec_validator import validate
+
+    service, _, _ = served
+    with urllib.request.urlopen(service.url + "/openapi.json", timeout=30) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+        doc = json.loads(resp.read())
+    validate(doc)   # raises with the path of the first error
+
+
+def test_schemathesis_finds_nothing_the_document_does_not_say(served, tmp_path) -> None:  # noqa: ANN001
+    service, key, addresses = served
+    args = [ST, "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run", service.url + "/openapi.json",
+            "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic", "--workers", "1",
+            "--request-timeout", "30", "--no-color", "--header", f"Authorization: Bearer {key}",
+            "--report", "junit", "--report-dir", str(tmp_path / "schemathesis")]
+    for operation_id in NOT_FUZZED:
+        args += ["--exclude-operation-id", operation_id]
+    env = {**os.environ, "KACCY_FUZZ_ADDRESSES": ",".join(addresses), "PYTHONPATH": str(ROOT)}
+    # In tmp_path: schemathesis keeps its cache (.schemathesis/) in the working directory.
+    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    (tmp_path / "schemathesis.txt").write_text(proc.stdout + proc.stderr)
+    report = proc.stdout[-20000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, report
+    assert "No issues found" in proc.stdout or " passed" in proc.stdout, report
