@@ -134,6 +134,12 @@ class FeeTooLow(DomainError):
         super().__init__(message)
 
 
+class FeeRateBelowMempoolMinimum(DomainError):
+    """A fee rate under what the node's mempool takes now (its minimum moves with the mempool)."""
+
+    code = "fee_too_low"
+
+
 class InvalidLightningValue(DomainError):
     """A Lightning record was given a malformed hash, index or state combination."""
 

@@ -133,6 +133,8 @@ class Api:
     def _endpoint(self, r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             key = self._check_key(request, r) if r.scopes is not None else None
+            if r.idempotency and key is not None:
+                self._idempotency_key(r, request)   # before the body: a bad key is the first thing said
             body = read_body(await self._body(request), r.body) if r.body is not None else read_body({}, None)
             call = Call(request, body, read_query(request.query, dict(r.query)), key, self)
             if r.idempotency and key is not None:
@@ -187,13 +189,19 @@ class Api:
         return _json(result, r.status if r.status != 201 else 200)
 
     # -- idempotency keys ----------------------------------------------------------------
-    async def _idempotent(self, r: Route, call: Call, key: ApiKey) -> web.StreamResponse:
-        idem = call.request.headers.get("Idempotency-Key")
+    @staticmethod
+    def _idempotency_key(r: Route, request: web.Request) -> str | None:
+        idem = request.headers.get("Idempotency-Key")
         if idem is None:
             if r.idempotency == "required":
                 raise ApiError(400, "idempotency_key_required", f"{r.method} {r.path} needs an Idempotency-Key header")
+            return None
+        return IDEMPOTENCY_KEY.parse_text("Idempotency-Key", idem)
+
+    async def _idempotent(self, r: Route, call: Call, key: ApiKey) -> web.StreamResponse:
+        idem = self._idempotency_key(r, call.request)
+        if idem is None:
             return self._respond(r, await r.handler(call))
-        IDEMPOTENCY_KEY.parse_text("Idempotency-Key", idem)
         fingerprint = hashlib.sha256(json.dumps([call.request.method, call.request.path, call.body.raw_data],
                                                 sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         first = self._store.claim_idempotency(key.key_id, idem, fingerprint, self._clock.now())

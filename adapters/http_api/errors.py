@@ -33,6 +33,7 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (domain.LimitExceeded, 422),
     (domain.WithdrawalHeld, 409),
     (domain.FeeTooLow, 422),
+    (domain.FeeRateBelowMempoolMinimum, 422),
     (domain.UnknownWallet, 422),       # well formed; names a wallet this deployment does not have
     # The deployment is not set up for this request (no LND, no custody tiers): an operator's
     # setting, not this request's content nor a passing failure, can change the answer.

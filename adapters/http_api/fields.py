@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import attrs
 
 from kaccy_bitcoin.adapters.http_api.errors import ApiError
-from kaccy_bitcoin.application.event_limits import MAX_LIMIT as EVENTS_MAX_LIMIT, MAX_SEQ as EVENTS_MAX_SEQ
+from kaccy_bitcoin.domain.event_limits import MAX_LIMIT as EVENTS_MAX_LIMIT, MAX_SEQ as EVENTS_MAX_SEQ
 from kaccy_bitcoin.domain.limits import PLATFORM
 from kaccy_bitcoin.domain.orders import ORDER_ID_PATTERN
 from kaccy_bitcoin.domain.wallets import WALLET_NAME_PATTERN
@@ -65,6 +65,7 @@ class Text(Field):
     pattern: str | None = None
     format: str | None = None
     reserved: tuple[str, ...] = ()     # values refused although they match
+    content_code: str | None = None    # the domain's code for a pattern or reserved value (else `code`)
 
     def _schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "string", "minLength": self.min_length, "maxLength": self.max_length}
@@ -81,9 +82,9 @@ class Text(Field):
             raise refuse(name, f"must be a string of {self.min_length} to {self.max_length} characters, "
                                f"got {value!r:.80}", self.code)
         if self.pattern and not re.search(self.pattern, value):
-            raise refuse(name, f"must match {self.pattern}, got {value!r:.80}", self.code)
+            raise refuse(name, f"must match {self.pattern}, got {value!r:.80}", self.content_code or self.code)
         if value in self.reserved:
-            raise refuse(name, f"cannot be {value!r} (reserved)", self.code)
+            raise refuse(name, f"cannot be {value!r} (reserved)", self.content_code or self.code)
         return value
 
 
@@ -170,6 +171,7 @@ class Fields:
     fields: Mapping[str, Field]
     any_of: tuple[tuple[str, ...], ...] = ()    # the fields given include one of these groups
     needs: tuple[tuple[str, str], ...] = ()     # (a, b): a given needs b given
+    rules_code: str = "invalid_request"         # the code of a refusal by those two rules
 
     def schema(self) -> dict[str, Any]:
         props = {n: {**f.schema(), **({} if n in self.required else {"nullable": True})}
@@ -191,10 +193,11 @@ class Fields:
 
     def _check_rules(self, prefix: str, given: set[str]) -> None:
         if self.any_of and not any(set(group) <= given for group in self.any_of):
-            raise bad(f"give {' or '.join(' and '.join(prefix + n for n in g) for g in self.any_of)}")
+            raise ApiError(400, self.rules_code,
+                           f"give {' or '.join(' and '.join(prefix + n for n in g) for g in self.any_of)}")
         for a, b in self.needs:
             if a in given and b not in given:
-                raise bad(f"{prefix}{a} needs {prefix}{b}")
+                raise ApiError(400, self.rules_code, f"{prefix}{a} needs {prefix}{b}")
 
     def parse(self, name: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -217,11 +220,11 @@ class Fields:
 
 
 def obj(required: tuple[str, ...] | list[str] = (), *, any_of: tuple[tuple[str, ...], ...] = (),
-        needs: tuple[tuple[str, str], ...] = (), **fields: Field) -> Fields:
+        needs: tuple[tuple[str, str], ...] = (), rules_code: str = "invalid_request", **fields: Field) -> Fields:
     named = set(required) | {n for g in any_of for n in g} | {n for pair in needs for n in pair}
     assert named <= set(fields), f"rules name undeclared fields: {named - set(fields)}"
     assert all(isinstance(f, (Field, Fields)) for f in fields.values()), "fields come from http_api/fields.py"
-    return Fields(tuple(required), dict(fields), any_of, needs)
+    return Fields(tuple(required), dict(fields), any_of, needs, rules_code)
 
 
 # Each address type's encoding (any network) and the domain's dust limit for it: a payout is
@@ -240,7 +243,7 @@ class Payout(Field):
     """`{"address", "amount_sat"}`: the address's type sets the least amount (its dust limit)."""
 
     def _fields(self) -> Fields:
-        return obj(("address", "amount_sat"), address=ADDRESS, amount_sat=AMOUNT_SAT)
+        return obj(("address", "amount_sat"), address=ADDRESS, amount_sat=Integer(high=MAX_SAT, code="invalid_amount"))
 
     def _schema(self) -> dict[str, Any]:
         from kaccy_bitcoin.domain.bitcoin import AddressType
@@ -269,25 +272,24 @@ def parse_query(query: Mapping[str, str], fields: Mapping[str, Field]) -> dict[s
 
 # -- the table: the fields routes share ------------------------------------------------------
 SIGNERS = ("software", "hwi", "core")
-ORDER_STATUSES = ("pending", "unconfirmed", "confirmed", "full_confirmed", "finalized", "failed")
 LISTED_WITHDRAWAL_STATES = ("created", "held", "partially_signed", "signed", "finalized", "broadcast", "confirmed")
 
 # RFC 9110 strips a header value's outer spaces: a key neither starts nor ends with one.
 IDEMPOTENCY_KEY = Text(min_length=1, max_length=200, pattern=r"^[!-~]([ -~]*[!-~])?$", code="invalid_idempotency_key",
                        description="1 to 200 printable ASCII characters, no space at either end; the same key and "
                                    "body again replays the first answer, another body: 422 idempotency_key_reused")
-ORDER_ID = Text(min_length=1, max_length=128, pattern=ORDER_ID_PATTERN,
+ORDER_ID = Text(min_length=1, max_length=128, pattern=ORDER_ID_PATTERN, content_code="invalid_order",
                 description="letters, digits and ._:@/-, starting with a letter or digit")
 # A user: not blank, and not the name of the platform-wide limits.
-USER = Text(min_length=1, max_length=128, pattern=r"\S", reserved=(PLATFORM,),
+USER = Text(min_length=1, max_length=128, pattern=r"\S", reserved=(PLATFORM,), content_code="invalid_user",
             description="whose payout: their limits and risk review")
 BY = Text(min_length=1, max_length=128, description="the operator, for the audit trail (default: the API key's id)")
-WALLET = Text(min_length=1, max_length=32, pattern=WALLET_NAME_PATTERN,
+WALLET = Text(min_length=1, max_length=32, pattern=WALLET_NAME_PATTERN, content_code="invalid_wallet",
               description="the wallet to pay from (default: routed by tier)")
 LABEL = Text(max_length=500)
 AMOUNT_SAT = Integer(high=MAX_SAT)
 AMOUNT_MSAT = Integer(high=MAX_SAT * 1000)
-FEE_RATE = FeeRateField(description="sat/vB")
+FEE_RATE = FeeRateField(description="sat/vB", code="invalid_fee_rate")
 SIGNER = Choice(values=SIGNERS)
 ADDRESS = Text(min_length=1, max_length=200, format="bitcoin-address",
                description="an address of the deployment's network (valid checksum)")
@@ -295,7 +297,7 @@ PAYOUTS = ListOf(item=Payout(), high=500, description="{address, amount_sat}, ea
 PSBT = Text(min_length=1, max_length=1_000_000, format="byte", description="base64 PSBT")
 PAYMENT_REQUEST = Text(min_length=1, max_length=4000, description="a BOLT11 payment request")
 MAX_FEE_SAT = Integer(high=10**9)
-# The outbox's bounds are the use case's (application/event_limits.py), with its error code.
+# The outbox's bounds are the use case's (domain/event_limits.py), with its error code.
 EVENTS_AFTER = Integer(low=0, high=EVENTS_MAX_SEQ, default=0, code="invalid_event_request")
 EVENTS_LIMIT = Integer(low=1, high=EVENTS_MAX_LIMIT, default=100, code="invalid_event_request")
 # ISO 8601 or Unix seconds: a real calendar day (leap years counted), then optionally a time

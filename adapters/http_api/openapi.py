@@ -118,8 +118,8 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "kaccy-bitcoin", "version": "1",
-                 "description": "Bitcoin payments for the Kaccy Protocol. Errors: {\"error\": {\"code\", \"message\"}}. "
-                                "A method a path does not list: 405 with Allow."},
+                 "description": "Bitcoin payments for the Kaccy Protocol. Errors: "
+                                "{\"error\": {\"code\", \"message\"}}. A method a path does not list: 405 with Allow."},
         "paths": paths,
         "components": {"schemas": {"Error": _ERROR},
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

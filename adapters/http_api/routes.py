@@ -16,10 +16,11 @@ import attrs
 from kaccy_bitcoin.adapters.http_api.errors import ApiError
 from kaccy_bitcoin.adapters.http_api.fields import (
     AMOUNT_MSAT, AMOUNT_SAT, BY, EVENTS_AFTER, EVENTS_LIMIT, FEE_RATE, LABEL, LISTED_WITHDRAWAL_STATES,
-    MAX_FEE_SAT, MAX_SAT, ORDER_ID, ORDER_STATUSES, PAYMENT_REQUEST, PAYOUTS, PSBT, SIGNER, SINCE, USER,
+    MAX_FEE_SAT, MAX_SAT, ORDER_ID, PAYMENT_REQUEST, PAYOUTS, PSBT, SIGNER, SINCE, USER,
     WALLET, Choice, Field, Fields, Integer, ListOf, Text, obj)
 from kaccy_bitcoin.adapters.http_api.requests import Inputs
-from kaccy_bitcoin.domain.api_access import WEBHOOK_URL_MAX
+from kaccy_bitcoin.domain.payment_state import PaymentState
+from kaccy_bitcoin.domain.api_access import WEBHOOK_URL_MAX, WEBHOOK_URL_PATTERN
 from kaccy_bitcoin.domain.events import EVENT_KINDS
 
 if TYPE_CHECKING:
@@ -79,14 +80,15 @@ class Route:
 
 
 ROUTES: list[Route] = []
+Handler = Callable[[Call], Awaitable[Any]]
 
 
 def route(method: str, path: str, summary: str, *, tag: str, scopes: tuple[str, ...] | None,
           idempotency: str | None = None, body: Fields | None = None,
           query: dict[str, Field] | None = None, status: int = 200, websocket: bool = False,
           content_type: str = "application/json", answers: dict[int, str] | None = None,
-          links: dict[str, str] | None = None) -> Callable[[Callable[[Call], Awaitable[Any]]], Callable[[Call], Awaitable[Any]]]:
-    def register(handler: Callable[[Call], Awaitable[Any]]) -> Callable[[Call], Awaitable[Any]]:
+          links: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
         ROUTES.append(Route(method, path, handler, summary, tag, scopes, idempotency, body,
                             tuple((query or {}).items()), status, websocket, content_type,
                             tuple((answers or {}).items()), tuple((links or {}).items())))
@@ -95,6 +97,7 @@ def route(method: str, path: str, summary: str, *, tag: str, scopes: tuple[str, 
 
 
 _obj = obj
+ORDER_STATUSES = tuple(s.name.lower() for s in PaymentState)   # as the use case lists them
 
 
 # -- orders --------------------------------------------------------------------------------
@@ -147,9 +150,9 @@ async def show_order(call: Call) -> dict[str, Any]:
 
 @route("GET", "/v1/orders", "Orders by order id, filtered and paged (pass `next` back as `after`)",
        tag="orders", scopes=(READ, ORDERS),
-       query={"status": Choice(values=ORDER_STATUSES), "label": LABEL,
+       query={"status": Choice(values=ORDER_STATUSES, code="invalid_order"), "label": LABEL,
               "after": Text(max_length=128, description="an order id: the page starts after it"),
-              "limit": Integer(high=500, default=100)})
+              "limit": Integer(high=500, default=100)})   # the use case's LIST_MAX
 async def list_orders(call: Call) -> dict[str, Any]:
     q = call.args
     listing = await call.use("list_orders")
@@ -303,7 +306,7 @@ async def show_limits(call: Call) -> dict[str, Any]:
 @route("POST", "/v1/limits", "Set a user's limits or the platform's daily limit (fields not given keep their "
        "value)", tag="controls", scopes=(ADMIN,), idempotency="optional",
        body=_obj([], user=USER, by=BY, **{f: AMOUNT_SAT for f in _LIMIT_FIELDS},
-                 any_of=(("platform_daily_sat",), *(("user", f) for f in _USER_LIMITS)),
+                 any_of=(("platform_daily_sat",), *(("user", f) for f in _USER_LIMITS)), rules_code="invalid_amount",
                  needs=tuple((f, "user") for f in _USER_LIMITS)))
 async def set_limits(call: Call) -> dict[str, Any]:
     user = call.body["user"]
@@ -361,8 +364,10 @@ async def list_channels(call: Call) -> dict[str, Any]:
 # -- webhooks ------------------------------------------------------------------------------
 @route("POST", "/v1/webhooks", "Subscribe a URL to events (all kinds, or those listed); the secret is shown once",
        tag="webhooks", scopes=(ADMIN,), idempotency="optional", status=201,
-       body=_obj(["url"], url=Text(min_length=1, max_length=WEBHOOK_URL_MAX, format="uri", pattern="^https?://"),
-                 events=ListOf(item=Choice(values=tuple(sorted(EVENT_KINDS))), high=len(EVENT_KINDS),
+       body=_obj(["url"], url=Text(min_length=1, max_length=WEBHOOK_URL_MAX, format="uri",
+                                   pattern=WEBHOOK_URL_PATTERN, code="invalid_webhook"),
+                 events=ListOf(item=Choice(values=tuple(sorted(EVENT_KINDS)), code="invalid_webhook"),
+                               high=len(EVENT_KINDS), code="invalid_webhook",
                                description="event kinds (default: every kind)")))
 async def create_webhook(call: Call) -> Created:
     url, events = call.body["url"], call.body["events"]
