@@ -118,10 +118,12 @@ async def create_order(call: Call) -> Created:
     order_id, amount, expires_in = b["order_id"], b["amount_sat"], b["expires_in"]
     label = b["label"] or ""
     lightning_msat, lightning_expiry = b["lightning_msat"], b["lightning_expiry"]
+    # Built first: without LND (409 lightning_unavailable) no order is made either.
+    create_invoice = await call.use("create_order_invoice") if lightning_msat is not None else None
     create = await call.use("create_order")
     made = await create(order_id, Satoshis(amount), expires_in=expires_in, label=label)
-    if lightning_msat is not None:
-        invoice = await (await call.use("create_order_invoice"))(order_id, lightning_msat, lightning_expiry)
+    if create_invoice is not None:
+        invoice = await create_invoice(order_id, lightning_msat, lightning_expiry)
         made = {**made, "lightning": {k: invoice[k] for k in ("payment_request", "payment_hash", "state")}}
     return Created(made)
 
