@@ -19,9 +19,9 @@ from kaccy_bitcoin.adapters.http_api.fields import (
     MAX_FEE_SAT, MAX_SAT, ORDER_ID, PAYMENT_REQUEST, PAYOUTS, PSBT, SIGNER, SINCE, USER,
     WALLET, Choice, Field, Fields, Integer, ListOf, Text, obj)
 from kaccy_bitcoin.adapters.http_api.requests import Inputs
-from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.api_access import WEBHOOK_URL_MAX, WEBHOOK_URL_PATTERN
 from kaccy_bitcoin.domain.events import EVENT_KINDS
+from kaccy_bitcoin.domain.payment_state import PaymentState
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -96,7 +96,7 @@ def route(method: str, path: str, summary: str, *, tag: str, scopes: tuple[str, 
     return register
 
 
-_obj = obj
+_obj = obj   # a body: obj(("required", ...), name=FIELD, ...)
 ORDER_STATUSES = tuple(s.name.lower() for s in PaymentState)   # as the use case lists them
 
 
