@@ -34,7 +34,7 @@ ROOT = pathlib.Path(__file__).parent.parent
 NOT_FUZZED = ("create_webhook", "redeliver_webhook", "event_stream")
 # Bounded and deterministic in `make test`; a deeper, random run by hand:
 # KACCY_FUZZ_MAX_EXAMPLES=100 KACCY_FUZZ_SEED=7 pytest tests/test_http_openapi_fuzz.py
-MAX_EXAMPLES = int(os.environ.get("KACCY_FUZZ_MAX_EXAMPLES", "10"))
+MAX_EXAMPLES = int(os.environ.get("KACCY_FUZZ_MAX_EXAMPLES", "15"))
 SEED = os.environ.get("KACCY_FUZZ_SEED")
 
 
