@@ -1,5 +1,4 @@
-"""The bounds of a page of the event outbox, apart from `events.py` so that the command line
-can build its parser (and print `--help`) without importing the application."""
+"""The bounds of a page of the event outbox (domain/event_limits.py)."""
+from kaccy_bitcoin.domain.event_limits import MAX_LIMIT, MAX_SEQ
 
-MAX_LIMIT = 1000
-MAX_SEQ = 2**63 - 1   # a BIGINT; a cursor beyond it is a mistake, not a position
+__all__ = ["MAX_LIMIT", "MAX_SEQ"]

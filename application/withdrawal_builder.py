@@ -32,7 +32,8 @@ from kaccy_bitcoin.domain.coin_selection import (
     select_coins,
     vsize,
 )
-from kaccy_bitcoin.domain.errors import DustOutput, InsufficientFunds, InvalidAmount, NotFound
+from kaccy_bitcoin.domain.errors import (DustOutput, FeeRateBelowMempoolMinimum, InsufficientFunds, InvalidAmount,
+                                         NotFound)
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.psbt import (
     KeyOrigin,
@@ -124,7 +125,7 @@ class WithdrawalBuilder:
         floor = (await self._chain.mempool_info()).min_fee
         if requested is not None:
             if requested < floor:
-                raise InvalidAmount(f"fee rate {requested} is below the node's mempool minimum {floor}")
+                raise FeeRateBelowMempoolMinimum(f"fee rate {requested} is below the node's mempool minimum {floor}")
             return requested
         estimate = await self._chain.estimate_fee(self._settings.fee_target_blocks)
         return max(estimate.rate or self._settings.fallback_fee_rate, floor)

@@ -54,6 +54,7 @@ with _without_pydantic():
 
 from kaccy_bitcoin.ports.signer import SignerError
 from kaccy_bitcoin.bootstrap.config import ConfigError
+from kaccy_bitcoin.domain.errors import LightningUnavailable
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
@@ -184,7 +185,8 @@ async def _rpc_client(url: str | None, user: str | None, password: str | None,
 
 async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any) -> AsyncIterator[Any]:
     if not url:
-        raise ConfigError("KACCY_LND_REST_URL is not set (LND's REST address, e.g. https://127.0.0.1:8080)")
+        raise LightningUnavailable("no Lightning node: KACCY_LND_REST_URL is not set (LND's REST address, "
+                                   "e.g. https://127.0.0.1:8080)")
     if not macaroon or not tls_cert:
         raise ConfigError("set KACCY_LND_MACAROON and KACCY_LND_TLS_CERT: the paths of LND's macaroon and "
                           "of its TLS certificate")

@@ -18,6 +18,7 @@ SCOPES = ("read", "orders", "withdraw", "admin")
 KEY_PREFIX = "kaccy_"
 WEBHOOK_URL_MAX = 2000
 _URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+WEBHOOK_URL_PATTERN = _URL.pattern   # the HTTP API documents and checks the same
 
 
 def key_hash(key: str) -> str:

@@ -136,6 +136,12 @@ class WithdrawalReplaced(DomainError):
     code = "withdrawal_replaced"
 
 
+class LightningUnavailable(DomainError):
+    """A Lightning request on a deployment without LND (KACCY_LND_REST_URL is not set)."""
+
+    code = "lightning_unavailable"
+
+
 class InvalidEventRequest(DomainError):
     """A read or acknowledgement of the event outbox with a sequence number, limit or
     consumer name it cannot take (e.g. acknowledging an event that was never committed)."""
@@ -152,6 +158,12 @@ class FeeTooLow(DomainError):
         self.minimum_sat = minimum_sat
         self.minimum_rate = minimum_rate
         super().__init__(message)
+
+
+class FeeRateBelowMempoolMinimum(DomainError):
+    """A fee rate under what the node's mempool takes now (its minimum moves with the mempool)."""
+
+    code = "fee_too_low"
 
 
 class InvalidLightningValue(DomainError):

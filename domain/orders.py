@@ -34,6 +34,7 @@ from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds, PaymentMa
 from kaccy_bitcoin.domain.statemachine import Transition
 
 _ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+ORDER_ID_PATTERN = _ORDER_ID.pattern   # the HTTP API documents and checks the same
 
 
 class MatchStatus(enum.Enum):

@@ -23,6 +23,7 @@ BIP48_PURPOSE = 48
 BIP48_P2WSH = 2
 MAX_KEYS = 15       # Bitcoin Core's limit for sortedmulti keys in wsh()
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+WALLET_NAME_PATTERN = _NAME.pattern   # the HTTP API documents and checks the same
 _KEY = re.compile(r"^\[([0-9a-fA-F]{8})((?:/\d+['h]?)+)\]([1-9A-HJ-NP-Za-km-z]{100,120})$")
 _VERSIONS = {True: ("0488b21e", "0488ade4"), False: ("043587cf", "04358394")}   # xpub/xprv, tpub/tprv
 

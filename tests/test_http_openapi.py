@@ -39,7 +39,8 @@ def test_the_document_describes_inputs_and_auth() -> None:
     assert "201" in create["responses"] and create["security"] == [{"bearer": []}]
     assert doc["paths"]["/health"]["get"]["security"] == []
     show = doc["paths"]["/v1/orders/{order_id}"]["get"]
-    assert show["parameters"][0] == {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    assert show["parameters"][0] == {"name": "order_id", "in": "path", "required": True,
+                                    "schema": {"type": "string", "minLength": 1}}
     assert {p["name"] for p in doc["paths"]["/v1/events"]["get"]["parameters"]} == {"after", "limit"}
 
 

@@ -84,11 +84,12 @@ async def test_withdrawal_routes_follow_the_cli_contract(node, tmp_path) -> None
             s, rest = await r.get("/v1/addresses?offset=2&limit=1000")
             assert s == 200 and rest["next"] is None and len(rest["addresses"]) >= 1
 
-            s, e = await r.get("/v1/lightning/channels")          # no LND configured: said so
-            assert s == 503 and e["error"]["code"] == "config_error"
+            s, e = await r.get("/v1/lightning/channels")          # no LND configured: said so, a 4xx
+            assert (s, e["error"]["code"]) == (409, "lightning_unavailable")
+            assert "KACCY_LND_REST_URL" in e["error"]["message"]
             s, e = await w.post("/v1/lightning/payments", {"payment_request": "lnbcrt1"},
                                 headers={"Idempotency-Key": "ln-1"})
-            assert s in (400, 503) and "error" in e
+            assert (s, e["error"]["code"]) == (409, "lightning_unavailable")
     finally:
         service.stop()
 

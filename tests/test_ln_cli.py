@@ -61,7 +61,7 @@ async def test_pay_succeeds_then_fails_above_the_local_balance(fake: FakeLndProc
 
 def test_refusals_are_typed(fake: FakeLndProcess, tmp_path) -> None:  # noqa: ANN001
     rc, out = ln(fake, tmp_path, "channels", KACCY_LND_REST_URL="")
-    assert rc == 2 and out["error"]["code"] == "config_error" and "KACCY_LND_REST_URL" in out["error"]["message"]
+    assert (rc, out["error"]["code"]) == (2, "lightning_unavailable") and "KACCY_LND_REST_URL" in out["error"]["message"]
     wrong = tmp_path / "wrong.macaroon"
     wrong.write_bytes(b"\x01" * 32)
     rc, out = ln(fake, tmp_path, "channels", KACCY_LND_MACAROON=str(wrong))

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from kaccy_bitcoin.adapters.http_api.errors import ApiError, error_body, status_of
 from kaccy_bitcoin.adapters.http_api.metrics import Metrics
-from kaccy_bitcoin.adapters.http_api.requests import Body
+from kaccy_bitcoin.adapters.http_api.fields import IDEMPOTENCY_KEY
+from kaccy_bitcoin.adapters.http_api.requests import read_body, read_query
 from kaccy_bitcoin.adapters.http_api.routes import ROUTES, Call, Created, Route
 from kaccy_bitcoin.adapters.observability import correlation_id
 from kaccy_bitcoin.domain.api_access import ApiKey
@@ -108,9 +109,10 @@ class Api:
                 response = await handler(request)
             except web.HTTPException as exc:   # aiohttp's own: no route, wrong method, body too large
                 code = _HTTP_CODES.get(exc.status, "invalid_request")
+                allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None   # 405: RFC 9110
                 response = _json({"error": {"code": code, "message": exc.reason if exc.status != 413 else
                                             f"the body is larger than {self.settings.max_body_bytes} bytes"}},
-                                 exc.status)
+                                 exc.status, allow)
             except Exception as exc:  # noqa: BLE001 - the boundary: one JSON error, logged with the traceback
                 response = _error_response(exc)
                 if response.status >= 500:
@@ -131,8 +133,10 @@ class Api:
     def _endpoint(self, r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             key = self._check_key(request, r) if r.scopes is not None else None
-            body = await self._body(request) if r.body is not None else {}
-            call = Call(request, Body(body), key, self)
+            if r.idempotency and key is not None:
+                self._idempotency_key(r, request)   # before the body: a bad key is the first thing said
+            body = read_body(await self._body(request), r.body) if r.body is not None else read_body({}, None)
+            call = Call(request, body, read_query(request.query, dict(r.query)), key, self)
             if r.idempotency and key is not None:
                 return await self._idempotent(r, call, key)
             return self._respond(r, await r.handler(call))
@@ -185,14 +189,19 @@ class Api:
         return _json(result, r.status if r.status != 201 else 200)
 
     # -- idempotency keys ----------------------------------------------------------------
-    async def _idempotent(self, r: Route, call: Call, key: ApiKey) -> web.StreamResponse:
-        idem = call.request.headers.get("Idempotency-Key")
+    @staticmethod
+    def _idempotency_key(r: Route, request: web.Request) -> str | None:
+        idem = request.headers.get("Idempotency-Key")
         if idem is None:
             if r.idempotency == "required":
                 raise ApiError(400, "idempotency_key_required", f"{r.method} {r.path} needs an Idempotency-Key header")
+            return None
+        return IDEMPOTENCY_KEY.parse_text("Idempotency-Key", idem)
+
+    async def _idempotent(self, r: Route, call: Call, key: ApiKey) -> web.StreamResponse:
+        idem = self._idempotency_key(r, call.request)
+        if idem is None:
             return self._respond(r, await r.handler(call))
-        if not 1 <= len(idem) <= 200 or not idem.isascii() or not idem.isprintable():
-            raise ApiError(400, "invalid_idempotency_key", "an Idempotency-Key is 1 to 200 printable ASCII characters")
         fingerprint = hashlib.sha256(json.dumps([call.request.method, call.request.path, call.body.raw_data],
                                                 sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         first = self._store.claim_idempotency(key.key_id, idem, fingerprint, self._clock.now())

@@ -8,6 +8,7 @@ from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcConf
 from kaccy_bitcoin.adapters.lnd.errors import LndError
 from kaccy_bitcoin.adapters.sql.errors import StorageError
 from kaccy_bitcoin.domain import errors as domain
+from kaccy_bitcoin.domain.custody import InvalidCustodyConfig
 from kaccy_bitcoin.ports.signer import SignerError
 
 
@@ -35,6 +36,12 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (domain.FeeTooLow, 422),
     (domain.FeeTooHigh, 422),
     (domain.PaymentConflict, 409),
+    (domain.FeeRateBelowMempoolMinimum, 422),
+    (domain.UnknownWallet, 422),       # well formed; names a wallet this deployment does not have
+    # The deployment is not set up for this request (no LND, no custody tiers): an operator's
+    # setting, not this request's content nor a passing failure, can change the answer.
+    (domain.LightningUnavailable, 409),
+    (InvalidCustodyConfig, 409),
     (domain.DomainError, 400),
 )
 
@@ -47,7 +54,7 @@ def status_of(exc: BaseException) -> int:
         if isinstance(exc, kind):
             return status
     if getattr(exc, "code", None) == "config_error" or isinstance(exc, RpcConfigError):
-        return 503   # the service is not set up for this (e.g. no signer, no LND)
+        return 409   # the service is not set up for this (e.g. no signer): the message names the setting
     if isinstance(exc, (BitcoinCoreError, LndError, SignerError)):
         return 502
     if isinstance(exc, StorageError):
