@@ -55,7 +55,7 @@ class PsbtMachine(StateMachine):
         ("finalize", "SIGNED", "FINALIZED"),
         ("broadcast", "FINALIZED", "BROADCAST"),
         ("cancel", UNSIGNED + HELD, "REJECTED"),
-        ("expire", UNSIGNED + HELD, "EXPIRED"),
+        ("expire", UNSIGNED, "EXPIRED"),        # a held one waits for its operator
         ("reject", "FINALIZED", "REJECTED"),
         ("seen", OFF_CHAIN, "BROADCAST"),
         ("confirm", "BROADCAST", "CONFIRMED"),
