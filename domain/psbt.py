@@ -40,6 +40,7 @@ from bitcointx.core.script import (
     SignatureHashSchnorr,
     parse_standard_multisig_redeem_script,
 )
+from bitcointx.core.scripteval import VerifyScript, VerifyScriptError
 from bitcointx.core.serialize import SerializationError, VarIntSerializer
 from bitcointx.wallet import P2PKHCoinAddress, P2TRCoinAddress, P2WPKHCoinAddress
 
@@ -348,6 +349,14 @@ def parse_psbt(network: Network, text: str, *, relaxed: bool = False) -> Partial
 # -- finalizing ---------------------------------------------------------------------------
 
 
+def _clear_signing_fields(inp: PSBT_Input) -> None:
+    """What BIP174's finalizer removes once an input is final (BIP371's fields included)."""
+    inp.unknown_fields = [f for f in inp.unknown_fields if f.key_type not in IN_TAP_FIELDS]
+    inp.partial_sigs, inp.derivation_map = OrderedDict(), OrderedDict()
+    inp.redeem_script = inp.witness_script = CScript()
+    inp.sighash_type = None
+
+
 def _finalize_input(psbt: PartiallySignedTransaction, n: int) -> bool:
     """Turn input `n`'s signatures into its final scriptSig/witness (BIP174 finalizer)."""
     inp = psbt.inputs[n]
@@ -358,10 +367,7 @@ def _finalize_input(psbt: PartiallySignedTransaction, n: int) -> bool:
         if sig is None:
             return False
         inp.final_script_witness = CScriptWitness([sig])
-        inp.unknown_fields = [f for f in inp.unknown_fields if f.key_type not in IN_TAP_FIELDS]
-        inp.partial_sigs, inp.derivation_map = OrderedDict(), OrderedDict()
-        inp.redeem_script = inp.witness_script = CScript()
-        inp.sighash_type = None
+        _clear_signing_fields(inp)
         return True
     try:
         info = inp.sign(psbt.unsigned_tx, KeyStore(), finalize=True)
@@ -520,11 +526,10 @@ def _verify_ecdsa(psbt: PartiallySignedTransaction, n: int) -> None:
             raise BadSignature(f"input {n}: the signature of key {bytes(pub).hex()} does not verify")
 
 
-def _verify_taproot_key_path(psbt: PartiallySignedTransaction, n: int) -> None:
+def _verify_taproot_key_path(psbt: PartiallySignedTransaction, n: int, sig: bytes) -> None:
     """BIP340 over the BIP341 sighash, by the output key the coin pays to (the internal key
     tweaked: whoever signs, that is the key the network checks). 64 bytes: SIGHASH_DEFAULT;
     65: the last byte names the type, and only ALL is signed here (an explicit 0 is invalid)."""
-    sig = tap_key_sig(psbt.inputs[n])
     if len(sig) == 64:
         hashtype = None
     elif len(sig) == 65 and sig[64] == SIGHASH_ALL:
@@ -548,21 +553,44 @@ def verify_signatures(network: Network, text: str) -> None:
     """Raise BadSignature unless every signature the PSBT holds verifies: each partial ECDSA
     signature (segwit v0, legacy P2PKH) is made by a key the input's script names, as
     SIGHASH_ALL over the transaction; each taproot key-path signature is a valid BIP340
-    signature by the output key, SIGHASH_DEFAULT or ALL."""
+    signature by the output key, SIGHASH_DEFAULT or ALL; each finalized input's script or
+    key-path signature verifies."""
     with ChainParams(network.chain_params):
         _verify(parse_psbt(network, text, relaxed=True))
+
+
+def _verify_final(psbt: PartiallySignedTransaction, n: int) -> None:
+    """A finalized input (a signer may finalize, as `walletprocesspsbt` does by default): a
+    taproot one must be a key-path spend whose signature verifies as above; any other runs
+    through python-bitcointx's script interpreter with the standard flags (strict DER, low S)."""
+    inp, out = psbt.inputs[n], spent_output(psbt, n)
+    if out is None:
+        raise BadSignature(f"input {n}: final, but carries no UTXO to check its signatures against")
+    if out.scriptPubKey.is_witness_v1_taproot():
+        stack = list(inp.final_script_witness.stack)
+        if len(stack) != 1 or inp.final_script_sig:
+            raise BadSignature(f"input {n}: a final taproot input must be a key-path spend (one signature)")
+        _verify_taproot_key_path(psbt, n, bytes(stack[0]))
+        return
+    try:
+        VerifyScript(CScript(inp.final_script_sig), out.scriptPubKey, psbt.unsigned_tx, n,
+                     amount=out.nValue, witness=inp.final_script_witness)
+    except (VerifyScriptError, ValueError, TypeError) as exc:
+        raise BadSignature(f"input {n}: its final script does not verify ({exc})") from None
 
 
 def _verify(psbt: PartiallySignedTransaction) -> None:
     for n, inp in enumerate(psbt.inputs):
         if inp.is_final():
+            _verify_final(psbt, n)
             continue
         if inp.partial_sigs:
             _verify_ecdsa(psbt, n)
-        if tap_key_sig(inp) is not None:
+        sig = tap_key_sig(inp)
+        if sig is not None:
             if input_kind(psbt, n) != P2TR:
                 raise BadSignature(f"input {n}: holds a taproot signature, but its coin is not a taproot output")
-            _verify_taproot_key_path(psbt, n)
+            _verify_taproot_key_path(psbt, n, sig)
 
 
 def _without_repeated_keys(fields: list[PSBT_UnknownTypeData]) -> list[PSBT_UnknownTypeData]:
@@ -586,6 +614,9 @@ def merge_psbts(a: PartiallySignedTransaction, b: PartiallySignedTransaction) ->
         merged = a.combine(b)
     except ValueError as exc:
         raise InvalidPsbt(f"the PSBTs cannot be combined: {exc}") from None
+    for inp in merged.inputs:
+        if inp.final_script_sig or inp.final_script_witness:
+            _clear_signing_fields(inp)      # finalized on one side: as the finalizer leaves it
     for entry in (*merged.inputs, *merged.outputs, merged):
         entry.unknown_fields = _without_repeated_keys(entry.unknown_fields)
         for prefix, fields in entry.proprietary_fields.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from bitcointx import ChainParams
+from bitcointx.core.script import CScript
 
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.psbt import parse_psbt, set_tap_key_sig, tap_key_sig
@@ -29,12 +30,14 @@ async def _withdrawal(node, tmp_path, kind: str) -> tuple[Account, Shop, dict]: 
     return account, shop, created
 
 
-async def _signed_by_core(node, account: Account, psbt: str) -> str:  # noqa: ANN001
-    """What an operator gets from a node wallet holding the keys: `walletprocesspsbt`, not finalized."""
-    signed = await node.call("walletprocesspsbt", psbt, True, "DEFAULT", True, False,
+async def _signed_by_core(node, account: Account, psbt: str, finalize: bool = False) -> str:  # noqa: ANN001
+    """What an operator gets from a node wallet holding the keys: `walletprocesspsbt`, its
+    inputs finalized (its default) or not."""
+    signed = await node.call("walletprocesspsbt", psbt, True, "DEFAULT", True, finalize,
                              wallet=await account.hot_wallet(node))
     decoded = await node.call("decodepsbt", signed["psbt"])
-    assert all("taproot_key_path_sig" in i or "partial_signatures" in i for i in decoded["inputs"])
+    done = ("final_scriptwitness", "final_scriptSig") if finalize else ("taproot_key_path_sig", "partial_signatures")
+    assert all(any(k in i for k in done) for i in decoded["inputs"]), decoded["inputs"]
     return signed["psbt"]
 
 
@@ -86,4 +89,13 @@ async def test_p2pkh_signature_that_does_not_verify_is_refused(node, tmp_path) -
     junk = _edit(created["psbt"], lambda i: i.partial_sigs.__setitem__(next(iter(i.derivation_map)),
                                                                        b"\x30" + bytes(69) + b"\x01"))
     _refused_and_nothing_written(shop, created, junk)
-    await _combines_and_broadcasts(node, shop, created, core)
+
+    # walletprocesspsbt finalizes by default: the final scriptSig is checked the same way.
+    final = await _signed_by_core(node, account, created["psbt"], finalize=True)
+
+    def tamper_final(inp) -> None:  # noqa: ANN001
+        sig, *rest = list(CScript(inp.final_script_sig))
+        inp.final_script_sig = CScript([sig[:-3] + bytes([sig[-3] ^ 1]) + sig[-2:], *rest])
+
+    _refused_and_nothing_written(shop, created, _edit(final, tamper_final))
+    await _combines_and_broadcasts(node, shop, created, final)

@@ -6,7 +6,7 @@ import pytest
 from bip_utils import Bip39SeedGenerator, Bip44Changes, Bip86, Bip86Coins
 from bitcointx import ChainParams
 from bitcointx.core.psbt import PSBT_UnknownTypeData
-from bitcointx.core.script import SIGHASH_ALL, SIGHASH_NONE
+from bitcointx.core.script import SIGHASH_ALL, SIGHASH_NONE, CScript, CScriptWitness
 from bitcointx.wallet import CCoinKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +17,7 @@ from kaccy_bitcoin.domain.psbt import (
     IN_TAP_INTERNAL_KEY,
     BadSignature,
     combine_psbts,
+    finalize_psbt,
     parse_psbt,
     psbt_status,
     set_tap_key_sig,
@@ -62,6 +63,31 @@ async def test_a_valid_signature_combines_and_a_tampered_one_is_refused(kind: Ad
         combine_psbts(NET, psbt, tampered)
     with pytest.raises(BadSignature):
         verify_signatures(NET, tampered)
+
+
+def _tamper_final(psbt: str) -> str:
+    """The first input's final signature (first witness item, else first scriptSig push) with
+    one bit changed inside it."""
+    def change(parsed) -> None:  # noqa: ANN001
+        inp = parsed.inputs[0]
+        stack = list(inp.final_script_witness.stack)
+        if stack:
+            stack[0] = _flip(stack[0], 20)
+            inp.final_script_witness = CScriptWitness(stack)
+        else:
+            pushes = list(CScript(inp.final_script_sig))
+            inp.final_script_sig = CScript([_flip(pushes[0], len(pushes[0]) - 3), *pushes[1:]])
+    return _edit(psbt, change)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
+async def test_a_finalized_psbt_is_checked_too(kind: AddressType) -> None:
+    """A signer may send its inputs back finalized (`walletprocesspsbt` does by default)."""
+    psbt = unsigned(kind)[0]
+    final = finalize_psbt(NET, (await wallet(kind)[1].sign(psbt)).psbt)[0]
+    assert psbt_status(NET, combine_psbts(NET, psbt, final)).complete
+    with pytest.raises(BadSignature, match="input 0"):
+        combine_psbts(NET, psbt, _tamper_final(final))
 
 
 def test_junk_signatures_are_refused() -> None:
