@@ -5,8 +5,9 @@ script type: P2WPKH a witness UTXO and its BIP32 derivation; P2SH-P2WPKH also it
 script; P2PKH the whole funding transaction (non_witness_utxo); BIP86 P2TR a witness UTXO
 and the BIP371 internal key and taproot derivation. python-bitcointx 1.1.5 knows nothing
 of BIP371, so those fields are kept as its unknown-type entries (they survive parsing,
-serializing and merging). Every input signals RBF (BIP125); the locktime is set against
-fee sniping.
+serializing and merging: merge_psbts keeps one value per key). Signatures are verified
+(python-bitcointx's sighashes, libsecp256k1 through coincurve) before any is accepted. Every
+input signals RBF (BIP125); the locktime is set against fee sniping.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from typing import Sequence
 
 import attrs
 from bitcointx import ChainParams
-from coincurve import PublicKey, PublicKeyXOnly
 from bitcointx.core import (
     CMutableTransaction,
     CMutableTxIn,
@@ -43,6 +43,7 @@ from bitcointx.core.script import (
 from bitcointx.core.scripteval import VerifyScript, VerifyScriptError
 from bitcointx.core.serialize import SerializationError, VarIntSerializer
 from bitcointx.wallet import P2PKHCoinAddress, P2TRCoinAddress, P2WPKHCoinAddress
+from coincurve import PublicKey, PublicKeyXOnly
 
 from kaccy_bitcoin.domain.bitcoin import DerivationPath, Network, OutPoint, Txid
 from kaccy_bitcoin.domain.errors import DomainError
