@@ -5,8 +5,10 @@
 1. limits: a first look without locks (a request already over a limit fails before the node
    is asked anything), then the binding check in the unit of work that reserves the coins,
    under the limits' row locks (storage), where the withdrawal's amount is taken too;
-2. risk: the explainable rules of domain/risk.py over the user's history; at or above the
-   review score the withdrawal is HELD (event `withdrawal_held`, which the notifier sends on);
+2. risk: the explainable rules of domain/risk.py over the user's history, read in that same
+   locked unit of work (no concurrent request slips past `velocity` or `rapid_succession`); at
+   or above the review score the withdrawal is HELD (event `withdrawal_held`, which the
+   notifier sends on);
 3. wallet/tier: `WalletRouting` picks the wallet (and so the builder) that pays: the one named,
    else the custody tier whose band holds the amount (KACCY_CUSTODY_TIERS), else `default`; a
    wallet of a capped tier refuses more than its cap (`tier_exceeded`). What goes to our own
@@ -135,7 +137,6 @@ class TransactionManager:
         destinations = tuple(a.value for a, _ in parsed)
         with self._uow.read() as u:
             check_limits(u, user, amount, self._clock.now(), lock=False)                   # 1. limits
-            risk = self._assess(u, user, amount, destinations)                             # 2. risk
             leaving = sum(v.value for a, v in parsed if u.addresses.get(a.value) is None)
         wallet, builder = self._wallets.route(Satoshis(leaving), wallet)                  # 3. wallet/tier
         rate = await builder.fee_rate(fee_rate)
@@ -146,6 +147,9 @@ class TransactionManager:
             async with self._uow() as u:
                 now = self._clock.now()
                 check_limits(u, user, amount, now, lock=True)
+                # 2. risk, under the limits' locks: the history it reads holds every withdrawal
+                # committed before this one (a concurrent request cannot slip past velocity).
+                risk = self._assess(u, user, amount, destinations)
                 held = w.review(risk, self._settings.review_score, now)
                 record_new(u, w, (), now)                                                  # 8. audit
                 u.limits.take(limit_rules.Usage(w.withdrawal_id, user, amount, now, destinations=destinations))

@@ -46,7 +46,9 @@ class RejectedByNode(DomainError):
     exit_status = 1
 
 
-def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
+def view(w: Withdrawal, confirmations: int | None = None, *, signing_material: bool = True) -> dict[str, Any]:
+    """`signing_material`: with the PSBT (and so its signatures); False for a reader that may
+    not act on withdrawals."""
     out: dict[str, Any] = {
         "withdrawal_id": w.withdrawal_id, "psbt": w.psbt, "fee_sat": w.fee.value,
         "inputs": [{"txid": i.outpoint.txid.value, "vout": i.outpoint.vout, "amount_sat": i.amount.value}
@@ -71,6 +73,8 @@ def view(w: Withdrawal, confirmations: int | None = None) -> dict[str, Any]:
         out["user"] = w.user
     if w.approved_by is not None:
         out["approved_by"] = w.approved_by
+    if not signing_material:
+        del out["psbt"]
     return out
 
 
@@ -411,13 +415,13 @@ class ShowWithdrawal:
     def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend) -> None:
         self._uow, self._chain = uow, chain
 
-    async def __call__(self, withdrawal_id: str) -> dict[str, Any]:
+    async def __call__(self, withdrawal_id: str, *, signing_material: bool = True) -> dict[str, Any]:
         w = await read_withdrawal(self._uow, withdrawal_id)
         confirmations = None
         if w.txid is not None and w.state in _ON_CHAIN:
             found = (await self._chain.wallet_transactions([w.txid])).get(w.txid)
             confirmations = max(found.confirmations, 0) if found else 0
-        return view(w, confirmations)
+        return view(w, confirmations, signing_material=signing_material)
 
 
 class ListWithdrawals:
@@ -426,7 +430,7 @@ class ListWithdrawals:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
-    async def __call__(self, state: str) -> dict[str, Any]:
+    async def __call__(self, state: str, *, signing_material: bool = True) -> dict[str, Any]:
         with self._uow.read() as uow:
             found = uow.withdrawals.in_states([state])
-        return {"withdrawals": [view(w) for w in found]}
+        return {"withdrawals": [view(w, signing_material=signing_material) for w in found]}

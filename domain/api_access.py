@@ -57,6 +57,11 @@ class ApiKey:
         """`admin` may do everything."""
         return not self.revoked and (scope in self.scopes or "admin" in self.scopes)
 
+    def sees_signing_material(self) -> bool:
+        """Whether withdrawals are shown to this key with their PSBTs (and the signatures in
+        them): only to a key that may act on withdrawals (`withdraw`, `admin`), never to `read`."""
+        return self.allows("withdraw")
+
 
 def parse_event_kinds(kinds: object) -> tuple[str, ...] | None:
     if kinds is None:

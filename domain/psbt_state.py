@@ -57,7 +57,7 @@ class PsbtMachine(StateMachine):
         ("finalize", "SIGNED", "FINALIZED"),
         ("broadcast", "FINALIZED", "BROADCAST"),
         ("cancel", UNSIGNED + HELD, "REJECTED"),
-        ("expire", UNSIGNED + HELD, "EXPIRED"),
+        ("expire", UNSIGNED, "EXPIRED"),        # a held one waits for its operator
         ("reject", "FINALIZED", "REJECTED"),
         ("resend", "REJECTED", "FINALIZED"),     # refused for a passing reason (mempool floor, chain)
         ("seen", OFF_CHAIN, "BROADCAST"),

@@ -118,6 +118,11 @@ class Withdrawal:
         return any(t.dest == "SIGNED" or t.trigger == "seen" for t in self.machine.history)
 
     @property
+    def signable_since(self) -> dt.datetime:
+        """When it could first be signed: an operator's approval of a held one, else its creation."""
+        return next((t.at for t in reversed(self.machine.history) if t.trigger == "approve"), self.created_at)
+
+    @property
     def broadcast_at(self) -> dt.datetime | None:
         return next((t.at for t in reversed(self.machine.history) if t.dest == "BROADCAST"), None)
 
@@ -236,9 +241,11 @@ class Withdrawal:
         self.reject_reason = "cancelled"
 
     def expire(self, now: dt.datetime, ttl_seconds: float) -> DomainEvent | None:
-        """An unsigned withdrawal past its time to live gives its coins back (a signed one never
-        does: it can only be voided)."""
-        if self.state.value not in UNSIGNED + HELD or (now - self.created_at).total_seconds() < ttl_seconds:
+        """A withdrawal not signed within its time to live, counted from when it could be signed
+        (its creation, or the approval of a held one), gives its coins back. A held one waits for
+        its operator (approve or cancel), however long; a signed one never expires: it can only
+        be voided."""
+        if self.state.value not in UNSIGNED or (now - self.signable_since).total_seconds() < ttl_seconds:
             return None
         self.machine.fire("expire", at=now, reason="not signed within its time to live")
         self.reject_reason = "expired before signing"

@@ -27,6 +27,13 @@ def test_a_key_keeps_only_its_hash_and_its_scopes_in_order() -> None:
             ApiKey.new(bad, T0)
 
 
+def test_only_keys_that_act_on_withdrawals_see_their_psbts() -> None:
+    seen = {scopes: ApiKey.new(list(scopes), T0)[0].sees_signing_material()
+            for scopes in (("read",), ("orders",), ("read", "orders"), ("withdraw",), ("admin",), ("read", "withdraw"))}
+    assert seen == {("read",): False, ("orders",): False, ("read", "orders"): False, ("withdraw",): True,
+                    ("admin",): True, ("read", "withdraw"): True}
+
+
 def test_webhook_inputs_are_checked() -> None:
     hook = Webhook.new("https://shop.example/hook", ["order_paid"], "key_1", T0, after_seq=7)
     assert hook.delivered_seq == 7 and hook.wants("order_paid") and not hook.wants("payment_detected")

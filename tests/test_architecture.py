@@ -21,7 +21,7 @@ ALLOWED = {
 IO_LIBRARIES = {"aiohttp", "sqlmodel", "sqlalchemy", "hwilib", "requests", "socket", "subprocess",
                 "asyncio", "urllib3", "http", "psycopg", "sqlite3", "dependency_injector", "os", "shutil"}
 STDLIB = set(sys.stdlib_module_names)
-PURE_THIRD_PARTY = {"attrs", "transitions", "bip_utils", "bitcointx"}
+PURE_THIRD_PARTY = {"attrs", "transitions", "bip_utils", "bitcointx", "coincurve"}
 
 
 def imports_of(path: pathlib.Path) -> list[str]:

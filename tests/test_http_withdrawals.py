@@ -38,7 +38,15 @@ async def test_withdrawal_routes_follow_the_cli_contract(node, tmp_path) -> None
             assert s == 201 and again == created                      # no second withdrawal
             wid = created["withdrawal_id"]
             s, shown = await r.get(f"/v1/withdrawals/{wid}")
-            assert s == 200 and shown == shop.cli("withdraw", "show", wid)[1]
+            cli_view = shop.cli("withdraw", "show", wid)[1]
+            # A read key sees the withdrawal without its PSBT (nor so any signature); withdraw and admin see it.
+            assert s == 200 and "psbt" not in shown and shown == {k: v for k, v in cli_view.items() if k != "psbt"}
+            s, listed = await r.get("/v1/withdrawals?state=created")
+            assert s == 200 and listed["withdrawals"] == [shown]
+            for scope in ("withdraw", "admin"):
+                full = Client(session, service.url, api_key(env, scope))
+                assert (await full.get(f"/v1/withdrawals/{wid}"))[1] == cli_view
+                assert (await full.get("/v1/withdrawals?state=created"))[1]["withdrawals"] == [cli_view]
 
             s, e = await w.post(f"/v1/withdrawals/{wid}/sign", {"signer": "ledger"})
             assert s == 400 and "signer" in e["error"]["message"]
@@ -46,6 +54,9 @@ async def test_withdrawal_routes_follow_the_cli_contract(node, tmp_path) -> None
             assert s == 409 and e["error"]["code"] == "invalid_withdrawal_state", e
             s, signed = await w.post(f"/v1/withdrawals/{wid}/sign", {"signer": "software"})
             assert s == 200 and signed["state"] == "signed"
+            s, shown = await r.get(f"/v1/withdrawals/{wid}")
+            assert s == 200 and shown["state"] == "signed" and "psbt" not in shown
+            assert (await r.get("/v1/withdrawals?state=signed"))[1]["withdrawals"] == [shown]
             s, sent = await w.post(f"/v1/withdrawals/{wid}/broadcast", {}, headers={"Idempotency-Key": "b-1"})
             assert s == 200 and sent["state"] == "broadcast" and len(sent["txid"]) == 64
             assert sent["txid"] in await node.call("getrawmempool")

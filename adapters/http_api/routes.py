@@ -222,7 +222,7 @@ def _operator(call: Call) -> str:
 @route("GET", "/v1/withdrawals/{withdrawal_id}", "A withdrawal", tag="withdrawals", scopes=(READ, WITHDRAW))
 async def show_withdrawal(call: Call) -> dict[str, Any]:
     show = await call.use("show_withdrawal")
-    return await show(call.path("withdrawal_id"))
+    return await show(call.path("withdrawal_id"), signing_material=call.key.sees_signing_material())
 
 
 @route("POST", "/v1/withdrawals/{withdrawal_id}/sign", "Add signatures", tag="withdrawals", scopes=(WITHDRAW,),
@@ -422,7 +422,7 @@ async def redeliver_webhook(call: Call) -> dict[str, Any]:
 async def list_withdrawals(call: Call) -> dict[str, Any]:
     state = call.args["state"]
     listing = await call.use("list_withdrawals")
-    return await listing(state)
+    return await listing(state, signing_material=call.key.sees_signing_material())
 
 
 @route("GET", "/dashboard", "The operator's dashboard (a web page; it asks for an admin key and reads this API "

@@ -692,7 +692,9 @@ class SqlAuditLog(storage.AuditLog):
 
 class SqlLimits(storage.LimitStore):
     """Limits rows double as the per-scope lock (SELECT ... FOR UPDATE; on SQLite the
-    transaction's BEGIN IMMEDIATE already serializes every writer)."""
+    transaction's BEGIN IMMEDIATE already serializes every writer). On PostgreSQL a scope
+    without limits has no row to lock, yet its history is read under the lock (the risk
+    review): each scope also takes a transaction-scoped advisory lock of its own."""
 
     _t = tables.limits
     _u = tables.limit_usage
@@ -719,6 +721,8 @@ class SqlLimits(storage.LimitStore):
     def lock(self, scopes: Sequence[str]) -> dict[str, Limits]:
         found: dict[str, Limits] = {}
         for scope in scopes:
+            if self._s.dialect.name == "postgresql":
+                self._s.execute(select(func.pg_advisory_xact_lock(LIMITS_LOCK_CLASS, _int32(scope))))
             row = self._s.execute(select(self._t).where(self._t.c.scope == scope).with_for_update()).first()
             if row is not None:
                 found[scope] = mapping.limits_from_row(row)
@@ -848,6 +852,14 @@ class SqlWallets(storage.WalletRepository):
             self._s.execute(select(func.pg_advisory_xact_lock(WALLET_NUMBERING_LOCK)))
         return self._s.execute(select(func.coalesce(func.max(self._t.c.number), 0))).scalar_one() + 1
 
+
+def _int32(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big", signed=True)
+
+
+# The class of the per-scope limits locks (PostgreSQL's two-key advisory locks are apart from
+# the one-key ones: no clash with the keys below or leadership's).
+LIMITS_LOCK_CLASS = _int32("kaccy-bitcoin:limits")
 
 # A transaction-scoped advisory lock key (per database) for numbering wallets.
 WALLET_NUMBERING_LOCK = int.from_bytes(hashlib.sha256(b"kaccy-bitcoin:wallet-numbering").digest()[:8], "big",
