@@ -68,8 +68,6 @@ class BumpWithdrawal:
                        for o in old.outputs if not o.change] + extra_payouts
             if extra_payouts:   # a new payout: limits, risk, tier, as the transaction manager's
                 check_limits(uow, old.user, added, self._clock.now(), lock=False)
-                risk = assess_payout(uow, self._clock.now(), old.user, added, added_to,
-                                     own_deposit_addresses(uow, added_to))
                 leaving = sum(v.value for a, v in payouts if uow.addresses.get(a.value) is None)
         if extra_payouts:
             self._custody.check(old.wallet, leaving)
@@ -95,6 +93,8 @@ class BumpWithdrawal:
             async with self._uow() as u:    # batch RBF: new money out, within the limits
                 now = self._clock.now()
                 check_limits(u, old.user, added, now, lock=True)
+                # the risk review of the new destinations, under the limits' locks
+                risk = assess_payout(u, now, old.user, added, added_to, own_deposit_addresses(u, added_to))
                 held = new.review(risk, self._controls.review_score, now)
                 record_new(u, new, holders, now)
                 u.limits.take(Usage(new.withdrawal_id, old.user, added, now, destinations=added_to))

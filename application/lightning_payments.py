@@ -131,13 +131,15 @@ class PayInvoice:
         with self._uow.read() as u:
             check_limits(u, user, claim, self._clock.now(), lock=False)                        # 1. limits
             self._check_new(u, payout)
-            ours = list(destinations) if u.invoices.get(payout.payment_hash) is not None else []
-            risk = assess_payout(u, self._clock.now(), user, claim, destinations, ours)          # 2. risk
         self._custody.check_lightning(claim)                                                     # 3. tier
         async with self._uow() as u:
             now = self._clock.now()
             check_limits(u, user, claim, now, lock=True)
             self._check_new(u, payout)
+            # 2. risk, under the limits' locks: the history it reads holds every payout committed
+            # before this one (concurrent requests cannot slip past velocity/rapid_succession).
+            ours = list(destinations) if u.invoices.get(payout.payment_hash) is not None else []
+            risk = assess_payout(u, now, user, claim, destinations, ours)
             held = payout.review(risk, self._controls.review_score, now)
             u.ln_payouts.add(payout)
             u.limits.take(limit_rules.Usage(payout.payment_id, user, claim, now, destinations=destinations))
