@@ -15,18 +15,17 @@ from typing import Any, Callable, Mapping, Sequence
 from kaccy_bitcoin.application.providers import resolved
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.domain.bitcoin import Address, Network, Txid
-from kaccy_bitcoin.domain.errors import DomainError, FeeTooLow, InvalidOperator, NotFound, WithdrawalStateError
+from kaccy_bitcoin.domain.errors import DomainError, FeeTooLow, InvalidOperator, NotFound
 from kaccy_bitcoin.domain.money import FeeRate
 from kaccy_bitcoin.domain.psbt import (
     PsbtMismatch,
     check_psbt_pays,
-    combine_psbts,
     finalize_psbt,
     psbt_status,
     psbt_txid,
     same_unsigned_tx,
-    verify_signatures,
 )
+from kaccy_bitcoin.domain.psbt_signatures import combine_psbts, verify_signatures
 from kaccy_bitcoin.domain.psbt_state import UNSIGNED, PsbtState
 from kaccy_bitcoin.domain.wallets import DEFAULT
 from kaccy_bitcoin.domain.withdrawals import VOID, Withdrawal, built_on

@@ -5,9 +5,9 @@ script type: P2WPKH a witness UTXO and its BIP32 derivation; P2SH-P2WPKH also it
 script; P2PKH the whole funding transaction (non_witness_utxo); BIP86 P2TR a witness UTXO
 and the BIP371 internal key and taproot derivation. python-bitcointx 1.1.5 knows nothing
 of BIP371, so those fields are kept as its unknown-type entries (they survive parsing,
-serializing and merging: merge_psbts keeps one value per key). Signatures are verified
-(python-bitcointx's sighashes, libsecp256k1 through coincurve) before any is accepted. Every
-input signals RBF (BIP125); the locktime is set against fee sniping.
+serializing and merging: domain/psbt_signatures.py keeps one value per key, and verifies every
+signature before any is accepted). Every input signals RBF (BIP125); the locktime is set
+against fee sniping.
 """
 from __future__ import annotations
 
@@ -26,24 +26,19 @@ from bitcointx.core import (
     CTxInWitness,
     CTxOut,
     CTxWitness,
-    Hash160,
     lx,
 )
 from bitcointx.core.key import BIP32Path, CPubKey, KeyStore, XOnlyPubKey
 from bitcointx.core.psbt import PartiallySignedTransaction, PSBT_Input, PSBT_KeyDerivationInfo, PSBT_UnknownTypeData
 from bitcointx.core.script import (
     SIGHASH_ALL,
-    SIGVERSION_BASE,
-    SIGVERSION_WITNESS_V0,
     CScript,
     CScriptWitness,
     SignatureHashSchnorr,
     parse_standard_multisig_redeem_script,
 )
-from bitcointx.core.scripteval import VerifyScript, VerifyScriptError
 from bitcointx.core.serialize import SerializationError, VarIntSerializer
 from bitcointx.wallet import P2PKHCoinAddress, P2TRCoinAddress, P2WPKHCoinAddress
-from coincurve import PublicKey, PublicKeyXOnly
 
 from kaccy_bitcoin.domain.bitcoin import DerivationPath, Network, OutPoint, Txid
 from kaccy_bitcoin.domain.errors import DomainError
@@ -241,7 +236,7 @@ def _expected_script(kind_spk: CScript, pubkey: bytes) -> CScript:
     return wpkh.to_p2sh_scriptPubKey() if kind_spk.is_p2sh() else wpkh
 
 
-def _multisig_keys(script: CScript, what: str) -> list[bytes]:
+def multisig_keys(script: CScript, what: str) -> list[bytes]:
     try:
         return [bytes(k) for k in parse_standard_multisig_redeem_script(script).pubkeys]
     except ValueError as exc:
@@ -253,7 +248,7 @@ def _add_multisig_fields(entry, spk: CScript, script: bytes | None, cosigners: S
     """The witness script and every cosigner's BIP32 derivation of a P2WSH multisig input or output."""
     if script is None or CScript(script).to_p2wsh_scriptPubKey() != spk:
         raise InvalidPsbt(f"{what}: a P2WSH script needs the witness script it commits to")
-    keys = _multisig_keys(CScript(script), what)
+    keys = multisig_keys(CScript(script), what)
     if sorted(c.pubkey for c in cosigners) != sorted(keys):
         raise InvalidPsbt(f"{what}: the cosigners' keys are not the keys of its witness script")
     entry.witness_script = CScript(script)
@@ -350,7 +345,7 @@ def parse_psbt(network: Network, text: str, *, relaxed: bool = False) -> Partial
 # -- finalizing ---------------------------------------------------------------------------
 
 
-def _clear_signing_fields(inp: PSBT_Input) -> None:
+def clear_signing_fields(inp: PSBT_Input) -> None:
     """What BIP174's finalizer removes once an input is final (BIP371's fields included)."""
     inp.unknown_fields = [f for f in inp.unknown_fields if f.key_type not in IN_TAP_FIELDS]
     inp.partial_sigs, inp.derivation_map = OrderedDict(), OrderedDict()
@@ -368,7 +363,7 @@ def _finalize_input(psbt: PartiallySignedTransaction, n: int) -> bool:
         if sig is None:
             return False
         inp.final_script_witness = CScriptWitness([sig])
-        _clear_signing_fields(inp)
+        clear_signing_fields(inp)
         return True
     try:
         info = inp.sign(psbt.unsigned_tx, KeyStore(), finalize=True)
@@ -478,166 +473,6 @@ def check_psbt_pays(network: Network, text: str, inputs: Sequence[tuple[OutPoint
         paid = sum(psbt.get_input_amounts()) - sum(o.nValue for o in vout)
         if paid != fee.value:
             raise PsbtMismatch(f"the PSBT pays a fee of {paid} sat, the withdrawal {fee.value} sat")
-
-
-def _ecdsa_scope(psbt: PartiallySignedTransaction, n: int) -> tuple[CScript, int, list[bytes]]:
-    """What input `n`'s ECDSA signatures commit to and who may make them: the script code
-    (BIP143 for segwit v0, the scriptPubKey for legacy P2PKH), its signature version and the
-    keys its script names."""
-    inp = psbt.inputs[n]
-    kind = input_kind(psbt, n)
-    if kind == P2WSH:
-        script = CScript(inp.witness_script)
-        if script.to_p2wsh_scriptPubKey() != spent_output(psbt, n).scriptPubKey:
-            raise BadSignature(f"input {n}: its witness script is not the one the coin commits to")
-        return script, SIGVERSION_WITNESS_V0, _multisig_keys(script, f"input {n}")
-    if kind in (P2WPKH, P2SH_P2WPKH):
-        program = spent_output(psbt, n).scriptPubKey if kind == P2WPKH else inp.redeem_script
-        keyhash = program.witness_program()
-        code = P2PKHCoinAddress.from_bytes(keyhash).to_scriptPubKey()
-        return code, SIGVERSION_WITNESS_V0, [bytes(k) for k in inp.partial_sigs if k.key_id == keyhash]
-    if kind == P2PKH:
-        code = spent_output(psbt, n).scriptPubKey
-        keyhash = bytes(code)[3:23]
-        return code, SIGVERSION_BASE, [bytes(k) for k in inp.partial_sigs if Hash160(bytes(k)) == keyhash]
-    raise BadSignature(f"input {n}: holds ECDSA signatures, but its coin is not one they can spend "
-                       f"({'a taproot output' if kind == P2TR else 'unknown or of another type'})")
-
-
-def _ecdsa_valid(pub: bytes, der: bytes, sighash: bytes) -> bool:
-    """libsecp256k1 (coincurve): strict DER, low S, as Bitcoin Core's standardness asks."""
-    try:
-        return PublicKey(pub).verify(der, sighash, hasher=None)
-    except (ValueError, TypeError):
-        return False
-
-
-def _verify_ecdsa(psbt: PartiallySignedTransaction, n: int) -> None:
-    inp = psbt.inputs[n]
-    code, sigversion, keys = _ecdsa_scope(psbt, n)
-    amount = spent_output(psbt, n).nValue
-    for pub, sig in inp.partial_sigs.items():
-        if bytes(pub) not in keys:
-            raise BadSignature(f"input {n}: a signature from key {bytes(pub).hex()}, which is not one of "
-                               "the keys this coin can be spent with")
-        if not sig or sig[-1] != SIGHASH_ALL:
-            raise BadSignature(f"input {n}: the signature of key {bytes(pub).hex()} is not SIGHASH_ALL")
-        sighash = code.sighash(psbt.unsigned_tx, n, SIGHASH_ALL, amount=amount, sigversion=sigversion)
-        if not _ecdsa_valid(bytes(pub), bytes(sig[:-1]), sighash):
-            raise BadSignature(f"input {n}: the signature of key {bytes(pub).hex()} does not verify")
-
-
-def _verify_taproot_key_path(psbt: PartiallySignedTransaction, n: int, sig: bytes) -> None:
-    """BIP340 over the BIP341 sighash, by the output key the coin pays to (the internal key
-    tweaked: whoever signs, that is the key the network checks). 64 bytes: SIGHASH_DEFAULT;
-    65: the last byte names the type, and only ALL is signed here (an explicit 0 is invalid)."""
-    if len(sig) == 64:
-        hashtype = None
-    elif len(sig) == 65 and sig[64] == SIGHASH_ALL:
-        hashtype = SIGHASH_ALL
-    else:
-        raise BadSignature(f"input {n}: a taproot signature of {len(sig)} bytes"
-                           f"{f' with sighash type {sig[64]}' if len(sig) == 65 else ''}: only 64 bytes "
-                           "(SIGHASH_DEFAULT) or 65 ending in 1 (SIGHASH_ALL) are signed")
-    output_key = spent_output(psbt, n).scriptPubKey.witness_program()
-    sighash = taproot_key_path_sighash(psbt, n, hashtype)
-    try:
-        valid = PublicKeyXOnly(output_key).verify(sig[:64], sighash)
-    except ValueError:
-        valid = False
-    if not valid:
-        raise BadSignature(f"input {n}: the taproot key-path signature does not verify against the output "
-                           f"key {output_key.hex()}")
-
-
-def verify_signatures(network: Network, text: str) -> None:
-    """Raise BadSignature unless every signature the PSBT holds verifies: each partial ECDSA
-    signature (segwit v0, legacy P2PKH) is made by a key the input's script names, as
-    SIGHASH_ALL over the transaction; each taproot key-path signature is a valid BIP340
-    signature by the output key, SIGHASH_DEFAULT or ALL; each finalized input's script or
-    key-path signature verifies."""
-    with ChainParams(network.chain_params):
-        _verify(parse_psbt(network, text, relaxed=True))
-
-
-def _verify_final(psbt: PartiallySignedTransaction, n: int) -> None:
-    """A finalized input (a signer may finalize, as `walletprocesspsbt` does by default): a
-    taproot one must be a key-path spend whose signature verifies as above; any other runs
-    through python-bitcointx's script interpreter with the standard flags (strict DER, low S)."""
-    inp, out = psbt.inputs[n], spent_output(psbt, n)
-    if out is None:
-        raise BadSignature(f"input {n}: final, but carries no UTXO to check its signatures against")
-    if out.scriptPubKey.is_witness_v1_taproot():
-        stack = list(inp.final_script_witness.stack)
-        if len(stack) != 1 or inp.final_script_sig:
-            raise BadSignature(f"input {n}: a final taproot input must be a key-path spend (one signature)")
-        _verify_taproot_key_path(psbt, n, bytes(stack[0]))
-        return
-    try:
-        VerifyScript(CScript(inp.final_script_sig), out.scriptPubKey, psbt.unsigned_tx, n,
-                     amount=out.nValue, witness=inp.final_script_witness)
-    except (VerifyScriptError, ValueError, TypeError) as exc:
-        raise BadSignature(f"input {n}: its final script does not verify ({exc})") from None
-
-
-def _verify(psbt: PartiallySignedTransaction) -> None:
-    for n, inp in enumerate(psbt.inputs):
-        if inp.is_final():
-            _verify_final(psbt, n)
-            continue
-        if inp.partial_sigs:
-            _verify_ecdsa(psbt, n)
-        sig = tap_key_sig(inp)
-        if sig is not None:
-            if input_kind(psbt, n) != P2TR:
-                raise BadSignature(f"input {n}: holds a taproot signature, but its coin is not a taproot output")
-            _verify_taproot_key_path(psbt, n, sig)
-
-
-def _without_repeated_keys(fields: list[PSBT_UnknownTypeData]) -> list[PSBT_UnknownTypeData]:
-    """One entry per key (type and key data), the first met: BIP174's combiner keeps one value
-    per key (and may pick any when two PSBTs disagree); ours come first, so ours win."""
-    seen: set[tuple[int, bytes]] = set()
-    kept = []
-    for field in fields:
-        if (field.key_type, field.key_data) not in seen:
-            seen.add((field.key_type, field.key_data))
-            kept.append(field)
-    return kept
-
-
-def merge_psbts(a: PartiallySignedTransaction, b: PartiallySignedTransaction) -> PartiallySignedTransaction:
-    """BIP174 combiner: `a` with every field of `b` it lacks. python-bitcointx merges the
-    fields it knows by key, but appends the ones it does not (BIP371's taproot fields among
-    them), so a field both PSBTs hold, such as the taproot derivation a signer sends back,
-    would be written twice: a PSBT no parser accepts (Duplicate key). One value per key."""
-    try:
-        merged = a.combine(b)
-    except ValueError as exc:
-        raise InvalidPsbt(f"the PSBTs cannot be combined: {exc}") from None
-    for inp in merged.inputs:
-        if inp.final_script_sig or inp.final_script_witness:
-            _clear_signing_fields(inp)      # finalized on one side: as the finalizer leaves it
-    for entry in (*merged.inputs, *merged.outputs, merged):
-        entry.unknown_fields = _without_repeated_keys(entry.unknown_fields)
-        for prefix, fields in entry.proprietary_fields.items():
-            seen: set[tuple[int, bytes]] = set()
-            entry.proprietary_fields[prefix] = [f for f in fields if (f.subtype, f.key_data) not in seen
-                                                and not seen.add((f.subtype, f.key_data))]
-    return merged
-
-
-def combine_psbts(network: Network, ours: str, theirs: str) -> str:
-    """BIP174 combiner: `ours` with the signatures (and other fields) of `theirs`; PsbtMismatch
-    when `theirs` is for another transaction, BadSignature when a signature in it does not
-    verify (checked against our own UTXOs: nothing of `theirs` decides what a signature commits to)."""
-    with ChainParams(network.chain_params):
-        a, b = parse_psbt(network, ours), parse_psbt(network, theirs, relaxed=True)
-        if a.unsigned_tx.serialize(include_witness=False) != b.unsigned_tx.serialize(include_witness=False):
-            raise PsbtMismatch("the PSBT given is for another transaction than this withdrawal's")
-        merged = merge_psbts(a, b)
-        _verify(merged)   # before serializing: python-bitcointx refuses a foreign key with a less clear error
-        return merged.to_base64()
 
 
 def multisig_fingerprints(network: Network, text: str) -> list[str]:

@@ -16,15 +16,14 @@ from kaccy_bitcoin.domain.psbt import (
     IN_TAP_BIP32_DERIVATION,
     IN_TAP_INTERNAL_KEY,
     BadSignature,
-    combine_psbts,
     finalize_psbt,
     parse_psbt,
     psbt_status,
     set_tap_key_sig,
     tap_key_sig,
     taproot_key_path_sighash,
-    verify_signatures,
 )
+from kaccy_bitcoin.domain.psbt_signatures import combine_psbts, verify_signatures
 from tests.test_psbt import KINDS, NET, WORDS, unsigned, wallet
 
 

@@ -30,13 +30,12 @@ from kaccy_bitcoin.domain.psbt import (
     PsbtMismatch,
     PsbtOutputSpec,
     build_psbt,
-    combine_psbts,
     estimated_weight,
     finalize_psbt,
     parse_psbt,
     psbt_status,
-    verify_signatures,
 )
+from kaccy_bitcoin.domain.psbt_signatures import combine_psbts, verify_signatures
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate
 from kaccy_bitcoin.domain.wallets import CosignerKey, InvalidWallet, Wallet
 
