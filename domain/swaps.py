@@ -56,7 +56,7 @@ class Swap:
     receive: Satoshis              # what we expect in the counterparty's lock
     wallet: str
     created_at: dt.datetime
-    machine: SwapMachine = attrs.field(factory=SwapMachine)
+    machine: SwapMachine = attrs.field(factory=SwapMachine, eq=False)   # compared by its history
     payment_hash: bytes | None = None
     secret: bytes | None = None             # the preimage, once we know it
     preimage_txid: str | None = None        # the transaction that revealed it (ours for the initiator)

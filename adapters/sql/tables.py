@@ -266,3 +266,19 @@ class ConsolidationRow(KaccyTable, table=True):
     withdrawal_id: Optional[str] = Field(default=None, max_length=64)
     updated_at: dt.datetime = _ts(nullable=False)
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
+
+
+class SwapRow(KaccyTable, table=True):
+    """Each atomic swap: its machine (state, history) and its record (domain/swaps.py) as JSON."""
+
+    __tablename__ = "kaccy_swaps"
+    swap_id: str = Field(primary_key=True, max_length=64)
+    role: str = Field(max_length=16)
+    state: str = Field(index=True, max_length=20)
+    key_index: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
+    watching: bool = Field(index=True)     # Swap.watching: the monitor still follows it
+    history: list = Field(sa_column=Column(JSON, nullable=False))
+    data: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: dt.datetime = _ts(nullable=False)
+    updated_at: dt.datetime = _ts(nullable=False)
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
