@@ -23,6 +23,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
 
 from kaccy_bitcoin.adapters.bitcoin_core.errors import redact_credentials
+from kaccy_bitcoin.bootstrap import cli_swap
 from kaccy_bitcoin.domain.errors import DomainError
 
 if TYPE_CHECKING:
@@ -259,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
     custody.add_parser("status", help="each tier's balance against its target share, and the sweep or "
                                       "refill that would restore it")
 
+    cli_swap.register(sub)
     run = sub.add_parser("run", help="the main job: a local regtest node, a guided demo, then the service")
     run.add_argument("--no-demo", action="store_true")
     _serve_options(run)
@@ -504,7 +506,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str
     "order": cmd_order, "monitor": cmd_monitor, "addresses": cmd_addresses, "run": cmd_run,
     "withdraw": cmd_withdraw, "events": cmd_events, "db": cmd_db, "ln": cmd_ln, "serve": cmd_serve,
     "apikey": cmd_apikey, "limits": cmd_limits, "audit": cmd_audit, "wallet": cmd_wallet, "custody": cmd_custody,
-    "consolidate": cmd_consolidate, "stats": cmd_stats,
+    "consolidate": cmd_consolidate, "stats": cmd_stats, "swap": cli_swap.run,
 }
 
 

@@ -296,3 +296,9 @@ class SwapStateError(DomainError):
     """The swap is not at a step that allows what was asked."""
 
     code = "invalid_swap_state"
+
+
+class CounterLockRequired(DomainError):
+    """The initiator's `swap redeem` without the counter lock's --counter-* options: a usage error."""
+
+    code = "usage"
