@@ -473,3 +473,8 @@ async def openapi(call: Call) -> Any:
     from kaccy_bitcoin.adapters.http_api.openapi import document
 
     return document(ROUTES)
+
+
+from kaccy_bitcoin.adapters.http_api.routes_swaps import SWAP_ROUTES  # noqa: E402 - needs this module's names
+
+ROUTES.extend(SWAP_ROUTES)
