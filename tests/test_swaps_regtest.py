@@ -222,3 +222,56 @@ async def test_swaps_need_the_signer_seed(node, tmp_path) -> None:  # noqa: ANN0
     for args in (("list",), ("accept", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "1000",
                               "--receive-sat", "1000")):
         assert refused(shop, *args)["code"] == "signer_required"
+
+
+class Crash(BaseException):
+    """The process dying (kill -9) at the point a test picks: nothing after it runs."""
+
+
+async def test_a_crash_after_learning_the_secret_resends_the_same_redeem(node, tmp_path) -> None:  # noqa: ANN001
+    import inspect
+
+    shop = await funded_shop(node, tmp_path, amounts=(300_000,))
+    cp = await Counterparty.make(node)
+    acc = swap(shop, "accept", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "40000",
+               "--receive-sat", "45000")[1]
+    sid = acc["swap_id"]
+    script1 = htlc_script(cp.payment_hash, bytes.fromhex(acc["our_pubkey"]), cp.pub, await tip(node) + 40)
+    txid1, vout1 = await cp.lock(script1, 50_000)
+    part = swap(shop, "participate", sid, "--payment-hash", cp.payment_hash.hex(), "--counter-txid", txid1,
+                "--counter-vout", str(vout1), "--counter-script", bytes(script1).hex(), "--timeout-blocks", "10",
+                "--fee-rate", "2")[1]
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_locked"]
+    script2 = htlc_script(cp.payment_hash, cp.pub, bytes.fromhex(acc["our_pubkey"]), part["locktime"])
+    claim = await cp.spend(script2, part["funding_txid"], part["funding_vout"], 40_000, preimage=cp.preimage)
+    await node.call("sendrawtransaction", claim.hex())
+
+    # One poll in this process, which dies the moment it would send the redeem.
+    c = shop.container()
+    try:
+        chain = c.gateways.swap_chain()
+        chain = await chain if inspect.isawaitable(chain) else chain
+
+        async def die(raw: bytes) -> None:
+            raise Crash
+
+        chain.broadcast = die
+        follow = c.services.follow_swaps()
+        follow = await follow if inspect.isawaitable(follow) else follow
+        with pytest.raises(Crash):
+            await follow()
+    finally:
+        done = c.shutdown_resources()
+        if inspect.isawaitable(done):
+            await done
+    recorded = swap(shop, "show", sid)[1]
+    assert recorded["preimage"] == cp.preimage.hex() and recorded["redeem_txid"] is not None
+    assert recorded["redeem_txid"] not in await node.call("getrawmempool")
+
+    # The next poll sends that very transaction; no event fires twice.
+    assert swap_kinds(shop.poll()) == []
+    assert recorded["redeem_txid"] in await node.call("getrawmempool")
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_completed"]
+    assert swap(shop, "show", sid)[1]["redeem_txid"] == recorded["redeem_txid"]
