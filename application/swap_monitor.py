@@ -22,7 +22,6 @@ import logging
 from kaccy_bitcoin.application.swaps import SwapContext
 from kaccy_bitcoin.domain.bitcoin import Txid
 from kaccy_bitcoin.domain.events import DomainEvent
-from kaccy_bitcoin.domain.htlc import preimage_from, txid_of
 from kaccy_bitcoin.domain.psbt_state import PsbtState
 from kaccy_bitcoin.domain.swap_state import SwapState
 from kaccy_bitcoin.domain.swaps import PARTICIPANT, Swap
@@ -30,7 +29,6 @@ from kaccy_bitcoin.domain.withdrawals import Withdrawal
 
 log = logging.getLogger(__name__)
 _SENT = (PsbtState.BROADCAST, PsbtState.CONFIRMED, PsbtState.COMPLETED)
-SCAN_BACK = 1_000   # blocks searched for a spend of a lock whose confirmation height is unknown
 
 
 class FollowSwaps:
@@ -103,12 +101,7 @@ class FollowSwaps:
         if await ctx.chain.unspent_output(where) is None:
             if swap.refund_txid is not None and await ctx.chain.confirmations(Txid(swap.refund_txid)) is not None:
                 return swap, []   # our refund spends it
-            raw = await ctx.chain.spender(where, swap.lock_height or max(0, tip - SCAN_BACK))
-            if raw is None or (preimage := preimage_from(raw, where, htlc)) is None:
-                return swap, []
-            txid = txid_of(raw)
-            return await ctx.commit(swap.swap_id, lambda s: s.preimage_seen(preimage, txid, now())
-                                    + s.lock_claimed(txid, now()))
+            return await ctx.learn_secret(swap)
         if swap.refund_tx is None and ctx.settings.auto_refund and tip >= htlc.locktime:
             raw, txid = await ctx.spend(swap, htlc, where, swap.amount, None, None, "refund")
             swap, new = await ctx.commit(swap.swap_id, lambda s: s.refund_broadcast(raw, txid, now()))

@@ -36,7 +36,7 @@ from kaccy_bitcoin.domain.errors import (
     UnsafeTimeout,
 )
 from kaccy_bitcoin.domain.events import DomainEvent
-from kaccy_bitcoin.domain.htlc import Htlc, check_pubkey, parse_htlc, sha256, spend_htlc, txid_of
+from kaccy_bitcoin.domain.htlc import Htlc, check_pubkey, parse_htlc, preimage_from, sha256, spend_htlc, txid_of
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.swap_state import SwapState
 from kaccy_bitcoin.domain.swaps import (
@@ -57,6 +57,7 @@ from kaccy_bitcoin.ports.swap_keys import SwapKeys
 
 SWAP_KEY_COUNTER = -1   # the address book counter that numbers swap keys (no address chain is negative)
 DUST_SAT = 546
+SCAN_BACK = 1_000   # blocks searched for a spend of a lock whose confirmation height is unknown
 
 
 @attrs.frozen
@@ -159,6 +160,20 @@ class SwapContext:
             if out is not None and out.script_pubkey == script_pubkey:
                 return OutPoint(txid, vout)
         raise RejectedByNode(f"transaction {txid.value} has no unspent output paying the HTLC")
+
+    async def learn_secret(self, swap: Swap) -> tuple[Swap, list[DomainEvent]]:
+        """If the counterparty claimed our lock: the secret read from its witness, committed
+        with its events (`swap_preimage_revealed`, ...); the swap as it is now."""
+        htlc, where = swap.htlc, swap.funding
+        if htlc is None or where is None or await self.chain.unspent_output(where) is not None:
+            return swap, []
+        tip = await self.chain.tip_height()
+        raw = await self.chain.spender(where, swap.lock_height or max(0, tip - SCAN_BACK))
+        if raw is None or (preimage := preimage_from(raw, where, htlc)) is None:
+            return swap, []
+        txid, now = txid_of(raw), self.clock.now
+        return await self.commit(swap.swap_id, lambda s: s.preimage_seen(preimage, txid, now())
+                                 + s.lock_claimed(txid, now()))
 
     async def new_key_index(self) -> int:
         async with self.uow() as u:
@@ -354,6 +369,8 @@ class RedeemSwap:
             amount = await check_counter_lock(ctx, htlc, where, swap.receive, 0)
             counter = CounterLock(where, amount, script)
         else:
+            if swap.secret is None:
+                swap, _ = await ctx.learn_secret(swap)
             swap.redeem_preimage()
             counter = swap.counter
             if counter is None:

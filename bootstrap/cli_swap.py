@@ -13,15 +13,17 @@ def register(subparsers: Any) -> None:
     """Adds the `swap` command group to the top-level parser's subparsers."""
     from kaccy_bitcoin.bootstrap.cli import _fee_rate, _int_in_range
 
-    amount = _int_in_range("the amount", 1, 21_000_000 * 100_000_000)
+    sats = 21_000_000 * 100_000_000
     vout = _int_in_range("--counter-vout", 0, 100_000)
     swap = subparsers.add_parser("swap", help="atomic swaps: hash-time-locked contracts on chain").add_subparsers(
         dest="action", required=True)
 
     def terms(p: argparse.ArgumentParser, initiator: bool) -> None:
         p.add_argument("--counterparty-pubkey", required=True, help="the counterparty's compressed key (hex)")
-        p.add_argument("--amount-sat", type=amount, required=True, help="what we lock")
-        p.add_argument("--receive-sat", type=amount, required=True, help="what we expect in the other lock")
+        p.add_argument("--amount-sat", type=_int_in_range("--amount-sat", 1, sats), required=True,
+                       help="what we lock")
+        p.add_argument("--receive-sat", type=_int_in_range("--receive-sat", 1, sats), required=True,
+                       help="what we expect in the other lock")
         if initiator:
             p.add_argument("--timeout-blocks", type=_int_in_range("--timeout-blocks", 1, 52_560), default=144)
             p.add_argument("--fee-rate", type=_fee_rate, default=None, help="sat/vB (default: the node's estimate)")

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.bitcoin import OutPoint
 from kaccy_bitcoin.domain.errors import NotCancellable, PreimageUnknown, SwapStateError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.htlc import Htlc, parse_htlc, sha256
@@ -210,7 +210,3 @@ class Swap:
             "redeem_txid": self.redeem_txid, "refund_txid": self.refund_txid,
             "counter": self.counter.view() if self.counter else None,
         }
-
-
-def outpoint(txid: str, vout: int) -> OutPoint:
-    return OutPoint(Txid(txid), vout)

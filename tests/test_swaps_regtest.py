@@ -224,6 +224,45 @@ async def test_swaps_need_the_signer_seed(node, tmp_path) -> None:  # noqa: ANN0
         assert refused(shop, *args)["code"] == "signer_required"
 
 
+async def participant_locked(node, tmp_path) -> tuple[Shop, Counterparty, str, dict]:  # noqa: ANN001
+    """A participant's swap whose HTLC2 is broadcast (not mined) against a confirmed HTLC1."""
+    shop = await funded_shop(node, tmp_path, amounts=(300_000,))
+    cp = await Counterparty.make(node)
+    acc = swap(shop, "accept", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "40000",
+               "--receive-sat", "45000")[1]
+    script1 = htlc_script(cp.payment_hash, bytes.fromhex(acc["our_pubkey"]), cp.pub, await tip(node) + 40)
+    txid1, vout1 = await cp.lock(script1, 50_000)
+    part = swap(shop, "participate", acc["swap_id"], "--payment-hash", cp.payment_hash.hex(), "--counter-txid",
+                txid1, "--counter-vout", str(vout1), "--counter-script", bytes(script1).hex(), "--timeout-blocks",
+                "10", "--fee-rate", "2")[1]
+    return shop, cp, acc["swap_id"], part
+
+
+async def claim_our_lock(node, cp: Counterparty, part: dict) -> str:  # noqa: ANN001
+    """The initiator's claim of our HTLC2, built by the test, sent."""
+    script2 = htlc_script(cp.payment_hash, cp.pub, bytes.fromhex(part["our_pubkey"]), part["locktime"])
+    claim = await cp.spend(script2, part["funding_txid"], part["funding_vout"], 40_000, preimage=cp.preimage)
+    return await node.call("sendrawtransaction", claim.hex())
+
+
+async def test_the_participant_redeems_by_hand_once_the_secret_is_on_chain(node, tmp_path) -> None:  # noqa: ANN001
+    shop, cp, sid, part = await participant_locked(node, tmp_path)
+    assert refused(shop, "redeem", sid)["code"] == "preimage_unknown"
+    await node.mine(1)
+    claim_txid = await claim_our_lock(node, cp, part)
+    await node.mine(1)
+    done = swap(shop, "redeem", sid, "--fee-rate", "3")[1]    # no monitor ran: the secret is read now
+    assert done["redeem_txid"] in await node.call("getrawmempool")
+    assert swap(shop, "redeem", sid)[1] == done                # the same redeem again
+    shown = swap(shop, "show", sid)[1]
+    assert shown["preimage"] == cp.preimage.hex() and shown["redeem_txid"] == done["redeem_txid"]
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_locked", "swap_completed"]
+    audit = shop.cli("events", "--limit", "1000")[1]["events"]
+    revealed = [e for e in audit if e["kind"] == "swap_preimage_revealed"]
+    assert [(e["subject"], e["txid"]) for e in revealed] == [(sid, claim_txid)]
+
+
 class Crash(BaseException):
     """The process dying (kill -9) at the point a test picks: nothing after it runs."""
 
@@ -231,21 +270,10 @@ class Crash(BaseException):
 async def test_a_crash_after_learning_the_secret_resends_the_same_redeem(node, tmp_path) -> None:  # noqa: ANN001
     import inspect
 
-    shop = await funded_shop(node, tmp_path, amounts=(300_000,))
-    cp = await Counterparty.make(node)
-    acc = swap(shop, "accept", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "40000",
-               "--receive-sat", "45000")[1]
-    sid = acc["swap_id"]
-    script1 = htlc_script(cp.payment_hash, bytes.fromhex(acc["our_pubkey"]), cp.pub, await tip(node) + 40)
-    txid1, vout1 = await cp.lock(script1, 50_000)
-    part = swap(shop, "participate", sid, "--payment-hash", cp.payment_hash.hex(), "--counter-txid", txid1,
-                "--counter-vout", str(vout1), "--counter-script", bytes(script1).hex(), "--timeout-blocks", "10",
-                "--fee-rate", "2")[1]
+    shop, cp, sid, part = await participant_locked(node, tmp_path)
     await node.mine(1)
     assert swap_kinds(shop.poll()) == ["swap_locked"]
-    script2 = htlc_script(cp.payment_hash, cp.pub, bytes.fromhex(acc["our_pubkey"]), part["locktime"])
-    claim = await cp.spend(script2, part["funding_txid"], part["funding_vout"], 40_000, preimage=cp.preimage)
-    await node.call("sendrawtransaction", claim.hex())
+    await claim_our_lock(node, cp, part)
 
     # One poll in this process, which dies the moment it would send the redeem.
     c = shop.container()
