@@ -47,6 +47,7 @@ from kaccy_bitcoin.domain.swaps import (
     CounterLock,
     Swap,
 )
+from kaccy_bitcoin.domain.psbt_state import HELD, UNSIGNED
 from kaccy_bitcoin.domain.withdrawals import SWAP
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
@@ -426,7 +427,26 @@ class CancelSwap:
     async def __call__(self, swap_id: str) -> dict[str, Any]:
         ctx = self._ctx
         await ctx.swap_keys()
-        swap, _ = await ctx.commit(swap_id, lambda s: s.cancel(ctx.clock.now()))
+        now = ctx.clock.now()
+        async with ctx.uow() as u:
+            swap = ctx.load(u, swap_id)
+            events: list[DomainEvent] = []
+            w = u.withdrawals.get(swap.funding_withdrawal_id) if swap.funding_withdrawal_id else None
+            if swap.funding is None and w is not None and not w.ever_signed:
+                # the lock never left: its withdrawal (held, or unsigned) is cancelled with the swap
+                if w.state.value in UNSIGNED + HELD:
+                    w.cancel(now)
+                    w.settled = True
+                    u.reservations.release(w.withdrawal_id)
+                    u.limits.give_back(w.withdrawal_id)
+                    u.withdrawals.save(w)
+                    events.append(w.event("withdrawal_cancelled", now))
+                swap.funding_dropped()
+            events += swap.cancel(now)
+            u.swaps.save(swap)
+            u.record(events)
+            u.commit()
+        await ctx.publisher.publish(u.committed_events())
         return swap.view(ctx.settings.network)
 
 

@@ -185,6 +185,11 @@ class Swap:
             self.machine.fire("refund", at=at, reason=f"our refund {self.refund_txid} confirmed")
         return [self.event("swap_refunded", at, txid=self.refund_txid)]
 
+    def funding_dropped(self) -> None:
+        """Our lock's withdrawal will never be sent (cancelled or expired unsigned)."""
+        if self.funding is None:
+            self.funding_withdrawal_id = None
+
     def cancel(self, at: dt.datetime) -> list[DomainEvent]:
         if self.funding_withdrawal_id is not None or self.funding is not None or not self.machine.can("cancel"):
             raise NotCancellable(f"swap {self.swap_id} is {self.state.name} and its lock was funded: "

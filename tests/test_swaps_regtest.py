@@ -303,3 +303,18 @@ async def test_a_crash_after_learning_the_secret_resends_the_same_redeem(node, t
     await node.mine(1)
     assert swap_kinds(shop.poll()) == ["swap_completed"]
     assert swap(shop, "show", sid)[1]["redeem_txid"] == recorded["redeem_txid"]
+
+
+async def test_a_lock_held_by_the_risk_review_is_not_sent_and_cancel_drops_it(node, tmp_path) -> None:  # noqa: ANN001
+    shop = await funded_shop(node, tmp_path, amounts=(300_000,), KACCY_REVIEW_SCORE="0")
+    cp = await Counterparty.make(node)
+    init = swap(shop, "initiate", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "50000",
+                "--receive-sat", "40000", "--timeout-blocks", "30")[1]
+    assert init["state"] == "INITIATED" and init["funding_txid"] is None
+    assert swap_kinds(shop.poll()) == []
+    cancelled = swap(shop, "cancel", init["swap_id"])[1]
+    assert cancelled["state"] == "CANCELLED"
+    audit = shop.cli("events", "--limit", "1000")[1]["events"]
+    assert [e["kind"] for e in audit if e["kind"].startswith("withdrawal_")] == [
+        "withdrawal_created", "withdrawal_held", "withdrawal_cancelled"]
+    assert [e["kind"] for e in audit if e["subject"] == init["swap_id"]] == ["swap_initiated", "swap_cancelled"]
