@@ -224,6 +224,11 @@ async def test_swaps_need_the_signer_seed(node, tmp_path) -> None:  # noqa: ANN0
         assert refused(shop, *args)["code"] == "signer_required"
 
 
+def balance(shop: Shop) -> int:
+    default = next(w for w in shop.cli("wallet", "list")[1]["wallets"] if w["wallet"] == "default")
+    return default["confirmed_sat"] + default["unconfirmed_sat"]
+
+
 async def participant_locked(node, tmp_path) -> tuple[Shop, Counterparty, str, dict]:  # noqa: ANN001
     """A participant's swap whose HTLC2 is broadcast (not mined) against a confirmed HTLC1."""
     shop = await funded_shop(node, tmp_path, amounts=(300_000,))
@@ -251,6 +256,7 @@ async def test_the_participant_redeems_by_hand_once_the_secret_is_on_chain(node,
     await node.mine(1)
     claim_txid = await claim_our_lock(node, cp, part)
     await node.mine(1)
+    before = balance(shop)
     done = swap(shop, "redeem", sid, "--fee-rate", "3")[1]    # no monitor ran: the secret is read now
     assert done["redeem_txid"] in await node.call("getrawmempool")
     assert swap(shop, "redeem", sid)[1] == done                # the same redeem again
@@ -258,6 +264,8 @@ async def test_the_participant_redeems_by_hand_once_the_secret_is_on_chain(node,
     assert shown["preimage"] == cp.preimage.hex() and shown["redeem_txid"] == done["redeem_txid"]
     await node.mine(1)
     assert swap_kinds(shop.poll()) == ["swap_locked", "swap_completed"]
+    redeem = await node.call("getrawtransaction", done["redeem_txid"], True)
+    assert balance(shop) == before + int(Decimal(str(redeem["vout"][0]["value"])) * 100_000_000)   # our coins now
     audit = shop.cli("events", "--limit", "1000")[1]["events"]
     revealed = [e for e in audit if e["kind"] == "swap_preimage_revealed"]
     assert [(e["subject"], e["txid"]) for e in revealed] == [(sid, claim_txid)]
@@ -303,6 +311,8 @@ async def test_a_crash_after_learning_the_secret_resends_the_same_redeem(node, t
     await node.mine(1)
     assert swap_kinds(shop.poll()) == ["swap_completed"]
     assert swap(shop, "show", sid)[1]["redeem_txid"] == recorded["redeem_txid"]
+    await node.mine(part["locktime"] - await tip(node))
+    assert refused(shop, "refund", sid)["code"] == "htlc_already_spent"   # the initiator claimed it
 
 
 async def test_a_lock_held_by_the_risk_review_is_not_sent_and_cancel_drops_it(node, tmp_path) -> None:  # noqa: ANN001
