@@ -80,3 +80,16 @@ def test_listing_and_what_the_monitor_follows(uow_factory) -> None:
         assert [s.swap_id for s in uow.swaps.all()] == ["a", "b", "c"]
         assert [s.swap_id for s in uow.swaps.all("CANCELLED")] == ["c"]
         assert [s.swap_id for s in uow.swaps.watching()] == ["b"]
+
+
+def test_swap_key_indexes_come_from_their_own_counter(uow_factory) -> None:
+    from kaccy_bitcoin.application.swaps import SWAP_KEY_COUNTER
+
+    for expected in (0, 1):
+        with uow_factory() as uow:
+            assert uow.addresses.allocate(SWAP_KEY_COUNTER) == expected
+            uow.commit()
+    with uow_factory() as uow:
+        uow.addresses.allocate(SWAP_KEY_COUNTER)   # rolled back: the index is not spent
+    with uow_factory.read() as uow:
+        assert uow.addresses.issued(SWAP_KEY_COUNTER) == 2 and uow.addresses.issued(0) == 0
