@@ -39,6 +39,7 @@ from kaccy_bitcoin.domain.errors import CoinsReserved, InvalidAmount, InvalidUse
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.psbt_state import PsbtState
 from kaccy_bitcoin.domain.risk import DEFAULT_REVIEW_SCORE, RiskAssessment, assess
+from kaccy_bitcoin.domain.withdrawals import PAYOUT
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
 from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
@@ -128,9 +129,10 @@ class TransactionManager:
         self._signing, self._broadcasting = signing, broadcasting
 
     async def __call__(self, payouts: Sequence[tuple[str, int]], fee_rate: FeeRate | None = None,
-                       user: str | None = None, wallet: str | None = None) -> dict[str, Any]:
+                       user: str | None = None, wallet: str | None = None, kind: str = PAYOUT) -> dict[str, Any]:
         """A new withdrawal up to its unsigned PSBT (or HELD for review): `withdraw create`.
-        `wallet`: the wallet that pays (None: the custody tier of the amount, else `default`)."""
+        `wallet`: the wallet that pays (None: the custody tier of the amount, else `default`);
+        `kind`: what it is for (`payout`, or `swap` for an atomic swap's lock)."""
         user = check_user(user)
         parsed = self._wallets.route(Satoshis(0), DEFAULT_WALLET)[1].parse_payouts(payouts)
         amount = sum(v.value for _, v in parsed)
@@ -143,7 +145,7 @@ class TransactionManager:
 
         async def attempt() -> dict[str, Any]:
             w = await builder.propose(uuid.uuid4().hex, parsed, rate)                      # 4-5. coins, PSBT
-            w.user = user
+            w.user, w.kind = user, kind
             async with self._uow() as u:
                 now = self._clock.now()
                 check_limits(u, user, amount, now, lock=True)

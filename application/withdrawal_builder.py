@@ -290,6 +290,12 @@ class WithdrawalBuilder:
             return {}
         return {o: await self._chain.raw_transaction(o.txid) for o in outpoints}
 
+    async def change_address(self, note: str) -> str:
+        """A fresh address of this wallet's change chain, recorded and watched (what a swap's
+        claim or refund pays to); `note` labels it in the address book."""
+        address, _ = await self._new_change(note)
+        return address
+
     async def _new_change(self, withdrawal_id: str) -> tuple[str, int]:
         """A fresh change address, committed to the address book and watched by the node."""
         with self._uow() as uow:

@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "custody_tiers": None,
     "custody_targets": None,
     "ln_max_fee_ppm": "5000",
+    "swap_min_depth": "1",
+    "swap_safety_blocks": "12",
+    "swap_auto_refund": "on",
 }
 
 
@@ -92,10 +95,13 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_ZMQ must be auto (use the node's ZMQ notifications if it publishes any) "
                           f"or off, got {values['zmq']!r}")
     for key in ("tolerance_sat", "gap_limit", "fee_target_blocks", "consolidate_above", "api_rate_burst",
-                "api_max_body", "ready_max_lag"):
+                "api_max_body", "ready_max_lag", "swap_min_depth", "swap_safety_blocks"):
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
+    if str(values["swap_auto_refund"]).lower() not in ("on", "off"):
+        raise ConfigError(f"KACCY_SWAP_AUTO_REFUND must be on or off, got {values['swap_auto_refund']!r}")
+    values["swap_auto_refund"] = str(values["swap_auto_refund"]).lower() == "on"
     score = str(values["review_score"]).strip()
     if not (score.isascii() and score.isdigit()) or int(score) > 101:
         raise ConfigError(f"KACCY_REVIEW_SCORE must be a whole number from 0 to 101 (101: never hold), "

@@ -154,6 +154,10 @@ ShowConsolidation = _Lazy(f"{_APP}.consolidation", "ShowConsolidation")
 FollowConsolidations = _Lazy(f"{_APP}.consolidation", "FollowConsolidations")
 ProposeConsolidation = _Lazy(f"{_APP}.consolidation", "ProposeConsolidation")
 Stats = _Lazy(f"{_APP}.stats", "Stats")
+BitcoinCoreSwapChain = _Lazy(f"{_CORE}.swap_chain", "BitcoinCoreSwapChain")
+SwapSettings = _Lazy(f"{_APP}.swaps", "SwapSettings")
+SwapContext = _Lazy(f"{_APP}.swaps", "SwapContext")
+FollowSwaps = _Lazy(f"{_APP}.swap_monitor", "FollowSwaps")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 SendLightningPayout = _Lazy(f"{_APP}.lightning_payments", "SendLightningPayout")
 LightningPayoutSettings = _Lazy(f"{_APP}.lightning_payments", "LightningPayoutSettings")
@@ -279,6 +283,16 @@ def _software_signer(mnemonic: str | None, passphrase: str, deriver: Bip32Addres
     return SoftwareSigner(mnemonic, passphrase or "", deriver)
 
 
+def _swap_keys(mnemonic: str | None, passphrase: str, network: str) -> Any:
+    """Swap keys from KACCY_SIGNER_MNEMONIC; None without it (the swap commands then answer
+    `signer_required`)."""
+    if not mnemonic:
+        return None
+    from kaccy_bitcoin.adapters.keys.swap_keys import SeedSwapKeys   # bip-utils, bitcointx
+
+    return SeedSwapKeys(mnemonic, passphrase or "", Network.parse(network))
+
+
 def _fingerprint(configured: str | None, mnemonic: str | None, software_signer) -> str:  # noqa: ANN001
     """Master key fingerprint for PSBT key origins: configured, else the software signer's."""
     if configured:
@@ -326,7 +340,10 @@ class Gateways(containers.DeclarativeContainer):
     core_signer = providers.Singleton(CoreWalletSigner, rpc=rpc, wallet=config.signer_core_wallet,
                                       network=providers.Callable(Network.parse, config.network))
     publisher = providers.Singleton(_subscribe_notifier, notifier)
-    webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private)
+    swap_chain = providers.Singleton(BitcoinCoreSwapChain, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
+    swap_keys = providers.Singleton(_swap_keys, mnemonic=config.signer_mnemonic, passphrase=config.signer_passphrase,
+                                    network=config.network)
+        webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private)
 
 
 class Storage(containers.DeclarativeContainer):
@@ -505,13 +522,21 @@ class Services(containers.DeclarativeContainer):
         ShowOrderInvoice, uow=storage.uow,
         sync=providers.Callable(_when_lnd, config.lnd_rest_url, invoice_sync.provider))
     watch_invoices = providers.Factory(WatchInvoices, sync=invoice_sync, node=gateways.lightning)
+    # Atomic swaps (application/swaps.py); the keys, builder and manager are made when first used.
+    swap_context = providers.Factory(
+        SwapContext, uow=storage.uow, chain=gateways.swap_chain, clock=gateways.clock, publisher=gateways.publisher,
+        settings=providers.Factory(SwapSettings, network=network, min_depth=config.swap_min_depth,
+                                   safety_blocks=config.swap_safety_blocks, auto_refund=config.swap_auto_refund),
+        keys=gateways.swap_keys.provider, builder=withdrawal_builder.provider, manager=transaction_manager.provider,
+        signing=sign_withdrawal.provider, broadcasting=broadcast_withdrawal.provider)
+    follow_swaps = providers.Factory(FollowSwaps, ctx=swap_context)
     # One round of the monitor: payments, withdrawals, the open invoices when LND is configured,
-    # and a consolidation proposal when one is due.
+    # a consolidation proposal when one is due, and the swaps.
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals,
                                      uow=storage.uow, clock=gateways.clock, publisher=gateways.publisher,
                                      lightning=providers.Callable(_when_lnd, config.lnd_rest_url,
                                                                   invoice_sync.provider),
-                                     more=providers.List(propose_consolidation))
+                                     more=providers.List(propose_consolidation, follow_swaps))
 
 
 class Container(containers.DeclarativeContainer):

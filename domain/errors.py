@@ -265,3 +265,103 @@ class UnknownWallet(DomainError):
     """A wallet name this deployment does not have."""
 
     code = "unknown_wallet"
+
+
+class InvalidSwap(DomainError):
+    """Swap terms that cannot be: a malformed key or hash, an amount or locktime out of range."""
+
+    code = "invalid_swap"
+
+
+class SignerRequired(DomainError):
+    """Swaps need their keys from the software signer's seed (KACCY_SIGNER_MNEMONIC)."""
+
+    code = "signer_required"
+
+
+class CounterScriptMismatch(DomainError):
+    """The counterparty's script is not the HTLC template with the terms we agreed, or the
+    output named is not its P2WSH."""
+
+    code = "counter_script_mismatch"
+
+
+class CounterHtlcNotFound(DomainError):
+    code = "counter_htlc_not_found"
+
+
+class CounterHtlcSpent(DomainError):
+    code = "counter_htlc_spent"
+
+
+class CounterHtlcUnconfirmed(DomainError):
+    code = "counter_htlc_unconfirmed"
+
+    def __init__(self, confirmations: int, min_depth: int) -> None:
+        self.confirmations, self.min_depth = confirmations, min_depth
+        super().__init__(f"the counter HTLC has {confirmations} confirmation(s); {min_depth} are required "
+                         "(KACCY_SWAP_MIN_DEPTH)")
+
+    def details(self) -> dict[str, object]:
+        return {"confirmations": self.confirmations, "min_depth": self.min_depth}
+
+
+class CounterAmountTooLow(DomainError):
+    code = "counter_amount_too_low"
+
+    def __init__(self, amount_sat: int, receive_sat: int) -> None:
+        self.amount_sat, self.receive_sat = amount_sat, receive_sat
+        super().__init__(f"the counter HTLC holds {amount_sat} sat, less than the {receive_sat} sat agreed")
+
+    def details(self) -> dict[str, object]:
+        return {"amount_sat": self.amount_sat, "receive_sat": self.receive_sat}
+
+
+class UnsafeTimeout(DomainError):
+    """The counterparty's lock would expire too soon after ours."""
+
+    code = "unsafe_timeout"
+
+    def __init__(self, counter_locktime: int, our_locktime: int, safety_blocks: int) -> None:
+        self.counter_locktime, self.our_locktime, self.safety_blocks = counter_locktime, our_locktime, safety_blocks
+        super().__init__(f"the counter HTLC's locktime {counter_locktime} is below our locktime {our_locktime} "
+                         f"plus {safety_blocks} safety blocks (KACCY_SWAP_SAFETY_BLOCKS)")
+
+    def details(self) -> dict[str, object]:
+        return {"counter_locktime": self.counter_locktime, "our_locktime": self.our_locktime,
+                "safety_blocks": self.safety_blocks}
+
+
+class PreimageUnknown(DomainError):
+    code = "preimage_unknown"
+
+
+class TimelockNotReached(DomainError):
+    code = "timelock_not_reached"
+
+    def __init__(self, locktime: int, height: int) -> None:
+        self.locktime, self.height = locktime, height
+        super().__init__(f"our HTLC can be refunded from height {locktime}; the chain is at {height}")
+
+    def details(self) -> dict[str, object]:
+        return {"locktime": self.locktime, "height": self.height}
+
+
+class HtlcAlreadySpent(DomainError):
+    code = "htlc_already_spent"
+
+
+class NotCancellable(DomainError):
+    code = "not_cancellable"
+
+
+class SwapStateError(DomainError):
+    """The swap is not at a step that allows what was asked."""
+
+    code = "invalid_swap_state"
+
+
+class CounterLockRequired(DomainError):
+    """The initiator's `swap redeem` without the counter lock's --counter-* options: a usage error."""
+
+    code = "usage"

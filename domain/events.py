@@ -62,6 +62,17 @@ EVENT_KINDS = frozenset({
     "consolidation_proposed",
     # the monitor skipped something it could not handle (once per item and cause)
     "monitor_item_failed",
+    # atomic swaps (domain/swaps.py)
+    "swap_initiated",
+    "swap_funded",
+    "swap_locked",
+    "swap_preimage_revealed",
+    "swap_redeemed",
+    "swap_completed",
+    "swap_counterparty_claimed",
+    "swap_refund_broadcast",
+    "swap_refunded",
+    "swap_cancelled",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.

@@ -54,6 +54,7 @@ class WithdrawalInput:
 
 PAYOUT, VOID, CPFP = "payout", "void", "cpfp"
 CONSOLIDATION = "consolidation"   # merges our own coins into one output of our change chain
+SWAP = "swap"                     # locks coins in an atomic swap's HTLC (domain/swaps.py)
 
 # The node's reasons for refusing a transaction that say nothing about the transaction itself,
 # only about the mempool at that moment: the same transaction may be sent again later.

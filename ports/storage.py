@@ -9,7 +9,7 @@ import abc
 import datetime as dt
 
 import attrs
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import AuditEntry
@@ -22,6 +22,9 @@ from kaccy_bitcoin.domain.lightning_payouts import LightningPayout
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest
 from kaccy_bitcoin.domain.wallets import Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
+
+if TYPE_CHECKING:   # domain/swaps.py loads python-bitcointx: only the swap commands need it
+    from kaccy_bitcoin.domain.swaps import Swap
 
 
 @attrs.frozen
@@ -364,6 +367,27 @@ class ConsolidationRepository(abc.ABC):
         (PLANNED with a withdrawal, or CONSOLIDATING)."""
 
 
+class SwapRepository(abc.ABC):
+    """Atomic swaps (domain/swaps.py), one row each."""
+
+    @abc.abstractmethod
+    def get(self, swap_id: str) -> Swap | None:
+        """The swap, if it exists."""
+
+    @abc.abstractmethod
+    def save(self, swap: Swap) -> None:
+        """Insert (version 0) or update it, only if its stored version is still `swap.version`
+        (else ConcurrentUpdate); bumps `swap.version`."""
+
+    @abc.abstractmethod
+    def all(self, state: str | None = None) -> list[Swap]:
+        """Every swap (in `state` when given), oldest first."""
+
+    @abc.abstractmethod
+    def watching(self) -> list[Swap]:
+        """The swaps the monitor still follows (`Swap.watching`), oldest first."""
+
+
 class Analytics(abc.ABC):
     """Totals for `kaccy-bitcoin stats` that no aggregate holds."""
 
@@ -396,6 +420,7 @@ class UnitOfWork(abc.ABC):
     limits: LimitStore
     wallets: WalletRepository
     consolidations: ConsolidationRepository
+    swaps: SwapRepository
     analytics: Analytics
 
     def __init__(self) -> None:

@@ -34,7 +34,7 @@ class MemoryStore:
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "invoices", "addresses", "counters",
               "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage", "wallets",
-              "consolidations", "ln_payouts")
+              "consolidations", "ln_payouts", "swaps")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -497,6 +497,32 @@ class MemoryConsolidations(storage.ConsolidationRepository):
         return sorted((copy.deepcopy(c) for c in self._t.values() if c.in_flight), key=lambda c: c.wallet)
 
 
+class MemorySwaps(storage.SwapRepository):
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    def get(self, swap_id: str) -> Any:
+        stored = self._t.get(swap_id)
+        return copy.deepcopy(stored) if stored is not None else None
+
+    def save(self, swap: Any) -> None:
+        stored = self._t.get(swap.swap_id)
+        if (stored.version if stored is not None else 0) != swap.version:
+            raise ConcurrentUpdate(f"swap {swap.swap_id!r} was changed by another unit of work since it was read; "
+                                   "nothing was written")
+        if stored is None and any(s.key_index == swap.key_index for s in self._t.values()):
+            raise ConcurrentUpdate(f"key index {swap.key_index} is already another swap's")
+        swap.version += 1
+        self._t.put(swap.swap_id, copy.deepcopy(swap))
+
+    def all(self, state: str | None = None) -> list[Any]:
+        return [copy.deepcopy(s) for s in sorted(self._t.values(), key=lambda s: (s.created_at, s.swap_id))
+                if state is None or s.state.name == state]
+
+    def watching(self) -> list[Any]:
+        return [s for s in self.all() if s.watching]
+
+
 class MemoryAnalytics(storage.Analytics):
     def __init__(self, payments: _Table) -> None:
         self._payments = payments
@@ -532,6 +558,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.reservations = MemoryReservations(t["reservations"])
         self.wallets = MemoryWallets(t["wallets"])
         self.consolidations = MemoryConsolidations(t["consolidations"])
+        self.swaps = MemorySwaps(t["swaps"])
         self.analytics = MemoryAnalytics(t["payments"])
 
     def _commit(self) -> None:

@@ -248,6 +248,24 @@ sequences = Table(
 )
 
 
+swaps = Table(
+    'kaccy_swaps', metadata,
+    Column('swap_id', String(length=64), primary_key=True, nullable=False),
+    Column('role', String(length=16), nullable=False),
+    Column('state', String(length=20), nullable=False),
+    Column('key_index', BigInteger(), nullable=False),
+    Column('watching', Boolean(), nullable=False),
+    Column('history', JSON(), nullable=False),
+    Column('data', JSON(), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('updated_at', DateTime(timezone=True), nullable=False),
+    Column('version', BigInteger(), nullable=False, server_default='1'),
+    Index('ix_kaccy_swaps_state', 'state'),
+    Index('ix_kaccy_swaps_watching', 'watching'),
+    UniqueConstraint('key_index', name=None),
+)
+
+
 wallets = Table(
     'kaccy_wallets', metadata,
     Column('name', String(length=32), primary_key=True, nullable=False),

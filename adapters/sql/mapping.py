@@ -196,3 +196,52 @@ def consolidation_from_row(row: Any) -> Consolidation:
                                    [Transition.from_dict(t) for t in row.history])
     return Consolidation(row.wallet, machine, [OutPoint(Txid(i["txid"]), i["vout"]) for i in row.inputs],
                          row.withdrawal_id, version=row.version)
+
+
+def swap_fields(s: Any) -> dict:
+    """A swap's row (domain/swaps.py is imported by the caller: it loads python-bitcointx)."""
+    data = {
+        "key_index": s.key_index, "our_pubkey": s.our_pubkey.hex(), "counterparty_pubkey": s.counterparty_pubkey.hex(),
+        "amount_sat": s.amount.value, "receive_sat": s.receive.value, "wallet": s.wallet,
+        "payment_hash": _hex(s.payment_hash), "secret": _hex(s.secret), "preimage_txid": s.preimage_txid,
+        "locktime": s.locktime, "funding_withdrawal_id": s.funding_withdrawal_id,
+        "funding": str(s.funding) if s.funding else None, "lock_height": s.lock_height,
+        "lock_spent_by": s.lock_spent_by,
+        "counter": {"outpoint": str(s.counter.outpoint), "amount_sat": s.counter.amount.value,
+                    "script": s.counter.script.hex()} if s.counter else None,
+        "redeem_tx": _hex(s.redeem_tx), "redeem_txid": s.redeem_txid, "redeem_confirmed": s.redeem_confirmed,
+        "refund_tx": _hex(s.refund_tx), "refund_txid": s.refund_txid, "refund_confirmed": s.refund_confirmed,
+    }
+    last = s.machine.history[-1].at if s.machine.history else s.created_at
+    return {"role": s.role, "state": s.state.name, "key_index": s.key_index, "watching": s.watching,
+            "history": [t.to_dict() for t in s.machine.history], "data": data, "created_at": s.created_at,
+            "updated_at": last}
+
+
+def swap_from_row(row: Any) -> Any:
+    from kaccy_bitcoin.domain.swap_state import SwapMachine
+    from kaccy_bitcoin.domain.swaps import CounterLock, Swap
+
+    d = row.data
+    counter = d.get("counter")
+    machine = SwapMachine(SwapMachine.States[row.state], [Transition.from_dict(t) for t in row.history])
+    return Swap(
+        row.swap_id, row.role, d["key_index"], bytes.fromhex(d["our_pubkey"]), bytes.fromhex(d["counterparty_pubkey"]),
+        Satoshis(d["amount_sat"]), Satoshis(d["receive_sat"]), d["wallet"], utc(row.created_at), machine,
+        payment_hash=_bytes(d["payment_hash"]), secret=_bytes(d["secret"]), preimage_txid=d["preimage_txid"],
+        locktime=d["locktime"], funding_withdrawal_id=d["funding_withdrawal_id"],
+        funding=OutPoint.parse(d["funding"]) if d["funding"] else None, lock_height=d["lock_height"],
+        lock_spent_by=d["lock_spent_by"],
+        counter=CounterLock(OutPoint.parse(counter["outpoint"]), Satoshis(counter["amount_sat"]),
+                            bytes.fromhex(counter["script"])) if counter else None,
+        redeem_tx=_bytes(d["redeem_tx"]), redeem_txid=d["redeem_txid"], redeem_confirmed=d["redeem_confirmed"],
+        refund_tx=_bytes(d["refund_tx"]), refund_txid=d["refund_txid"], refund_confirmed=d["refund_confirmed"],
+        version=row.version)
+
+
+def _hex(value: bytes | None) -> str | None:
+    return value.hex() if value is not None else None
+
+
+def _bytes(value: str | None) -> bytes | None:
+    return bytes.fromhex(value) if value is not None else None

@@ -307,3 +307,19 @@ def _install_metric_counters(target: Any, connection: Any, **kw: Any) -> None:
 
 # A new database gets the counters' triggers with its tables (migration 0009 for an older one).
 event.listen(metadata, "after_create", _install_metric_counters)
+
+
+class SwapRow(KaccyTable, table=True):
+    """Each atomic swap: its machine (state, history) and its record (domain/swaps.py) as JSON."""
+
+    __tablename__ = "kaccy_swaps"
+    swap_id: str = Field(primary_key=True, max_length=64)
+    role: str = Field(max_length=16)
+    state: str = Field(index=True, max_length=20)
+    key_index: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
+    watching: bool = Field(index=True)     # Swap.watching: the monitor still follows it
+    history: list = Field(sa_column=Column(JSON, nullable=False))
+    data: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: dt.datetime = _ts(nullable=False)
+    updated_at: dt.datetime = _ts(nullable=False)
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
