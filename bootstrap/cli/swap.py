@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kaccy_bitcoin.bootstrap.cli.common import actions, fee_rate, int_in_range, resolved
+from kaccy_bitcoin.bootstrap.cli.common import actions, fee_rate, int_in_range, service
 
 NAME = "swap"
 
@@ -53,27 +53,21 @@ def register(subparsers: Any) -> None:
 
 
 async def run(args: argparse.Namespace, container: Any) -> dict[str, Any]:
-    """Runs one `swap` command: the use case its action names, on the container's swap context."""
-    from kaccy_bitcoin.application import swaps
-
-    ctx = await resolved(container.services.swap_context())
+    """Runs one `swap` command: the container's use case its action names."""
     a = args.action
+    use = await service(container, "list_swaps" if a == "list" else f"{a}_swap")
     if a == "initiate":
-        return await swaps.InitiateSwap(ctx)(args.counterparty_pubkey, args.amount_sat, args.receive_sat,
-                                             args.timeout_blocks, args.fee_rate, args.wallet)
+        return await use(args.counterparty_pubkey, args.amount_sat, args.receive_sat, args.timeout_blocks,
+                         args.fee_rate, args.wallet)
     if a == "accept":
-        return await swaps.AcceptSwap(ctx)(args.counterparty_pubkey, args.amount_sat, args.receive_sat, args.wallet)
+        return await use(args.counterparty_pubkey, args.amount_sat, args.receive_sat, args.wallet)
     if a == "participate":
-        return await swaps.ParticipateSwap(ctx)(args.swap_id, args.payment_hash, args.counter_txid, args.counter_vout,
-                                                args.counter_script, args.timeout_blocks, args.fee_rate)
+        return await use(args.swap_id, args.payment_hash, args.counter_txid, args.counter_vout, args.counter_script,
+                         args.timeout_blocks, args.fee_rate)
     if a == "redeem":
-        return await swaps.RedeemSwap(ctx)(args.swap_id, args.counter_txid, args.counter_vout, args.counter_script,
-                                           args.fee_rate)
+        return await use(args.swap_id, args.counter_txid, args.counter_vout, args.counter_script, args.fee_rate)
     if a == "refund":
-        return await swaps.RefundSwap(ctx)(args.swap_id, args.fee_rate)
-    if a == "cancel":
-        return await swaps.CancelSwap(ctx)(args.swap_id)
-    if a == "show":
-        return await swaps.ShowSwap(ctx)(args.swap_id)
-    return await swaps.ListSwaps(ctx)(args.state)
-
+        return await use(args.swap_id, args.fee_rate)
+    if a in ("cancel", "show"):
+        return await use(args.swap_id)
+    return await use(args.state)
