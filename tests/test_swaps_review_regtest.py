@@ -1,0 +1,113 @@
+"""Swaps driven as a counterparty would, through the CLI on the regtest node: the races the
+contract names (a counterparty claim beating our refund, a secret revealed too late, a
+monitor killed -9 between seeing the secret and redeeming)."""
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.payments_harness import CLI, kinds
+from tests.swap_counterparty import htlc_script
+from tests.test_swaps_regtest import participant_locked, swap, swap_kinds
+
+pytestmark = pytest.mark.node
+
+
+class HoldingProxy:
+    """The node's RPC as a killed monitor sees it: every call is passed on, except that once
+    `after` was called, the first `hold` call never answers (the process is then killed -9 while
+    it waits: a deterministic point between two steps of one poll)."""
+
+    def __init__(self, target: str, after: str, hold: str) -> None:
+        self.target, self.after, self.hold = target, after, hold
+        self.armed, self.holding, self.release = False, threading.Event(), threading.Event()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                parsed = json.loads(body)
+                methods = [c["method"] for c in (parsed if isinstance(parsed, list) else [parsed])]
+                if proxy.armed and proxy.hold in methods and not proxy.holding.is_set():
+                    proxy.holding.set()
+                    proxy.release.wait(60)
+                    return
+                if proxy.after in methods:
+                    proxy.armed = True
+                request = urllib.request.Request(proxy.target + self.path, data=body, method="POST", headers={
+                    "Content-Type": "application/json", "Authorization": self.headers["Authorization"]})
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as r:
+                        status, answer = r.status, r.read()
+                except urllib.error.HTTPError as err:
+                    status, answer = err.code, err.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("hold", ["getmempoolinfo", "sendrawtransaction"])
+async def test_a_monitor_killed_9_between_the_secret_and_the_redeem_redeems_once(node, tmp_path, hold) -> None:  # noqa: ANN001
+    """A real `kaccy-bitcoin monitor` process, SIGKILLed after it read the secret from the
+    chain: before its redeem was built (it waits on the fee rate), or once it was recorded (it
+    waits on sendrawtransaction). The next poll redeems; one redeem only, each event once."""
+    shop, cp, sid, part = await participant_locked(node, tmp_path)
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_locked"]
+    script2 = htlc_script(cp.payment_hash, cp.pub, bytes.fromhex(part["our_pubkey"]), part["locktime"])
+    claim = await cp.spend(script2, part["funding_txid"], part["funding_vout"], 40_000, preimage=cp.preimage)
+    claim_txid = await node.call("sendrawtransaction", claim.hex())
+
+    proxy = HoldingProxy(node.node.url, after="gettxspendingprevout", hold=hold)
+    proc = subprocess.Popen([CLI, "monitor", "--interval", "0.2"], env={**shop.env, "KACCY_BITCOIN_RPC_URL": proxy.url},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proxy.holding.wait(60), "the monitor never reached the redeem"
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proxy.close()
+    seen = swap(shop, "show", sid)[1]
+    assert seen["preimage"] == cp.preimage.hex()
+    recorded = seen["redeem_txid"]
+    assert (recorded is not None) == (hold == "sendrawtransaction")
+    mempool = await node.call("getrawmempool")
+    assert recorded not in mempool and [t for t in mempool if t != claim_txid] == []
+
+    events = shop.poll()
+    assert swap_kinds(events) == ([] if recorded else ["swap_redeemed"])
+    redeem = swap(shop, "show", sid)[1]["redeem_txid"]
+    assert redeem in await node.call("getrawmempool") and redeem == (recorded or redeem)
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_completed"]
+    assert swap_kinds(shop.poll()) == []
+    audit = [e["kind"] for e in shop.cli("events", "--limit", "1000")[1]["events"] if e.get("subject") == sid]
+    assert audit == ["swap_initiated", "swap_funded", "swap_locked", "swap_preimage_revealed", "swap_redeemed",
+                     "swap_completed"]
+    spends = [tx for tx in (await node.call("getblock", await node.call("getbestblockhash"), 2))["tx"]
+              if any(i.get("txid") == part["counter"]["txid"] for i in tx["vin"])]
+    assert [tx["txid"] for tx in spends] == [redeem]
