@@ -99,8 +99,8 @@ class FollowSwaps:
         htlc, where = swap.htlc, swap.funding
         assert htlc is not None and where is not None
         if await ctx.chain.unspent_output(where) is None:
-            if swap.refund_txid is not None and await ctx.chain.confirmations(Txid(swap.refund_txid)) is not None:
-                return swap, []   # our refund spends it
+            # Whoever spent it says: our refund (no secret), or the counterparty's claim, which
+            # may have replaced our refund in the mempool or beaten it to a block.
             return await ctx.learn_secret(swap)
         if swap.refund_tx is None and ctx.settings.auto_refund and tip >= htlc.locktime:
             raw, txid = await ctx.spend(swap, htlc, where, swap.amount, None, None, "refund")

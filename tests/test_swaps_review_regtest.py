@@ -16,9 +16,35 @@ import pytest
 
 from tests.payments_harness import CLI, kinds
 from tests.swap_counterparty import htlc_script
-from tests.test_swaps_regtest import participant_locked, swap, swap_kinds
+from tests.test_swaps_regtest import participant_locked, swap, swap_kinds, tip
 
 pytestmark = pytest.mark.node
+
+
+async def test_a_counterparty_claim_replacing_our_refund_in_the_mempool_wins(node, tmp_path) -> None:  # noqa: ANN001
+    shop, cp, sid, part = await participant_locked(node, tmp_path)
+    await node.mine(part["locktime"] - await tip(node))
+    assert swap_kinds(shop.poll()) == ["swap_locked", "swap_refund_broadcast"]
+    refund = swap(shop, "show", sid)[1]["refund_txid"]
+    assert refund in await node.call("getrawmempool")
+
+    # The initiator reveals the secret late: its claim (a higher fee) replaces our refund.
+    script2 = htlc_script(cp.payment_hash, cp.pub, bytes.fromhex(part["our_pubkey"]), part["locktime"])
+    claim = await cp.spend(script2, part["funding_txid"], part["funding_vout"], 40_000, preimage=cp.preimage,
+                           fee_sat=15_000)
+    claim_txid = await node.call("sendrawtransaction", claim.hex())
+    await node.settle()
+    assert refund not in await node.call("getrawmempool")
+
+    events = shop.poll()   # the claim is only in the mempool: the secret is read from it now
+    assert swap_kinds(events) == ["swap_preimage_revealed", "swap_redeemed"]
+    assert [e["txid"] for e in events if e["kind"] == "swap_preimage_revealed"] == [claim_txid]
+    shown = swap(shop, "show", sid)[1]
+    assert shown["preimage"] == cp.preimage.hex() and shown["redeem_txid"] in await node.call("getrawmempool")
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_completed"]
+    assert swap(shop, "show", sid)[1]["state"] == "COMPLETED"
+    assert swap_kinds(shop.poll()) == []
 
 
 class HoldingProxy:
