@@ -71,7 +71,8 @@ class FollowSwaps:
         if swap.lock_open:
             swap, new = await self._watch_lock(swap, tip)
             events += new
-        if swap.role == PARTICIPANT and swap.secret is not None and swap.redeem_tx is None and swap.counter:
+        if swap.role == PARTICIPANT and swap.secret is not None and swap.redeem_tx is None and swap.counter \
+                and await ctx.chain.unspent_output(swap.counter.outpoint) is not None:   # else: nothing to claim
             raw, txid = await ctx.spend(swap, swap.counter.htlc, swap.counter.outpoint, swap.counter.amount, None,
                                         swap.secret, "redeem")
             swap, new = await ctx.commit(swap_id, lambda s: s.redeemed(raw, txid, now()))

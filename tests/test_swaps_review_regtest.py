@@ -16,7 +16,7 @@ import pytest
 
 from tests.payments_harness import CLI, kinds
 from tests.swap_counterparty import htlc_script
-from tests.test_swaps_regtest import participant_locked, swap, swap_kinds, tip
+from tests.test_swaps_regtest import participant_locked, refused, swap, swap_kinds, tip
 
 pytestmark = pytest.mark.node
 
@@ -44,6 +44,31 @@ async def test_a_counterparty_claim_replacing_our_refund_in_the_mempool_wins(nod
     await node.mine(1)
     assert swap_kinds(shop.poll()) == ["swap_completed"]
     assert swap(shop, "show", sid)[1]["state"] == "COMPLETED"
+    assert swap_kinds(shop.poll()) == []
+
+
+async def test_a_secret_revealed_after_the_initiator_took_its_lock_back_redeems_nothing(node, tmp_path) -> None:  # noqa: ANN001
+    shop, cp, sid, part = await participant_locked(node, tmp_path)
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_locked"]
+    # The initiator claims HTLC2, and while our monitor is down, takes HTLC1 back at its locktime.
+    claim = await cp.spend(htlc_script(cp.payment_hash, cp.pub, bytes.fromhex(part["our_pubkey"]), part["locktime"]),
+                           part["funding_txid"], part["funding_vout"], 40_000, preimage=cp.preimage)
+    await node.call("sendrawtransaction", claim.hex())
+    counter = part["counter"]
+    await node.mine(counter["locktime"] - await tip(node))
+    script1 = htlc_script(cp.payment_hash, bytes.fromhex(part["our_pubkey"]), cp.pub, counter["locktime"])
+    back = await cp.spend(script1, counter["txid"], counter["vout"], counter["amount_sat"], preimage=None,
+                          locktime=counter["locktime"])
+    await node.call("sendrawtransaction", back.hex())
+    await node.mine(1)
+
+    events = shop.poll()   # the secret is learnt, but there is nothing left to redeem
+    assert swap_kinds(events) == ["swap_preimage_revealed"]
+    shown = swap(shop, "show", sid)[1]
+    assert shown["preimage"] == cp.preimage.hex() and shown["redeem_txid"] is None
+    assert refused(shop, "redeem", sid)["code"] == "counter_htlc_spent"
+    assert swap(shop, "show", sid)[1]["redeem_txid"] is None
     assert swap_kinds(shop.poll()) == []
 
 
