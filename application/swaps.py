@@ -413,6 +413,8 @@ class RefundSwap:
         height = await ctx.chain.tip_height()
         if height < htlc.locktime:
             raise TimelockNotReached(htlc.locktime, height)
+        if swap.lock_spent_by is None:   # the counterparty's claim may have beaten (or replaced) our refund
+            swap, _ = await ctx.learn_secret(swap)
         if swap.lock_spent_by is not None:
             raise HtlcAlreadySpent(f"our HTLC {swap.funding} was claimed by {swap.lock_spent_by}")
         if swap.refund_tx is not None:

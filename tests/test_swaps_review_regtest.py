@@ -47,6 +47,23 @@ async def test_a_counterparty_claim_replacing_our_refund_in_the_mempool_wins(nod
     assert swap_kinds(shop.poll()) == []
 
 
+async def test_swap_refund_after_a_claim_replaced_our_refund_is_htlc_already_spent(node, tmp_path) -> None:  # noqa: ANN001
+    shop, cp, sid, part = await participant_locked(node, tmp_path, KACCY_SWAP_AUTO_REFUND="off")
+    await node.mine(part["locktime"] - await tip(node))
+    refund = swap(shop, "refund", sid)[1]["refund_txid"]
+    script2 = htlc_script(cp.payment_hash, cp.pub, bytes.fromhex(part["our_pubkey"]), part["locktime"])
+    claim = await cp.spend(script2, part["funding_txid"], part["funding_vout"], 40_000, preimage=cp.preimage,
+                           fee_sat=15_000)
+    await node.call("sendrawtransaction", claim.hex())
+    await node.settle()
+    assert refund not in await node.call("getrawmempool")
+    assert refused(shop, "refund", sid)["code"] == "htlc_already_spent"   # not our refund "sent again"
+    assert swap(shop, "show", sid)[1]["preimage"] == cp.preimage.hex()
+    assert swap_kinds(shop.poll()) == ["swap_locked", "swap_redeemed"]
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_completed"]
+
+
 async def test_a_secret_revealed_after_the_initiator_took_its_lock_back_redeems_nothing(node, tmp_path) -> None:  # noqa: ANN001
     shop, cp, sid, part = await participant_locked(node, tmp_path)
     await node.mine(1)
