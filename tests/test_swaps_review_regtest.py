@@ -15,8 +15,9 @@ import urllib.request
 import pytest
 
 from tests.payments_harness import CLI, kinds
-from tests.swap_counterparty import htlc_script
+from tests.swap_counterparty import Counterparty, htlc_script
 from tests.test_swaps_regtest import participant_locked, refused, swap, swap_kinds, tip
+from tests.test_withdrawals_regtest import funded_shop
 
 pytestmark = pytest.mark.node
 
@@ -86,6 +87,37 @@ async def test_a_secret_revealed_after_the_initiator_took_its_lock_back_redeems_
     assert shown["preimage"] == cp.preimage.hex() and shown["redeem_txid"] is None
     assert refused(shop, "redeem", sid)["code"] == "counter_htlc_spent"
     assert swap(shop, "show", sid)[1]["redeem_txid"] is None
+    assert swap_kinds(shop.poll()) == []
+
+
+async def test_one_poll_takes_the_initiator_to_completed_and_its_lock_is_still_refunded(node, tmp_path) -> None:  # noqa: ANN001
+    shop = await funded_shop(node, tmp_path, amounts=(300_000,))
+    cp = await Counterparty.make(node)
+    init = swap(shop, "initiate", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "50000",
+                "--receive-sat", "40000", "--timeout-blocks", "20", "--fee-rate", "2")[1]
+    sid, our, hash_ = init["swap_id"], bytes.fromhex(init["our_pubkey"]), bytes.fromhex(init["payment_hash"])
+    script2 = htlc_script(hash_, our, cp.pub, await tip(node) + 5)
+    txid2, vout2 = await cp.lock(script2, 40_000, mine=False)
+    redeemed = swap(shop, "redeem", sid, "--counter-txid", txid2, "--counter-vout", str(vout2),
+                    "--counter-script", bytes(script2).hex())[1]
+    assert redeemed["state"] == "INITIATED"
+    await node.mine(1)
+    events = [e for e in shop.poll() if e["kind"].startswith("swap_")]
+    assert [(e["kind"], e["state"], e["swap_id"], e["subject"]) for e in events] == [
+        ("swap_locked", "LOCKED", sid, sid), ("swap_completed", "COMPLETED", sid, sid)]
+
+    # Nobody claims our lock: at its locktime it is refunded, the swap staying COMPLETED.
+    await node.mine(init["locktime"] - await tip(node))
+    events = [e for e in shop.poll() if e["kind"].startswith("swap_")]
+    assert [(e["kind"], e["state"]) for e in events] == [("swap_refund_broadcast", "COMPLETED")]
+    refund = swap(shop, "show", sid)[1]["refund_txid"]
+    tx = await node.call("getrawtransaction", refund, True)
+    assert tx["locktime"] == init["locktime"] and tx["vin"][0]["sequence"] == 0xFFFFFFFE
+    await node.mine(1)
+    events = [e for e in shop.poll() if e["kind"].startswith("swap_")]
+    assert [(e["kind"], e["state"]) for e in events] == [("swap_refunded", "COMPLETED")]
+    shown = swap(shop, "show", sid)[1]
+    assert shown["state"] == "COMPLETED" and shown["refund_txid"] == refund
     assert swap_kinds(shop.poll()) == []
 
 
