@@ -158,6 +158,9 @@ BitcoinCoreSwapChain = _Lazy(f"{_CORE}.swap_chain", "BitcoinCoreSwapChain")
 SwapSettings = _Lazy(f"{_APP}.swaps", "SwapSettings")
 SwapContext = _Lazy(f"{_APP}.swaps", "SwapContext")
 FollowSwaps = _Lazy(f"{_APP}.swap_monitor", "FollowSwaps")
+InitiateSwap, AcceptSwap, ParticipateSwap, RedeemSwap, RefundSwap, CancelSwap, ShowSwap, ListSwaps = (
+    _Lazy(f"{_APP}.swaps", name) for name in ("InitiateSwap", "AcceptSwap", "ParticipateSwap", "RedeemSwap",
+                                              "RefundSwap", "CancelSwap", "ShowSwap", "ListSwaps"))
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 SendLightningPayout = _Lazy(f"{_APP}.lightning_payments", "SendLightningPayout")
 LightningPayoutSettings = _Lazy(f"{_APP}.lightning_payments", "LightningPayoutSettings")
@@ -530,6 +533,14 @@ class Services(containers.DeclarativeContainer):
         keys=gateways.swap_keys.provider, builder=withdrawal_builder.provider, manager=transaction_manager.provider,
         signing=sign_withdrawal.provider, broadcasting=broadcast_withdrawal.provider)
     follow_swaps = providers.Factory(FollowSwaps, ctx=swap_context)
+    initiate_swap = providers.Factory(InitiateSwap, ctx=swap_context)
+    accept_swap = providers.Factory(AcceptSwap, ctx=swap_context)
+    participate_swap = providers.Factory(ParticipateSwap, ctx=swap_context)
+    redeem_swap = providers.Factory(RedeemSwap, ctx=swap_context)
+    refund_swap = providers.Factory(RefundSwap, ctx=swap_context)
+    cancel_swap = providers.Factory(CancelSwap, ctx=swap_context)
+    show_swap = providers.Factory(ShowSwap, ctx=swap_context)
+    list_swaps = providers.Factory(ListSwaps, ctx=swap_context)
     # One round of the monitor: payments, withdrawals, the open invoices when LND is configured,
     # a consolidation proposal when one is due, and the swaps.
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals,

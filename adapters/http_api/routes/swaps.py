@@ -20,12 +20,6 @@ SAT = Integer(high=MAX_SAT)
 COUNTER = {"counter_txid": TXID, "counter_vout": VOUT, "counter_script": SCRIPT}
 
 
-async def _use(call: Call, name: str) -> Any:
-    from kaccy_bitcoin.application import swaps
-
-    return getattr(swaps, name)(await call.use("swap_context"))
-
-
 @route("POST", "/v1/swaps/initiate", "Initiate a swap: make the secret and lock coins in HTLC1 (`swap initiate`)",
        tag="swaps", scopes=(WITHDRAW,), idempotency="optional", status=201,
        body=_obj(["counterparty_pubkey", "amount_sat", "receive_sat"], counterparty_pubkey=PUBKEY, amount_sat=SAT,
@@ -33,7 +27,7 @@ async def _use(call: Call, name: str) -> Any:
                  wallet=WALLET))
 async def initiate_swap(call: Call) -> Created:
     b = call.body
-    initiate = await _use(call, "InitiateSwap")
+    initiate = await call.use("initiate_swap")
     return Created(await initiate(b["counterparty_pubkey"], b["amount_sat"], b["receive_sat"], b["timeout_blocks"],
                                   b["fee_rate"], b["wallet"]))
 
@@ -44,7 +38,7 @@ async def initiate_swap(call: Call) -> Created:
                  receive_sat=SAT, wallet=WALLET))
 async def accept_swap(call: Call) -> Created:
     b = call.body
-    accept = await _use(call, "AcceptSwap")
+    accept = await call.use("accept_swap")
     return Created(await accept(b["counterparty_pubkey"], b["amount_sat"], b["receive_sat"], b["wallet"]))
 
 
@@ -54,7 +48,7 @@ async def accept_swap(call: Call) -> Created:
                  timeout_blocks=Integer(high=52_560, default=72), fee_rate=FEE_RATE))
 async def participate_swap(call: Call) -> dict[str, Any]:
     b = call.body
-    participate = await _use(call, "ParticipateSwap")
+    participate = await call.use("participate_swap")
     return await participate(call.path("swap_id"), b["payment_hash"], b["counter_txid"], b["counter_vout"],
                              b["counter_script"], b["timeout_blocks"], b["fee_rate"])
 
@@ -64,7 +58,7 @@ async def participate_swap(call: Call) -> dict[str, Any]:
        body=_obj([], **COUNTER, fee_rate=FEE_RATE))
 async def redeem_swap(call: Call) -> dict[str, Any]:
     b = call.body
-    redeem = await _use(call, "RedeemSwap")
+    redeem = await call.use("redeem_swap")
     return await redeem(call.path("swap_id"), b["counter_txid"], b["counter_vout"], b["counter_script"],
                         b["fee_rate"])
 
@@ -72,25 +66,25 @@ async def redeem_swap(call: Call) -> dict[str, Any]:
 @route("POST", "/v1/swaps/{swap_id}/refund", "Take our lock back once the chain reaches its locktime",
        tag="swaps", scopes=(WITHDRAW,), idempotency="optional", body=_obj([], fee_rate=FEE_RATE))
 async def refund_swap(call: Call) -> dict[str, Any]:
-    refund = await _use(call, "RefundSwap")
+    refund = await call.use("refund_swap")
     return await refund(call.path("swap_id"), call.body["fee_rate"])
 
 
 @route("POST", "/v1/swaps/{swap_id}/cancel", "Cancel a swap whose lock was never funded", tag="swaps",
        scopes=(WITHDRAW,), idempotency="optional", body=_obj([]))
 async def cancel_swap(call: Call) -> dict[str, Any]:
-    cancel = await _use(call, "CancelSwap")
+    cancel = await call.use("cancel_swap")
     return await cancel(call.path("swap_id"))
 
 
 @route("GET", "/v1/swaps/{swap_id}", "A swap (`swap show`)", tag="swaps", scopes=(READ, WITHDRAW))
 async def show_swap(call: Call) -> dict[str, Any]:
-    show = await _use(call, "ShowSwap")
+    show = await call.use("show_swap")
     return await show(call.path("swap_id"))
 
 
 @route("GET", "/v1/swaps", "Every swap, or those in a state (`swap list`)", tag="swaps", scopes=(READ, WITHDRAW),
        query={"state": Choice(values=STATES)})
 async def list_swaps(call: Call) -> dict[str, Any]:
-    listing = await _use(call, "ListSwaps")
+    listing = await call.use("list_swaps")
     return await listing(call.args["state"])
