@@ -100,6 +100,8 @@ class FollowSwaps:
         htlc, where = swap.htlc, swap.funding
         assert htlc is not None and where is not None
         if await ctx.chain.unspent_output(where) is None:
+            if swap.refund_txid is not None and (await ctx.chain.confirmations(Txid(swap.refund_txid)) or 0) >= 1:
+                return swap, []   # our refund is mined: no block need be searched for another spender
             # Whoever spent it says: our refund (no secret), or the counterparty's claim, which
             # may have replaced our refund in the mempool or beaten it to a block.
             return await ctx.learn_secret(swap)
