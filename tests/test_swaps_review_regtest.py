@@ -121,6 +121,24 @@ async def test_one_poll_takes_the_initiator_to_completed_and_its_lock_is_still_r
     assert swap_kinds(shop.poll()) == []
 
 
+async def test_a_refund_the_node_refuses_is_not_recorded_and_a_good_one_follows(node, tmp_path) -> None:  # noqa: ANN001
+    shop = await funded_shop(node, tmp_path, amounts=(3_000_000,), KACCY_SWAP_AUTO_REFUND="off")
+    cp = await Counterparty.make(node)
+    init = swap(shop, "initiate", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "2500000",
+                "--receive-sat", "40000", "--timeout-blocks", "2", "--fee-rate", "2")[1]
+    sid = init["swap_id"]
+    await node.mine(init["locktime"] - await tip(node))
+    # Above the node's maxfeerate (0.1 BTC/kvB): the node refuses it, an outside failure.
+    status, out = swap(shop, "refund", sid, "--fee-rate", "12000", check=False)
+    assert status == 1 and out["error"]["code"] == "rejected_by_node", out
+    assert swap(shop, "show", sid)[1]["refund_txid"] is None   # nothing recorded, nothing to re-send
+    done = swap(shop, "refund", sid, "--fee-rate", "2")[1]
+    assert done["refund_txid"] in await node.call("getrawmempool")
+    await node.mine(1)
+    assert swap_kinds(shop.poll()) == ["swap_locked", "swap_refunded"]
+    assert swap(shop, "show", sid)[1]["state"] == "REFUNDED"
+
+
 class HoldingProxy:
     """The node's RPC as a killed monitor sees it: every call is passed on, except that once
     `after` was called, the first `hold` call never answers (the process is then killed -9 while
