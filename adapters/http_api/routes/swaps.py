@@ -16,7 +16,7 @@ TXID = Text(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$", content_
 VOUT = Integer(low=0, high=100_000)
 SCRIPT = Text(min_length=2, max_length=1000, pattern=r"^([0-9a-fA-F]{2})+$", content_code="invalid_swap",
               description="the counterparty's HTLC witness script, hex")
-SAT = Integer(high=MAX_SAT)
+SAT = Integer(low=546, high=MAX_SAT, code="invalid_swap", description="sat, at least 546 (as the CLI: invalid_swap)")
 COUNTER = {"counter_txid": TXID, "counter_vout": VOUT, "counter_script": SCRIPT}
 
 
