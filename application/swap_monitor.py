@@ -71,7 +71,8 @@ class FollowSwaps:
         if swap.lock_open:
             swap, new = await self._watch_lock(swap, tip)
             events += new
-        if swap.role == PARTICIPANT and swap.secret is not None and swap.redeem_tx is None and swap.counter:
+        if swap.role == PARTICIPANT and swap.secret is not None and swap.redeem_tx is None and swap.counter \
+                and await ctx.chain.unspent_output(swap.counter.outpoint) is not None:   # else: nothing to claim
             raw, txid = await ctx.spend(swap, swap.counter.htlc, swap.counter.outpoint, swap.counter.amount, None,
                                         swap.secret, "redeem")
             swap, new = await ctx.commit(swap_id, lambda s: s.redeemed(raw, txid, now()))
@@ -99,8 +100,10 @@ class FollowSwaps:
         htlc, where = swap.htlc, swap.funding
         assert htlc is not None and where is not None
         if await ctx.chain.unspent_output(where) is None:
-            if swap.refund_txid is not None and await ctx.chain.confirmations(Txid(swap.refund_txid)) is not None:
-                return swap, []   # our refund spends it
+            if swap.refund_txid is not None and (await ctx.chain.confirmations(Txid(swap.refund_txid)) or 0) >= 1:
+                return swap, []   # our refund is mined: no block need be searched for another spender
+            # Whoever spent it says: our refund (no secret), or the counterparty's claim, which
+            # may have replaced our refund in the mempool or beaten it to a block.
             return await ctx.learn_secret(swap)
         if swap.refund_tx is None and ctx.settings.auto_refund and tip >= htlc.locktime:
             raw, txid = await ctx.spend(swap, htlc, where, swap.amount, None, None, "refund")

@@ -184,13 +184,19 @@ class SwapContext:
 
     async def spend(self, swap: Swap, htlc: Htlc, where: OutPoint, amount: Satoshis, fee_rate: FeeRate | None,
                     preimage: bytes | None, what: str) -> tuple[bytes, str]:
-        """A signed claim (with `preimage`) or refund of `htlc` paying our wallet's change chain."""
+        """A signed claim (with `preimage`) or refund of `htlc` paying our wallet's change chain,
+        which the node's mempool would accept (TransactionRefused, exit 1, otherwise)."""
         keys = await self.swap_keys()
         builder = await self.wallet_builder(swap.wallet)
         rate = await builder.fee_rate(fee_rate)
         address = await builder.change_address(f"swap {swap.swap_id} {what}")
         raw, _ = spend_htlc(htlc, where, amount, Address(address, self.settings.network).script_pubkey(), rate,
                             swap.our_pubkey, lambda h: keys.sign(swap.key_index, h), preimage)
+        # Asked before it is recorded: a recorded claim or refund is the only one ever sent
+        # (re-sent after a crash), so one the node would refuse must never be recorded.
+        reason = await self.chain.refusal(raw)
+        if reason is not None:
+            raise TransactionRefused(f"the node would refuse our {what} of {where}: {reason}")
         return raw, txid_of(raw)
 
     async def send(self, raw: bytes) -> None:
@@ -407,6 +413,8 @@ class RefundSwap:
         height = await ctx.chain.tip_height()
         if height < htlc.locktime:
             raise TimelockNotReached(htlc.locktime, height)
+        if swap.lock_spent_by is None:   # the counterparty's claim may have beaten (or replaced) our refund
+            swap, _ = await ctx.learn_secret(swap)
         if swap.lock_spent_by is not None:
             raise HtlcAlreadySpent(f"our HTLC {swap.funding} was claimed by {swap.lock_spent_by}")
         if swap.refund_tx is not None:

@@ -49,5 +49,10 @@ class SwapChain(abc.ABC):
         from `from_height` to the tip; None when none is found."""
 
     @abc.abstractmethod
+    async def refusal(self, raw_tx: bytes) -> str | None:
+        """Why the node's mempool would refuse the transaction now (testmempoolaccept); None
+        when it would take it."""
+
+    @abc.abstractmethod
     async def broadcast(self, raw_tx: bytes) -> Txid:
         """Submit a transaction (sendrawtransaction); TransactionRefused with the node's reason."""

@@ -50,7 +50,7 @@ def test_every_route_is_called_by_a_test() -> None:
     for r in ROUTES:
         # The path with each {param} as "anything": an f-string or a literal id in a test.
         pattern = re.escape(r.path).replace(r"\{", "{").replace(r"\}", "}")
-        pattern = re.sub(r"{\w+}", r"[^/\"?]+", pattern) + r"[\"?]"
+        pattern = re.sub(r"{\w+(?::[^{}]*)?}", r"[^/\"?]+", pattern) + r"[\"?]"   # {name} or {name:regex}
         if not re.search(pattern, sources):
             missing.append(f"{r.method} {r.path}")
     assert not missing, f"routes no test calls: {missing}"

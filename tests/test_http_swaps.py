@@ -54,6 +54,13 @@ async def test_swap_routes_follow_the_cli_contract(node, tmp_path) -> None:  # n
             assert s == 200 and [v["swap_id"] for v in listed["swaps"]] == [acc["swap_id"]]
             s, e = await r.get("/v1/swaps?state=DONE")
             assert s == 400
+            for unknown in ("0" * 32, "nope"):   # as `swap show`: not_found
+                s, e = await r.get(f"/v1/swaps/{unknown}")
+                assert s == 404 and e["error"]["code"] == "not_found", (unknown, e)
+            s, e = await r.get("/v1/swaps/accept")   # a POST-only path, not a swap id
+            assert s == 405 and e["error"]["code"] == "method_not_allowed"
+            s, e = await w.post("/v1/swaps/accept", {**terms, "amount_sat": 100})
+            assert s == 400 and e["error"]["code"] == "invalid_swap"
 
             await node.mine(init["locktime"] - await node.call("getblockcount"))
             await until(lambda: state("LOCKED"))

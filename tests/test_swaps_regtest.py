@@ -229,9 +229,9 @@ def balance(shop: Shop) -> int:
     return default["confirmed_sat"] + default["unconfirmed_sat"]
 
 
-async def participant_locked(node, tmp_path) -> tuple[Shop, Counterparty, str, dict]:  # noqa: ANN001
+async def participant_locked(node, tmp_path, **settings: str) -> tuple[Shop, Counterparty, str, dict]:  # noqa: ANN001
     """A participant's swap whose HTLC2 is broadcast (not mined) against a confirmed HTLC1."""
-    shop = await funded_shop(node, tmp_path, amounts=(300_000,))
+    shop = await funded_shop(node, tmp_path, amounts=(300_000,), **settings)
     cp = await Counterparty.make(node)
     acc = swap(shop, "accept", "--counterparty-pubkey", cp.pub.hex(), "--amount-sat", "40000",
                "--receive-sat", "45000")[1]

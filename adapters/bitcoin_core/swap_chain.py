@@ -70,6 +70,10 @@ class BitcoinCoreSwapChain(SwapChain):
                     return bytes.fromhex(tx["hex"])
         return None
 
+    async def refusal(self, raw_tx: bytes) -> str | None:
+        (verdict,) = await self._rpc.call("testmempoolaccept", [raw_tx.hex()])
+        return None if verdict.get("allowed") else str(verdict.get("reject-reason") or "refused")
+
     async def broadcast(self, raw_tx: bytes) -> Txid:
         try:
             return Txid(await self._rpc.call("sendrawtransaction", raw_tx.hex()))

@@ -85,10 +85,14 @@ def _responses(r: Route, has_path_params: bool) -> dict[str, Any]:
     return out
 
 
+_PATH_PARAM = r"{(\w+)(?::([^{}]+))?}"
+
+
 def _operation(r: Route) -> dict[str, Any]:
-    names = re.findall(r"{(\w+)}", r.path)
-    params: list[dict[str, Any]] = [{"name": n, "in": "path", "required": True,
-                                     "schema": {"type": "string", "minLength": 1}} for n in names]
+    found = re.findall(_PATH_PARAM, r.path)   # {name} or {name:regex} (aiohttp: the segment must match)
+    names = [n for n, _ in found]
+    params: list[dict[str, Any]] = [{"name": n, "in": "path", "required": True, "schema": {
+        "type": "string", "minLength": 1, **({"pattern": f"^{regex}$"} if regex else {})}} for n, regex in found]
     params += [{"name": n, "in": "query", "required": False, "schema": f.schema()} for n, f in r.query]
     if r.idempotency:
         params.append({"name": "Idempotency-Key", "in": "header", "required": r.idempotency == "required",
@@ -114,7 +118,7 @@ def _operation(r: Route) -> dict[str, Any]:
 def document(routes: Iterable[Route]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
-        paths.setdefault(r.path, {})[r.method.lower()] = _operation(r)
+        paths.setdefault(re.sub(_PATH_PARAM, r"{\1}", r.path), {})[r.method.lower()] = _operation(r)
     return {
         "openapi": "3.0.3",
         "info": {"title": "kaccy-bitcoin", "version": "1",

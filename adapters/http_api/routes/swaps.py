@@ -77,7 +77,8 @@ async def cancel_swap(call: Call) -> dict[str, Any]:
     return await cancel(call.path("swap_id"))
 
 
-@route("GET", "/v1/swaps/{swap_id}", "A swap (`swap show`)", tag="swaps", scopes=(READ, WITHDRAW))
+# A swap id is 32 lowercase hex digits: so `/v1/swaps/accept` and `/initiate` are never a swap's path.
+@route("GET", "/v1/swaps/{swap_id:[0-9a-f]+}", "A swap (`swap show`)", tag="swaps", scopes=(READ, WITHDRAW))
 async def show_swap(call: Call) -> dict[str, Any]:
     show = await call.use("show_swap")
     return await show(call.path("swap_id"))
