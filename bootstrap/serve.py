@@ -122,11 +122,16 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
     finally:
         stop.set()
         for worker in workers:
-            worker.terminate()
+            try:
+                worker.terminate()
+            except ProcessLookupError:   # it died already: reaped and reported below
+                pass
         if runner is not None:
             await runner.cleanup()
         for worker in workers:
-            await worker.wait()
+            status = await worker.wait()
+            if status not in (0, -signal.SIGTERM):
+                log.warning("API worker %s exited with status %s", worker.pid, status)
         for task in tasks:
             try:
                 await asyncio.wait_for(task, 10)
@@ -166,8 +171,8 @@ def _worker_env(container: Container) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "KACCY_CONFIG"}
     for key in DEFAULTS:
         value = container.config.get(key)
-        if value is not None:
-            env[f"KACCY_{key.upper()}"] = str(value)
+        if value is not None:   # as the settings read it again: a flag as true/false
+            env[f"KACCY_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
 
