@@ -15,7 +15,9 @@ from kaccy_bitcoin.adapters.http_api.routes import Route
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-    "description": "some codes carry more fields (limit_exceeded: limit, limit_sat, remaining_sat)"}}}
+    "description": "some codes carry more fields (limit_exceeded: limit, limit_sat, remaining_sat; "
+                   "fee_too_low from BIP125: minimum_fee_sat, minimum_fee_rate; fee_too_high: max_fee_sat, "
+                   "max_fee_msat)"}}}
 
 # Why each error status is answered (the codes are the command line's; docs/service.md lists them).
 ERROR_STATUSES = {
