@@ -158,6 +158,14 @@ BitcoinCoreSwapChain = _Lazy(f"{_CORE}.swap_chain", "BitcoinCoreSwapChain")
 SwapSettings = _Lazy(f"{_APP}.swaps", "SwapSettings")
 SwapContext = _Lazy(f"{_APP}.swaps", "SwapContext")
 FollowSwaps = _Lazy(f"{_APP}.swap_monitor", "FollowSwaps")
+InitiateSwap = _Lazy(f"{_APP}.swaps", "InitiateSwap")
+AcceptSwap = _Lazy(f"{_APP}.swaps", "AcceptSwap")
+ParticipateSwap = _Lazy(f"{_APP}.swaps", "ParticipateSwap")
+RedeemSwap = _Lazy(f"{_APP}.swaps", "RedeemSwap")
+RefundSwap = _Lazy(f"{_APP}.swaps", "RefundSwap")
+CancelSwap = _Lazy(f"{_APP}.swaps", "CancelSwap")
+ShowSwap = _Lazy(f"{_APP}.swaps", "ShowSwap")
+ListSwaps = _Lazy(f"{_APP}.swaps", "ListSwaps")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 SendLightningPayout = _Lazy(f"{_APP}.lightning_payments", "SendLightningPayout")
 LightningPayoutSettings = _Lazy(f"{_APP}.lightning_payments", "LightningPayoutSettings")
@@ -530,6 +538,15 @@ class Services(containers.DeclarativeContainer):
         keys=gateways.swap_keys.provider, builder=withdrawal_builder.provider, manager=transaction_manager.provider,
         signing=sign_withdrawal.provider, broadcasting=broadcast_withdrawal.provider)
     follow_swaps = providers.Factory(FollowSwaps, ctx=swap_context)
+    # The swap commands' use cases (`swap ...`, /v1/swaps/...), each over the same context.
+    initiate_swap = providers.Factory(InitiateSwap, ctx=swap_context)
+    accept_swap = providers.Factory(AcceptSwap, ctx=swap_context)
+    participate_swap = providers.Factory(ParticipateSwap, ctx=swap_context)
+    redeem_swap = providers.Factory(RedeemSwap, ctx=swap_context)
+    refund_swap = providers.Factory(RefundSwap, ctx=swap_context)
+    cancel_swap = providers.Factory(CancelSwap, ctx=swap_context)
+    show_swap = providers.Factory(ShowSwap, ctx=swap_context)
+    list_swaps = providers.Factory(ListSwaps, ctx=swap_context)
     # One round of the monitor: payments, withdrawals, the open invoices when LND is configured,
     # a consolidation proposal when one is due, and the swaps.
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals,

@@ -89,8 +89,11 @@ def _responses(r: Route, has_path_params: bool) -> dict[str, Any]:
 
 def _operation(r: Route) -> dict[str, Any]:
     names = re.findall(r"{(\w+)}", r.path)
+    patterns = dict(r.path_patterns)
     params: list[dict[str, Any]] = [{"name": n, "in": "path", "required": True,
-                                     "schema": {"type": "string", "minLength": 1}} for n in names]
+                                     "schema": {"type": "string", "minLength": 1,
+                                                **({"pattern": f"^{patterns[n]}$"} if n in patterns else {})}}
+                                    for n in names]
     params += [{"name": n, "in": "query", "required": False, "schema": f.schema()} for n, f in r.query]
     if r.idempotency:
         params.append({"name": "Idempotency-Key", "in": "header", "required": r.idempotency == "required",
