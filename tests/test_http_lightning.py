@@ -73,6 +73,8 @@ async def test_lightning_payouts_over_http_go_through_the_controls(node, tmp_pat
             small = await fake.invoice_elsewhere(10_000_000, "risky")
             status, out = await pay({"payment_request": small["payment_request"], "max_fee_sat": 51}, "p-2")
             assert status == 422 and out["error"]["code"] == "fee_too_high" and out["error"]["max_fee_sat"] == 50
+            status, out = await pay({"payment_request": small["payment_request"], "max_fee_sat": 10**12}, "p-2b")
+            assert status == 422 and out["error"]["code"] == "fee_too_high", out      # as ln pay says it
             status, held = await pay({"payment_request": small["payment_request"], "user": "ann"}, "p-3")
             assert status == 200 and held["state"] == "held" and held["user"] == "ann", held
             pid = held["payment_id"]
