@@ -122,7 +122,11 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
     finally:
         stop.set()
         for worker in workers:
-            worker.terminate()
+            if worker.returncode is None:
+                try:
+                    worker.terminate()
+                except ProcessLookupError:   # it ended on its own meanwhile
+                    pass
         if runner is not None:
             await runner.cleanup()
         for worker in workers:
@@ -185,6 +189,8 @@ async def _start_workers(container: Container, options: ServeOptions, port: int)
         line = await asyncio.wait_for(worker.stdout.readline(), 60)
         if not line:
             raise RuntimeError(f"an API worker exited with status {await worker.wait()} before listening")
+        if b'"listening"' not in line:   # its one line is the error it stopped with
+            raise RuntimeError(f"an API worker could not start: {line.decode(errors='replace').strip()}")
     return started
 
 
