@@ -14,11 +14,16 @@ the fact, so a restart after a crash fires nothing twice):
 5. our redeem confirmed -> COMPLETED (`swap_completed`); our refund confirmed -> REFUNDED
    (`swap_refunded`). A recorded claim or refund the node does not know is sent again: the
    very same transaction.
+
+One swap that cannot be followed is skipped and reported (`monitor_item_failed`, phase
+`swaps`, as the other phases' items: application/monitor_tick.py); the node not answering at
+all fails the phase.
 """
 from __future__ import annotations
 
 import logging
 
+from kaccy_bitcoin.application.monitor_tick import MonitorEvents, skipped
 from kaccy_bitcoin.application.swaps import SwapContext
 from kaccy_bitcoin.domain.bitcoin import Txid
 from kaccy_bitcoin.domain.events import DomainEvent
@@ -32,21 +37,24 @@ _SENT = (PsbtState.BROADCAST, PsbtState.CONFIRMED, PsbtState.COMPLETED)
 
 
 class FollowSwaps:
+    phase = "swaps"
+
     def __init__(self, ctx: SwapContext) -> None:
         self._ctx = ctx
 
-    async def __call__(self) -> list[DomainEvent]:
+    async def __call__(self) -> MonitorEvents:
         with self._ctx.uow.read() as u:
             ids = [s.swap_id for s in u.swaps.watching()]
-        if not ids:
-            return []
-        events: list[DomainEvent] = []
+        outcome = MonitorEvents()
         for swap_id in ids:
             try:
-                events += await self._follow(swap_id)
-            except Exception:   # one swap's trouble (a node hiccup) must not stop the others'
-                log.warning("swap %s: this poll could not follow it", swap_id, exc_info=True)
-        return events
+                outcome.extend(await self._follow(swap_id))
+            except Exception as exc:  # noqa: BLE001 - one swap's trouble must not stop the others'
+                failure = skipped(self.phase, swap_id, exc)   # the node down: raised, the phase fails
+                failure.log()
+                log.debug("swap %s: this poll could not follow it", swap_id, exc_info=True)
+                outcome.failed.append(failure)
+        return outcome
 
     async def _follow(self, swap_id: str) -> list[DomainEvent]:
         ctx, events = self._ctx, []

@@ -43,6 +43,7 @@ from kaccy_bitcoin.domain.swaps import (
     DEFAULT_INITIATOR_TIMEOUT,
     DEFAULT_PARTICIPANT_TIMEOUT,
     INITIATOR,
+    MIN_SWAP_SAT,
     PARTICIPANT,
     CounterLock,
     Swap,
@@ -57,7 +58,6 @@ from kaccy_bitcoin.ports.swap_chain import SwapChain, TransactionRefused
 from kaccy_bitcoin.ports.swap_keys import SwapKeys
 
 SWAP_KEY_COUNTER = -1   # the address book counter that numbers swap keys (no address chain is negative)
-DUST_SAT = 546
 SCAN_BACK = 1_000   # blocks searched for a spend of a lock whose confirmation height is unknown
 
 
@@ -237,8 +237,8 @@ def parse_script(text: str) -> bytes:
 
 
 def _amounts(amount_sat: int, receive_sat: int) -> tuple[Satoshis, Satoshis]:
-    if amount_sat < DUST_SAT or receive_sat < DUST_SAT:
-        raise InvalidSwap(f"--amount-sat and --receive-sat must be at least {DUST_SAT} sat")
+    if amount_sat < MIN_SWAP_SAT or receive_sat < MIN_SWAP_SAT:
+        raise InvalidSwap(f"--amount-sat and --receive-sat must be at least {MIN_SWAP_SAT} sat")
     return Satoshis(amount_sat), Satoshis(receive_sat)
 
 

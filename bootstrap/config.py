@@ -99,10 +99,11 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
-    auto_refund = str(values["swap_auto_refund"]).strip().lower()
-    if auto_refund not in ("on", "off", "true", "false"):
+    # on/off, or true/false as the other switches (and as `serve --workers` hands it to its workers)
+    refund = str(values["swap_auto_refund"]).strip().lower()
+    if refund not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
         raise ConfigError(f"KACCY_SWAP_AUTO_REFUND must be on or off, got {values['swap_auto_refund']!r}")
-    values["swap_auto_refund"] = auto_refund in ("on", "true")
+    values["swap_auto_refund"] = refund in ("on", "true", "1", "yes")
     score = str(values["review_score"]).strip()
     if not (score.isascii() and score.isdigit()) or int(score) > 101:
         raise ConfigError(f"KACCY_REVIEW_SCORE must be a whole number from 0 to 101 (101: never hold), "

@@ -538,6 +538,7 @@ class Services(containers.DeclarativeContainer):
         keys=gateways.swap_keys.provider, builder=withdrawal_builder.provider, manager=transaction_manager.provider,
         signing=sign_withdrawal.provider, broadcasting=broadcast_withdrawal.provider)
     follow_swaps = providers.Factory(FollowSwaps, ctx=swap_context)
+    # The swap commands' use cases (`swap ...`, /v1/swaps/...), each over the same context.
     initiate_swap = providers.Factory(InitiateSwap, ctx=swap_context)
     accept_swap = providers.Factory(AcceptSwap, ctx=swap_context)
     participate_swap = providers.Factory(ParticipateSwap, ctx=swap_context)

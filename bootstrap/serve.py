@@ -190,6 +190,8 @@ async def _start_workers(container: Container, options: ServeOptions, port: int)
         line = await asyncio.wait_for(worker.stdout.readline(), 60)
         if not line:
             raise RuntimeError(f"an API worker exited with status {await worker.wait()} before listening")
+        if b'"listening"' not in line:   # its one line is the error it stopped with
+            raise RuntimeError(f"an API worker could not start: {line.decode(errors='replace').strip()}")
     return started
 
 

@@ -76,8 +76,9 @@ async def run_service(container: Container, options: ServeOptions | None = None,
             poll = GcPausedDuring(await _awaited(container.services.monitor_tick()))
             await _demo(container, poll)
         options = options or ServeOptions()
-        if demo and config.network() == "regtest" and options.api:
-            key = await _demo_admin_key(container, pathlib.Path(config.data_dir()))
+        if options.api:   # ends with where the API and the dashboard are (a key made for it on regtest)
+            key = (await _demo_admin_key(container, pathlib.Path(config.data_dir()))
+                   if config.network() == "regtest" else None)
             options = attrs.evolve(options, on_listening=lambda url: _how_to_open(url, key))
         freeze_startup_objects()
         say(f"serving the API on {options.host}:{options.port}, monitoring every "
@@ -109,7 +110,12 @@ async def _demo_admin_key(container: Container, data_dir: pathlib.Path) -> str:
     return created["key"]
 
 
-def _how_to_open(base_url: str, key: str) -> None:
+def _how_to_open(base_url: str, key: str | None) -> None:
+    if key is None:
+        say(f"the API: {base_url}/v1 (send 'Authorization: Bearer KEY'; `kaccy-bitcoin apikey create --scope admin` "
+            "makes one)")
+        say(f"the dashboard: open {base_url}/dashboard in a browser and give it an admin key")
+        return
     say(f"the API: {base_url}/v1 (send 'Authorization: Bearer {key}', a demo admin key kept in the data dir)")
     say(f"the dashboard: open {base_url}/dashboard#key={key} in a browser")
 

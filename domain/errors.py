@@ -159,6 +159,10 @@ class FeeTooLow(DomainError):
         self.minimum_rate = minimum_rate
         super().__init__(message)
 
+    def details(self) -> dict[str, object]:
+        """The minimum beside the message: the least fee, and the rate it makes (`--fee-rate`)."""
+        return {"minimum_fee_sat": self.minimum_sat, "minimum_fee_rate": self.minimum_rate}
+
 
 class FeeRateBelowMempoolMinimum(DomainError):
     """A fee rate under what the node's mempool takes now (its minimum moves with the mempool)."""

@@ -149,8 +149,8 @@ class LightningPayout:
 
     def event(self, kind: str, at: dt.datetime, actor: str = SYSTEM, **data: Any) -> DomainEvent:
         body = {"payment_id": self.payment_id, "payment_hash": self.payment_hash, "state": self.name,
-                "amount_msat": self.amount.value, "max_fee_msat": self.max_fee.value, "claim_sat": self.claim_sat,
-                **data}
+                "amount_msat": self.amount.value, "amount_sat": sat_up(self.amount.value),
+                "max_fee_msat": self.max_fee.value, "claim_sat": self.claim_sat, **data}
         return DomainEvent(f"{kind}:{self.payment_id}:{len(self.machine.history)}", kind, self.payment_id, at,
                            body, actor)
 

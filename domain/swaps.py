@@ -26,6 +26,7 @@ from kaccy_bitcoin.domain.swap_state import SwapMachine, SwapState
 INITIATOR, PARTICIPANT = "initiator", "participant"
 DEFAULT_INITIATOR_TIMEOUT = 144   # blocks: HTLC1, the longer lock
 DEFAULT_PARTICIPANT_TIMEOUT = 72  # blocks: HTLC2, which must expire well before HTLC1
+MIN_SWAP_SAT = 546                # what each side locks or receives at least: above any output's dust
 
 
 @attrs.define

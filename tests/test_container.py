@@ -64,3 +64,11 @@ async def test_overrides_run_the_use_cases_on_fakes(tmp_path) -> None:
     assert not (tmp_path / "kaccy.db").exists()  # the SQL engine was never built
     container.unwire()
     container.reset_override()
+
+
+@pytest.mark.parametrize(("given", "refunds"), [("on", True), ("off", False), ("True", True), ("false", False)])
+def test_swap_auto_refund_takes_on_off_and_what_serve_hands_its_workers(given: str, refunds: bool) -> None:
+    """`serve --workers` hands its settings on as text: a switch comes back as True/False."""
+    assert config.load({"KACCY_SWAP_AUTO_REFUND": given})["swap_auto_refund"] is refunds
+    with pytest.raises(config.ConfigError):
+        config.load({"KACCY_SWAP_AUTO_REFUND": "maybe"})

@@ -67,9 +67,14 @@ async def test_lightning_payouts_over_http_go_through_the_controls(node, tmp_pat
             big = await fake.invoice_elsewhere(30_000_000, "over ann's limit with its fee limit")
             status, out = await pay({"payment_request": big["payment_request"], "user": "ann"}, "p-1")
             assert status == 422 and (out["error"]["code"], out["error"]["limit"]) == ("limit_exceeded", "daily")
+            free = await fake.invoice_elsewhere(2_000_000, "no routing fee allowed, as ln pay --max-fee-sat 0")
+            status, out = await pay({"payment_request": free["payment_request"], "max_fee_sat": 0}, "p-0")
+            assert status == 200 and out["max_fee_msat"] == 0, out
             small = await fake.invoice_elsewhere(10_000_000, "risky")
             status, out = await pay({"payment_request": small["payment_request"], "max_fee_sat": 51}, "p-2")
             assert status == 422 and out["error"]["code"] == "fee_too_high" and out["error"]["max_fee_sat"] == 50
+            status, out = await pay({"payment_request": small["payment_request"], "max_fee_sat": 10**12}, "p-2b")
+            assert status == 422 and out["error"]["code"] == "fee_too_high", out      # as ln pay says it
             status, held = await pay({"payment_request": small["payment_request"], "user": "ann"}, "p-3")
             assert status == 200 and held["state"] == "held" and held["user"] == "ann", held
             pid = held["payment_id"]

@@ -92,6 +92,9 @@ async def test_ln_pay_over_a_users_limit_is_refused_and_nothing_is_paid(fake: Fa
     assert rc == 0 and out["state"] == "succeeded" and out["user"] == "carol", out
     assert out["max_fee_msat"] == 60_000_123 * 5_000 // 1_000_000                  # the default: the ppm cap
     spent = -(-(60_000_123 + out["fee_msat"]) // 1000)                           # rounded up to the sat
+    audit = cli(fake, tmp_path, "audit", "query", "--subject", out["payment_id"])[1]["entries"]
+    assert (audit[0]["kind"], audit[0]["data"]["amount_sat"], audit[0]["data"]["claim_sat"]) == (
+        "ln_payment", 60_001, -(-(60_000_123 + out["max_fee_msat"]) // 1000))   # in sat, rounded up
     rc, out = ln(fake, tmp_path, "pay", (await fake.invoice_elsewhere(50_000_000))["payment_request"],
                  "--user", "carol")
     assert rc == 2 and (out["error"]["code"], out["error"]["remaining_sat"]) == ("limit_exceeded", 100_000 - spent)

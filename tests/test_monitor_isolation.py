@@ -15,6 +15,8 @@ from kaccy_bitcoin.adapters.memory.publisher import InProcessPublisher, Recordin
 from kaccy_bitcoin.application.lightning_invoices import InvoiceSync
 from kaccy_bitcoin.application.monitor import RunMonitor
 from kaccy_bitcoin.application.monitor_tick import MonitorTick
+from kaccy_bitcoin.application.swap_monitor import FollowSwaps
+from kaccy_bitcoin.application.swaps import SwapContext, SwapSettings
 from kaccy_bitcoin.application.withdrawal_tracker import TrackerSettings, TrackWithdrawals
 from kaccy_bitcoin.domain.bitcoin import Network, OutPoint, Txid, transaction_id
 from kaccy_bitcoin.domain.errors import KaccyError, MonitorPollFailed, WithdrawalStateError
@@ -23,8 +25,10 @@ from kaccy_bitcoin.domain.lightning import LightningInvoice
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.money import MilliSatoshis, Satoshis
 from kaccy_bitcoin.domain.orders import PaymentRequest
+from kaccy_bitcoin.domain.swaps import INITIATOR, Swap
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
 from kaccy_bitcoin.ports.lightning import LightningNode, LightningNodeError
+from kaccy_bitcoin.ports.swap_chain import ChainOutput, SwapChain
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -240,3 +244,78 @@ async def test_an_invoice_lnd_cannot_answer_about_is_skipped_and_the_others_sett
 
 async def _nothing() -> list[DomainEvent]:
     return []
+
+
+class SwapChainLosingOne(SwapChain):
+    """Our two swap locks are funded, unconfirmed and unspent; asking about one of them fails
+    (`broken`), or every question fails with the node's `node_unreachable` (`down`)."""
+
+    def __init__(self, broken: Txid | None = None, down: bool = False) -> None:
+        self.broken, self.down = broken, down
+
+    def _ask(self, txid: Txid | None = None) -> None:
+        class Unreachable(KaccyError):
+            code = "node_unreachable"
+
+        if self.down:
+            raise Unreachable("the node does not answer")
+        if txid is not None and txid == self.broken:
+            raise WithdrawalStateError(f"the node cannot tell about {txid.value}")
+
+    async def tip_height(self) -> int:
+        self._ask()
+        return 100
+
+    async def unspent_output(self, outpoint: OutPoint) -> ChainOutput | None:
+        self._ask(outpoint.txid)
+        return ChainOutput(Satoshis(50_000), b"", 0)
+
+    async def output_count(self, txid: Txid) -> int | None:
+        return 1
+
+    async def confirmations(self, txid: Txid) -> int | None:
+        self._ask(txid)
+        return 0
+
+    async def spender(self, outpoint: OutPoint, from_height: int) -> bytes | None:
+        return None
+
+    async def broadcast(self, raw_tx: bytes) -> Txid:
+        raise AssertionError("nothing is sent")
+
+
+def funded_swap(swap_id: str, index: int, txid: Txid) -> Swap:
+    s = Swap(swap_id, INITIATOR, index, bytes.fromhex("02" + "11" * 32), bytes.fromhex("03" + "22" * 32),
+             Satoshis(50_000), Satoshis(40_000), "default", T0)
+    s.set_terms(bytes(32), 300)
+    s.funding_requested(f"w-{swap_id}")
+    s.funded(OutPoint(txid, 0), T0)
+    return s
+
+
+async def test_one_swap_the_monitor_cannot_follow_is_skipped_reported_and_alerted_once(uow_factory) -> None:  # noqa: ANN001
+    broken = Txid("cd" * 32)
+    with uow_factory() as uow:
+        uow.swaps.save(funded_swap("s-ok", 0, Txid("ab" * 32)))
+        uow.swaps.save(funded_swap("s-bad", 1, broken))
+        uow.commit()
+    publisher, notifier = with_notifier()
+    clock = ManualClock(T0)
+
+    async def nothing() -> list[DomainEvent]:
+        return []
+
+    def tick(chain: SwapChain) -> MonitorTick:
+        ctx = SwapContext(uow_factory, chain, clock, publisher, SwapSettings(Network.REGTEST), keys=lambda: None,
+                          builder=lambda: None)
+        return MonitorTick(nothing, nothing, uow_factory, clock, publisher, more=[FollowSwaps(ctx)])
+
+    outcome = await tick(SwapChainLosingOne(broken))()              # only an item failed: no MonitorPollFailed
+    assert [(f.phase, f.item, f.code) for f in outcome.failed] == [("swaps", "s-bad", "invalid_withdrawal_state")]
+    assert [(e.kind, e.subject) for e in outcome] == [("monitor_item_failed", "s-bad")]
+    again = await tick(SwapChainLosingOne(broken))()
+    assert [f.item for f in again.failed] == ["s-bad"] and list(again) == []            # alerted once
+    assert [e.kind for e in notifier.notified] == ["monitor_item_failed"]
+    with pytest.raises(MonitorPollFailed) as down:                    # the node down: the phase fails
+        await tick(SwapChainLosingOne(down=True))()
+    assert [(f.phase, f.item) for f in down.value.failed] == [("swaps", None)]

@@ -66,3 +66,24 @@ async def test_run_ends_with_the_dashboard_and_the_api_and_logs_no_rpc_calls_at_
             pass
     assert any(e.get("message") == "listening" for e in logged)
     assert not [e for e in logged if e.get("logger") == "kaccy_bitcoin.rpc"]
+
+
+async def test_run_without_the_demo_still_ends_with_the_api_and_the_dashboard(node, tmp_path) -> None:
+    shop = Shop(node, tmp_path)
+    err_path = tmp_path / "run.err"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([CLI, "run", "--no-demo", "--port", "0"], env=shop.env, stdout=subprocess.PIPE,
+                                stderr=err)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert line, err_path.read_text()[-3000:]
+        base = json.loads(line)["listening"]
+        deadline = time.monotonic() + 30
+        while "the dashboard: open" not in err_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        said = err_path.read_text()
+        assert f"the API: {base}/v1" in said and f"the dashboard: open {base}/dashboard#key=" in said, said[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)

@@ -73,6 +73,8 @@ async def test_a_void_of_a_signed_withdrawal_our_mempool_never_saw_outbids_it(no
     assert rc == 2 and out["error"]["code"] == "fee_too_low", out
     incremental = round(float((await node.call("getnetworkinfo"))["incrementalfee"]) * 1e8)   # per kvB
     assert minimum_named(out["error"]["message"]) >= signed["fee_sat"] + incremental * 100 // 1000
+    assert out["error"]["minimum_fee_sat"] == minimum_named(out["error"]["message"])   # for scripts too
+    assert out["error"]["minimum_fee_rate"].endswith(" sat/vB")
     assert state(shop, wid) == "signed" and not (await node.call("getrawmempool"))
 
     void = shop.cli("withdraw", "void", wid)[1]["void"]            # the default fee meets BIP125

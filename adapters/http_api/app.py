@@ -93,7 +93,7 @@ class Api:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._observe])
         for r in ROUTES:
-            app.router.add_route(r.method, r.path, self._endpoint(r), name=r.handler.__name__)
+            app.router.add_route(r.method, r.router_path, self._endpoint(r), name=r.handler.__name__)
         app.on_shutdown.append(self._close_sockets)
         return app
 

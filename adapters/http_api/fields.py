@@ -296,7 +296,8 @@ ADDRESS = Text(min_length=1, max_length=200, format="bitcoin-address",
 PAYOUTS = ListOf(item=Payout(), high=500, description="{address, amount_sat}, each at least its type's dust limit")
 PSBT = Text(min_length=1, max_length=1_000_000, format="byte", description="base64 PSBT")
 PAYMENT_REQUEST = Text(min_length=1, max_length=4000, description="a BOLT11 payment request")
-MAX_FEE_SAT = Integer(high=10**9)
+# As on the command line: 0 is no routing fee at all; above the ppm cap is the domain's fee_too_high.
+MAX_FEE_SAT = Integer(low=0, high=MAX_SAT)
 # The outbox's bounds are the use case's (domain/event_limits.py), with its error code.
 EVENTS_AFTER = Integer(low=0, high=EVENTS_MAX_SEQ, default=0, code="invalid_event_request")
 EVENTS_LIMIT = Integer(low=1, high=EVENTS_MAX_LIMIT, default=100, code="invalid_event_request")

@@ -15,7 +15,9 @@ from kaccy_bitcoin.adapters.http_api.routes import Route
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-    "description": "some codes carry more fields (limit_exceeded: limit, limit_sat, remaining_sat)"}}}
+    "description": "some codes carry more fields (limit_exceeded: limit, limit_sat, remaining_sat; "
+                   "fee_too_low from BIP125: minimum_fee_sat, minimum_fee_rate; fee_too_high: max_fee_sat, "
+                   "max_fee_msat)"}}}
 
 # Why each error status is answered (the codes are the command line's; docs/service.md lists them).
 ERROR_STATUSES = {
@@ -89,10 +91,12 @@ _PATH_PARAM = r"{(\w+)(?::([^{}]+))?}"
 
 
 def _operation(r: Route) -> dict[str, Any]:
-    found = re.findall(_PATH_PARAM, r.path)   # {name} or {name:regex} (aiohttp: the segment must match)
-    names = [n for n, _ in found]
-    params: list[dict[str, Any]] = [{"name": n, "in": "path", "required": True, "schema": {
-        "type": "string", "minLength": 1, **({"pattern": f"^{regex}$"} if regex else {})}} for n, regex in found]
+    names = re.findall(r"{(\w+)}", r.path)
+    patterns = dict(r.path_patterns)
+    params: list[dict[str, Any]] = [{"name": n, "in": "path", "required": True,
+                                     "schema": {"type": "string", "minLength": 1,
+                                                **({"pattern": f"^{patterns[n]}$"} if n in patterns else {})}}
+                                    for n in names]
     params += [{"name": n, "in": "query", "required": False, "schema": f.schema()} for n, f in r.query]
     if r.idempotency:
         params.append({"name": "Idempotency-Key", "in": "header", "required": r.idempotency == "required",

@@ -64,6 +64,17 @@ class Route:
     content_type: str = "application/json"  # of the success answer
     answers: tuple[tuple[int, str], ...] = ()   # other statuses answered with the success's body
     links: tuple[tuple[str, str], ...] = ()     # (operationId, path parameter) the answer's same field fills
+    path_patterns: tuple[tuple[str, str], ...] = ()   # (path parameter, regex its value matches)
+
+    @property
+    def router_path(self) -> str:
+        """The path as the router matches it: a parameter with a pattern matches only that, so a
+        fixed path beside it (`/v1/swaps/accept` beside `/v1/swaps/{swap_id}`) is not taken for
+        the parameter's value, and a method the fixed path does not list is a 405, as documented."""
+        path = self.path
+        for name, pattern in self.path_patterns:
+            path = path.replace(f"{{{name}}}", f"{{{name}:{pattern}}}")
+        return path
 
 
 ROUTES: list[Route] = []
@@ -74,11 +85,13 @@ def route(method: str, path: str, summary: str, *, tag: str, scopes: tuple[str, 
           idempotency: str | None = None, body: Fields | None = None,
           query: dict[str, Field] | None = None, status: int = 200, websocket: bool = False,
           content_type: str = "application/json", answers: dict[int, str] | None = None,
-          links: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+          links: dict[str, str] | None = None,
+          path_patterns: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ROUTES.append(Route(method, path, handler, summary, tag, scopes, idempotency, body,
                             tuple((query or {}).items()), status, websocket, content_type,
-                            tuple((answers or {}).items()), tuple((links or {}).items())))
+                            tuple((answers or {}).items()), tuple((links or {}).items()),
+                            tuple((path_patterns or {}).items())))
         return handler
     return register
 
