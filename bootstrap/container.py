@@ -343,7 +343,7 @@ class Gateways(containers.DeclarativeContainer):
     swap_chain = providers.Singleton(BitcoinCoreSwapChain, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
     swap_keys = providers.Singleton(_swap_keys, mnemonic=config.signer_mnemonic, passphrase=config.signer_passphrase,
                                     network=config.network)
-        webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private)
+    webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private)
 
 
 class Storage(containers.DeclarativeContainer):
