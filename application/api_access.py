@@ -1,6 +1,7 @@
 """Use cases of the service's access: API keys, webhook subscriptions."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable
 
@@ -93,7 +94,7 @@ class RegisterWebhook:
         with self._uow.read() as uow:
             last = uow.audit.last_seq()
         webhook = Webhook.new(checked, events, key_id, self._clock.now(), after_seq=last)
-        self._store.add_webhook(webhook)
+        await asyncio.to_thread(self._store.add_webhook, webhook)   # may wait for the write lock
         return {**webhook.public(), "secret": webhook.secret}
 
 

@@ -1,6 +1,10 @@
 """Storage of the service's own records: API keys, idempotency records, webhook subscriptions
 with their delivery cursors, and the counts the metrics report. Each method is its own short
-transaction (none of these joins a use case's unit of work)."""
+transaction (none of these joins a use case's unit of work).
+
+The methods that write may wait for the database (SQLite's write lock, while another process
+writes, up to the busy timeout): async code calls them in a thread (`asyncio.to_thread`). The
+reading methods wait for no writer (on SQLite they read a WAL snapshot)."""
 from __future__ import annotations
 
 import abc
@@ -79,5 +83,6 @@ class ServiceStore(abc.ABC):
         state, the outbox's last seq."""
 
     @abc.abstractmethod
-    def check_writable(self) -> None:
-        """Open a write transaction and write nothing; raises when the database cannot be written."""
+    def check_writable(self, wait_seconds: float) -> None:
+        """Open a write transaction and write nothing; raises when the database cannot be written,
+        or DatabaseBusy when another writer holds it longer than `wait_seconds`."""

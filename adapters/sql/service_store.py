@@ -1,17 +1,20 @@
 """The service's own records (API keys, idempotency keys, webhooks) on SQLAlchemy Core, one
-short transaction per method, on the engine the units of work use."""
+short transaction per method, on the engine the units of work use. The reading methods read
+through `_reader` (on SQLite a deferred BEGIN: a WAL snapshot, no write lock, so they never
+wait for a writer); only the writing ones take the write lock."""
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql import metric_counters
-from kaccy_bitcoin.adapters.sql.storage import READ_ONLY
+from kaccy_bitcoin.adapters.sql.errors import DatabaseBusy
+from kaccy_bitcoin.adapters.sql.storage import LOCK_WAIT_MS, READ_ONLY
 from kaccy_bitcoin.adapters.sql.mapping import utc
 from kaccy_bitcoin.domain.api_access import ApiKey, Webhook
 from kaccy_bitcoin.ports.service_store import IdempotencyRecord, ServiceStore
@@ -52,13 +55,13 @@ class SqlServiceStore(ServiceStore):
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
         t = tables.api_keys
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             row = c.execute(select(t).where(t.c.key_hash == key_hash)).first()
         return _key(row) if row is not None else None
 
     def keys(self) -> list[ApiKey]:
         t = tables.api_keys
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             return [_key(r) for r in c.execute(select(t).order_by(t.c.created_at, t.c.key_id))]
 
     def revoke_key(self, key_id: str) -> bool:
@@ -107,13 +110,13 @@ class SqlServiceStore(ServiceStore):
 
     def webhooks(self) -> list[Webhook]:
         t = tables.webhooks
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             rows = c.execute(select(t).where(t.c.active.is_(True)).order_by(t.c.created_at, t.c.webhook_id))
             return [_webhook(r) for r in rows]
 
     def webhook(self, webhook_id: str) -> Webhook | None:
         t = tables.webhooks
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             row = c.execute(select(t).where(t.c.webhook_id == webhook_id)).first()
         return _webhook(row) if row is not None else None
 
@@ -144,7 +147,22 @@ class SqlServiceStore(ServiceStore):
         return {"payments": payments, "received_sat": counters.get("received_sat", 0),
                 "withdrawals": withdrawals, "last_seq": int(last_seq or 0)}
 
-    def check_writable(self) -> None:
+    def check_writable(self, wait_seconds: float) -> None:
         s = tables.sequences
-        with self._engine.begin() as c:   # SQLite: BEGIN IMMEDIATE takes the write lock
-            c.execute(update(s).where(s.c.name == "__ready_probe__").values(value=s.c.value))
+        wait_ms = max(1, int(wait_seconds * 1000))
+        try:
+            # SQLite: BEGIN IMMEDIATE takes the write lock, waiting at most wait_ms for it.
+            with self._engine.execution_options(**{LOCK_WAIT_MS: wait_ms}).begin() as c:
+                if c.dialect.name == "postgresql":
+                    c.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
+                c.execute(update(s).where(s.c.name == "__ready_probe__").values(value=s.c.value))
+        except OperationalError as exc:
+            if not _busy(exc):
+                raise
+            raise DatabaseBusy(f"the database is busy: another writer has held its write lock for over "
+                               f"{wait_seconds:g} s") from None
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" (busy timeout) or PostgreSQL's lock_not_available (55P03)."""
+    return "database is locked" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "55P03"

@@ -13,9 +13,12 @@ of the outbox (the audit log) locks the `events` sequence (SELECT ... FOR UPDATE
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
 
@@ -46,6 +49,10 @@ _TERMINAL_PAYMENT_STATES = ("FINALIZED", "FAILED")
 
 # Execution option of the connections of a read-only unit of work (see SqlUnitOfWork).
 READ_ONLY = "kaccy_read_only"
+# Execution option: on SQLite, wait at most this many milliseconds for the write lock (instead
+# of BUSY_TIMEOUT_MS) when the transaction begins (ServiceStore.check_writable's short wait).
+LOCK_WAIT_MS = "kaccy_lock_wait_ms"
+BUSY_TIMEOUT_MS = 60_000
 
 
 def make_engine(url: str, *, check_schema: bool = True) -> Engine:
@@ -56,7 +63,9 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
     parsed = opening.parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         opening.make_sqlite_folder(parsed)
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
+        # check_same_thread=False: a write unit of work begins in a thread (SqlUnitOfWork.__aenter__)
+        # and goes on on the event loop; one thread at a time uses a connection.
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -64,13 +73,26 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # noqa: ANN001
             # A read-only unit of work (READ_ONLY) reads a snapshot without the write lock.
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+            options = conn.get_execution_options()
+            if options.get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+                return
+            wait = options.get(LOCK_WAIT_MS)
+            if wait is None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            # Only BEGIN IMMEDIATE waits for the lock: the usual timeout is back right after it.
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait)}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     else:
         engine = opening.server_engine(parsed)
     opening.report_unreachable(engine, parsed)
@@ -969,13 +991,35 @@ def _read_only(engine: Engine) -> Engine:
     return found
 
 
+_WAITERS: list[ThreadPoolExecutor] = []
+_WAITERS_LOCK = threading.Lock()
+# Threads that begin write units of work: as many as the pool's connections (QueuePool's 5 +
+# 10 overflow), more would only wait for one; apart from the loop's default executor, so
+# writers queued on a lock never hold up other work handed to threads.
+BEGIN_THREADS = 16
+
+
+def _begin_threads() -> ThreadPoolExecutor:
+    with _WAITERS_LOCK:
+        if not _WAITERS:
+            _WAITERS.append(ThreadPoolExecutor(BEGIN_THREADS, thread_name_prefix="kaccy-db-begin"))
+        return _WAITERS[0]
+
+
 class SqlUnitOfWork(storage.UnitOfWork):
     """One Core connection; its transaction begins with the first statement (SQLite: BEGIN
     IMMEDIATE, see make_engine) and ends with commit() or the rollback on leaving the block.
 
     `read_only`: for reading only (commit() is refused). On SQLite it begins a deferred
     transaction, which reads a consistent snapshot without taking the write lock, so a
-    use case can read, wait on the node, then write in a second, short unit of work."""
+    use case can read, wait on the node, then write in a second, short unit of work.
+
+    `async with` on a writing unit of work checks its connection out and begins its
+    transaction in a thread (SQLite's BEGIN IMMEDIATE waits there, up to the busy timeout,
+    while another process writes; PostgreSQL's pool may wait for a free connection), then
+    hands the connection to the event loop: one thread uses it at a time. The statements and
+    the COMMIT run on the loop: holding the write lock, they wait for no other writer. A
+    read-only unit of work begins on the loop: on SQLite's WAL a reader waits for nobody."""
 
     def __init__(self, engine: Engine, order_cache: OrderCache | None = None,
                  payment_cache: PaymentCache | None = None, *, read_only: bool = False) -> None:
@@ -1004,6 +1048,26 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.consolidations = SqlConsolidations(c)
         self.swaps = SqlSwaps(c)
         self.analytics = SqlAnalytics(c)
+
+    async def _begin_async(self) -> None:
+        if self.read_only:
+            self._begin()
+            return
+        began = asyncio.get_running_loop().run_in_executor(_begin_threads(), self._begin_writing)
+        try:
+            await asyncio.shield(began)
+        except asyncio.CancelledError:
+            # Cancelled while the thread waits: the connection it gets is let go at once.
+            began.add_done_callback(lambda _done: self._close())
+            raise
+
+    def _begin_writing(self) -> None:
+        self._begin()
+        try:
+            self._conn.begin()  # type: ignore[union-attr] - set by _begin
+        except BaseException:
+            self._close()
+            raise
 
     def _commit(self) -> None:
         if self._conn is None:
