@@ -1,7 +1,6 @@
 """Use cases of the service's access: API keys, webhook subscriptions."""
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Callable
 
@@ -94,7 +93,7 @@ class RegisterWebhook:
         with self._uow.read() as uow:
             last = uow.audit.last_seq()
         webhook = Webhook.new(checked, events, key_id, self._clock.now(), after_seq=last)
-        await asyncio.to_thread(self._store.add_webhook, webhook)   # may wait for the write lock
+        await self._store.run_writing(self._store.add_webhook, webhook)   # may wait for the write lock
         return {**webhook.public(), "secret": webhook.secret}
 
 

@@ -3,13 +3,14 @@ with their delivery cursors, and the counts the metrics report. Each method is i
 transaction (none of these joins a use case's unit of work).
 
 The methods that write may wait for the database (SQLite's write lock, while another process
-writes, up to the busy timeout): async code calls them in a thread (`asyncio.to_thread`). The
-reading methods wait for no writer (on SQLite they read a WAL snapshot)."""
+writes, up to the busy timeout): async code calls them through `run_writing`, never directly.
+The reading methods wait for no writer (on SQLite they read a WAL snapshot)."""
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as dt
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import attrs
 
@@ -25,7 +26,15 @@ class IdempotencyRecord:
     response: Any
 
 
+T = TypeVar("T")
+
+
 class ServiceStore(abc.ABC):
+    async def run_writing(self, method: Callable[..., T], *args: Any) -> T:
+        """`method(*args)`, one of this store's writing methods, called from async code without
+        blocking the event loop: in a thread (the SQL store: in this process's turn to write)."""
+        return await asyncio.to_thread(method, *args)
+
     @abc.abstractmethod
     def add_key(self, key: ApiKey) -> None:
         """Store a new API key."""

@@ -5,7 +5,7 @@ wait for a writer); only the writing ones take the write lock."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Engine
@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql import metric_counters
 from kaccy_bitcoin.adapters.sql.errors import DatabaseBusy
-from kaccy_bitcoin.adapters.sql.storage import LOCK_WAIT_MS, READ_ONLY
+from kaccy_bitcoin.adapters.sql.storage import LOCK_WAIT_MS, READ_ONLY, WriteLockBusy, write_gate, writer
 from kaccy_bitcoin.adapters.sql.mapping import utc
 from kaccy_bitcoin.domain.api_access import ApiKey, Webhook
 from kaccy_bitcoin.ports.service_store import IdempotencyRecord, ServiceStore
@@ -39,6 +39,9 @@ _FINISH = (update(_IDEM).where(_IDEM.c.key_id == bindparam("k_key_id"), _IDEM.c.
            .values(status=bindparam("status"), response=bindparam("response")))
 
 
+T = TypeVar("T")
+
+
 class SqlServiceStore(ServiceStore):
     def __init__(self, engine: Engine, abandoned_after: dt.timedelta = dt.timedelta(minutes=10)) -> None:
         self._engine = engine
@@ -47,8 +50,12 @@ class SqlServiceStore(ServiceStore):
         # mid-request: the next request with the key takes it over and runs again.
         self._abandoned_after = abandoned_after
 
+    async def run_writing(self, method: Callable[..., T], *args: Any) -> T:
+        # After this process's earlier writers (units of work included), in a thread.
+        return await write_gate(self._engine).run(method, *args)
+
     def add_key(self, key: ApiKey) -> None:
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(insert(tables.api_keys).values(key_id=key.key_id, key_hash=key.key_hash,
                                                      scopes=list(key.scopes), created_at=key.created_at,
                                                      revoked=key.revoked))
@@ -66,20 +73,20 @@ class SqlServiceStore(ServiceStore):
 
     def revoke_key(self, key_id: str) -> bool:
         t = tables.api_keys
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             return c.execute(update(t).where(t.c.key_id == key_id).values(revoked=True)).rowcount == 1
 
     def claim_idempotency(self, key_id: str, idem_key: str, request_hash: str,
                           now: dt.datetime) -> IdempotencyRecord | None:
         t = tables.idempotency_keys
         try:
-            with self._engine.begin() as c:
+            with writer(self._engine).begin() as c:
                 c.execute(_CLAIM, {"key_id": key_id, "idem_key": idem_key, "request_hash": request_hash,
                                    "created_at": now})
             return None
         except IntegrityError:
             pass
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             row = c.execute(select(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key)).first()
             if row is None:   # released between the two statements: the caller may try again
                 return IdempotencyRecord(request_hash, None, None)
@@ -92,16 +99,16 @@ class SqlServiceStore(ServiceStore):
         return IdempotencyRecord(row.request_hash, row.status, row.response)
 
     def finish_idempotency(self, key_id: str, idem_key: str, status: int, response: Any) -> None:
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(_FINISH, {"k_key_id": key_id, "k_idem_key": idem_key, "status": status, "response": response})
 
     def release_idempotency(self, key_id: str, idem_key: str) -> None:
         t = tables.idempotency_keys
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(t.delete().where(t.c.key_id == key_id, t.c.idem_key == idem_key, t.c.status.is_(None)))
 
     def add_webhook(self, webhook: Webhook) -> None:
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(insert(tables.webhooks).values(
                 webhook_id=webhook.webhook_id, url=webhook.url, secret=webhook.secret,
                 events=list(webhook.events) if webhook.events is not None else None, key_id=webhook.key_id,
@@ -122,7 +129,7 @@ class SqlServiceStore(ServiceStore):
 
     def save_webhook_progress(self, webhook: Webhook, expected_seq: int) -> bool:
         t = tables.webhooks
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             done = c.execute(update(t).where(t.c.webhook_id == webhook.webhook_id,
                                              t.c.delivered_seq == expected_seq)
                              .values(delivered_seq=webhook.delivered_seq, attempts=webhook.attempts,
@@ -132,7 +139,7 @@ class SqlServiceStore(ServiceStore):
 
     def deactivate_webhook(self, webhook_id: str) -> bool:
         t = tables.webhooks
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             return c.execute(update(t).where(t.c.webhook_id == webhook_id).values(active=False)).rowcount == 1
 
     def stats(self) -> dict[str, Any]:
@@ -156,8 +163,8 @@ class SqlServiceStore(ServiceStore):
                 if c.dialect.name == "postgresql":
                     c.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
                 c.execute(update(s).where(s.c.name == "__ready_probe__").values(value=s.c.value))
-        except OperationalError as exc:
-            if not _busy(exc):
+        except (OperationalError, WriteLockBusy) as exc:
+            if isinstance(exc, OperationalError) and not _busy(exc):
                 raise
             raise DatabaseBusy(f"the database is busy: another writer has held its write lock for over "
                                f"{wait_seconds:g} s") from None

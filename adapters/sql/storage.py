@@ -14,12 +14,14 @@ of the outbox (the audit log) locks the `events` sequence (SELECT ... FOR UPDATE
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import hashlib
+import sqlite3
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import (BigInteger, bindparam, create_engine, delete, event, func, insert, literal, select,
@@ -55,6 +57,10 @@ LOCK_WAIT_MS = "kaccy_lock_wait_ms"
 BUSY_TIMEOUT_MS = 60_000
 
 
+class WriteLockBusy(Exception):
+    """SQLite: another connection held the write lock longer than LOCK_WAIT_MS."""
+
+
 def make_engine(url: str, *, check_schema: bool = True) -> Engine:
     """An engine for `url`. With `check_schema`, a new, empty database is created at the
     latest schema revision and one at any other revision is refused (DatabaseOutdated,
@@ -88,11 +94,16 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 return
             # Only BEGIN IMMEDIATE waits for the lock: the usual timeout is back right after it.
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait)}")
+            raw = conn.connection.dbapi_connection
+            raw.execute(f"PRAGMA busy_timeout={int(wait)}")
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                raise WriteLockBusy(f"another writer held the write lock over {int(wait)} ms") from None
             finally:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     else:
         engine = opening.server_engine(parsed)
     opening.report_unreachable(engine, parsed)
@@ -991,19 +1002,108 @@ def _read_only(engine: Engine) -> Engine:
     return found
 
 
-_WAITERS: list[ThreadPoolExecutor] = []
-_WAITERS_LOCK = threading.Lock()
-# Threads that begin write units of work: as many as the pool's connections (QueuePool's 5 +
-# 10 overflow), more would only wait for one; apart from the loop's default executor, so
-# writers queued on a lock never hold up other work handed to threads.
+_NO_WAIT_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _no_wait(engine: Engine) -> Engine:
+    """The engine whose transactions begin only if SQLite's write lock is free now (else
+    WriteLockBusy), made once per engine."""
+    found = _NO_WAIT_ENGINES.get(engine)
+    if found is None:
+        found = _NO_WAIT_ENGINES[engine] = engine.execution_options(**{LOCK_WAIT_MS: 0})
+    return found
+
+
+# Set while WriteGate.run tries a write on the event loop: writes begin only if the lock is free.
+_TRYING_NOW: contextvars.ContextVar[bool] = contextvars.ContextVar("kaccy_trying_now", default=False)
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine a write transaction of the service store begins on (see WriteGate.run)."""
+    return _no_wait(engine) if _TRYING_NOW.get() else engine
+
+
+_BEGIN_THREADS: list[ThreadPoolExecutor] = []
+_BEGIN_THREADS_LOCK = threading.Lock()
+# Threads that begin write units of work and run the service store's writes: as many as the
+# pool's connections (QueuePool's 5 + 10 overflow), more would only wait for one; apart from
+# the loop's default executor, so writers waiting for a lock never hold up other threaded work.
 BEGIN_THREADS = 16
 
 
 def _begin_threads() -> ThreadPoolExecutor:
-    with _WAITERS_LOCK:
-        if not _WAITERS:
-            _WAITERS.append(ThreadPoolExecutor(BEGIN_THREADS, thread_name_prefix="kaccy-db-begin"))
-        return _WAITERS[0]
+    with _BEGIN_THREADS_LOCK:
+        if not _BEGIN_THREADS:
+            _BEGIN_THREADS.append(ThreadPoolExecutor(BEGIN_THREADS, thread_name_prefix="kaccy-db-write"))
+        return _BEGIN_THREADS[0]
+
+
+class WriteGate:
+    """How this process's async code gets to write, without blocking its event loop.
+
+    SQLite has one write lock per database: the process's writers queue on an asyncio.Lock
+    first (in order, holding no thread and no connection); the one at the head takes SQLite's
+    lock on the loop if it is free right now (BEGIN IMMEDIATE with no busy wait: no thread
+    hop in the usual case), else waits for it in a thread (another process holds it). So
+    the loop never waits for another process, and waiting writers never use up the
+    connection pool that the loop's reads draw from. PostgreSQL writers do not exclude each
+    other: each goes to a thread directly (where the pool may make it wait for a connection)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._one_writer = engine.dialect.name == "sqlite"
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    async def enter(self) -> asyncio.Lock | None:
+        """Wait for this process's turn to write; the lock to release when done (None: no turn)."""
+        if not self._one_writer:
+            return None
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        await lock.acquire()
+        return lock
+
+    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(*args)` (whole write transactions that begin on `writer(engine)`), in this
+        process's turn: on the loop when SQLite's lock is free now, else in a thread."""
+        lock = await self.enter()
+        if lock is not None:
+            trying = _TRYING_NOW.set(True)
+            try:
+                result = call(*args)
+            except WriteLockBusy:
+                pass   # nothing was written: again in a thread, waiting for the lock
+            except BaseException:
+                lock.release()
+                raise
+            else:
+                lock.release()
+                return result
+            finally:
+                _TRYING_NOW.reset(trying)
+        done = asyncio.get_running_loop().run_in_executor(_begin_threads(), call, *args)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if lock is not None:   # the thread goes on: the turn ends when it does
+                done.add_done_callback(lambda _done: lock.release())
+                lock = None
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+_GATES: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
+
+
+def write_gate(engine: Engine) -> WriteGate:
+    """The engine's WriteGate (one per engine: its writers share it)."""
+    found = _GATES.get(engine)
+    if found is None:
+        found = _GATES[engine] = WriteGate(engine)
+    return found
 
 
 class SqlUnitOfWork(storage.UnitOfWork):
@@ -1028,10 +1128,12 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self._order_cache = order_cache if order_cache is not None else OrderCache()
         self._payment_cache = payment_cache if payment_cache is not None else PaymentCache()
         self._conn: Connection | None = None
+        self._turn: asyncio.Lock | None = None   # this process's turn to write (WriteGate), if taken
         self.read_only = read_only
 
-    def _begin(self) -> None:
-        bind = _read_only(self._engine) if self.read_only else self._engine
+    def _begin(self, bind: Engine | None = None) -> None:
+        if bind is None:
+            bind = _read_only(self._engine) if self.read_only else self._engine
         self._conn = c = bind.connect()
         self.requests = SqlPaymentRequests(c, self._order_cache)
         self.payments = SqlPayments(c, self._payment_cache)
@@ -1053,20 +1155,38 @@ class SqlUnitOfWork(storage.UnitOfWork):
         if self.read_only:
             self._begin()
             return
+        self._turn = await write_gate(self._engine).enter()
+        if self._turn is not None:   # SQLite: begin here if the write lock is free now
+            try:
+                self._begin(_no_wait(self._engine))
+                self._conn.begin()  # type: ignore[union-attr] - set by _begin
+                return
+            except WriteLockBusy:
+                self._conn.close()  # type: ignore[union-attr]
+                self._conn = None
+            except BaseException:
+                self._close()
+                raise
         began = asyncio.get_running_loop().run_in_executor(_begin_threads(), self._begin_writing)
         try:
             await asyncio.shield(began)
         except asyncio.CancelledError:
-            # Cancelled while the thread waits: the connection it gets is let go at once.
+            # Cancelled while the thread waits: what it gets is let go as soon as it has it.
             began.add_done_callback(lambda _done: self._close())
+            raise
+        except BaseException:
+            self._close()
             raise
 
     def _begin_writing(self) -> None:
+        """In a thread: check a connection out and begin (SQLite: BEGIN IMMEDIATE, which waits
+        for the write lock)."""
         self._begin()
         try:
             self._conn.begin()  # type: ignore[union-attr] - set by _begin
         except BaseException:
-            self._close()
+            self._conn.close()  # type: ignore[union-attr]
+            self._conn = None
             raise
 
     def _commit(self) -> None:
@@ -1083,9 +1203,14 @@ class SqlUnitOfWork(storage.UnitOfWork):
             self._conn.rollback()
 
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        try:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        finally:
+            if self._turn is not None:   # this process's next writer may begin
+                self._turn.release()
+                self._turn = None
 
 
 class SqlUnitOfWorkFactory(storage.UnitOfWorkFactory):
