@@ -1114,12 +1114,15 @@ class SqlUnitOfWork(storage.UnitOfWork):
     transaction, which reads a consistent snapshot without taking the write lock, so a
     use case can read, wait on the node, then write in a second, short unit of work.
 
-    `async with` on a writing unit of work checks its connection out and begins its
-    transaction in a thread (SQLite's BEGIN IMMEDIATE waits there, up to the busy timeout,
-    while another process writes; PostgreSQL's pool may wait for a free connection), then
-    hands the connection to the event loop: one thread uses it at a time. The statements and
+    `async with` on SQLite: a writing unit of work waits for this process's turn to write
+    (WriteGate), then begins on the loop if the write lock is free now, else in a thread
+    (BEGIN IMMEDIATE waits there, up to the busy timeout, while another process writes) that
+    hands the connection back to the loop: one thread uses it at a time. The statements and
     the COMMIT run on the loop: holding the write lock, they wait for no other writer. A
-    read-only unit of work begins on the loop: on SQLite's WAL a reader waits for nobody."""
+    read-only unit of work begins on the loop: on SQLite's WAL a reader waits for nobody.
+    On PostgreSQL a unit of work begins on the loop as with `with`: its BEGIN waits for no
+    lock (it goes with the first statement), and connections begun in threads would pile up
+    waiting for the loop, emptying the pool the loop itself draws from."""
 
     def __init__(self, engine: Engine, order_cache: OrderCache | None = None,
                  payment_cache: PaymentCache | None = None, *, read_only: bool = False) -> None:
@@ -1152,21 +1155,20 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.analytics = SqlAnalytics(c)
 
     async def _begin_async(self) -> None:
-        if self.read_only:
+        self._turn = None if self.read_only else await write_gate(self._engine).enter()
+        if self._turn is None:   # reading, or PostgreSQL: BEGIN waits for nothing
             self._begin()
             return
-        self._turn = await write_gate(self._engine).enter()
-        if self._turn is not None:   # SQLite: begin here if the write lock is free now
-            try:
-                self._begin(_no_wait(self._engine))
-                self._conn.begin()  # type: ignore[union-attr] - set by _begin
-                return
-            except WriteLockBusy:
-                self._conn.close()  # type: ignore[union-attr]
-                self._conn = None
-            except BaseException:
-                self._close()
-                raise
+        try:   # SQLite: begin here if the write lock is free now
+            self._begin(_no_wait(self._engine))
+            self._conn.begin()  # type: ignore[union-attr] - set by _begin
+            return
+        except WriteLockBusy:
+            self._conn.close()  # type: ignore[union-attr]
+            self._conn = None
+        except BaseException:
+            self._close()
+            raise
         began = asyncio.get_running_loop().run_in_executor(_begin_threads(), self._begin_writing)
         try:
             await asyncio.shield(began)
