@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql import mapping
 from kaccy_bitcoin.adapters.sql import engine as opening, schema
+from kaccy_bitcoin.adapters.sql.errors import DatabaseBusy
 from kaccy_bitcoin.adapters.sql.ln_payouts import SqlLightningPayouts
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import GENESIS, AuditEntry
@@ -1063,7 +1064,14 @@ class WriteGate:
         lock = self._locks.get(loop)
         if lock is None:
             lock = self._locks[loop] = asyncio.Lock()
-        await lock.acquire()
+        if not lock.locked():
+            await lock.acquire()
+            return lock
+        try:   # as long as SQLite's own busy timeout: a writer never waits for good
+            await asyncio.wait_for(lock.acquire(), BUSY_TIMEOUT_MS / 1000)
+        except asyncio.TimeoutError:
+            raise DatabaseBusy(f"the database is busy: this process's writers queued over "
+                               f"{BUSY_TIMEOUT_MS // 1000} s") from None
         return lock
 
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
