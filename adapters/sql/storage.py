@@ -10,6 +10,10 @@ takes no write lock. PostgreSQL: address-index
 allocation takes a row lock on the chain's counter (UPDATE ... RETURNING; order creation
 commits it alone, so nobody queues behind a whole order's writes), and numbering the events
 of the outbox (the audit log) locks the `events` sequence (SELECT ... FOR UPDATE).
+
+Async code never waits for SQLite's write lock on its event loop: `async with uow` and the
+service store's `run_writing` go through WriteGate (one writer of this process at a time, the
+wait for another process's lock in a thread).
 """
 from __future__ import annotations
 
@@ -70,8 +74,8 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
     parsed = opening.parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         opening.make_sqlite_folder(parsed)
-        # check_same_thread=False: a write unit of work begins in a thread (SqlUnitOfWork.__aenter__)
-        # and goes on on the event loop; one thread at a time uses a connection.
+        # check_same_thread=False: a write unit of work may begin in a thread and go on on the
+        # event loop (SqlUnitOfWork._begin_async); one thread at a time uses a connection.
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
