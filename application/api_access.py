@@ -93,7 +93,7 @@ class RegisterWebhook:
         with self._uow.read() as uow:
             last = uow.audit.last_seq()
         webhook = Webhook.new(checked, events, key_id, self._clock.now(), after_seq=last)
-        self._store.add_webhook(webhook)
+        await self._store.run_writing(self._store.add_webhook, webhook)   # may wait for the write lock
         return {**webhook.public(), "secret": webhook.secret}
 
 

@@ -54,7 +54,9 @@ class CheckReadiness:
         return {"status": "ok" if synced else "fail", "chain": info.chain, "blocks": info.blocks, "synced": synced}
 
     async def _database(self) -> dict[str, Any]:
-        self._store.check_writable()
+        # In a thread, waiting for the write lock half the check's time at most: a database
+        # another process is writing to is reported busy (database_busy), not timed out.
+        await asyncio.to_thread(self._store.check_writable, self._timeout / 2)
         return {"status": "ok"}
 
     async def monitor_lag(self) -> int | None:

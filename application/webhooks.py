@@ -85,10 +85,10 @@ class DeliverWebhooks:
                     webhook, delivered_seq=cursor, attempts=webhook.attempts + 1, last_error=error,
                     next_attempt_at=self._clock.now() + dt.timedelta(seconds=retry_delay(
                         webhook.attempts + 1, self._settings.first_retry, self._settings.max_retry)))
-                self._store.save_webhook_progress(failed, webhook.delivered_seq)
+                await self._store.run_writing(self._store.save_webhook_progress, failed, webhook.delivered_seq)
                 return delivered
             moved = attrs.evolve(webhook, delivered_seq=cursor, attempts=0, next_attempt_at=None, last_error=None)
-            if not self._store.save_webhook_progress(moved, webhook.delivered_seq):
+            if not await self._store.run_writing(self._store.save_webhook_progress, moved, webhook.delivered_seq):
                 return delivered   # redelivered meanwhile: the next round starts from the new cursor
             webhook = moved
 

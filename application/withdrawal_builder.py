@@ -298,7 +298,7 @@ class WithdrawalBuilder:
 
     async def _new_change(self, withdrawal_id: str) -> tuple[str, int]:
         """A fresh change address, committed to the address book and watched by the node."""
-        with self._uow() as uow:
+        async with self._uow() as uow:
             index = uow.addresses.allocate(self._book(CHANGE))
             address = self._deriver.address(CHANGE, index)
             uow.addresses.record(AddressEntry(address, self._book(CHANGE), index, f"change of {withdrawal_id}",

@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 import attrs
@@ -73,6 +74,9 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
     undo_rpc = observe_rpc(metrics.rpc_call)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Writes of the service store run in these threads (they may wait for SQLite's write lock
+    # while another process writes): enough that waiting writers leave room for other work.
+    loop.set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="kaccy"))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Built now, so a setting they need that is missing stops the start with its error.

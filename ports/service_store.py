@@ -1,11 +1,16 @@
 """Storage of the service's own records: API keys, idempotency records, webhook subscriptions
 with their delivery cursors, and the counts the metrics report. Each method is its own short
-transaction (none of these joins a use case's unit of work)."""
+transaction (none of these joins a use case's unit of work).
+
+The methods that write may wait for the database (SQLite's write lock, while another process
+writes, up to the busy timeout): async code calls them through `run_writing`, never directly.
+The reading methods wait for no writer (on SQLite they read a WAL snapshot)."""
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as dt
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import attrs
 
@@ -21,7 +26,15 @@ class IdempotencyRecord:
     response: Any
 
 
+T = TypeVar("T")
+
+
 class ServiceStore(abc.ABC):
+    async def run_writing(self, method: Callable[..., T], *args: Any) -> T:
+        """`method(*args)`, one of this store's writing methods, called from async code without
+        blocking the event loop: in a thread (the SQL store: in this process's turn to write)."""
+        return await asyncio.to_thread(method, *args)
+
     @abc.abstractmethod
     def add_key(self, key: ApiKey) -> None:
         """Store a new API key."""
@@ -79,5 +92,6 @@ class ServiceStore(abc.ABC):
         state, the outbox's last seq."""
 
     @abc.abstractmethod
-    def check_writable(self) -> None:
-        """Open a write transaction and write nothing; raises when the database cannot be written."""
+    def check_writable(self, wait_seconds: float) -> None:
+        """Open a write transaction and write nothing; raises when the database cannot be written,
+        or DatabaseBusy when another writer holds it longer than `wait_seconds`."""

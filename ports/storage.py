@@ -401,6 +401,8 @@ class UnitOfWork(abc.ABC):
     """A transaction over every repository: all of it commits, or none of it does.
 
     Use as `with uow:` or `async with uow:`; leaving the block without `commit()` rolls back.
+    `async with` waits for the transaction's write lock (if any) off the event loop, so
+    async code never stalls behind another process's writes; once in, the block holds it.
     Events recorded through `record()` are appended to the audit log (the outbox) by
     `commit()`, in the same transaction and just before it commits, so the lock that
     numbers them is held only for the commit itself; duplicates by id are skipped, and
@@ -477,7 +479,14 @@ class UnitOfWork(abc.ABC):
             self._close()
 
     async def __aenter__(self) -> UnitOfWork:
-        return self.__enter__()
+        self._recorded = []
+        await self._begin_async()
+        return self
+
+    async def _begin_async(self) -> None:
+        """`_begin` for `async with`: an adapter whose beginning may wait (for a write lock, a
+        pooled connection) does that waiting off the event loop."""
+        self._begin()
 
     async def __aexit__(self, *exc: object) -> None:
         self.__exit__(*exc)

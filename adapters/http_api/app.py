@@ -204,7 +204,9 @@ class Api:
             return self._respond(r, await r.handler(call))
         fingerprint = hashlib.sha256(json.dumps([call.request.method, call.request.path, call.body.raw_data],
                                                 sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        first = self._store.claim_idempotency(key.key_id, idem, fingerprint, self._clock.now())
+        # The store's writes may wait for the database's write lock: never on the event loop.
+        first = await self._store.run_writing(self._store.claim_idempotency, key.key_id, idem, fingerprint,
+                                        self._clock.now())
         if first is not None:
             if first.request_hash != fingerprint:
                 raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with another request "
@@ -223,12 +225,14 @@ class Api:
         except BaseException as exc:
             status = status_of(exc) if isinstance(exc, Exception) else 500
             if status < 500 and status not in (409, 429):   # a final answer about this request: replayed
-                self._store.finish_idempotency(key.key_id, idem, status, error_body(exc))
+                await self._store.run_writing(self._store.finish_idempotency, key.key_id, idem, status,
+                                              error_body(exc))
             else:   # may succeed if tried again: the key is free again
-                self._store.release_idempotency(key.key_id, idem)
+                await self._store.run_writing(self._store.release_idempotency, key.key_id, idem)
             raise
         assert isinstance(response, web.Response) and response.text is not None
-        self._store.finish_idempotency(key.key_id, idem, response.status, json.loads(response.text))
+        await self._store.run_writing(self._store.finish_idempotency, key.key_id, idem, response.status,
+                                json.loads(response.text))
         return response
 
     # -- readiness and the event stream ---------------------------------------------------

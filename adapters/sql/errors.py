@@ -19,6 +19,12 @@ class DatabaseUnavailable(StorageError):
     code = "database_unavailable"
 
 
+class DatabaseBusy(StorageError):
+    """Another writer held the database's write lock longer than the caller would wait."""
+
+    code = "database_busy"
+
+
 class DatabaseDriverMissing(StorageError):
     """The URL names a database whose Python driver is not installed."""
 

@@ -1,17 +1,20 @@
 """The service's own records (API keys, idempotency keys, webhooks) on SQLAlchemy Core, one
-short transaction per method, on the engine the units of work use."""
+short transaction per method, on the engine the units of work use. The reading methods read
+through `_reader` (on SQLite a deferred BEGIN: a WAL snapshot, no write lock, so they never
+wait for a writer); only the writing ones take the write lock."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql import metric_counters
-from kaccy_bitcoin.adapters.sql.storage import READ_ONLY
+from kaccy_bitcoin.adapters.sql.errors import DatabaseBusy
+from kaccy_bitcoin.adapters.sql.storage import LOCK_WAIT_MS, READ_ONLY, WriteLockBusy, write_gate, writer
 from kaccy_bitcoin.adapters.sql.mapping import utc
 from kaccy_bitcoin.domain.api_access import ApiKey, Webhook
 from kaccy_bitcoin.ports.service_store import IdempotencyRecord, ServiceStore
@@ -36,6 +39,9 @@ _FINISH = (update(_IDEM).where(_IDEM.c.key_id == bindparam("k_key_id"), _IDEM.c.
            .values(status=bindparam("status"), response=bindparam("response")))
 
 
+T = TypeVar("T")
+
+
 class SqlServiceStore(ServiceStore):
     def __init__(self, engine: Engine, abandoned_after: dt.timedelta = dt.timedelta(minutes=10)) -> None:
         self._engine = engine
@@ -44,39 +50,43 @@ class SqlServiceStore(ServiceStore):
         # mid-request: the next request with the key takes it over and runs again.
         self._abandoned_after = abandoned_after
 
+    async def run_writing(self, method: Callable[..., T], *args: Any) -> T:
+        # After this process's earlier writers (units of work included), in a thread.
+        return await write_gate(self._engine).run(method, *args)
+
     def add_key(self, key: ApiKey) -> None:
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(insert(tables.api_keys).values(key_id=key.key_id, key_hash=key.key_hash,
                                                      scopes=list(key.scopes), created_at=key.created_at,
                                                      revoked=key.revoked))
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
         t = tables.api_keys
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             row = c.execute(select(t).where(t.c.key_hash == key_hash)).first()
         return _key(row) if row is not None else None
 
     def keys(self) -> list[ApiKey]:
         t = tables.api_keys
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             return [_key(r) for r in c.execute(select(t).order_by(t.c.created_at, t.c.key_id))]
 
     def revoke_key(self, key_id: str) -> bool:
         t = tables.api_keys
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             return c.execute(update(t).where(t.c.key_id == key_id).values(revoked=True)).rowcount == 1
 
     def claim_idempotency(self, key_id: str, idem_key: str, request_hash: str,
                           now: dt.datetime) -> IdempotencyRecord | None:
         t = tables.idempotency_keys
         try:
-            with self._engine.begin() as c:
+            with writer(self._engine).begin() as c:
                 c.execute(_CLAIM, {"key_id": key_id, "idem_key": idem_key, "request_hash": request_hash,
                                    "created_at": now})
             return None
         except IntegrityError:
             pass
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             row = c.execute(select(t).where(t.c.key_id == key_id, t.c.idem_key == idem_key)).first()
             if row is None:   # released between the two statements: the caller may try again
                 return IdempotencyRecord(request_hash, None, None)
@@ -89,16 +99,16 @@ class SqlServiceStore(ServiceStore):
         return IdempotencyRecord(row.request_hash, row.status, row.response)
 
     def finish_idempotency(self, key_id: str, idem_key: str, status: int, response: Any) -> None:
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(_FINISH, {"k_key_id": key_id, "k_idem_key": idem_key, "status": status, "response": response})
 
     def release_idempotency(self, key_id: str, idem_key: str) -> None:
         t = tables.idempotency_keys
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(t.delete().where(t.c.key_id == key_id, t.c.idem_key == idem_key, t.c.status.is_(None)))
 
     def add_webhook(self, webhook: Webhook) -> None:
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             c.execute(insert(tables.webhooks).values(
                 webhook_id=webhook.webhook_id, url=webhook.url, secret=webhook.secret,
                 events=list(webhook.events) if webhook.events is not None else None, key_id=webhook.key_id,
@@ -107,19 +117,19 @@ class SqlServiceStore(ServiceStore):
 
     def webhooks(self) -> list[Webhook]:
         t = tables.webhooks
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             rows = c.execute(select(t).where(t.c.active.is_(True)).order_by(t.c.created_at, t.c.webhook_id))
             return [_webhook(r) for r in rows]
 
     def webhook(self, webhook_id: str) -> Webhook | None:
         t = tables.webhooks
-        with self._engine.connect() as c:
+        with self._reader.connect() as c:
             row = c.execute(select(t).where(t.c.webhook_id == webhook_id)).first()
         return _webhook(row) if row is not None else None
 
     def save_webhook_progress(self, webhook: Webhook, expected_seq: int) -> bool:
         t = tables.webhooks
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             done = c.execute(update(t).where(t.c.webhook_id == webhook.webhook_id,
                                              t.c.delivered_seq == expected_seq)
                              .values(delivered_seq=webhook.delivered_seq, attempts=webhook.attempts,
@@ -129,7 +139,7 @@ class SqlServiceStore(ServiceStore):
 
     def deactivate_webhook(self, webhook_id: str) -> bool:
         t = tables.webhooks
-        with self._engine.begin() as c:
+        with writer(self._engine).begin() as c:
             return c.execute(update(t).where(t.c.webhook_id == webhook_id).values(active=False)).rowcount == 1
 
     def stats(self) -> dict[str, Any]:
@@ -144,7 +154,22 @@ class SqlServiceStore(ServiceStore):
         return {"payments": payments, "received_sat": counters.get("received_sat", 0),
                 "withdrawals": withdrawals, "last_seq": int(last_seq or 0)}
 
-    def check_writable(self) -> None:
+    def check_writable(self, wait_seconds: float) -> None:
         s = tables.sequences
-        with self._engine.begin() as c:   # SQLite: BEGIN IMMEDIATE takes the write lock
-            c.execute(update(s).where(s.c.name == "__ready_probe__").values(value=s.c.value))
+        wait_ms = max(1, int(wait_seconds * 1000))
+        try:
+            # SQLite: BEGIN IMMEDIATE takes the write lock, waiting at most wait_ms for it.
+            with self._engine.execution_options(**{LOCK_WAIT_MS: wait_ms}).begin() as c:
+                if c.dialect.name == "postgresql":
+                    c.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
+                c.execute(update(s).where(s.c.name == "__ready_probe__").values(value=s.c.value))
+        except (OperationalError, WriteLockBusy) as exc:
+            if isinstance(exc, OperationalError) and not _busy(exc):
+                raise
+            raise DatabaseBusy(f"the database is busy: another writer has held its write lock for over "
+                               f"{wait_seconds:g} s") from None
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" (busy timeout) or PostgreSQL's lock_not_available (55P03)."""
+    return "database is locked" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "55P03"

@@ -1,6 +1,7 @@
 """Webhook subscriptions and redelivery."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kaccy_bitcoin.adapters.http_api.fields import EVENTS_AFTER, Choice, Integer, ListOf, Text
@@ -34,7 +35,8 @@ async def show_webhook(call: Call) -> dict[str, Any]:
 
 @route("DELETE", "/v1/webhooks/{webhook_id}", "Stop delivering to a webhook", tag="webhooks", scopes=(ADMIN,))
 async def delete_webhook(call: Call) -> dict[str, Any]:
-    return (await call.use("show_webhooks")).delete(call.path("webhook_id"))
+    # It writes (may wait for the database's write lock): in a thread, never on the event loop.
+    return await asyncio.to_thread((await call.use("show_webhooks")).delete, call.path("webhook_id"))
 
 
 @route("POST", "/v1/webhooks/{webhook_id}/redeliver",
@@ -43,4 +45,4 @@ async def delete_webhook(call: Call) -> dict[str, Any]:
 async def redeliver_webhook(call: Call) -> dict[str, Any]:
     from_seq = call.body["from_seq"]
     redeliver = await call.use("redeliver_webhook")
-    return redeliver(call.path("webhook_id"), from_seq)
+    return await asyncio.to_thread(redeliver, call.path("webhook_id"), from_seq)   # it writes, as above
