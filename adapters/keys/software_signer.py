@@ -43,18 +43,24 @@ class SignerKeyMismatch(SignerError):
     code = "signer_key_mismatch"
 
 
+def master_key(mnemonic: str, passphrase: str) -> Bip32Secp256k1:
+    """The BIP32 master key of KACCY_SIGNER_MNEMONIC (BIP39, with its passphrase); SignerError for
+    words that are not a valid mnemonic."""
+    words = " ".join(mnemonic.split())
+    try:
+        valid = Bip39MnemonicValidator().IsValid(words)
+    except Exception:  # noqa: BLE001 - bip-utils raises several types for bad words
+        valid = False
+    if not valid:
+        raise SignerError("KACCY_SIGNER_MNEMONIC is not a valid BIP39 mnemonic")
+    return Bip32Secp256k1.FromSeed(Bip39SeedGenerator(words).Generate(passphrase))
+
+
 class SoftwareSigner(PsbtSigner):
     name = "software"
 
     def __init__(self, mnemonic: str, passphrase: str, deriver: Bip32AddressDeriver) -> None:
-        words = " ".join(mnemonic.split())
-        try:
-            valid = Bip39MnemonicValidator().IsValid(words)
-        except Exception:  # noqa: BLE001 - bip-utils raises several types for bad words
-            valid = False
-        if not valid:
-            raise SignerError("KACCY_SIGNER_MNEMONIC is not a valid BIP39 mnemonic")
-        self._master = Bip32Secp256k1.FromSeed(Bip39SeedGenerator(words).Generate(passphrase))
+        self._master = master_key(mnemonic, passphrase)
         self.fingerprint = self._master.FingerPrint().ToBytes().hex()
         self._network = deriver.network
         self._account = deriver.path(0, 0).indexes[:-2]

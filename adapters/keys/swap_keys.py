@@ -5,11 +5,10 @@ own, so no swap key is ever an address key of a BIP44/49/84/86/48 account.
 """
 from __future__ import annotations
 
-from bip_utils import Bip32Secp256k1, Bip39MnemonicValidator, Bip39SeedGenerator
 from bitcointx.core.key import CKey
 
+from kaccy_bitcoin.adapters.keys.software_signer import master_key
 from kaccy_bitcoin.domain.bitcoin import Network
-from kaccy_bitcoin.ports.signer import SignerError
 from kaccy_bitcoin.ports.swap_keys import SwapKeys
 
 SWAP_PURPOSE = 1000
@@ -21,14 +20,7 @@ def swap_key_path(network: Network, index: int) -> str:
 
 class SeedSwapKeys(SwapKeys):
     def __init__(self, mnemonic: str, passphrase: str, network: Network) -> None:
-        words = " ".join(mnemonic.split())
-        try:
-            valid = Bip39MnemonicValidator().IsValid(words)
-        except Exception:  # noqa: BLE001 - bip-utils raises several types for bad words
-            valid = False
-        if not valid:
-            raise SignerError("KACCY_SIGNER_MNEMONIC is not a valid BIP39 mnemonic")
-        self._master = Bip32Secp256k1.FromSeed(Bip39SeedGenerator(words).Generate(passphrase))
+        self._master = master_key(mnemonic, passphrase)
         self._network = network
 
     def _key(self, index: int) -> CKey:
