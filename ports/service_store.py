@@ -8,7 +8,6 @@ The reading methods wait for no writer (on SQLite they read a WAL snapshot)."""
 from __future__ import annotations
 
 import abc
-import asyncio
 import datetime as dt
 from typing import Any, Callable, TypeVar
 
@@ -30,10 +29,11 @@ T = TypeVar("T")
 
 
 class ServiceStore(abc.ABC):
+    @abc.abstractmethod
     async def run_writing(self, method: Callable[..., T], *args: Any) -> T:
         """`method(*args)`, one of this store's writing methods, called from async code without
-        blocking the event loop: in a thread (the SQL store: in this process's turn to write)."""
-        return await asyncio.to_thread(method, *args)
+        blocking the event loop while it waits for the database (the SQL store: in a thread, in
+        this process's turn to write)."""
 
     @abc.abstractmethod
     def add_key(self, key: ApiKey) -> None:
