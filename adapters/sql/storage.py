@@ -143,6 +143,7 @@ class OrderCache:
 
 class SqlPaymentRequests(storage.PaymentRequestRepository):
     _t = tables.orders
+    _INSERT = insert(tables.orders)
     _ONE = {name: select(tables.orders).where(tables.orders.c[name] == bindparam("k"))
             for name in ("order_id", "address")}
 
@@ -155,7 +156,7 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
         # No savepoint around it: after OrderConflict the unit of work is rolled back (PostgreSQL
         # refuses anything more in the transaction anyway).
         try:
-            self._s.execute(insert(self._t), mapping.order_fields(request))
+            self._s.execute(self._INSERT, mapping.order_fields(request))
             self._added[request.order_id] = request
         except IntegrityError:
             raise OrderConflict(
@@ -343,26 +344,22 @@ class SqlPayments(storage.PaymentRepository):
             self._versions[order_id] = 1 if version is None else version + 1
             self._loaded[order_id] = (head, outs)
             self._written[order_id] = pay
-        p, o = self._payments, self._outputs
-        guard = (p.c.order_id == bindparam("k_id")) & (p.c.version == bindparam("k_version"))
-        for rows, columns in ((rewritten, mapping.PAYMENT_COLUMNS + ("version",)), (touched, ("version",))):
+        for rows, stmt in ((rewritten, _REWRITE_PAYMENT), (touched, _TOUCH_PAYMENT)):
             if rows:
-                done = self._s.execute(update(p).where(guard).values({c: bindparam(c) for c in columns}), rows)
+                done = self._s.execute(stmt, rows)
                 if done.rowcount != len(rows):
                     raise ConcurrentUpdate(
                         f"{len(rows) - done.rowcount} of {len(rows)} payments were changed by another "
                         "writer since they were read")
         try:
             if new_payments:
-                self._s.execute(insert(p), new_payments)
+                self._s.execute(_INSERT_PAYMENT, new_payments)
             if new_outputs:
-                self._s.execute(insert(o), new_outputs)
+                self._s.execute(_INSERT_OUTPUT, new_outputs)
         except IntegrityError:
             raise ConcurrentUpdate("a payment or output was inserted by another writer at the same time") from None
         if moved_outputs:
-            self._s.execute(
-                update(o).where(o.c.txid == bindparam("k_txid"), o.c.vout == bindparam("k_vout"))
-                .values({c: bindparam(c) for c in mapping.OUTPUT_STATE_COLUMNS}), moved_outputs)
+            self._s.execute(_MOVE_OUTPUT, moved_outputs)
 
     def committed(self) -> None:
         """The unit of work committed: what it wrote is now the rows' state."""
@@ -403,6 +400,16 @@ class SqlPayments(storage.PaymentRepository):
         return found
 
 
+# The statements of SqlPayments.save, built once (building one costs more than running it).
+_P, _O = tables.payments, tables.received_outputs
+_PAYMENT_GUARD = (_P.c.order_id == bindparam("k_id")) & (_P.c.version == bindparam("k_version"))
+_REWRITE_PAYMENT = update(_P).where(_PAYMENT_GUARD).values(
+    {c: bindparam(c) for c in mapping.PAYMENT_COLUMNS + ("version",)})
+_TOUCH_PAYMENT = update(_P).where(_PAYMENT_GUARD).values(version=bindparam("version"))
+_INSERT_PAYMENT = insert(_P)
+_INSERT_OUTPUT = insert(_O)
+_MOVE_OUTPUT = (update(_O).where(_O.c.txid == bindparam("k_txid"), _O.c.vout == bindparam("k_vout"))
+                .values({c: bindparam(c) for c in mapping.OUTPUT_STATE_COLUMNS}))
 _ONE_VERSION = select(tables.payments.c.order_id, tables.payments.c.version).where(
     tables.payments.c.order_id == bindparam("k"))
 
