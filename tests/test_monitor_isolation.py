@@ -273,6 +273,10 @@ class SwapChainLosingOne(SwapChain):
     async def output_count(self, txid: Txid) -> int | None:
         return 1
 
+    async def refusal(self, raw_tx: bytes) -> str | None:
+        self._ask()
+        return None
+
     async def confirmations(self, txid: Txid) -> int | None:
         self._ask(txid)
         return 0

@@ -31,8 +31,8 @@ class LosesRaces:
         factory = self
 
         class Wrapped(type(uow)):
-            def _begin(self) -> None:
-                super()._begin()
+            def _begin(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+                super()._begin(*args, **kwargs)
                 save = self.payments.save
 
                 def racing_save(payments):  # noqa: ANN001, ANN202

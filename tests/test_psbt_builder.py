@@ -42,6 +42,10 @@ class _CountedUow(MemoryUnitOfWork):
         self._storage.open += 1
         return super().__enter__()
 
+    async def __aenter__(self) -> MemoryUnitOfWork:
+        self._storage.open += 1
+        return await super().__aenter__()
+
     def __exit__(self, *exc: object) -> None:
         self._storage.open -= 1
         super().__exit__(*exc)
