@@ -8,6 +8,8 @@ each refusal is a 400 naming the field. A new field is one line in the table bel
 route's body is `obj(("required", ...), name=FIELD, ...)`."""
 from __future__ import annotations
 
+import abc
+
 import re
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Mapping
@@ -29,15 +31,16 @@ def refuse(name: str, message: str, code: str = "invalid_request") -> ApiError:
 
 
 @attrs.frozen(kw_only=True)
-class Field:
+class Field(abc.ABC):
     """One input: its description, default (documented) and the error code of a refusal."""
 
     description: str = ""
     default: Any = None
     code: str = "invalid_request"
 
+    @abc.abstractmethod
     def _schema(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON schema of the value, without description and default."""
 
     def schema(self) -> dict[str, Any]:
         out = self._schema()
@@ -47,8 +50,9 @@ class Field:
             out["default"] = self.default
         return out
 
+    @abc.abstractmethod
     def parse(self, name: str, value: Any) -> Any:
-        raise NotImplementedError
+        """The value as the handler reads it, or an ApiError naming `name` and what is wrong."""
 
     def parse_text(self, name: str, text: str) -> Any:
         """A query or header value: text as sent."""

@@ -38,6 +38,7 @@ from kaccy_bitcoin.adapters.sql import mapping
 from kaccy_bitcoin.adapters.sql import engine as opening, schema
 from kaccy_bitcoin.adapters.sql.errors import DatabaseBusy
 from kaccy_bitcoin.adapters.sql.ln_payouts import SqlLightningPayouts
+from kaccy_bitcoin.adapters.sql.swaps import SqlSwaps
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import GENESIS, AuditEntry
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
@@ -947,48 +948,6 @@ class SqlConsolidations(storage.ConsolidationRepository):
         t = self._t
         q = select(t).where(t.c.withdrawal_id.is_not(None), t.c.state.in_(("PLANNED", "CONSOLIDATING")))
         return [mapping.consolidation_from_row(r) for r in self._s.execute(q.order_by(t.c.wallet))]
-
-
-class SqlSwaps(storage.SwapRepository):
-    """One row per swap; every update is guarded by `WHERE version = <as read>`."""
-
-    _t = tables.swaps
-
-    def __init__(self, conn: Connection) -> None:
-        self._s = conn
-
-    def get(self, swap_id: str) -> Any:
-        row = self._s.execute(select(self._t).where(self._t.c.swap_id == swap_id)).first()
-        return mapping.swap_from_row(row) if row is not None else None
-
-    def save(self, swap: Any) -> None:
-        fields, t = mapping.swap_fields(swap), self._t
-        if swap.version == 0:
-            try:
-                with self._s.begin_nested():
-                    self._s.execute(insert(t).values(swap_id=swap.swap_id, version=1, **fields))
-            except IntegrityError:
-                raise ConcurrentUpdate(f"swap {swap.swap_id!r} (or its key index) was stored by another process") \
-                    from None
-        else:
-            done = self._s.execute(update(t).where(t.c.swap_id == swap.swap_id, t.c.version == swap.version)
-                                   .values(version=swap.version + 1, **fields))
-            if done.rowcount != 1:
-                raise ConcurrentUpdate(f"swap {swap.swap_id!r} was changed by another process since it was read; "
-                                       "nothing was written")
-        swap.version += 1
-
-    def all(self, state: str | None = None) -> list[Any]:
-        q = select(self._t)
-        if state is not None:
-            q = q.where(self._t.c.state == state)
-        return [mapping.swap_from_row(r) for r in self._s.execute(q.order_by(self._t.c.created_at,
-                                                                             self._t.c.swap_id))]
-
-    def watching(self) -> list[Any]:
-        t = self._t
-        q = select(t).where(t.c.watching.is_(True)).order_by(t.c.created_at, t.c.swap_id)
-        return [mapping.swap_from_row(r) for r in self._s.execute(q)]
 
 
 class SqlAnalytics(storage.Analytics):
