@@ -1,0 +1,134 @@
+"""The one place outgoing HTTP sessions are made: every adapter (the node's RPC, LND, webhook
+deliveries, ...) asks `HttpClients` for its aiohttp session, and with `KACCY_PROXY` set that
+session connects through the SOCKS5 proxy.
+
+Through the proxy, host names are sent to it as names (SOCKS5 address type 3, "remote DNS"), so
+nothing is looked up on this machine and `.onion` hosts work; `socks5://` is taken as
+`socks5h://` for the same reason (python-socks knows only `socks5`: its `rdns=True` is what the
+`h` asks for). Hosts listed in `KACCY_PROXY_EXCEPT` are connected to directly, resolved here.
+When the proxy cannot be reached the request fails with `ProxyUnreachable`; it is never made
+directly instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import Any
+
+import aiohttp
+import python_socks
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from python_socks.async_.asyncio.v2 import Proxy
+
+from kaccy_bitcoin.adapters.net.errors import ProxyConfigError, ProxyUnreachable
+from kaccy_bitcoin.adapters.net.proxy import ProxySettings
+
+class _RoutedResolver(AbstractResolver):
+    """Names going through the proxy are not looked up here (they go to the proxy as they
+    are); names of the exception list are resolved by `direct`."""
+
+    def __init__(self, proxy: ProxySettings, direct: AbstractResolver) -> None:
+        self._proxy = proxy
+        self._direct = direct
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if self._proxy.bypasses(host):
+            return await self._direct.resolve(host, port, family)
+        return [{"hostname": host, "host": host, "port": port, "family": family, "proto": 0, "flags": 0}]
+
+    async def close(self) -> None:
+        await self._direct.close()
+
+
+class ProxiedConnector(aiohttp.TCPConnector):
+    """A TCPConnector whose connections go through the SOCKS5 proxy, except to the hosts of the
+    exception list. TLS (LND's pinned certificate) is negotiated with the final host, inside the
+    tunnel, under the host's name."""
+
+    def __init__(self, proxy: ProxySettings, *, resolver: AbstractResolver | None = None, **options: Any) -> None:
+        super().__init__(resolver=_RoutedResolver(proxy, resolver or DefaultResolver()), **options)
+        self._resolver_owner = True   # the routed resolver closes the direct one with the connector
+        self._proxy = proxy
+
+    async def _wrap_create_connection(self, *args: Any, addr_infos: list[Any], req: aiohttp.ClientRequest,
+                                      timeout: aiohttp.ClientTimeout,
+                                      client_error: type[Exception] = aiohttp.ClientConnectorError,
+                                      **kwargs: Any) -> tuple[asyncio.Transport, Any]:
+        if req.url.host is not None and self._proxy.bypasses(req.url.host):
+            return await super()._wrap_create_connection(*args, addr_infos=addr_infos, req=req, timeout=timeout,
+                                                         client_error=client_error, **kwargs)
+        host, port = addr_infos[0][4][0], addr_infos[0][4][1]
+        proxy = Proxy(proxy_type=python_socks.ProxyType.SOCKS5, host=self._proxy.host, port=self._proxy.port,
+                      username=self._proxy.username, password=self._proxy.password, rdns=True)
+        try:
+            stream = await proxy.connect(dest_host=host, dest_port=port, dest_ssl=kwargs.get("ssl") or None,
+                                         timeout=timeout.sock_connect)
+        except (python_socks.ProxyConnectionError, python_socks.ProxyTimeoutError) as exc:
+            raise ProxyUnreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) cannot be reached: {exc}; "
+                                   f"nothing was sent to {host}:{port}") from None
+        except python_socks.ProxyError as exc:
+            if exc.error_code is None:   # not a SOCKS5 reply code: it is not a SOCKS5 proxy we talk to
+                raise ProxyUnreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) did not answer as a "
+                                       f"SOCKS5 proxy: {exc}") from None
+            # The proxy answered: the host behind it cannot be reached (refused, unreachable, ...).
+            raise client_error(req.connection_key, ConnectionRefusedError(
+                f"through the proxy {self._proxy.public()}: {exc}")) from exc
+        except ssl.CertificateError as exc:
+            raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
+        except ssl.SSLError as exc:
+            raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
+        except OSError as exc:
+            raise client_error(req.connection_key, exc) from exc
+        transport = stream.writer.transport
+        protocol = _StreamHolder(self._loop, stream.writer)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        return transport, protocol
+
+
+class _StreamHolder(aiohttp.client_proto.ResponseHandler):
+    """aiohttp's protocol on the tunnelled transport; it keeps the StreamWriter alive, whose
+    finalizer would otherwise close the transport."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter) -> None:
+        super().__init__(loop)
+        self._writer = writer
+
+
+class HttpClients:
+    """The factory of every outgoing aiohttp session and connector; `proxy` None: direct."""
+
+    def __init__(self, proxy: ProxySettings | None = None) -> None:
+        self.proxy = proxy
+
+    @classmethod
+    def from_settings(cls, proxy_url: str | None, except_hosts: str | None) -> HttpClients:
+        """From KACCY_PROXY and KACCY_PROXY_EXCEPT (an exception list alone is refused: it says the
+        operator meant a proxy)."""
+        if not proxy_url:
+            if except_hosts:
+                raise ProxyConfigError("KACCY_PROXY_EXCEPT is set but KACCY_PROXY is not")
+            return cls(None)
+        return cls(ProxySettings.parse(proxy_url, except_hosts))
+
+    def proxied(self, host: str) -> bool:
+        """Whether a connection to `host` goes through the proxy."""
+        return self.proxy is not None and not self.proxy.bypasses(host)
+
+    def connector(self, *, resolver: AbstractResolver | None = None, **options: Any) -> aiohttp.BaseConnector:
+        """A connector with aiohttp's TCPConnector `options` (limit, ssl, ...); `resolver` resolves
+        the names connected to directly."""
+        if self.proxy is None:
+            return aiohttp.TCPConnector(resolver=resolver, **options)
+        return ProxiedConnector(self.proxy, resolver=resolver, **options)
+
+    def session(self, *, resolver: AbstractResolver | None = None, connector_options: dict[str, Any] | None = None,
+                **session_options: Any) -> aiohttp.ClientSession:
+        """A ClientSession on a connector of its own. Environment proxies (HTTP_PROXY, ...) are never
+        used: the only proxy is KACCY_PROXY."""
+        session_options.setdefault("trust_env", False)
+        return aiohttp.ClientSession(connector=self.connector(resolver=resolver, **(connector_options or {})),
+                                     **session_options)
