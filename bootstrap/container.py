@@ -220,12 +220,12 @@ async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None,
         await node.close()
 
 
-async def _chain_notifications(mode: str, rpc: BitcoinRpc) -> AsyncIterator[Any]:
+async def _chain_notifications(mode: str, rpc: BitcoinRpc, http: Any) -> AsyncIterator[Any]:
     """The node's ZMQ notifications (the endpoints asked of the node), or none when
     KACCY_ZMQ=off; either way a ChainNotifications whose `wait` the monitor sleeps in."""
     from kaccy_bitcoin.adapters.bitcoin_core.zmq_notifications import ZmqNotifications   # pyzmq
 
-    notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc)
+    notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc, http.proxy)
     try:
         yield notifications
     finally:
@@ -341,7 +341,7 @@ class Gateways(containers.DeclarativeContainer):
     rpc = providers.Resource(_rpc_client, url=config.bitcoin_rpc_url, user=config.bitcoin_rpc_user,
                              password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie, http=http)
     chain = providers.Singleton(BitcoinCoreBackend, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
-    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc)
+    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc, http=http)
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
     multisig_derivers = providers.Singleton(_multisig_derivers, network=config.network)

@@ -16,6 +16,7 @@ from kaccy_bitcoin.bootstrap.container import build
 from kaccy_bitcoin.ports.webhooks import WebhookUnreachable
 from tests.fake_lnd import FakeLndProcess, free_port
 from tests.payments_harness import CLI, Shop
+from tests.service_harness import until
 from tests.socks_proxy import ATYP_DOMAIN, CountingListener, SocksProxy
 
 
@@ -149,3 +150,50 @@ async def test_without_allow_private_a_localhost_webhook_is_refused_even_through
         assert proxy.connects == []
     finally:
         await container.shutdown_resources()
+
+
+async def test_zmq_notifications_go_through_the_proxy(node, tmp_path, proxy) -> None:  # noqa: ANN001
+    zmq_port = port_of(node.node.zmq_url)
+    env = {**node.env(KACCY_DATA_DIR=str(tmp_path), KACCY_BITCOIN_RPC_URL=by_name(node.node.url)),
+           "KACCY_PROXY": proxy.url}
+    container = build(config.load(env))
+    try:
+        notifications = await container.gateways.chain_notifications()
+        assert notifications.sources
+
+        async def connected() -> bool:
+            return (1, "127.0.0.1", zmq_port) in {(c.atyp, c.host, c.port) for c in proxy.connects}
+
+        await until(connected, 30, 0.02)
+        for _ in range(3):   # a SUB connection may still be finishing its handshake for the first block
+            await node.mine(1)
+            if await notifications.wait(10):
+                break
+        else:
+            raise AssertionError("no ZMQ notification came through the proxy")
+    finally:
+        await container.shutdown_resources()
+
+
+def test_every_outgoing_session_comes_from_the_one_factory() -> None:
+    """No module but adapters/net/http.py makes an aiohttp session or connector, or opens a
+    connection of its own: what connects out goes through `HttpClients`, so KACCY_PROXY holds for
+    every one (the regtest launcher's probe of its own 127.0.0.1 port aside)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    making = {"ClientSession", "TCPConnector", "ProxyConnector", "ChainProxyConnector", "open_connection",
+              "create_connection", "urlopen", "HTTPConnection", "HTTPSConnection"}
+    allowed = {root / "adapters" / "net" / "http.py"}
+    found = []
+    for folder in ("domain", "ports", "adapters", "application", "bootstrap", "package"):
+        for path in (root / folder).rglob("*.py"):
+            if path in allowed or "fake" in path.relative_to(root).parts:
+                continue
+            for n in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(n, ast.Call):
+                    name = n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                    if name in making or (name == "request" and "aiohttp" in ast.unparse(n.func)):
+                        found.append(f"{path.relative_to(root)}:{n.lineno} {ast.unparse(n.func)}")
+    assert found == [], "outgoing connections made outside adapters/net/http.py: " + ", ".join(found)
