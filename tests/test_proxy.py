@@ -197,3 +197,27 @@ def test_every_outgoing_session_comes_from_the_one_factory() -> None:
                     if name in making or (name == "request" and "aiohttp" in ast.unparse(n.func)):
                         found.append(f"{path.relative_to(root)}:{n.lineno} {ast.unparse(n.func)}")
     assert found == [], "outgoing connections made outside adapters/net/http.py: " + ", ".join(found)
+
+
+@pytest.mark.parametrize("broken", ["resets", "speaks HTTP"])
+async def test_a_proxy_that_is_not_a_socks5_proxy_is_proxy_unreachable(broken: str) -> None:
+    from kaccy_bitcoin.adapters.net.errors import ProxyUnreachable
+    from kaccy_bitcoin.adapters.net.http import HttpClients
+    from kaccy_bitcoin.adapters.net.proxy import ProxySettings
+
+    listener, runner = CountingListener(), None
+    try:
+        port = listener.port
+        if broken == "speaks HTTP":
+            runner = web.AppRunner(web.Application())
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        clients = HttpClients(ProxySettings.parse(f"socks5h://127.0.0.1:{port}"))
+        async with clients.session() as session:
+            with pytest.raises(ProxyUnreachable):
+                await session.get("http://localhost:1/")
+    finally:
+        listener.close()
+        if runner is not None:
+            await runner.cleanup()

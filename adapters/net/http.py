@@ -80,8 +80,9 @@ class ProxiedConnector(aiohttp.TCPConnector):
             raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
         except ssl.SSLError as exc:
             raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
-        except OSError as exc:
-            raise client_error(req.connection_key, exc) from exc
+        except OSError as exc:   # the proxy dropped the connection during its handshake
+            raise ProxyUnreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) failed: {exc}; nothing "
+                                   f"was sent to {host}:{port}") from None
         transport = stream.writer.transport
         protocol = _StreamHolder(self._loop, stream.writer)
         transport.set_protocol(protocol)
