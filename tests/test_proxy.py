@@ -221,3 +221,43 @@ async def test_a_proxy_that_is_not_a_socks5_proxy_is_proxy_unreachable(broken: s
         listener.close()
         if runner is not None:
             await runner.cleanup()
+
+
+async def test_serve_detects_a_payment_and_delivers_its_webhook_all_through_the_proxy(node, tmp_path, proxy) -> None:  # noqa: ANN001,E501
+    import aiohttp
+
+    from tests.service_harness import Client, Service, api_key, service_env
+
+    got: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    shop = Shop(node, tmp_path, KACCY_BITCOIN_RPC_URL=by_name(node.node.url), KACCY_PROXY=proxy.url)
+    env = service_env(shop.env, KACCY_WEBHOOK_ALLOW_PRIVATE="true")
+    service = Service(env, tmp_path / "serve.log")
+    try:
+        async with aiohttp.ClientSession() as session:
+            admin = Client(session, service.url, api_key(env, "admin"))
+            status, _ = await admin.post("/v1/webhooks", {"url": f"http://localhost:{hook_port}/hook"})
+            assert status == 201
+            await node.send(shop.order("served", 15_000)["address"], 15_000)
+
+            async def delivered() -> bool:
+                return any(e["kind"] == "payment_detected" for e in got)
+
+            await until(delivered, 60)
+        seen = {(c.atyp, c.host, c.port) for c in proxy.connects}
+        assert (ATYP_DOMAIN, "localhost", hook_port) in seen
+        assert (ATYP_DOMAIN, "localhost", port_of(node.node.url)) in seen
+        assert all(c.port in (hook_port, port_of(node.node.url), port_of(node.node.zmq_url)) for c in proxy.connects)
+    finally:
+        service.stop()
+        await runner.cleanup()
