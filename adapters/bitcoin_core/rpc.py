@@ -23,6 +23,7 @@ import aiohttp
 from kaccy_bitcoin.adapters.net.http import HttpClients
 from kaccy_bitcoin.adapters.observability import rpc_done
 from kaccy_bitcoin.adapters.bitcoin_core.errors import (
+    NodeProxyUnreachable,
     RpcAuthError,
     RpcConfigError,
     RpcConnectionError,
@@ -66,7 +67,7 @@ class BitcoinRpc:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = self._http.session(connector_options={"limit": 16, "keepalive_timeout": 30},
-                                               timeout=self._timeout)
+                                               timeout=self._timeout, unreachable=NodeProxyUnreachable)
             self._owns_session = True
         return self._session
 

@@ -21,6 +21,7 @@ from kaccy_bitcoin.adapters.lnd.errors import (
     LndAuthError,
     LndConfigError,
     LndError,
+    LndProxyUnreachable,
     LndTlsError,
     LndUnreachable,
 )
@@ -89,7 +90,7 @@ class LndRestClient:
 
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = self._http.session(connector_options={"ssl": self._ssl},
+            self._session = self._http.session(connector_options={"ssl": self._ssl}, unreachable=LndProxyUnreachable,
                                                headers={"Grpc-Metadata-macaroon": self._macaroon})
         return self._session
 

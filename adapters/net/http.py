@@ -6,8 +6,9 @@ Through the proxy, host names are sent to it as names (SOCKS5 address type 3, "r
 nothing is looked up on this machine and `.onion` hosts work; `socks5://` is taken as
 `socks5h://` for the same reason (python-socks knows only `socks5`: its `rdns=True` is what the
 `h` asks for). Hosts listed in `KACCY_PROXY_EXCEPT` are connected to directly, resolved here.
-When the proxy cannot be reached the request fails with `ProxyUnreachable`; it is never made
-directly instead.
+When the proxy cannot be reached the request fails with `ProxyUnreachable` (or the adapter's
+own error of code `proxy_unreachable`, so its callers treat it as that remote being unreachable);
+it is never made directly instead.
 """
 from __future__ import annotations
 
@@ -48,10 +49,12 @@ class ProxiedConnector(aiohttp.TCPConnector):
     exception list. TLS (LND's pinned certificate) is negotiated with the final host, inside the
     tunnel, under the host's name."""
 
-    def __init__(self, proxy: ProxySettings, *, resolver: AbstractResolver | None = None, **options: Any) -> None:
+    def __init__(self, proxy: ProxySettings, *, resolver: AbstractResolver | None = None,
+                 unreachable: type[Exception] = ProxyUnreachable, **options: Any) -> None:
         super().__init__(resolver=_RoutedResolver(proxy, resolver or DefaultResolver()), **options)
         self._resolver_owner = True   # the routed resolver closes the direct one with the connector
         self._proxy = proxy
+        self._unreachable = unreachable
 
     async def _wrap_create_connection(self, *args: Any, addr_infos: list[Any], req: aiohttp.ClientRequest,
                                       timeout: aiohttp.ClientTimeout,
@@ -67,11 +70,11 @@ class ProxiedConnector(aiohttp.TCPConnector):
             stream = await proxy.connect(dest_host=host, dest_port=port, dest_ssl=kwargs.get("ssl") or None,
                                          timeout=timeout.sock_connect)
         except (python_socks.ProxyConnectionError, python_socks.ProxyTimeoutError) as exc:
-            raise ProxyUnreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) cannot be reached: {exc}; "
+            raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) cannot be reached: {exc}; "
                                    f"nothing was sent to {host}:{port}") from None
         except python_socks.ProxyError as exc:
             if exc.error_code is None:   # not a SOCKS5 reply code: it is not a SOCKS5 proxy we talk to
-                raise ProxyUnreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) did not answer as a "
+                raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) did not answer as a "
                                        f"SOCKS5 proxy: {exc}") from None
             # The proxy answered: the host behind it cannot be reached (refused, unreachable, ...).
             raise client_error(req.connection_key, ConnectionRefusedError(
@@ -81,7 +84,7 @@ class ProxiedConnector(aiohttp.TCPConnector):
         except ssl.SSLError as exc:
             raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
         except OSError as exc:   # the proxy dropped the connection during its handshake
-            raise ProxyUnreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) failed: {exc}; nothing "
+            raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) failed: {exc}; nothing "
                                    f"was sent to {host}:{port}") from None
         transport = stream.writer.transport
         protocol = _StreamHolder(self._loop, stream.writer)
@@ -119,17 +122,20 @@ class HttpClients:
         """Whether a connection to `host` goes through the proxy."""
         return self.proxy is not None and not self.proxy.bypasses(host)
 
-    def connector(self, *, resolver: AbstractResolver | None = None, **options: Any) -> aiohttp.BaseConnector:
+    def connector(self, *, resolver: AbstractResolver | None = None, unreachable: type[Exception] = ProxyUnreachable,
+                  **options: Any) -> aiohttp.BaseConnector:
         """A connector with aiohttp's TCPConnector `options` (limit, ssl, ...); `resolver` resolves
-        the names connected to directly."""
+        the names connected to directly; `unreachable` is the adapter's error for a proxy that cannot
+        be reached (code `proxy_unreachable`; never an OSError, TimeoutError or aiohttp.ClientError,
+        which aiohttp would wrap and the adapters retry as their remote being down)."""
         if self.proxy is None:
             return aiohttp.TCPConnector(resolver=resolver, **options)
-        return ProxiedConnector(self.proxy, resolver=resolver, **options)
+        return ProxiedConnector(self.proxy, resolver=resolver, unreachable=unreachable, **options)
 
-    def session(self, *, resolver: AbstractResolver | None = None, connector_options: dict[str, Any] | None = None,
-                **session_options: Any) -> aiohttp.ClientSession:
+    def session(self, *, resolver: AbstractResolver | None = None, unreachable: type[Exception] = ProxyUnreachable,
+                connector_options: dict[str, Any] | None = None, **session_options: Any) -> aiohttp.ClientSession:
         """A ClientSession on a connector of its own. Environment proxies (HTTP_PROXY, ...) are never
         used: the only proxy is KACCY_PROXY."""
         session_options.setdefault("trust_env", False)
-        return aiohttp.ClientSession(connector=self.connector(resolver=resolver, **(connector_options or {})),
-                                     **session_options)
+        connector = self.connector(resolver=resolver, unreachable=unreachable, **(connector_options or {}))
+        return aiohttp.ClientSession(connector=connector, **session_options)
