@@ -1,6 +1,6 @@
 """A SOCKS5 proxy for the tests (RFC 1928, CONNECT, no authentication), run in a thread of its
 own: it records every CONNECT request (address type, host, port) and relays only to loopback
-targets (a name is resolved here, as a proxy does; anything not on 127.0.0.1 is refused with
+targets. With `credentials`, it asks for a user and password (RFC 1929) and records them (a name is resolved here, as a proxy does; anything not on 127.0.0.1 is refused with
 reply 0x02, "connection not allowed by ruleset")."""
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ class Connect:
 
 
 class SocksProxy:
-    def __init__(self) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.credentials = credentials
+        self.logins: list[tuple[str, str]] = []
         self.connects: list[Connect] = []
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -51,10 +53,21 @@ class SocksProxy:
         try:
             version, count = await reader.readexactly(2)
             methods = await reader.readexactly(count)
-            if version != 5 or 0 not in methods:
+            wanted = 0 if self.credentials is None else 2
+            if version != 5 or wanted not in methods:
                 writer.write(b"\x05\xff")
                 return
-            writer.write(b"\x05\x00")
+            writer.write(bytes([5, wanted]))
+            if wanted == 2:
+                _, size = await reader.readexactly(2)
+                user = (await reader.readexactly(size)).decode()
+                size = (await reader.readexactly(1))[0]
+                password = (await reader.readexactly(size)).decode()
+                self.logins.append((user, password))
+                if (user, password) != self.credentials:
+                    writer.write(b"\x01\x01")
+                    return
+                writer.write(b"\x01\x00")
             version, command, _, atyp = await reader.readexactly(4)
             if atyp == ATYP_IPV4:
                 host = str(ipaddress.IPv4Address(await reader.readexactly(4)))

@@ -261,3 +261,29 @@ async def test_serve_detects_a_payment_and_delivers_its_webhook_all_through_the_
     finally:
         service.stop()
         await runner.cleanup()
+
+
+async def test_the_proxy_url_s_user_and_password_are_given_to_the_proxy() -> None:
+    from kaccy_bitcoin.adapters.net.errors import ProxyUnreachable
+    from kaccy_bitcoin.adapters.net.http import HttpClients
+    from kaccy_bitcoin.adapters.net.proxy import ProxySettings
+
+    proxy = SocksProxy(credentials=("kaccy", "p@ss"))
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        clients = HttpClients(ProxySettings.parse(f"socks5h://kaccy:p%40ss@127.0.0.1:{proxy.port}"))
+        async with clients.session() as session:
+            async with session.get(f"http://localhost:{port}/") as answer:
+                assert answer.status == 404   # the empty app answered, through the proxy
+        assert proxy.logins == [("kaccy", "p@ss")] and [(c.atyp, c.host, c.port) for c in proxy.connects] == [(ATYP_DOMAIN, "localhost", port)]
+        wrong = HttpClients(ProxySettings.parse(f"socks5h://kaccy:nope@127.0.0.1:{proxy.port}"))
+        async with wrong.session() as session:
+            with pytest.raises(ProxyUnreachable):   # the proxy refused us: nothing went anywhere
+                await session.get(f"http://localhost:{port}/")
+        assert len(proxy.connects) == 1
+    finally:
+        proxy.close()
+        await runner.cleanup()

@@ -23,15 +23,23 @@ ONION = re.compile(r"^[a-z2-7]{56}\.onion$")
 
 
 class OfflineTor:
-    """tor with DisableNetwork 1, no SOCKS port, a control port chosen by tor, cookie auth."""
+    """tor with DisableNetwork 1, no SOCKS port, a control port chosen by tor, cookie auth (or
+    only a password, when one is given)."""
 
-    def __init__(self, root: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, password: str | None = None) -> None:
+        self.password = password
+        if password is None:
+            auth = "CookieAuthentication 1\n"
+        else:
+            hashed = subprocess.run([TOR, "--quiet", "--hash-password", password], capture_output=True, text=True,
+                                    check=True, timeout=30).stdout.strip().splitlines()[-1]
+            auth = f"CookieAuthentication 0\nHashedControlPassword {hashed}\n"
         data = root / "data"
         data.mkdir(parents=True, mode=0o700)
         self.port_file = root / "control-port"
         torrc = root / "torrc"
         torrc.write_text(f"DataDirectory {data}\nDisableNetwork 1\nSocksPort 0\nControlPort 127.0.0.1:auto\n"
-                         f"ControlPortWriteToFile {self.port_file}\nCookieAuthentication 1\n"
+                         f"ControlPortWriteToFile {self.port_file}\n{auth}"
                          f"Log notice file {root / 'tor.log'}\nAvoidDiskWrites 1\n")
         (root / "defaults").write_text("")
         self.log = root / "tor.log"
@@ -49,7 +57,7 @@ class OfflineTor:
 
         host, port = self.control.rsplit(":", 1)
         with Controller.from_port(address=host, port=int(port)) as controller:
-            controller.authenticate()
+            controller.authenticate(password=self.password)
             assert controller.get_conf("DisableNetwork") == "1"
             return controller.list_ephemeral_hidden_services(detached=True)
 
@@ -105,3 +113,24 @@ def test_a_control_port_that_does_not_answer_is_tor_control_failed(node, tmp_pat
     assert tor.control in out["error"]["message"]
     proc = subprocess.run([CLI, "serve", "--no-api", "--onion"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and json.loads(proc.stdout)["error"]["code"] == "usage"
+
+
+def test_a_control_port_with_a_password(node, tmp_path) -> None:  # noqa: ANN001
+    tor = OfflineTor(tmp_path / "tor", password="correct horse")
+    try:
+        shop = Shop(node, tmp_path / "shop")
+        env = service_env(shop.env, KACCY_TOR_CONTROL=tor.control, KACCY_TOR_CONTROL_PASSWORD="wrong")
+        proc = subprocess.run([CLI, "serve", "--port", "0", "--no-monitor", "--no-webhooks", "--onion"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert proc.returncode == 1 and out["error"]["code"] == "tor_control_failed", out
+        assert "KACCY_TOR_CONTROL_PASSWORD" in out["error"]["message"]
+        env["KACCY_TOR_CONTROL_PASSWORD"] = "correct horse"
+        service = Service(env, tmp_path / "serve.log", "--no-monitor", "--no-webhooks", "--onion")
+        try:
+            assert ONION.match(service.announced["onion"])
+            assert tor.detached_onions() == [service.announced["onion"].removesuffix(".onion")]
+        finally:
+            service.stop()
+    finally:
+        tor.stop()

@@ -71,11 +71,11 @@ class ProxiedConnector(aiohttp.TCPConnector):
                                          timeout=timeout.sock_connect)
         except (python_socks.ProxyConnectionError, python_socks.ProxyTimeoutError) as exc:
             raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) cannot be reached: {exc}; "
-                                   f"nothing was sent to {host}:{port}") from None
+                                    f"nothing was sent to {host}:{port}") from None
         except python_socks.ProxyError as exc:
-            if exc.error_code is None:   # not a SOCKS5 reply code: it is not a SOCKS5 proxy we talk to
-                raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) did not answer as a "
-                                       f"SOCKS5 proxy: {exc}") from None
+            if exc.error_code is None:   # no CONNECT reply: the handshake failed (not SOCKS5, credentials refused)
+                raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) failed the SOCKS5 "
+                                        f"handshake: {exc}") from None
             # The proxy answered: the host behind it cannot be reached (refused, unreachable, ...).
             raise client_error(req.connection_key, ConnectionRefusedError(
                 f"through the proxy {self._proxy.public()}: {exc}")) from exc
@@ -85,7 +85,7 @@ class ProxiedConnector(aiohttp.TCPConnector):
             raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
         except OSError as exc:   # the proxy dropped the connection during its handshake
             raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) failed: {exc}; nothing "
-                                   f"was sent to {host}:{port}") from None
+                                    f"was sent to {host}:{port}") from None
         transport = stream.writer.transport
         protocol = _StreamHolder(self._loop, stream.writer)
         transport.set_protocol(protocol)
