@@ -287,3 +287,18 @@ async def test_the_proxy_url_s_user_and_password_are_given_to_the_proxy() -> Non
     finally:
         proxy.close()
         await runner.cleanup()
+
+
+async def test_a_host_the_proxy_cannot_reach_is_that_host_s_failure_not_the_proxy_s(proxy) -> None:  # noqa: ANN001
+    import aiohttp
+
+    from kaccy_bitcoin.adapters.net.http import HttpClients
+    from kaccy_bitcoin.adapters.net.proxy import ProxySettings
+
+    clients = HttpClients(ProxySettings.parse(proxy.url))
+    async with clients.session() as session:
+        with pytest.raises(aiohttp.ClientConnectorError, match="through the proxy"):
+            await session.get(f"http://localhost:{free_port()}/")   # nothing listens there
+        with pytest.raises(aiohttp.ClientConnectorError, match="through the proxy"):
+            await session.get("http://example.org/")                # the test's proxy relays to 127.0.0.1 only
+    assert [c.host for c in proxy.connects] == ["localhost", "example.org"]

@@ -13,6 +13,7 @@ it is never made directly instead.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 from typing import Any
@@ -25,6 +26,7 @@ from python_socks.async_.asyncio.v2 import Proxy
 
 from kaccy_bitcoin.adapters.net.errors import ProxyConfigError, ProxyUnreachable
 from kaccy_bitcoin.adapters.net.proxy import ProxySettings
+
 
 class _RoutedResolver(AbstractResolver):
     """Names going through the proxy are not looked up here (they go to the proxy as they
@@ -78,7 +80,7 @@ class ProxiedConnector(aiohttp.TCPConnector):
                                         f"handshake: {exc}") from None
             # The proxy answered: the host behind it cannot be reached (refused, unreachable, ...).
             raise client_error(req.connection_key, ConnectionRefusedError(
-                f"through the proxy {self._proxy.public()}: {exc}")) from exc
+                errno.ECONNREFUSED, f"through the proxy {self._proxy.public()}: {exc}")) from exc
         except ssl.CertificateError as exc:
             raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
         except ssl.SSLError as exc:
