@@ -59,9 +59,13 @@ class OnionService:
     def publish(self, listen_host: str, port: int) -> str:
         """Connect to tor's control port, authenticate (cookie, or the password when one is set) and
         add the onion service forwarding to the API at `listen_host:port`. Blocking (stem)."""
+        import logging
+
         import stem
         import stem.connection
         from stem.control import Controller
+
+        logging.getLogger("stem").setLevel(logging.WARNING)   # stem logs every command it sends at debug
 
         where = f"tor's control port {self._host}:{self._port} (KACCY_TOR_CONTROL)"
         try:
@@ -77,6 +81,9 @@ class OnionService:
             key_type, key_content = self._key()
             ports = {VIRTUAL_PORT: _target(listen_host, port)}
             try:
+                left = self._left_behind() if key_type != "NEW" else None
+                if left is not None and left in controller.list_ephemeral_hidden_services(detached=True):
+                    controller.remove_ephemeral_hidden_service(left)   # a killed `serve` left it in tor
                 try:
                     reply = controller.create_ephemeral_hidden_service(
                         ports, key_type=key_type, key_content=key_content, detached=True, await_publication=False)
@@ -84,8 +91,7 @@ class OnionService:
                     left = self._left_behind()
                     if "collision" not in str(exc).lower() or left is None:
                         raise
-                    # A `serve` that was killed left our service in tor: take it back.
-                    controller.remove_ephemeral_hidden_service(left)
+                    controller.remove_ephemeral_hidden_service(left)   # added meanwhile by another `serve`
                     reply = controller.create_ephemeral_hidden_service(
                         ports, key_type=key_type, key_content=key_content, detached=True, await_publication=False)
             except (stem.ControllerError, stem.SocketError) as exc:
