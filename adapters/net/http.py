@@ -4,8 +4,8 @@ session connects through the SOCKS5 proxy.
 
 Through the proxy, host names are sent to it as names (SOCKS5 address type 3, "remote DNS"), so
 nothing is looked up on this machine and `.onion` hosts work; `socks5://` is taken as
-`socks5h://` for the same reason (python-socks knows only `socks5`: its `rdns=True` is what the
-`h` asks for). Hosts listed in `KACCY_PROXY_EXCEPT` are connected to directly, resolved here.
+`socks5h://` for the same reason (aiohttp-socks and python-socks know only `socks5`: `rdns=True`
+is what the `h` asks for). Hosts listed in `KACCY_PROXY_EXCEPT` are connected to directly, resolved here.
 When the proxy cannot be reached the request fails with `ProxyUnreachable` (or the adapter's
 own error of code `proxy_unreachable`, so its callers treat it as that remote being unreachable);
 it is never made directly instead.
@@ -19,10 +19,10 @@ import ssl
 from typing import Any
 
 import aiohttp
+import aiohttp_socks
 import python_socks
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from python_socks.async_.asyncio.v2 import Proxy
 
 from kaccy_bitcoin.adapters.net.errors import ProxyConfigError, ProxyUnreachable
 from kaccy_bitcoin.adapters.net.proxy import ProxySettings
@@ -46,15 +46,19 @@ class _RoutedResolver(AbstractResolver):
         await self._direct.close()
 
 
-class ProxiedConnector(aiohttp.TCPConnector):
-    """A TCPConnector whose connections go through the SOCKS5 proxy, except to the hosts of the
-    exception list. TLS (LND's pinned certificate) is negotiated with the final host, inside the
-    tunnel, under the host's name."""
+class ProxiedConnector(aiohttp_socks.ProxyConnector):
+    """aiohttp-socks' connector (SOCKS5, names sent to the proxy) that connects directly to the
+    hosts of the exception list, and turns the proxy's failures into `unreachable`. TLS (LND's
+    pinned certificate) is negotiated with the final host, inside the tunnel, under its name."""
 
     def __init__(self, proxy: ProxySettings, *, resolver: AbstractResolver | None = None,
                  unreachable: type[Exception] = ProxyUnreachable, **options: Any) -> None:
-        super().__init__(resolver=_RoutedResolver(proxy, resolver or DefaultResolver()), **options)
-        self._resolver_owner = True   # the routed resolver closes the direct one with the connector
+        super().__init__(host=proxy.host, port=proxy.port, proxy_type=python_socks.ProxyType.SOCKS5,
+                         username=proxy.username, password=proxy.password, rdns=True, **options)
+        # aiohttp-socks looks up nothing (its NoResolver); the exception list's hosts are looked up
+        # by `resolver`, closed with the connector.
+        self._resolver = _RoutedResolver(proxy, resolver or DefaultResolver())
+        self._resolver_owner = True
         self._proxy = proxy
         self._unreachable = unreachable
 
@@ -62,19 +66,17 @@ class ProxiedConnector(aiohttp.TCPConnector):
                                       timeout: aiohttp.ClientTimeout,
                                       client_error: type[Exception] = aiohttp.ClientConnectorError,
                                       **kwargs: Any) -> tuple[asyncio.Transport, Any]:
-        if req.url.host is not None and self._proxy.bypasses(req.url.host):
+        direct = req.url.host is not None and self._proxy.bypasses(req.url.host)
+        try:
+            if direct:   # TCPConnector's own connection, to the address the direct resolver found
+                return await aiohttp.TCPConnector._wrap_create_connection(
+                    self, *args, addr_infos=addr_infos, req=req, timeout=timeout, client_error=client_error, **kwargs)
             return await super()._wrap_create_connection(*args, addr_infos=addr_infos, req=req, timeout=timeout,
                                                          client_error=client_error, **kwargs)
-        host, port = addr_infos[0][4][0], addr_infos[0][4][1]
-        proxy = Proxy(proxy_type=python_socks.ProxyType.SOCKS5, host=self._proxy.host, port=self._proxy.port,
-                      username=self._proxy.username, password=self._proxy.password, rdns=True)
-        try:
-            stream = await proxy.connect(dest_host=host, dest_port=port, dest_ssl=kwargs.get("ssl") or None,
-                                         timeout=timeout.sock_connect)
-        except (python_socks.ProxyConnectionError, python_socks.ProxyTimeoutError) as exc:
+        except (aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError) as exc:
             raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) cannot be reached: {exc}; "
-                                    f"nothing was sent to {host}:{port}") from None
-        except python_socks.ProxyError as exc:
+                                    f"nothing was sent to {req.url.host}:{req.url.port}") from None
+        except aiohttp_socks.ProxyError as exc:
             if exc.error_code is None:   # no CONNECT reply: the handshake failed (not SOCKS5, credentials refused)
                 raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) failed the SOCKS5 "
                                         f"handshake: {exc}") from None
@@ -85,23 +87,11 @@ class ProxiedConnector(aiohttp.TCPConnector):
             raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
         except ssl.SSLError as exc:
             raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
-        except OSError as exc:   # the proxy dropped the connection during its handshake
+        except OSError as exc:   # direct: aiohttp's own error; through the proxy: it dropped the handshake
+            if direct:
+                raise
             raise self._unreachable(f"the proxy {self._proxy.public()} (KACCY_PROXY) failed: {exc}; nothing "
-                                    f"was sent to {host}:{port}") from None
-        transport = stream.writer.transport
-        protocol = _StreamHolder(self._loop, stream.writer)
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        return transport, protocol
-
-
-class _StreamHolder(aiohttp.client_proto.ResponseHandler):
-    """aiohttp's protocol on the tunnelled transport; it keeps the StreamWriter alive, whose
-    finalizer would otherwise close the transport."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter) -> None:
-        super().__init__(loop)
-        self._writer = writer
+                                    f"was sent to {req.url.host}:{req.url.port}") from None
 
 
 class HttpClients:
