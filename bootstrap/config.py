@@ -58,6 +58,13 @@ DEFAULTS: dict[str, Any] = {
     "swap_min_depth": "1",
     "swap_safety_blocks": "12",
     "swap_auto_refund": "on",
+    # Every outgoing connection through this SOCKS5 proxy (socks5h://HOST:PORT), except to the
+    # hosts of proxy_except (comma-separated names); adapters/net/http.py.
+    "proxy": None,
+    "proxy_except": None,
+    # `serve --onion`: Tor's control port (HOST:PORT) and its password (else cookie authentication).
+    "tor_control": None,
+    "tor_control_password": None,
 }
 
 
@@ -137,4 +144,10 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             raise ConfigError(f"KACCY_{key.upper()} must be a {'positive' if positive else 'non-negative'} "
                               f"number of seconds, got {values[key]!r}")
         values[key] = seconds
+    if values["proxy_except"] and not values["proxy"]:
+        raise ConfigError("KACCY_PROXY_EXCEPT lists hosts to reach without the proxy, but KACCY_PROXY is not set")
+    if values["proxy"]:
+        from kaccy_bitcoin.adapters.net.proxy import ProxySettings
+
+        ProxySettings.parse(values["proxy"], values["proxy_except"])   # refuses a proxy that cannot work
     return values

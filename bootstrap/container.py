@@ -180,22 +180,30 @@ InvoiceSync = _Lazy(f"{_APP}.lightning_invoices", "InvoiceSync")
 WatchInvoices = _Lazy(f"{_APP}.lightning_invoices", "WatchInvoices")
 
 
+def _http_clients(proxy: str | None, proxy_except: str | None) -> Any:
+    """Every outgoing HTTP session is made by this one factory (KACCY_PROXY applied there)."""
+    from kaccy_bitcoin.adapters.net.http import HttpClients   # aiohttp: only commands that connect out
+
+    return HttpClients.from_settings(proxy, proxy_except)
+
+
 async def _rpc_client(url: str | None, user: str | None, password: str | None,
-                      cookie: str | None) -> AsyncIterator[BitcoinRpc]:
+                      cookie: str | None, http: Any) -> AsyncIterator[BitcoinRpc]:
     if not url:
         raise ConfigError("KACCY_BITCOIN_RPC_URL is not set")
     if not cookie and not user:
         raise ConfigError("set KACCY_BITCOIN_RPC_USER and KACCY_BITCOIN_RPC_PASSWORD, or KACCY_BITCOIN_RPC_COOKIE")
     from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc   # aiohttp: only commands that use the node
 
-    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie)
+    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie, http=http)
     try:
         yield client
     finally:
         await client.close()
 
 
-async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any) -> AsyncIterator[Any]:
+async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any,
+                    http: Any) -> AsyncIterator[Any]:
     if not url:
         raise LightningUnavailable("no Lightning node: KACCY_LND_REST_URL is not set (LND's REST address, "
                                    "e.g. https://127.0.0.1:8080)")
@@ -205,25 +213,25 @@ async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None,
     from kaccy_bitcoin.adapters.lnd.client import LndRestClient   # aiohttp: only the Lightning commands
     from kaccy_bitcoin.adapters.lnd.node import LndNode
 
-    node = LndNode(LndRestClient(url, macaroon_path=macaroon, tls_cert_path=tls_cert), clock)
+    node = LndNode(LndRestClient(url, macaroon_path=macaroon, tls_cert_path=tls_cert, http=http), clock)
     try:
         yield node
     finally:
         await node.close()
 
 
-async def _chain_notifications(mode: str, rpc: BitcoinRpc) -> AsyncIterator[Any]:
+async def _chain_notifications(mode: str, rpc: BitcoinRpc, http: Any) -> AsyncIterator[Any]:
     """The node's ZMQ notifications (the endpoints asked of the node), or none when
     KACCY_ZMQ=off; either way a ChainNotifications whose `wait` the monitor sleeps in."""
     from kaccy_bitcoin.adapters.bitcoin_core.zmq_notifications import ZmqNotifications   # pyzmq
 
-    notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc)
+    notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc, http.proxy)
     try:
         yield notifications
     finally:
         notifications.close()
-async def _webhook_transport(allow_private: bool) -> AsyncIterator[Any]:
-    transport = AiohttpWebhookTransport(allow_private=bool(allow_private))
+async def _webhook_transport(allow_private: bool, http: Any) -> AsyncIterator[Any]:
+    transport = AiohttpWebhookTransport(allow_private=bool(allow_private), http=http)
     try:
         yield transport
     finally:
@@ -329,16 +337,17 @@ def _subscribe_notifier(notifier: _Notifier) -> _Publisher:
 class Gateways(containers.DeclarativeContainer):
     config = providers.Configuration()
 
+    http = providers.Singleton(_http_clients, proxy=config.proxy, proxy_except=config.proxy_except)
     rpc = providers.Resource(_rpc_client, url=config.bitcoin_rpc_url, user=config.bitcoin_rpc_user,
-                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie)
+                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie, http=http)
     chain = providers.Singleton(BitcoinCoreBackend, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
-    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc)
+    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc, http=http)
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
     multisig_derivers = providers.Singleton(_multisig_derivers, network=config.network)
     clock = providers.Singleton(SystemClock)
     lightning = providers.Resource(_lnd_node, url=config.lnd_rest_url, macaroon=config.lnd_macaroon,
-                                   tls_cert=config.lnd_tls_cert, clock=clock)
+                                   tls_cert=config.lnd_tls_cert, clock=clock, http=http)
     notifier = providers.Singleton(LogNotifier)
     software_signer = providers.Singleton(_software_signer, mnemonic=config.signer_mnemonic,
                                           passphrase=config.signer_passphrase, deriver=deriver)
@@ -351,7 +360,8 @@ class Gateways(containers.DeclarativeContainer):
     swap_chain = providers.Singleton(BitcoinCoreSwapChain, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
     swap_keys = providers.Singleton(_swap_keys, mnemonic=config.signer_mnemonic, passphrase=config.signer_passphrase,
                                     network=config.network)
-    webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private)
+    webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private,
+                                           http=http)
 
 
 class Storage(containers.DeclarativeContainer):
