@@ -147,7 +147,10 @@ class BitcoinCoreBackend(ChainBackend):
             raise
         fees = r["fees"]
         return MempoolEntry(txid, int(r["vsize"]), _sat(fees["base"]), _sat(fees["descendant"]),
-                            int(r["descendantsize"]), int(r.get("time", 0)))
+                            int(r["descendantsize"]), int(r.get("time", 0)),
+                            replaceable=bool(r.get("bip125-replaceable", False)),
+                            ancestor_count=int(r.get("ancestorcount", 1)), ancestor_vsize=int(r.get("ancestorsize", 0)),
+                            ancestor_fees=_sat(fees.get("ancestor", 0)))
 
     async def incremental_relay_fee(self) -> FeeRate:
         cached = self.cache.get_ttl("incrementalfee")
@@ -161,7 +164,10 @@ class BitcoinCoreBackend(ChainBackend):
         if not self.cache.missing(cached):
             return cached
         r = await self.rpc.call("getmempoolinfo")
-        info = MempoolInfo(int(r["size"]), int(r["bytes"]), FeeRate.from_btc_per_kvb(r["mempoolminfee"]))
+        # `fullrbf` since Core 24 (true by default since 28, as in Knots); a node that does not
+        # say relays only replacements that signal BIP125.
+        info = MempoolInfo(int(r["size"]), int(r["bytes"]), FeeRate.from_btc_per_kvb(r["mempoolminfee"]),
+                           bool(r.get("fullrbf", False)))
         self.cache.put_ttl("mempoolinfo", info, 5.0)
         return info
 
