@@ -90,7 +90,8 @@ class ZeroconfRisk:
     def from_dict(cls, data: dict[str, Any] | None) -> ZeroconfRisk | None:
         if not data:
             return None
-        return cls(int(data["score"]), tuple(data["reasons"]), tuple(sorted((data.get("details") or {}).items())))
+        reasons, details = tuple(data["reasons"]), data.get("details") or {}
+        return cls(int(data["score"]), reasons, tuple((r, details[r]) for r in reasons if r in details))
 
 
 def score(facts: ZeroconfFacts, max_sat: int = 0) -> ZeroconfRisk:
