@@ -216,7 +216,9 @@ class PollPayments:
             same_payee = [r for r in rivals if v.address and v.address in pays.get(r, set())]
             if same_payee:
                 v.gone, v.replaced_by = OutputStatus.REPLACED, same_payee[0]
-            elif rivals:
+            elif rivals or view.confirmations < 0:
+                # Negative confirmations: a transaction spending the same coins is in the chain, though
+                # not one the watch wallet holds (it pays someone else, so the wallet cannot name it).
                 v.gone = OutputStatus.DOUBLE_SPENT
             else:
                 v.gone = OutputStatus.REORGED_OUT
