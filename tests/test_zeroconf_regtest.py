@@ -149,3 +149,25 @@ async def test_a_double_spend_of_an_accepted_payment_alerts_once(plain_node, tmp
     assert view["zeroconf_double_spend"]["txids"] == [txid] and view["zeroconf_double_spend"]["amount_lost_sat"] == 40_000
     assert view["payments"][0]["status"] == "double_spent"
     assert rival != txid
+
+
+async def test_a_fee_bump_of_an_accepted_payment_is_reported_with_nothing_lost(node, tmp_path) -> None:
+    # Full-RBF makes every payment `replaceable` (50): an operator accepting that sets the maximum score higher.
+    shop = Shop(node, tmp_path, **ZEROCONF, KACCY_ZEROCONF_MAX_SCORE="60")
+    address = shop.order("zc-bump", 45_000)["address"]
+    payer = await node.fresh_wallet(funded_sat=200_000)
+    txid = await pay(node, address, 45_000, replaceable=True, sat_per_vb="25", wallet=payer)
+    events = shop.poll()
+    assert kinds(events) == ["payment_detected", "order_accepted_zeroconf"]
+    assert detected(events)["zeroconf_risk"]["reasons"] == ["replaceable"]
+    bumped = (await node.call("bumpfee", txid, wallet=payer))["txid"]
+    await node.settle()
+    events = shop.poll()
+    assert sorted(kinds(events)) == ["payment_detected", "payment_replaced", "zeroconf_double_spend"]
+    lost = next(e for e in events if e["kind"] == "zeroconf_double_spend")
+    assert (lost["txids"], lost["replaced_by"], lost["amount_lost_sat"]) == ([txid], [bumped], 0)
+    assert "conflict_seen" in detected(events)["zeroconf_risk"]["reasons"]   # the replacement scores higher
+    assert shop.poll() == []
+    view = shop.show("zc-bump")
+    assert view["received_sat"] == 45_000 and view["zeroconf_double_spend"]["amount_lost_sat"] == 0
+    assert sorted(p["status"] for p in view["payments"]) == ["active", "replaced"]
