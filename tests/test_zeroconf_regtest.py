@@ -8,13 +8,16 @@ import subprocess
 from decimal import Decimal
 from typing import AsyncIterator
 
+import aiohttp
 import pytest
 
+from kaccy_bitcoin import KaccyBitcoin
 from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 from kaccy_bitcoin.domain.money import Satoshis
 from tests.node_fixture import Node
 from tests.payments_harness import CLI, Shop, kinds
+from tests.service_harness import Client, Service, api_key, service_env
 
 pytestmark = pytest.mark.node
 ZEROCONF = {"KACCY_ZEROCONF_MAX_SAT": "100000"}
@@ -94,7 +97,20 @@ async def test_a_non_replaceable_payment_at_a_high_fee_without_full_rbf_is_accep
     assert kinds(shop.poll()) == ["payment_confirmed", "order_paid"]   # it still goes through every depth
     await plain_node.mine(5)
     assert kinds(shop.poll()) == ["payment_confirmed", "payment_finalized"]
-    assert shop.show("zc-ok")["accepted_zeroconf"] is True
+    shown = shop.show("zc-ok")
+    assert shown["accepted_zeroconf"] is True and shown["payments"][0]["confirmations"] == 6
+    # The same JSON over HTTP and through the library's facade.
+    env = service_env(shop.env)
+    key = api_key(env, "read")
+    service = Service(env, tmp_path / "serve.log", "--no-monitor", "--no-webhooks")
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await Client(session, service.url, key).get("/v1/orders/zc-ok")
+    finally:
+        assert service.stop() == 0
+    assert status == 200 and body == shown
+    async with KaccyBitcoin.from_env({k: v for k, v in shop.env.items() if k.startswith("KACCY_")}) as kaccy:
+        assert (await kaccy.show_order("zc-ok")).to_dict() == shown
     listed = shop.cli("events", "--limit", "1000")[1]["events"]   # the outbox
     assert [e["kind"] for e in listed].count("order_accepted_zeroconf") == 1
 
