@@ -207,3 +207,56 @@ async def test_a_fee_bump_paying_the_same_is_reported_with_nothing_lost() -> Non
     assert lost.data["amount_lost_sat"] == 0 and lost.data["replaced_by"] == [bump]
     detected = next(e for e in events if e.kind == "payment_detected")
     assert "conflict_seen" in detected.data["zeroconf_risk"]["reasons"]
+
+
+def test_risks_and_an_acceptance_with_its_double_spend_are_stored_and_read_back(uow_factory) -> None:  # noqa: ANN001
+    from kaccy_bitcoin.domain.bitcoin import OutPoint
+    from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, PaymentRequest
+    from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
+
+    r = PaymentRequest("zc-s", "bcrt1qzeroconf", Satoshis(30_000), T0)
+    risk = score(attrs.evolve(SAFE, signals_rbf=True, unconfirmed_ancestors=1))
+    first, second = OutPoint(Txid("01" * 32), 0), OutPoint(Txid("02" * 32), 1)
+    p = Payment("zc-s")
+    p.observe(r, OutputObservation(first, Satoshis(10_000), 0, zeroconf_risk=ZeroconfRisk(0, ())), T0)
+    p.observe(r, OutputObservation(second, Satoshis(20_000), 0, zeroconf_risk=risk), T0)
+    p.settle(r, ConfirmationThresholds(), T0, ZeroconfPolicy(max_sat=50_000, max_score=70))
+    assert p.zeroconf is not None and p.zeroconf.accepted_sat == 30_000
+    with uow_factory() as uow:
+        uow.requests.add(r)
+        uow.payments.save([p])
+        uow.commit()
+    with uow_factory() as uow:
+        loaded = uow.payments.get("zc-s")
+        assert loaded.outputs == p.outputs and loaded.zeroconf == p.zeroconf
+        loaded.withdraw(r, second, OutputStatus.DOUBLE_SPENT, T0)
+        loaded.settle(r, ConfirmationThresholds(), T0, ZeroconfPolicy(max_sat=50_000, max_score=70))
+        assert [e.kind for e in loaded.take_events()] == ["payment_double_spent", "order_underpaid",
+                                                          "zeroconf_double_spend"]
+        uow.payments.save([loaded])
+        uow.commit()
+    with uow_factory() as uow:
+        again = uow.payments.get("zc-s")
+    assert again.zeroconf.double_spend.txids == ("02" * 32,) and again.zeroconf.double_spend.amount_lost_sat == 20_000
+    assert again.outputs[second].zeroconf_risk == risk and again.outputs[second].status is OutputStatus.DOUBLE_SPENT
+
+
+def test_the_settings_are_checked(tmp_path) -> None:  # noqa: ANN001
+    import json
+    import os
+    import subprocess
+
+    from kaccy_bitcoin.bootstrap import config
+    from tests.payments_harness import CLI
+
+    loaded = config.load({"KACCY_ZEROCONF_MAX_SAT": "50000", "KACCY_ZEROCONF_MAX_SCORE": "20"})
+    assert (loaded["zeroconf_max_sat"], loaded["zeroconf_max_score"]) == (50_000, 20)
+    assert (config.load({})["zeroconf_max_sat"], config.load({})["zeroconf_max_score"]) == (0, 30)
+    for bad in ({"KACCY_ZEROCONF_MAX_SAT": "-1"}, {"KACCY_ZEROCONF_MAX_SAT": "1.5"},
+                {"KACCY_ZEROCONF_MAX_SCORE": "101"}, {"KACCY_ZEROCONF_MAX_SCORE": "x"}):
+        with pytest.raises(config.ConfigError, match="KACCY_ZEROCONF_MAX_"):
+            config.load(bad)
+    env = {**os.environ, "KACCY_DATA_DIR": str(tmp_path), "KACCY_ZEROCONF_MAX_SCORE": "200"}
+    proc = subprocess.run([CLI, "order", "show", "any"], env=env, capture_output=True, text=True, timeout=60)
+    answer = json.loads(proc.stdout)
+    assert proc.returncode != 0 and answer["error"]["code"] == "config_error" and "Traceback" not in proc.stderr
