@@ -284,7 +284,8 @@ class Payment:
             self._emit("payment_detected", at, {
                 "order_id": self.order_id, "txid": seen.outpoint.txid.value,
                 "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
-                "confirmations": seen.confirmations, "revived": True}, request)
+                "confirmations": seen.confirmations, "revived": True,
+                "zeroconf_risk": out.zeroconf_risk.to_dict() if out.zeroconf_risk else None}, request)
         out.confirmations = seen.confirmations
         out.block_hash = seen.block_hash
 
