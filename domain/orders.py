@@ -417,6 +417,8 @@ class Payment:
             return
         if not all(policy.allows(o.amount, o.zeroconf_risk) for o in pending):
             return
+        if request.expires_at is not None and any(o.first_seen >= request.expires_at for o in pending):
+            return   # paid after its expiry (payment_late): for the merchant to decide, not accepted at once
         txids = tuple(sorted({o.outpoint.txid.value for o in pending}))
         self.zeroconf = ZeroconfAcceptance(at, txids, self.received.value)
         self._emit("order_accepted_zeroconf", at, {

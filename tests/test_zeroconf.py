@@ -260,3 +260,13 @@ def test_the_settings_are_checked(tmp_path) -> None:  # noqa: ANN001
     proc = subprocess.run([CLI, "order", "show", "any"], env=env, capture_output=True, text=True, timeout=60)
     answer = json.loads(proc.stdout)
     assert proc.returncode != 0 and answer["error"]["code"] == "config_error" and "Traceback" not in proc.stderr
+
+
+async def test_a_payment_after_the_order_expired_is_not_accepted() -> None:
+    import datetime as dt
+
+    chain, store, create, poll = shop(ZeroconfPolicy(max_sat=60_000))
+    address = (await create("zc-late", Satoshis(50_000), expires_in=60))["address"]
+    good_fee(chain, chain.pay(address, 50_000, seen_at=T0 + dt.timedelta(seconds=61)))
+    events = await poll()
+    assert "order_accepted_zeroconf" not in kinds(events) and "payment_late" in kinds(events)
