@@ -165,6 +165,16 @@ async def test_a_risky_or_too_large_payment_is_not_accepted_and_off_accepts_noth
         assert view["accepted_zeroconf"] is False and view["payments"][0]["zeroconf_risk"] is not None
 
 
+async def test_a_fee_below_the_node_estimate_for_the_next_blocks_is_not_accepted() -> None:
+    chain, store, create, poll = shop(ZeroconfPolicy(max_sat=60_000))
+    chain.fee_rate = FeeRate(30_000)   # estimatesmartfee: 30 sat/vB; the payment pays 20
+    address = (await create("zc-est", Satoshis(50_000)))["address"]
+    good_fee(chain, chain.pay(address, 50_000))
+    events = await poll()
+    assert kinds(events) == ["payment_detected"]
+    assert events[0].data["zeroconf_risk"]["reasons"] == ["fee_below_next_block"]
+
+
 async def test_full_rbf_makes_every_payment_replaceable() -> None:
     chain, store, create, poll = shop(ZeroconfPolicy(max_sat=60_000))
     chain.full_rbf = True
