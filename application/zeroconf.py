@@ -7,16 +7,13 @@ A few calls per poll that sees new unconfirmed payments, none otherwise.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Mapping
 
-from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.bitcoin import OutPoint
 from kaccy_bitcoin.domain.chain import MempoolEntry, MempoolInfo, WalletTransaction
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.zeroconf import NEXT_BLOCK_TARGET, ZeroconfFacts, ZeroconfPolicy, ZeroconfRisk, score
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
-
-_CONCURRENT = 16   # mempool entries asked at once
 
 
 class ScoreUnconfirmed:
@@ -30,20 +27,13 @@ class ScoreUnconfirmed:
         if not amounts:
             return {}
         txids = sorted({op.txid for op in amounts}, key=lambda t: t.value)
-        entries = await self._entries(txids)
+        entries = await self._chain.mempool_entries(txids)
         info = await self._chain.mempool_info()
         estimate = await self._chain.estimate_fee(NEXT_BLOCK_TARGET)
         views = await self._chain.wallet_transactions(txids)
         return {op: score(_facts(amount, entries.get(op.txid), info, estimate.rate, views.get(op.txid)),
                           self._policy.max_sat)
                 for op, amount in amounts.items()}
-
-    async def _entries(self, txids: list[Txid]) -> dict[Txid, MempoolEntry | None]:
-        found: dict[Txid, MempoolEntry | None] = {}
-        for start in range(0, len(txids), _CONCURRENT):
-            chunk = txids[start:start + _CONCURRENT]
-            found.update(zip(chunk, await asyncio.gather(*(self._chain.mempool_entry(t) for t in chunk))))
-        return found
 
 
 def _rate(fee: Satoshis, vsize: int) -> FeeRate | None:

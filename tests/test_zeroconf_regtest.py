@@ -12,8 +12,10 @@ import aiohttp
 import pytest
 
 from kaccy_bitcoin import KaccyBitcoin
+from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend
 from kaccy_bitcoin.adapters.bitcoin_core.launcher import RegtestNode
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
+from kaccy_bitcoin.domain.bitcoin import Txid
 from kaccy_bitcoin.domain.money import Satoshis
 from tests.node_fixture import Node
 from tests.payments_harness import CLI, Shop, kinds
@@ -32,7 +34,7 @@ async def plain_node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     helper = Node(regtest, rpc)
     try:
         await helper.setup()
-        assert (await rpc.call("getmempoolinfo"))["fullrbf"] is False
+        assert (await BitcoinCoreBackend(rpc).mempool_info()).full_rbf is False
         yield helper
     finally:
         await rpc.close()
@@ -60,6 +62,12 @@ async def test_a_payment_signalling_rbf_at_a_low_fee_scores_high_and_is_not_acce
     assert kinds(events) == ["payment_detected"]
     risk = detected(events)["zeroconf_risk"]
     assert {"replaceable", "fee_near_mempool_minimum"} <= set(risk["reasons"]) and risk["score"] >= 85
+    # What the adapter read: the signal, the fee rate, and the node's full-RBF setting.
+    chain = BitcoinCoreBackend(node.rpc)   # the fixture's RPC client: not closed here
+    (entry,) = (await chain.mempool_entries([Txid(txid)])).values()
+    assert entry.replaceable and entry.ancestor_count == 1 and entry.fee.value * 1000 // entry.vsize < 2000
+    assert (await chain.mempool_info()).full_rbf is True
+    assert await chain.mempool_entries([Txid("00" * 32)]) == {Txid("00" * 32): None}
     view = shop.show("zc-rbf")
     assert view["accepted_zeroconf"] is False and view["zeroconf_double_spend"] is None
     assert view["payments"] == [{"txid": txid, "vout": view["payments"][0]["vout"], "amount_sat": 50_000,

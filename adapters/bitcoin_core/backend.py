@@ -145,6 +145,24 @@ class BitcoinCoreBackend(ChainBackend):
             if err.rpc_code == RpcError.INVALID_ADDRESS_OR_KEY:
                 return None
             raise
+        return self._mempool_entry(txid, r)
+
+    async def mempool_entries(self, txids: Sequence[Txid]) -> dict[Txid, MempoolEntry | None]:
+        if not txids:
+            return {}
+        replies = await self.rpc.batch([("getmempoolentry", [t.value]) for t in txids])
+        found: dict[Txid, MempoolEntry | None] = {}
+        for txid, reply in zip(txids, replies):
+            if isinstance(reply, RpcError):
+                if reply.rpc_code != RpcError.INVALID_ADDRESS_OR_KEY:
+                    raise reply
+                found[txid] = None
+            else:
+                found[txid] = self._mempool_entry(txid, reply)
+        return found
+
+    @staticmethod
+    def _mempool_entry(txid: Txid, r: dict[str, Any]) -> MempoolEntry:
         fees = r["fees"]
         return MempoolEntry(txid, int(r["vsize"]), _sat(fees["base"]), _sat(fees["descendant"]),
                             int(r["descendantsize"]), int(r.get("time", 0)),
