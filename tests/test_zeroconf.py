@@ -280,3 +280,30 @@ async def test_a_payment_after_the_order_expired_is_not_accepted() -> None:
     good_fee(chain, chain.pay(address, 50_000, seen_at=T0 + dt.timedelta(seconds=61)))
     events = await poll()
     assert "order_accepted_zeroconf" not in kinds(events) and "payment_late" in kinds(events)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["pay", "confirm", "replace", "double_spend", "revive"]),
+                          st.integers(0, 3), st.integers(0, 60)), max_size=25))
+def test_an_order_is_accepted_at_most_once_and_each_loss_reported_once(steps) -> None:  # noqa: ANN001
+    from kaccy_bitcoin.domain.bitcoin import OutPoint
+    from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, PaymentRequest
+    from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
+
+    r = PaymentRequest("zc-p", "bcrt1qprop", Satoshis(40_000), T0)
+    policy, p, events = ZeroconfPolicy(max_sat=30_000, max_score=30), Payment("zc-p"), []
+    amounts = {n: Satoshis(10_000 + 5_000 * n) for n in range(4)}
+    for action, n, seen_score in steps:
+        out = OutPoint(Txid(f"{n + 1:064x}"), 0)
+        if action in ("pay", "revive", "confirm"):
+            depth = 1 if action == "confirm" else 0
+            p.observe(r, OutputObservation(out, amounts[n], depth, zeroconf_risk=ZeroconfRisk(seen_score, ())), T0)
+        else:
+            p.withdraw(r, out, OutputStatus.REPLACED if action == "replace" else OutputStatus.DOUBLE_SPENT, T0)
+        p.settle(r, ConfirmationThresholds(), T0, policy)
+        events += p.take_events()
+    accepted = [e for e in events if e.kind == "order_accepted_zeroconf"]
+    assert len(accepted) <= 1 and (p.zeroconf is not None) == bool(accepted)
+    lost = [t for e in events if e.kind == "zeroconf_double_spend" for t in e.data["txids"]]
+    assert len(lost) == len(set(lost)) and set(lost) <= set(accepted[0].data["txids"] if accepted else ())
+    for e in accepted:   # only on payments the policy allows
+        assert all(x["amount_sat"] <= 30_000 and x["score"] <= 30 for x in e.data["payments"])
