@@ -58,6 +58,7 @@ from kaccy_bitcoin.domain.errors import LightningUnavailable
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
+from kaccy_bitcoin.domain.zeroconf import ZeroconfPolicy
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -388,6 +389,8 @@ class Services(containers.DeclarativeContainer):
         thresholds=providers.Callable(ConfirmationThresholds.parse, config.confirmations),
         tolerance=providers.Callable(Satoshis, config.tolerance_sat),
         gap_limit=config.gap_limit,
+        zeroconf=providers.Factory(ZeroconfPolicy, max_sat=config.zeroconf_max_sat,
+                                   max_score=config.zeroconf_max_score),
     )
     # One per process: it notes the range the node is known to watch, shared by every use case.
     watch_range = providers.Singleton(WatchRange, deriver=gateways.deriver, chain=gateways.chain,
