@@ -12,3 +12,4 @@ class PaymentSettings:
     thresholds: ConfirmationThresholds = ConfirmationThresholds()
     tolerance: Satoshis = Satoshis(0)
     gap_limit: int = 20
+    public_url: str = ""   # KACCY_PUBLIC_URL: where customers reach the checkout pages ("": paths only)

@@ -103,6 +103,8 @@ PaymentSettings = _Lazy(f"{_APP}.settings", "PaymentSettings")
 WatchRange = _Lazy(f"{_APP}.orders", "WatchRange")
 CreateOrder = _Lazy(f"{_APP}.orders", "CreateOrder")
 ShowOrder = _Lazy(f"{_APP}.orders", "ShowOrder")
+ShowCheckout = _Lazy(f"{_APP}.checkout", "ShowCheckout")
+CheckoutUpdates = _Lazy(f"{_APP}.checkout", "CheckoutUpdates")
 PollPayments = _Lazy(f"{_APP}.monitor", "PollPayments")
 TrackWithdrawals = _Lazy(f"{_APP}.withdrawal_tracker", "TrackWithdrawals")
 TrackerSettings = _Lazy(f"{_APP}.withdrawal_tracker", "TrackerSettings")
@@ -378,6 +380,7 @@ class Services(containers.DeclarativeContainer):
         thresholds=providers.Callable(ConfirmationThresholds.parse, config.confirmations),
         tolerance=providers.Callable(Satoshis, config.tolerance_sat),
         gap_limit=config.gap_limit,
+        public_url=config.public_url,
     )
     # One per process: it notes the range the node is known to watch, shared by every use case.
     watch_range = providers.Singleton(WatchRange, deriver=gateways.deriver, chain=gateways.chain,
@@ -396,7 +399,7 @@ class Services(containers.DeclarativeContainer):
     create_order = providers.Factory(CreateOrder, uow=storage.uow, deriver=gateways.deriver,
                                      watch=watch_range, clock=gateways.clock, settings=payment_settings,
                                      wallets=wallets)
-    show_order = providers.Factory(ShowOrder, uow=storage.uow)
+    show_order = providers.Factory(ShowOrder, uow=storage.uow, settings=payment_settings)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
     # Which wallets exist: `default` (KACCY_XPUB) until wallets have names.
@@ -418,6 +421,10 @@ class Services(containers.DeclarativeContainer):
     # with named consumers for a program that embeds the library.
     list_events = providers.Factory(ListEvents, uow=storage.uow)
     event_feed = providers.Factory(EventFeed, uow=storage.uow, clock=gateways.clock)
+    # The customer's checkout page (`/pay/{token}`) and its live feed of that one order's changes.
+    show_checkout = providers.Factory(ShowCheckout, uow=storage.uow, clock=gateways.clock,
+                                      settings=payment_settings)
+    checkout_updates = providers.Factory(CheckoutUpdates, show=show_checkout, feed=event_feed)
 
     withdrawal_settings = providers.Singleton(
         WithdrawalSettings,
@@ -491,7 +498,7 @@ class Services(containers.DeclarativeContainer):
                                               publisher=gateways.publisher, wallets=wallet_names,
                                               settings=consolidation_settings)
     stats = providers.Factory(Stats, uow=storage.uow, builder=withdrawal_builder, wallets=wallet_names)
-    list_orders = providers.Factory(ListOrders, uow=storage.uow)
+    list_orders = providers.Factory(ListOrders, uow=storage.uow, settings=payment_settings)
     list_addresses = providers.Factory(ListAddresses, uow=storage.uow)
 
     # The HTTP service: keys, webhooks, readiness.

@@ -57,6 +57,10 @@ class PaymentRequestRepository(abc.ABC):
         """Orders keyed by address, for those of `addresses` that belong to one (indexed lookup)."""
 
     @abc.abstractmethod
+    def by_checkout_token(self, token: str) -> PaymentRequest | None:
+        """The order whose checkout page this token opens, if any (indexed lookup)."""
+
+    @abc.abstractmethod
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         """Orders whose expiry has passed and whose payment is still PENDING."""
 

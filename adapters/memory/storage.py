@@ -101,6 +101,11 @@ class MemoryPaymentRequests(storage.PaymentRequestRepository):
                 found[address] = self._t.get(order_id)
         return found
 
+    def by_checkout_token(self, token: str) -> PaymentRequest | None:
+        # A scan: the in-memory store is for tests and small embeddings.
+        return next((r for r in self._t.values() if r.checkout_token is not None and r.checkout_token == token),
+                    None)
+
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         out = []
         for r in self._t.values():

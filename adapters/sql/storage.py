@@ -203,6 +203,12 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
                 found[getattr(row, column.name)] = request
         return found
 
+    _BY_TOKEN = select(tables.orders).where(tables.orders.c.checkout_token == bindparam("k"))
+
+    def by_checkout_token(self, token: str) -> PaymentRequest | None:
+        row = self._s.execute(self._BY_TOKEN, {"k": token}).first()
+        return mapping.order_from_row(row) if row is not None else None
+
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         o, p = self._t, tables.payments
         q = (select(o).join(p, p.c.order_id == o.c.order_id, isouter=True)
