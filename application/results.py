@@ -175,6 +175,10 @@ class Channel:
     local_balance_sat: int
     remote_balance_sat: int
     active: bool
+    channel_point: str | None = None
+    remote_pubkey: str = ""
+    state: str = "active"      # active, inactive, pending_open, closing, force_closing
+    closing_txid: str | None = None
 
 
 @attrs.frozen

@@ -175,7 +175,9 @@ ApproveLightningPayout = _Lazy(f"{_APP}.lightning_payments", "ApproveLightningPa
 CancelLightningPayout = _Lazy(f"{_APP}.lightning_payments", "CancelLightningPayout")
 ShowLightningPayout = _Lazy(f"{_APP}.lightning_payments", "ShowLightningPayout")
 PayoutById = _Lazy(f"{_APP}.lightning_payments", "PayoutById")
-ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
+ListChannels = _Lazy(f"{_APP}.lightning_channels", "ListChannels")
+OpenChannel = _Lazy(f"{_APP}.lightning_channels", "OpenChannel")
+CloseChannel = _Lazy(f"{_APP}.lightning_channels", "CloseChannel")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
 ShowOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "ShowOrderInvoice")
 InvoiceSync = _Lazy(f"{_APP}.lightning_invoices", "InvoiceSync")
@@ -528,6 +530,8 @@ class Services(containers.DeclarativeContainer):
         settings=providers.Factory(LightningPayoutSettings, max_fee_ppm=config.ln_max_fee_ppm))
     show_ln_payment = providers.Factory(ShowLightningPayout, uow=storage.uow)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)
+    open_channel = providers.Factory(OpenChannel, node=gateways.lightning, uow=storage.uow, clock=gateways.clock)
+    close_channel = providers.Factory(CloseChannel, node=gateways.lightning, uow=storage.uow, clock=gateways.clock)
     create_order_invoice = providers.Factory(CreateOrderInvoice, uow=storage.uow, node=gateways.lightning,
                                              clock=gateways.clock)
     invoice_sync = providers.Factory(InvoiceSync, uow=storage.uow, node=gateways.lightning, clock=gateways.clock,
