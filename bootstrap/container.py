@@ -156,6 +156,7 @@ ShowConsolidation = _Lazy(f"{_APP}.consolidation", "ShowConsolidation")
 FollowConsolidations = _Lazy(f"{_APP}.consolidation", "FollowConsolidations")
 ProposeConsolidation = _Lazy(f"{_APP}.consolidation", "ProposeConsolidation")
 Stats = _Lazy(f"{_APP}.stats", "Stats")
+DailyFlows = _Lazy(f"{_APP}.stats", "DailyFlows")
 BitcoinCoreSwapChain = _Lazy(f"{_CORE}.swap_chain", "BitcoinCoreSwapChain")
 SwapSettings = _Lazy(f"{_APP}.swaps", "SwapSettings")
 SwapContext = _Lazy(f"{_APP}.swaps", "SwapContext")
@@ -500,6 +501,7 @@ class Services(containers.DeclarativeContainer):
                                               publisher=gateways.publisher, wallets=wallet_names,
                                               settings=consolidation_settings)
     stats = providers.Factory(Stats, uow=storage.uow, builder=withdrawal_builder, wallets=wallet_names)
+    daily_flows = providers.Factory(DailyFlows, uow=storage.uow, clock=gateways.clock)
     list_orders = providers.Factory(ListOrders, uow=storage.uow, settings=payment_settings)
     list_addresses = providers.Factory(ListAddresses, uow=storage.uow)
 

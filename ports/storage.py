@@ -400,6 +400,10 @@ class Analytics(abc.ABC):
         """(count, total sat) of the received outputs that count for an order and have at
         least one confirmation."""
 
+    @abc.abstractmethod
+    def received_since(self, since: dt.datetime) -> list[tuple[dt.datetime, int]]:
+        """(first seen, sat) of each of those outputs first seen at or after `since`."""
+
 
 class UnitOfWork(abc.ABC):
     """A transaction over every repository: all of it commits, or none of it does.

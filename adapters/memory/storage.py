@@ -537,6 +537,10 @@ class MemoryAnalytics(storage.Analytics):
                    if o.status is OutputStatus.ACTIVE and o.confirmations >= 1]
         return len(outputs), sum(o.amount.value for o in outputs)
 
+    def received_since(self, since: dt.datetime) -> list[tuple[dt.datetime, int]]:
+        return [(o.first_seen, o.amount.value) for p in self._payments.values() for o in p.outputs.values()
+                if o.status is OutputStatus.ACTIVE and o.confirmations >= 1 and o.first_seen >= since]
+
 
 class MemoryUnitOfWork(storage.UnitOfWork):
     """`read_only`: for reading only, as the SQL adapter's (commit() is refused)."""

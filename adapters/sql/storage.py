@@ -967,6 +967,12 @@ class SqlAnalytics(storage.Analytics):
         count, total = self._s.execute(q).one()
         return int(count), int(total)
 
+    def received_since(self, since: dt.datetime) -> list[tuple[dt.datetime, int]]:
+        t = tables.received_outputs
+        q = select(t.c.first_seen, t.c.amount_sat).where(
+            t.c.status == OutputStatus.ACTIVE.value, t.c.confirmations >= 1, t.c.first_seen >= since)
+        return [(mapping.utc(seen), int(sat)) for seen, sat in self._s.execute(q)]
+
 
 _READ_ONLY_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
