@@ -118,3 +118,34 @@ async def test_the_page_asks_for_a_key_and_refuses_a_wrong_one(node, tmp_path, b
         assert "not valid" in message
     finally:
         service.stop()
+
+
+async def test_channels_are_shown_with_their_balances_and_closed_from_the_page(node, tmp_path, browser) -> None:  # noqa: ANN001
+    from tests.fake_lnd import FakeLndProcess
+
+    lnd = FakeLndProcess(tmp_path / "lnd")
+    (tmp_path / "lnd").mkdir()
+    lnd.start()
+    shop = Shop(node, tmp_path, KACCY_LND_REST_URL=lnd.rest_url, KACCY_LND_MACAROON=lnd.info["macaroon"],
+                KACCY_LND_TLS_CERT=lnd.info["tls_cert"])
+    env = service_env(shop.env)
+    admin = api_key(env, "admin")
+    service = Service(env, tmp_path / "serve.log")
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as session:
+            async with session.get(f"{service.url}/v1/lightning/channels") as response:
+                (channel,) = (await response.json())["channels"]
+        browser.get(f"{service.url}/dashboard#key={admin}")
+        point = channel["channel_point"]
+        row = f"document.querySelector('#channels tr[data-channel-point=\"{point}\"]')"
+        assert await wait_for(browser, f"{row} && {row}.dataset.state === 'active'")
+        cells = browser.execute_script(f"return [...{row}.cells].map(c => c.textContent);")
+        assert cells[4:6] == [str(channel["local_balance_sat"]), str(channel["remote_balance_sat"])]
+        widths = browser.execute_script(f"return [...{row}.querySelectorAll('.bar span')].map(s => s.style.width);")
+        assert widths == ["50%", "50%"]
+        browser.find_element("css selector", f"#channels tr[data-channel-point='{point}'] button[data-action='close']") \
+            .click()
+        assert await wait_for(browser, f"{row} && {row}.dataset.state === 'closing'")
+    finally:
+        service.stop()
+        lnd.stop()
