@@ -19,7 +19,8 @@ def browser():  # noqa: ANN201
 
 
 async def test_a_paid_order_turns_finalized_on_the_page_without_a_reload(node, tmp_path, browser) -> None:  # noqa: ANN001
-    shop = Shop(node, tmp_path, KACCY_CONFIRMATIONS="1,1,1")
+    shop = Shop(node, tmp_path, KACCY_CONFIRMATIONS="1,1,1", KACCY_CUSTODY_TIERS="hot=default",
+                KACCY_CUSTODY_TARGETS="hot=100")
     env = service_env(shop.env)
     admin = api_key(env, "admin")
     order = shop.order("dash-1", 40_000)
@@ -50,6 +51,8 @@ async def test_a_paid_order_turns_finalized_on_the_page_without_a_reload(node, t
                 wallets = (await response.json())["wallets"]
             async with session.get(f"{service.url}/v1/stats") as response:
                 stats = await response.json()
+            async with session.get(f"{service.url}/v1/custody") as response:
+                (tier,) = (await response.json())["tiers"]
             async with session.get(f"{service.url}/v1/stats/daily.svg") as response:
                 assert response.status == 200 and response.content_type == "image/svg+xml"
                 assert 'data-in-sat="40000"' in await response.text()
@@ -66,6 +69,9 @@ async def test_a_paid_order_turns_finalized_on_the_page_without_a_reload(node, t
         assert default["confirmed_sat"] == 40_000
         assert await wait_for(browser, "document.getElementById('wallet-default') && "
                                        "document.getElementById('wallet-default').dataset.confirmedSat === '40000'")
+        assert (tier["tier"], tier["balance_sat"], tier["target_sat"]) == ("hot", 40_000, 40_000)
+        assert await wait_for(browser, "document.getElementById('tier-hot') && "
+                                       "document.getElementById('tier-hot').dataset.balanceSat === '40000'")
         count = await node.call("getblockcount")
         assert await wait_for(browser, f"document.getElementById('node-height').textContent === '{count}'")
         assert browser.find_element("id", "node-synced").text == "yes"
