@@ -86,6 +86,17 @@ async def test_the_qr_is_the_unified_uri_and_the_page_turns_paid_live(node, lnd,
         assert await wait_for(browser, "document.body.dataset.status === 'paid'")
         assert browser.execute_script("return window.kaccyMarker;") == 7   # no reload
         assert "Paid" in browser.find_element("id", "status").text
+
+        # Paid over Lightning instead: the settled invoice turns the page to paid as well.
+        async with aiohttp.ClientSession() as session:
+            status, other = await Client(session, service.url, key).request(
+                "POST", "/v1/orders", {"order_id": "co-2", "amount_sat": 5_000, "lightning_msat": 5_000_000})
+            assert status == 201, other
+        browser.get(service.url + "/pay/" + other["checkout_url"].rsplit("/", 1)[1])   # KACCY_PUBLIC_URL is elsewhere
+        assert await wait_for(browser, "document.body.dataset.live === 'yes'")
+        assert browser.find_element("id", "bolt11").get_attribute("value") == other["lightning"]["payment_request"]
+        await lnd.pay(other["lightning"]["payment_request"])
+        assert await wait_for(browser, "document.body.dataset.status === 'paid'")
     finally:
         service.stop()
 

@@ -152,6 +152,17 @@ async def test_channels_are_shown_with_their_balances_and_closed_from_the_page(n
         browser.find_element("css selector", f"#channels tr[data-channel-point='{point}'] button[data-action='close']") \
             .click()
         assert await wait_for(browser, f"{row} && {row}.dataset.state === 'closing'")
+
+        # The form opens one: pending until its funding confirms.
+        import coincurve
+
+        peer = coincurve.PrivateKey().public_key.format().hex()
+        form = browser.find_element("id", "open-channel")
+        form.find_element("name", "node").send_keys(f"{peer}@127.0.0.1:9735")
+        form.find_element("name", "local_sat").send_keys("150000")
+        form.find_element("css selector", "button[type=submit]").click()
+        assert await wait_for(browser, "[...document.querySelectorAll('#channels tr')].some("
+                                       "r => r.dataset.state === 'pending_open' && r.cells[2].textContent === '150000')")
     finally:
         service.stop()
         lnd.stop()
