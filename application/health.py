@@ -51,7 +51,9 @@ class CheckReadiness:
     async def _bitcoind(self) -> dict[str, Any]:
         info = await self._chain.chain_info()
         synced = not info.initial_block_download
-        return {"status": "ok" if synced else "fail", "chain": info.chain, "blocks": info.blocks, "synced": synced}
+        peers = (await self._chain.node_info()).connections
+        return {"status": "ok" if synced else "fail", "chain": info.chain, "blocks": info.blocks, "synced": synced,
+                "peers": peers}
 
     async def _database(self) -> dict[str, Any]:
         # In a thread, waiting for the write lock half the check's time at most: a database

@@ -213,13 +213,3 @@ class ShowLightningPayout:
     async def __call__(self, payment_id: str) -> dict[str, Any]:
         with self._uow.read() as u:
             return load_payout(u, payment_id).view()
-
-
-class ListChannels:
-    def __init__(self, node: LightningNode) -> None:
-        self._node = node
-
-    async def __call__(self) -> dict[str, Any]:
-        return {"channels": [{"channel_id": c.channel_id, "capacity_sat": c.capacity_sat,
-                              "local_balance_sat": c.local_balance_sat, "remote_balance_sat": c.remote_balance_sat,
-                              "active": c.active} for c in await self._node.channels()]}

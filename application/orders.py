@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 from typing import Any, Sequence
 from urllib.parse import quote
 
@@ -42,6 +43,7 @@ class OrderView:
     payments: list[dict[str, Any]] = attrs.field(factory=list)
     accepted_zeroconf: bool = False
     zeroconf_double_spend: dict[str, Any] | None = None   # {"at", "txids", "replaced_by", "amount_lost_sat"}
+    checkout_url: str | None = None           # the customer's page (None: an order without a token)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -57,6 +59,16 @@ def _expiry(now: dt.datetime, expires_in: int | None) -> dt.datetime | None:
     except OverflowError:
         raise InvalidOrder(f"--expires-in {expires_in} seconds is too far ahead: the expiry would be "
                            f"past {dt.datetime.max.year}-12-31") from None
+
+
+def checkout_url(public_url: str, token: str | None) -> str | None:
+    """Where the order's hosted checkout page is: KACCY_PUBLIC_URL + /pay/{token}, or the path alone."""
+    return f"{public_url}/pay/{token}" if token else None
+
+
+def new_checkout_token() -> str:
+    """An unguessable capability: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
 
 
 def bip21(address: str, amount: Satoshis, label: str = "") -> str:
@@ -174,7 +186,8 @@ class CreateOrder:
             address = deriver.address(RECEIVE, index)
             request = PaymentRequest.new(
                 order_id=order_id, address=address, amount=amount, created_at=now,
-                tolerance=self._settings.tolerance, expires_at=expires_at, label=label, derivation_index=index)
+                tolerance=self._settings.tolerance, expires_at=expires_at, label=label, derivation_index=index,
+                checkout_token=new_checkout_token())
             try:
                 async with self._uow() as uow:
                     uow.addresses.record(AddressEntry(address, book, index, label, order_id, "receive"))
@@ -194,7 +207,7 @@ class CreateOrder:
             raise OrderConflict(f"order {order_id} exists with a deposit address of another wallet")
         if request.derivation_index is not None:  # set on every order this use case creates
             await watch.cover(RECEIVE, request.derivation_index + 1)
-        return self._created(request)
+        return self._created(request, self._settings.public_url)
 
     async def prepare(self) -> None:
         """Have the node watch the next gap of the default wallet's receive addresses now (and
@@ -211,13 +224,14 @@ class CreateOrder:
         return entry.chain if entry is not None else RECEIVE
 
     @staticmethod
-    def _created(request: PaymentRequest) -> dict[str, Any]:
+    def _created(request: PaymentRequest, public_url: str) -> dict[str, Any]:
         return {"order_id": request.order_id, "address": request.address,
-                "amount_sat": request.amount.value, "bip21": bip21(request.address, request.amount, request.label)}
+                "amount_sat": request.amount.value, "bip21": bip21(request.address, request.amount, request.label),
+                "checkout_url": checkout_url(public_url, request.checkout_token)}
 
 
 def order_view(request: PaymentRequest, payment: Payment | None,
-               invoices: Sequence[OrderInvoice] = ()) -> OrderView:
+               invoices: Sequence[OrderInvoice] = (), public_url: str = "") -> OrderView:
     """What `order show` prints; `invoices` newest first (the one that paid the order is shown,
     else the newest)."""
     payment = payment or Payment(request.order_id)
@@ -234,12 +248,14 @@ def order_view(request: PaymentRequest, payment: Payment | None,
             o.first_seen, o.outpoint.txid.value, o.outpoint.vout))],
         accepted_zeroconf=payment.zeroconf is not None,
         zeroconf_double_spend=(payment.zeroconf.double_spend.to_dict()
-                               if payment.zeroconf and payment.zeroconf.double_spend else None))
+                               if payment.zeroconf and payment.zeroconf.double_spend else None),
+        checkout_url=checkout_url(public_url, request.checkout_token))
 
 
 class ShowOrder:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, settings: PaymentSettings | None = None) -> None:
         self._uow = uow
+        self._public_url = settings.public_url if settings else ""
 
     async def __call__(self, order_id: str) -> OrderView:
         with self._uow.read() as uow:   # reading only: on SQLite it waits for no writer
@@ -248,7 +264,7 @@ class ShowOrder:
                 raise NotFound(f"no order with id {order_id!r}")
             payment = uow.payments.get(order_id)
             invoices = uow.invoices.for_order(order_id)
-        return order_view(request, payment, invoices)
+        return order_view(request, payment, invoices, self._public_url)
 
 
 ORDER_STATUSES = tuple(s.name.lower() for s in PaymentState)
@@ -259,8 +275,9 @@ class ListOrders:
     """A page of orders by order id: `{"orders": [views], "next": ID or None}`; pass `next` back
     as `after` for the following page (None: this was the last)."""
 
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, settings: PaymentSettings | None = None) -> None:
         self._uow = uow
+        self._public_url = settings.public_url if settings else ""
 
     async def __call__(self, *, status: str | None = None, label: str | None = None, after: str | None = None,
                        limit: int = 100) -> dict[str, Any]:
@@ -274,6 +291,7 @@ class ListOrders:
             ids = [r.order_id for r in requests]
             payments = uow.payments.get_many(ids)
             invoices = uow.invoices.for_orders(ids)
-        views = [order_view(r, payments.get(r.order_id), [invoices[r.order_id]] if r.order_id in invoices else [])
+        views = [order_view(r, payments.get(r.order_id), [invoices[r.order_id]] if r.order_id in invoices else [],
+                            self._public_url)
                  .to_dict() for r in requests]
         return {"orders": views, "next": requests[-1].order_id if len(requests) == limit else None}

@@ -37,6 +37,7 @@ class OrderCreated:
     address: str
     amount_sat: int
     bip21: str
+    checkout_url: str | None = None   # the customer's hosted page (KACCY_PUBLIC_URL + /pay/{token})
 
 
 @attrs.frozen
@@ -163,6 +164,8 @@ class OrderInvoice:
     state: str
     amount_msat: int
     settled_at: str | None = None
+    payment_request: str = ""        # the BOLT11 the customer pays
+    expires_at: str | None = None
 
 
 @attrs.frozen
@@ -172,6 +175,10 @@ class Channel:
     local_balance_sat: int
     remote_balance_sat: int
     active: bool
+    channel_point: str | None = None
+    remote_pubkey: str = ""
+    state: str = "active"      # active, inactive, pending_open, closing, force_closing
+    closing_txid: str | None = None
 
 
 @attrs.frozen

@@ -14,3 +14,4 @@ class PaymentSettings:
     tolerance: Satoshis = Satoshis(0)
     gap_limit: int = 20
     zeroconf: ZeroconfPolicy = ZeroconfPolicy()   # off unless KACCY_ZEROCONF_MAX_SAT > 0
+    public_url: str = ""   # KACCY_PUBLIC_URL: where customers reach the checkout pages ("": paths only)

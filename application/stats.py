@@ -17,8 +17,11 @@ from typing import Any
 
 from kaccy_bitcoin.application.consolidation import WalletNames
 from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
-from kaccy_bitcoin.domain.withdrawal_stats import confirmed_totals
+from kaccy_bitcoin.domain.withdrawal_stats import confirmed_at, confirmed_totals, daily_series
+from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
+
+DAYS = 30
 
 
 class Stats:
@@ -40,3 +43,30 @@ class Stats:
                 "volume_out_sat": totals.volume_out, "withdrawals_confirmed": totals.count,
                 "fees_paid_sat": totals.fees, "average_confirmation_seconds": totals.average_confirmation_seconds,
                 "wallets": wallets}
+
+
+class DailyFlows:
+    """Money in and out per UTC day over the last `days` days, today included, counted as
+    `stats` counts it: in, the received outputs counting for an order with a confirmation (on
+    the day first seen); out, the payouts (change excluded) of confirmed withdrawals (on the
+    day of their first confirmation).
+
+        {"days": [{"day": "2026-12-08", "in_sat", "out_sat"}, ...oldest first], "in_sat", "out_sat"}
+    """
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, days: int = DAYS) -> dict[str, Any]:
+        import datetime as dt
+
+        today = self._clock.now().astimezone(dt.timezone.utc).date()
+        span = [today - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
+        since = dt.datetime.combine(span[0], dt.time(), dt.timezone.utc)
+        with self._uow.read() as uow:
+            incoming = uow.analytics.received_since(since)
+            done = uow.withdrawals.in_states(["CONFIRMED", "COMPLETED"])
+        outgoing = [(at, w.payout_total.value) for w in done if (at := confirmed_at(w)) is not None and at >= since]
+        series = daily_series(span, incoming, outgoing)
+        return {"days": series, "in_sat": sum(d["in_sat"] for d in series),
+                "out_sat": sum(d["out_sat"] for d in series)}

@@ -67,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
     "tor_control_password": None,
     "zeroconf_max_sat": "0",
     "zeroconf_max_score": "30",
+    # Where customers reach `serve` (https://pay.example.com): `checkout_url` is this + /pay/{token};
+    # unset, the path alone.
+    "public_url": "",
 }
 
 
@@ -133,6 +136,12 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_LN_MAX_FEE_PPM must be a whole number of parts per million from 0 to 1000000 "
                           f"(the most a Lightning payout's routing may cost), got {values['ln_max_fee_ppm']!r}")
     values["ln_max_fee_ppm"] = int(ppm)
+    public = str(values["public_url"] or "").strip().rstrip("/")
+    if public and not (public.startswith(("http://", "https://")) and "?" not in public and "#" not in public
+                       and len(public) > len("https://")):
+        raise ConfigError(f"KACCY_PUBLIC_URL must be an http:// or https:// URL without query or fragment "
+                          f"(where customers reach the service), got {values['public_url']!r}")
+    values["public_url"] = public
     try:
         rate = float(values["api_rate_limit"])
     except ValueError:

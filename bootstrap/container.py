@@ -104,6 +104,8 @@ PaymentSettings = _Lazy(f"{_APP}.settings", "PaymentSettings")
 WatchRange = _Lazy(f"{_APP}.orders", "WatchRange")
 CreateOrder = _Lazy(f"{_APP}.orders", "CreateOrder")
 ShowOrder = _Lazy(f"{_APP}.orders", "ShowOrder")
+ShowCheckout = _Lazy(f"{_APP}.checkout", "ShowCheckout")
+CheckoutUpdates = _Lazy(f"{_APP}.checkout", "CheckoutUpdates")
 PollPayments = _Lazy(f"{_APP}.monitor", "PollPayments")
 TrackWithdrawals = _Lazy(f"{_APP}.withdrawal_tracker", "TrackWithdrawals")
 TrackerSettings = _Lazy(f"{_APP}.withdrawal_tracker", "TrackerSettings")
@@ -155,6 +157,7 @@ ShowConsolidation = _Lazy(f"{_APP}.consolidation", "ShowConsolidation")
 FollowConsolidations = _Lazy(f"{_APP}.consolidation", "FollowConsolidations")
 ProposeConsolidation = _Lazy(f"{_APP}.consolidation", "ProposeConsolidation")
 Stats = _Lazy(f"{_APP}.stats", "Stats")
+DailyFlows = _Lazy(f"{_APP}.stats", "DailyFlows")
 BitcoinCoreSwapChain = _Lazy(f"{_CORE}.swap_chain", "BitcoinCoreSwapChain")
 SwapSettings = _Lazy(f"{_APP}.swaps", "SwapSettings")
 SwapContext = _Lazy(f"{_APP}.swaps", "SwapContext")
@@ -174,7 +177,9 @@ ApproveLightningPayout = _Lazy(f"{_APP}.lightning_payments", "ApproveLightningPa
 CancelLightningPayout = _Lazy(f"{_APP}.lightning_payments", "CancelLightningPayout")
 ShowLightningPayout = _Lazy(f"{_APP}.lightning_payments", "ShowLightningPayout")
 PayoutById = _Lazy(f"{_APP}.lightning_payments", "PayoutById")
-ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
+ListChannels = _Lazy(f"{_APP}.lightning_channels", "ListChannels")
+OpenChannel = _Lazy(f"{_APP}.lightning_channels", "OpenChannel")
+CloseChannel = _Lazy(f"{_APP}.lightning_channels", "CloseChannel")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
 ShowOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "ShowOrderInvoice")
 InvoiceSync = _Lazy(f"{_APP}.lightning_invoices", "InvoiceSync")
@@ -391,6 +396,7 @@ class Services(containers.DeclarativeContainer):
         gap_limit=config.gap_limit,
         zeroconf=providers.Factory(ZeroconfPolicy, max_sat=config.zeroconf_max_sat,
                                    max_score=config.zeroconf_max_score),
+        public_url=config.public_url,
     )
     # One per process: it notes the range the node is known to watch, shared by every use case.
     watch_range = providers.Singleton(WatchRange, deriver=gateways.deriver, chain=gateways.chain,
@@ -409,7 +415,7 @@ class Services(containers.DeclarativeContainer):
     create_order = providers.Factory(CreateOrder, uow=storage.uow, deriver=gateways.deriver,
                                      watch=watch_range, clock=gateways.clock, settings=payment_settings,
                                      wallets=wallets)
-    show_order = providers.Factory(ShowOrder, uow=storage.uow)
+    show_order = providers.Factory(ShowOrder, uow=storage.uow, settings=payment_settings)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
     # Which wallets exist: `default` (KACCY_XPUB) until wallets have names.
@@ -431,6 +437,10 @@ class Services(containers.DeclarativeContainer):
     # with named consumers for a program that embeds the library.
     list_events = providers.Factory(ListEvents, uow=storage.uow)
     event_feed = providers.Factory(EventFeed, uow=storage.uow, clock=gateways.clock)
+    # The customer's checkout page (`/pay/{token}`) and its live feed of that one order's changes.
+    show_checkout = providers.Factory(ShowCheckout, uow=storage.uow, clock=gateways.clock,
+                                      settings=payment_settings)
+    checkout_updates = providers.Factory(CheckoutUpdates, show=show_checkout, feed=event_feed)
 
     withdrawal_settings = providers.Singleton(
         WithdrawalSettings,
@@ -504,7 +514,8 @@ class Services(containers.DeclarativeContainer):
                                               publisher=gateways.publisher, wallets=wallet_names,
                                               settings=consolidation_settings)
     stats = providers.Factory(Stats, uow=storage.uow, builder=withdrawal_builder, wallets=wallet_names)
-    list_orders = providers.Factory(ListOrders, uow=storage.uow)
+    daily_flows = providers.Factory(DailyFlows, uow=storage.uow, clock=gateways.clock)
+    list_orders = providers.Factory(ListOrders, uow=storage.uow, settings=payment_settings)
     list_addresses = providers.Factory(ListAddresses, uow=storage.uow)
 
     # The HTTP service: keys, webhooks, readiness.
@@ -534,6 +545,8 @@ class Services(containers.DeclarativeContainer):
         settings=providers.Factory(LightningPayoutSettings, max_fee_ppm=config.ln_max_fee_ppm))
     show_ln_payment = providers.Factory(ShowLightningPayout, uow=storage.uow)
     list_channels = providers.Factory(ListChannels, node=gateways.lightning)
+    open_channel = providers.Factory(OpenChannel, node=gateways.lightning, uow=storage.uow, clock=gateways.clock)
+    close_channel = providers.Factory(CloseChannel, node=gateways.lightning, uow=storage.uow, clock=gateways.clock)
     create_order_invoice = providers.Factory(CreateOrderInvoice, uow=storage.uow, node=gateways.lightning,
                                              clock=gateways.clock)
     invoice_sync = providers.Factory(InvoiceSync, uow=storage.uow, node=gateways.lightning, clock=gateways.clock,

@@ -277,6 +277,16 @@ class KaccyBitcoin:
         answer = await self._use("list_channels")
         return tuple(read(Channel, c) for c in answer["channels"])
 
+    async def open_channel(self, node: str, local_sat: int, *, push_sat: int = 0, fee_rate: str | int | None = None,
+                           by: str = "operator") -> Mapping[str, Any]:
+        """Open a channel to `PUBKEY@HOST:PORT` (audited as `by`): `{"channel_point", "state": "pending"}`."""
+        return await self._use("open_channel", node, local_sat, push_sat, fee_rate, by)
+
+    async def close_channel(self, channel_point: str, *, force: bool = False, by: str = "operator") -> Mapping[str, Any]:
+        """Close a channel (`TXID:INDEX`) cooperatively, or by force (audited as `by`):
+        `{"channel_point", "closing_txid"}`."""
+        return await self._use("close_channel", channel_point, force, by)
+
     # --- wallets and custody ------------------------------------------------------------
     async def add_wallet(self, name: str, threshold: int, keys: Sequence[str], *, by: str = "operator") -> WalletAdded:
         """An M-of-N P2WSH multisig wallet of BIP48 cosigner keys (`[fp/48h/1h/0h/2h]tpub...`)."""

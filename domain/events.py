@@ -52,6 +52,9 @@ EVENT_KINDS = frozenset({
     "ln_payment_failed",
     # operator actions on the controls
     "limits_set",
+    # operator actions on the Lightning node's channels
+    "channel_open_requested",
+    "channel_close_requested",
     "wallet_added",
     "invoice_created",
     "invoice_settled",

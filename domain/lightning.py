@@ -149,6 +149,10 @@ class ChannelSummary:
     remote_balance_sat: int
     active: bool
     channel_point: ChannelPoint | None = None
+    # active or inactive (open), pending_open (funding not yet confirmed), closing (a cooperative
+    # close waiting for its transaction), force_closing (our funds timelocked until maturity)
+    state: str = "open"
+    closing_txid: str | None = None
 
 
 @attrs.frozen
@@ -176,3 +180,31 @@ def check_node_pubkey(pubkey: str) -> str:
     if not isinstance(pubkey, str) or not _PUBKEY.match(pubkey):
         raise InvalidLightningValue(f"a node public key is 33 bytes of compressed-key hex, got {pubkey!r}")
     return pubkey
+
+
+@attrs.frozen
+class PeerAddress:
+    """A Lightning node to reach: `PUBKEY@HOST:PORT` (an IPv6 host in brackets)."""
+
+    pubkey: str = attrs.field(validator=lambda _i, _a, v: check_node_pubkey(v))
+    host: str
+
+    @classmethod
+    def parse(cls, text: str) -> PeerAddress:
+        pubkey, at, host = str(text).strip().partition("@")
+        _, colon, port = host.rpartition(":")
+        if not at or not colon or not port.isdigit() or not 0 < int(port) < 65536 or len(host) > 255 \
+                or any(c.isspace() for c in host) or host.startswith(":"):
+            raise InvalidLightningValue(f"--node must be PUBKEY@HOST:PORT, got {text!r}")
+        return cls(check_node_pubkey(pubkey), host)
+
+    def __str__(self) -> str:
+        return f"{self.pubkey}@{self.host}"
+
+
+def parse_channel_point(text: str) -> ChannelPoint:
+    """`FUNDING_TXID:OUTPUT_INDEX`, as LND and `ln channels` write a channel."""
+    txid, colon, index = str(text).strip().partition(":")
+    if not colon or not index.isdigit() or not _HASH.match(txid):
+        raise InvalidLightningValue(f"a channel point is FUNDING_TXID:OUTPUT_INDEX, got {text!r}")
+    return ChannelPoint(txid, int(index))

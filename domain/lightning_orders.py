@@ -121,7 +121,8 @@ class OrderInvoice:
 
     def to_dict(self) -> dict:
         return {"order_id": self.order_id, "payment_hash": self.payment_hash, "state": self.status,
-                "amount_msat": self.amount.value,
+                "amount_msat": self.amount.value, "payment_request": self.payment_request,
+                "expires_at": self.expires_at.isoformat(),
                 "settled_at": self.settled_at.isoformat() if self.settled_at else None}
 
     def _emit(self, kind: str, at: dt.datetime, data: dict) -> None:

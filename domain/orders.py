@@ -75,6 +75,9 @@ class PaymentRequest:
     expires_at: dt.datetime | None = None
     label: str = ""
     derivation_index: int | None = None
+    # The capability of the order's hosted checkout page (`/pay/{token}`); None on an order
+    # made before checkout pages existed and not given one since.
+    checkout_token: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.amount.value <= 0:

@@ -94,8 +94,18 @@ class LightningNode(abc.ABC):
         """Sendable and receivable totals over the open channels."""
 
     @abc.abstractmethod
-    async def open_channel(self, node_pubkey: str, local_funding_sat: int, push_sat: int = 0) -> ChannelPoint:
-        """Open a channel to a peer, funded with `local_funding_sat` from the node's wallet."""
+    async def pending_channels(self) -> list[ChannelSummary]:
+        """Channels opening (funding unconfirmed) or closing (`state` says which)."""
+
+    @abc.abstractmethod
+    async def connect_peer(self, pubkey: str, host: str) -> None:
+        """Connect to a peer at HOST:PORT (being connected already is no error)."""
+
+    @abc.abstractmethod
+    async def open_channel(self, node_pubkey: str, local_funding_sat: int, push_sat: int = 0, *,
+                           sat_per_vbyte: int | None = None) -> ChannelPoint:
+        """Open a channel to a peer, funded with `local_funding_sat` from the node's wallet
+        (its funding transaction paying `sat_per_vbyte`, else the node's estimate)."""
 
     @abc.abstractmethod
     async def close_channel(self, channel_point: ChannelPoint, *, force: bool = False) -> str:

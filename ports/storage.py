@@ -57,6 +57,10 @@ class PaymentRequestRepository(abc.ABC):
         """Orders keyed by address, for those of `addresses` that belong to one (indexed lookup)."""
 
     @abc.abstractmethod
+    def by_checkout_token(self, token: str) -> PaymentRequest | None:
+        """The order whose checkout page this token opens, if any (indexed lookup)."""
+
+    @abc.abstractmethod
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         """Orders whose expiry has passed and whose payment is still PENDING."""
 
@@ -395,6 +399,10 @@ class Analytics(abc.ABC):
     def received(self) -> tuple[int, int]:
         """(count, total sat) of the received outputs that count for an order and have at
         least one confirmation."""
+
+    @abc.abstractmethod
+    def received_since(self, since: dt.datetime) -> list[tuple[dt.datetime, int]]:
+        """(first seen, sat) of each of those outputs first seen at or after `since`."""
 
 
 class UnitOfWork(abc.ABC):

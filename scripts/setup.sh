@@ -8,8 +8,9 @@ python="${PYTHON:-python3}"
 
 need=()
 # chromium and its driver: the dashboard's end-to-end test runs the page in headless Chromium.
+# zbar-tools: the checkout page's test decodes the QR code of a screenshot with zbarimg.
 # pgbouncer: tests/test_leadership_pooling.py runs one in front of the test PostgreSQL.
-for pkg in libsecp256k1-1 libusb-1.0-0 chromium chromium-driver pgbouncer; do
+for pkg in libsecp256k1-1 libusb-1.0-0 chromium chromium-driver zbar-tools pgbouncer; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

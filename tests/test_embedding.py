@@ -87,6 +87,8 @@ async def test_typed_results_and_errors_for_orders_and_withdrawals(node, tmp_pat
     async with KaccyBitcoin.from_env(env) as kaccy:
         order = await kaccy.create_order("fund-1", 400_000)
         assert isinstance(order, OrderCreated) and order.bip21.startswith(f"bitcoin:{order.address}?amount=0.004")
+        assert order.checkout_url is not None and order.checkout_url.startswith("/pay/")
+        assert (await kaccy.show_order("fund-1")).checkout_url == order.checkout_url
         await node.send(order.address, 400_000)
         await node.send((await kaccy.create_order("fund-2", 100_000)).address, 100_000)
         await node.mine(1)

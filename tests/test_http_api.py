@@ -36,7 +36,8 @@ async def test_orders_events_and_the_websocket_match_the_cli(node, served) -> No
     status, created = await c["orders"].post("/v1/orders", {"order_id": "o-1", "amount_sat": 70_000,
                                                             "label": "coffee"}, headers={"Idempotency-Key": "k1"})
     assert status == 201, created
-    assert set(created) == {"order_id", "address", "amount_sat", "bip21"}
+    assert set(created) == {"order_id", "address", "amount_sat", "bip21", "checkout_url"}
+    assert created["checkout_url"].startswith("/pay/")
     assert created == shop.order("o-1", 70_000, "--label", "coffee")   # the CLI agrees (same order again)
     status, shown = await c["read"].get("/v1/orders/o-1")
     assert status == 200 and shown == shop.show("o-1") and shown["status"] == "pending"

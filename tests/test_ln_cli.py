@@ -41,8 +41,9 @@ def test_channels_shape(fake: FakeLndProcess, tmp_path) -> None:  # noqa: ANN001
     rc, out = ln(fake, tmp_path, "channels")
     assert rc == 0
     (channel,) = out["channels"]
-    assert set(channel) == {"channel_id", "capacity_sat", "local_balance_sat", "remote_balance_sat", "active"}
-    assert channel["capacity_sat"] == 1_000_000 and channel["active"] is True
+    assert set(channel) == {"channel_id", "channel_point", "remote_pubkey", "state", "capacity_sat",
+                            "local_balance_sat", "remote_balance_sat", "active"}
+    assert channel["capacity_sat"] == 1_000_000 and channel["active"] is True and channel["state"] == "active"
 
 
 async def test_pay_succeeds_then_fails_above_the_local_balance(fake: FakeLndProcess, tmp_path) -> None:  # noqa: ANN001

@@ -45,7 +45,9 @@ async def test_an_order_paid_over_lightning_end_to_end(node, tmp_path, fake) -> 
     assert (view["status"], view["match"], view["received_sat"]) == ("finalized", "exact", 50_000)
     assert view["lightning"] == {"payment_hash": made["payment_hash"], "state": "settled"}
     shown = shop.cli("ln", "invoice", "show", "ln-1")[1]
-    assert set(shown) == {"order_id", "payment_hash", "state", "amount_msat", "settled_at"}
+    assert set(shown) == {"order_id", "payment_hash", "state", "amount_msat", "settled_at", "payment_request",
+                          "expires_at"}
+    assert shown["payment_request"] == made["payment_request"]
     assert (shown["state"], shown["amount_msat"]) == ("settled", 50_000_000) and shown["settled_at"]
     assert shop.poll() == []   # nothing new: the settlement is not counted twice
 

@@ -188,16 +188,33 @@ async def test_pay_fails_with_lnd_reasons(node: LndNode, fake: FakeLndProcess) -
     assert (await node.channel_balance()).local == before.local
 
 
-async def test_open_and_close_a_channel(node: LndNode) -> None:
+async def test_open_and_close_a_channel(node: LndNode, fake: FakeLndProcess) -> None:
     peer = coincurve.PrivateKey().public_key.format().hex()
-    point = await node.open_channel(peer, 100_000, push_sat=10_000)
-    opened = next(c for c in await node.channels() if c.channel_point == point)
-    assert (opened.remote_pubkey, opened.capacity_sat, opened.local_balance_sat) == (peer, 100_000, 90_000)
+    with pytest.raises(LndError, match="not online"):   # LND opens only to a connected peer
+        await node.open_channel(peer, 100_000)
+    await node.connect_peer(peer, "127.0.0.1:9735")
+    await node.connect_peer(peer, "127.0.0.1:9735")       # connected already: no error
+    point = await node.open_channel(peer, 100_000, push_sat=10_000, sat_per_vbyte=3)
+    # Pending until the funding transaction has its confirmations, then open.
+    assert point not in [c.channel_point for c in await node.channels()]
+    (opening,) = [c for c in await node.pending_channels() if c.channel_point == point]
+    assert (opening.state, opening.remote_pubkey, opening.capacity_sat, opening.local_balance_sat) == \
+        ("pending_open", peer, 100_000, 90_000)
+    with pytest.raises(LndError, match="pending"):
+        await node.close_channel(point)
     with pytest.raises(LndError, match="too small"):
         await node.open_channel(peer, 1_000)
+    height = (await node.node_info()).block_height
+    assert (await fake.control("chain", {"block_height": height + 3}))[0] == 200
+    opened = next(c for c in await node.channels() if c.channel_point == point)
+    assert (opened.state, opened.active, opened.local_balance_sat) == ("active", True, 90_000)
     closing_txid = await node.close_channel(point)
     assert len(closing_txid) == 64
     assert point not in [c.channel_point for c in await node.channels()]
+    (closing,) = [c for c in await node.pending_channels() if c.channel_point == point]
+    assert (closing.state, closing.closing_txid) == ("closing", closing_txid)
+    assert (await fake.control("chain", {"block_height": height + 4}))[0] == 200
+    assert point not in [c.channel_point for c in await node.pending_channels()]
 
 
 async def test_wrong_macaroon_is_a_clear_auth_error(fake: FakeLndProcess, tmp_path: pathlib.Path) -> None:

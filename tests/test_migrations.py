@@ -145,6 +145,9 @@ def test_a_release_database_is_upgraded_and_reads_back_the_same(empty_url: str, 
         found = conn.execute(text("SELECT txid, data FROM kaccy_withdrawals")).all()
     assert [t for t, _ in found] == [(d if isinstance(d, dict) else json.loads(d)).get("txid") for _, d in found]
     assert any(t for t, _ in found)
+    with engine.connect() as conn:   # every order made before checkout pages is given its own token (0012)
+        tokens = [t for (t,) in conn.execute(text("SELECT checkout_token FROM kaccy_orders"))]
+    assert tokens and all(t and len(t) == 32 for t in tokens) and len(set(tokens)) == len(tokens)
     engine.dispose()
 
     engine = make_engine(empty_url)   # at head now: the check passes

@@ -212,6 +212,8 @@ class OneBadInvoiceLnd(LightningNode):
     async def channel_balance(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
     async def open_channel(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
     async def close_channel(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def pending_channels(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    async def connect_peer(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
     async def node_info(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
     async def track_payment(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.node
 async def test_exact_payment_walks_to_finalized_with_events(node, tmp_path) -> None:
     shop = Shop(node, tmp_path)
     created = shop.order("order-1", 150_000, "--label", "tea")
-    assert set(created) == {"order_id", "address", "amount_sat", "bip21"}
+    assert set(created) == {"order_id", "address", "amount_sat", "bip21", "checkout_url"}
     assert created["bip21"].startswith(f"bitcoin:{created['address']}?amount=0.0015")
     assert shop.order("order-1", 150_000)["address"] == created["address"]   # idempotent
     rc, err = shop.cli("order", "create", "order-1", "--amount-sat", "150001", check=False)

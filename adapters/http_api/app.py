@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import attrs
 from aiohttp import web
@@ -246,13 +246,18 @@ class Api:
 
     async def stream_events(self, request: web.Request, after: int) -> web.WebSocketResponse:
         feed = await self.use_cases("event_feed")
+        return await self.stream(request, (stored.to_dict() async for stored in feed.events(after)))
+
+    async def stream(self, request: web.Request, messages: AsyncIterator[dict[str, Any]]) -> web.WebSocketResponse:
+        """A WebSocket sending each of `messages` as one JSON text frame until the client leaves
+        (or the server shuts down)."""
         ws = web.WebSocketResponse(heartbeat=30, protocols=(WS_PROTOCOL,))
         await ws.prepare(request)
         self._sockets.add(ws)
 
         async def pump() -> None:
-            async for stored in feed.events(after):
-                await ws.send_str(json.dumps(stored.to_dict(), separators=(",", ":")))
+            async for message in messages:
+                await ws.send_str(json.dumps(message, separators=(",", ":")))
 
         async def drain() -> None:
             async for _ in ws:   # the client says nothing we need; this ends when it closes

@@ -127,6 +127,19 @@ class Choice(Field):
 
 
 @attrs.frozen(kw_only=True)
+class Flag(Field):
+    """true or false (JSON booleans only)."""
+
+    def _schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+    def parse(self, name: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise refuse(name, f"must be true or false, got {value!r:.80}", self.code)
+        return value
+
+
+@attrs.frozen(kw_only=True)
 class FeeRateField(Field):
     """sat/vB: a JSON number (more than 3 decimals round up to the next 0.001) or a decimal
     string with at most 3 decimals; answers the domain's `FeeRate`."""
@@ -302,6 +315,9 @@ PSBT = Text(min_length=1, max_length=1_000_000, format="byte", description="base
 PAYMENT_REQUEST = Text(min_length=1, max_length=4000, description="a BOLT11 payment request")
 # As on the command line: 0 is no routing fee at all; above the ppm cap is the domain's fee_too_high.
 MAX_FEE_SAT = Integer(low=0, high=MAX_SAT)
+NODE_URI = Text(min_length=70, max_length=330, pattern=r"^0[23][0-9a-f]{64}@\S+:[0-9]{1,5}$", code="invalid_lightning_value",
+                description="the peer as PUBKEY@HOST:PORT")
+CHANNEL_POINT_PATTERN = "[0-9a-f]{64}:[0-9]{1,10}"
 # The outbox's bounds are the use case's (domain/event_limits.py), with its error code.
 EVENTS_AFTER = Integer(low=0, high=EVENTS_MAX_SEQ, default=0, code="invalid_event_request")
 EVENTS_LIMIT = Integer(low=1, high=EVENTS_MAX_LIMIT, default=100, code="invalid_event_request")

@@ -54,6 +54,8 @@ def _error_statuses(r: Route, has_path_params: bool) -> set[int]:
         out |= {400, 413}
     if r.query or has_path_params:
         out.add(400)
+    if has_path_params:
+        out.add(404)           # nothing at that path (an unknown id or token)
     if r.idempotency:
         out |= {400, 409, 422}
     if r.websocket:

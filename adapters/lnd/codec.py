@@ -126,7 +126,23 @@ def channel(record: dict[str, Any]) -> ChannelSummary:
         remote_balance_sat=integer(record, "remote_balance"),
         active=bool(record.get("active")),
         channel_point=channel_point(record["channel_point"]) if record.get("channel_point") else None,
+        state="active" if record.get("active") else "inactive",
     )
+
+
+def pending_channels(record: dict[str, Any]) -> list[ChannelSummary]:
+    """LND's PendingChannelsResponse: opening, waiting to close, and force-closing channels."""
+    out = []
+    for key, state in (("pending_open_channels", "pending_open"), ("waiting_close_channels", "closing"),
+                       ("pending_force_closing_channels", "force_closing")):
+        for entry in record.get(key) or []:
+            c = entry.get("channel") or {}
+            out.append(ChannelSummary(
+                channel_id="", remote_pubkey=c.get("remote_node_pub", ""), capacity_sat=integer(c, "capacity"),
+                local_balance_sat=integer(c, "local_balance"), remote_balance_sat=integer(c, "remote_balance"),
+                active=False, channel_point=channel_point(c["channel_point"]) if c.get("channel_point") else None,
+                state=state, closing_txid=entry.get("closing_txid") or None))
+    return out
 
 
 def balance(record: dict[str, Any]) -> ChannelBalance:

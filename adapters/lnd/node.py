@@ -148,14 +148,30 @@ class LndNode(LightningNode):
     async def channel_balance(self) -> ChannelBalance:
         return codec.balance(await self._client.request("GET", "/v1/balance/channels"))
 
-    async def open_channel(self, node_pubkey: str, local_funding_sat: int, push_sat: int = 0) -> ChannelPoint:
+    async def pending_channels(self) -> list[ChannelSummary]:
+        return codec.pending_channels(await self._client.request("GET", "/v1/channels/pending"))
+
+    async def connect_peer(self, pubkey: str, host: str) -> None:
+        check_node_pubkey(pubkey)
+        try:
+            await self._client.request("POST", "/v1/peers", body={"addr": {"pubkey": pubkey, "host": host},
+                                                                  "perm": False, "timeout": "30"})
+        except LndError as exc:
+            if "already connected" not in (exc.lnd_message or "").lower():
+                raise
+
+    async def open_channel(self, node_pubkey: str, local_funding_sat: int, push_sat: int = 0, *,
+                           sat_per_vbyte: int | None = None) -> ChannelPoint:
         check_node_pubkey(node_pubkey)
-        for name, value in (("local_funding_sat", local_funding_sat), ("push_sat", push_sat)):
+        for name, value in (("local_funding_sat", local_funding_sat), ("push_sat", push_sat),
+                            ("sat_per_vbyte", sat_per_vbyte or 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidAmount(f"{name} must be a non-negative integer, got {value!r}")
-        record = await self._client.request("POST", "/v1/channels", body={
-            "node_pubkey": codec.hex_to_b64(node_pubkey), "local_funding_amount": str(local_funding_sat),
-            "push_sat": str(push_sat)})
+        body = {"node_pubkey": codec.hex_to_b64(node_pubkey), "local_funding_amount": str(local_funding_sat),
+                "push_sat": str(push_sat)}
+        if sat_per_vbyte:
+            body["sat_per_vbyte"] = str(sat_per_vbyte)
+        record = await self._client.request("POST", "/v1/channels", body=body)
         txid = (record["funding_txid_str"] if record.get("funding_txid_str")
                 else codec.txid_from_lnd_bytes(record["funding_txid_bytes"]))
         return ChannelPoint(funding_txid=txid, output_index=int(record.get("output_index", 0)))

@@ -101,6 +101,11 @@ class MemoryPaymentRequests(storage.PaymentRequestRepository):
                 found[address] = self._t.get(order_id)
         return found
 
+    def by_checkout_token(self, token: str) -> PaymentRequest | None:
+        # A scan: the in-memory store is for tests and small embeddings.
+        return next((r for r in self._t.values() if r.checkout_token is not None and r.checkout_token == token),
+                    None)
+
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         out = []
         for r in self._t.values():
@@ -531,6 +536,10 @@ class MemoryAnalytics(storage.Analytics):
         outputs = [o for p in self._payments.values() for o in p.outputs.values()
                    if o.status is OutputStatus.ACTIVE and o.confirmations >= 1]
         return len(outputs), sum(o.amount.value for o in outputs)
+
+    def received_since(self, since: dt.datetime) -> list[tuple[dt.datetime, int]]:
+        return [(o.first_seen, o.amount.value) for p in self._payments.values() for o in p.outputs.values()
+                if o.status is OutputStatus.ACTIVE and o.confirmations >= 1 and o.first_seen >= since]
 
 
 class MemoryUnitOfWork(storage.UnitOfWork):

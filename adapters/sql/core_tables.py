@@ -206,7 +206,9 @@ orders = Table(
     Column('expires_at', DateTime(timezone=True), nullable=True),
     Column('label', String(), nullable=False, default=''),
     Column('derivation_index', Integer(), nullable=True),
+    Column('checkout_token', String(length=64), nullable=True),
     Index('ix_kaccy_orders_address', 'address', unique=True),
+    Index('ix_kaccy_orders_checkout_token', 'checkout_token', unique=True),
     Index('ix_kaccy_orders_expires_at', 'expires_at'),
 )
 

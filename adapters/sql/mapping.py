@@ -38,14 +38,15 @@ def utc(value: dt.datetime | None) -> dt.datetime | None:
 def order_fields(r: PaymentRequest) -> dict:
     return {"order_id": r.order_id, "address": r.address, "amount_sat": r.amount.value,
             "tolerance_sat": r.tolerance.value, "created_at": r.created_at, "expires_at": r.expires_at,
-            "label": r.label, "derivation_index": r.derivation_index}
+            "label": r.label, "derivation_index": r.derivation_index,
+            "checkout_token": r.checkout_token}
 
 
 def order_from_row(row: Any) -> PaymentRequest:
     return PaymentRequest(order_id=row.order_id, address=row.address, amount=Satoshis(row.amount_sat),
                           created_at=utc(row.created_at), tolerance=Satoshis(row.tolerance_sat),
                           expires_at=utc(row.expires_at), label=row.label,
-                          derivation_index=row.derivation_index)
+                          derivation_index=row.derivation_index, checkout_token=row.checkout_token)
 
 
 def payment_fields(p: Payment) -> dict:

@@ -203,6 +203,12 @@ class SqlPaymentRequests(storage.PaymentRequestRepository):
                 found[getattr(row, column.name)] = request
         return found
 
+    _BY_TOKEN = select(tables.orders).where(tables.orders.c.checkout_token == bindparam("k"))
+
+    def by_checkout_token(self, token: str) -> PaymentRequest | None:
+        row = self._s.execute(self._BY_TOKEN, {"k": token}).first()
+        return mapping.order_from_row(row) if row is not None else None
+
     def expiring(self, now: dt.datetime) -> list[PaymentRequest]:
         o, p = self._t, tables.payments
         q = (select(o).join(p, p.c.order_id == o.c.order_id, isouter=True)
@@ -960,6 +966,12 @@ class SqlAnalytics(storage.Analytics):
             t.c.status == OutputStatus.ACTIVE.value, t.c.confirmations >= 1)
         count, total = self._s.execute(q).one()
         return int(count), int(total)
+
+    def received_since(self, since: dt.datetime) -> list[tuple[dt.datetime, int]]:
+        t = tables.received_outputs
+        q = select(t.c.first_seen, t.c.amount_sat).where(
+            t.c.status == OutputStatus.ACTIVE.value, t.c.confirmations >= 1, t.c.first_seen >= since)
+        return [(mapping.utc(seen), int(sat)) for seen, sat in self._s.execute(q)]
 
 
 _READ_ONLY_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()

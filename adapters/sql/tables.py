@@ -41,6 +41,8 @@ class OrderRow(KaccyTable, table=True):
     expires_at: Optional[dt.datetime] = _ts(nullable=True, index=True)
     label: str = ""
     derivation_index: Optional[int] = None
+    # The hosted checkout page's capability (`GET /pay/{token}`): unguessable, one per order.
+    checkout_token: Optional[str] = Field(default=None, max_length=64, unique=True, index=True)
 
 
 class PaymentRow(KaccyTable, table=True):

@@ -30,7 +30,22 @@ def register(sub: Any) -> None:
     ln.add_parser("send", help="pay a Lightning payment an operator approved (or ask LND again about one "
                                "in flight)").add_argument("payment_id")
     ln.add_parser("show", help="a Lightning payment and its state").add_argument("payment_id")
-    ln.add_parser("channels", help="the node's channels and their balances")
+    ln.add_parser("channels", help="the node's channels and their balances (opening and closing ones too)")
+    channel = actions(ln.add_parser("channel", help="open and close channels (audited operator actions)"),
+                      dest="channel_action")
+    co = channel.add_parser("open", help="open a channel to a peer, funded from the node's wallet")
+    co.add_argument("--node", required=True, help="the peer as PUBKEY@HOST:PORT")
+    co.add_argument("--local-sat", required=True, type=int_in_range("--local-sat", 1, 2_100_000_000_000_000),
+                    help="the channel's size, from the node's wallet")
+    co.add_argument("--push-sat", type=int_in_range("--push-sat", 0, 2_100_000_000_000_000), default=0,
+                    help="given to the peer at opening")
+    co.add_argument("--fee-rate", default=None, help="the funding transaction's fee rate in whole sat/vB "
+                                                     "(default: LND's estimate)")
+    co.add_argument("--by", default="operator", help="the operator opening it (for the audit trail)")
+    cc = channel.add_parser("close", help="close a channel cooperatively, or by force with --force")
+    cc.add_argument("channel_point", help="FUNDING_TXID:OUTPUT_INDEX (see `ln channels`)")
+    cc.add_argument("--force", action="store_true", help="close unilaterally (our funds wait for the CSV delay)")
+    cc.add_argument("--by", default="operator", help="the operator closing it (for the audit trail)")
 
 
 async def run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
@@ -46,5 +61,11 @@ async def run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     if args.action in ("send", "show"):
         use_case = await service(c, f"{args.action}_ln_payment")
         return await use_case(args.payment_id)
+    if args.action == "channel":
+        if args.channel_action == "open":
+            open_channel = await service(c, "open_channel")
+            return await open_channel(args.node, args.local_sat, args.push_sat, args.fee_rate, args.by)
+        close = await service(c, "close_channel")
+        return await close(args.channel_point, args.force, args.by)
     channels = await service(c, "list_channels")
     return await channels()

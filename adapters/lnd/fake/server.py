@@ -268,19 +268,63 @@ async def decode_pay_req(request: web.Request) -> web.Response:
 
 
 async def list_channels(request: web.Request) -> web.Response:
-    channels = request.app[STATE].data["channels"]
+    channels = request.app[STATE].channels_in("active")
     return web.json_response({"channels": [render_channel(c) for c in channels]})
+
+
+def _pending(c: dict) -> dict:
+    return {"remote_node_pub": c["remote_pubkey"], "channel_point": c["channel_point"], "capacity": str(c["capacity"]),
+            "local_balance": str(c["local_msat"] // 1000), "remote_balance": str(c["remote_msat"] // 1000),
+            "local_chan_reserve_sat": str(c["capacity"] // 100), "remote_chan_reserve_sat": str(c["capacity"] // 100),
+            "initiator": "INITIATOR_LOCAL" if c["initiator"] else "INITIATOR_REMOTE", "commitment_type": "ANCHORS",
+            "num_forwarding_packages": "0", "chan_status_flags": "", "private": False, "memo": ""}
+
+
+async def pending_channels(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    height = state.chain["block_height"]
+    opening = [{"channel": _pending(c), "commit_fee": "2810", "commit_weight": "772", "fee_per_kw": "2500",
+                "funding_expiry_blocks": 2016 - (height - c["funding_height"])} for c in state.channels_in("pending_open")]
+    closing = [{"channel": _pending(c), "limbo_balance": str(c["local_msat"] // 1000),
+                "commitments": {"local_txid": "", "remote_txid": "", "remote_pending_txid": "",
+                                "local_commit_fee_sat": "0", "remote_commit_fee_sat": "0",
+                                "remote_pending_commit_fee_sat": "0"},
+                "closing_txid": c["closing_txid"], "closing_tx_hex": ""} for c in state.channels_in("closing")]
+    forced = [{"channel": _pending(c), "closing_txid": c["closing_txid"], "limbo_balance": str(c["local_msat"] // 1000),
+               "maturity_height": c["maturity_height"], "blocks_til_maturity": c["maturity_height"] - height,
+               "recovered_balance": "0", "pending_htlcs": [], "anchor": "LIMBO"}
+              for c in state.channels_in("force_closing")]
+    limbo = sum(c["local_msat"] // 1000 for c in state.channels_in("closing", "force_closing"))
+    return web.json_response({"total_limbo_balance": str(limbo), "pending_open_channels": opening,
+                              "pending_closing_channels": [], "pending_force_closing_channels": forced,
+                              "waiting_close_channels": closing})
+
+
+async def connect_peer(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    addr = body.get("addr") if isinstance(body.get("addr"), dict) else {}
+    request.app[STATE].connect_peer(str(addr.get("pubkey", "")), str(addr.get("host", "")))
+    return web.json_response({"status": ""})
+
+
+async def list_peers(request: web.Request) -> web.Response:
+    return web.json_response({"peers": [{"pub_key": p["pub_key"], "address": p["address"], "bytes_sent": "0",
+                                         "bytes_recv": "0", "sat_sent": "0", "sat_recv": "0", "inbound": False,
+                                         "ping_time": "0", "sync_type": "ACTIVE_SYNC", "features": {}, "errors": [],
+                                         "flap_count": 0, "last_flap_ns": "0", "last_ping_payload": ""}
+                                        for p in request.app[STATE].peers()]})
 
 
 async def channel_balance(request: web.Request) -> web.Response:
     channels = [c for c in request.app[STATE].data["channels"] if c["active"]]
     local = sum(c["local_msat"] for c in channels)
     remote = sum(c["remote_msat"] for c in channels)
+    opening = sum(c["local_msat"] // 1000 for c in request.app[STATE].channels_in("pending_open"))
     return web.json_response({
-        "balance": str(local // 1000), "pending_open_balance": "0",
+        "balance": str(local // 1000), "pending_open_balance": str(opening),
         "local_balance": amount(local // 1000, local), "remote_balance": amount(remote // 1000, remote),
         "unsettled_local_balance": amount(0), "unsettled_remote_balance": amount(0),
-        "pending_open_local_balance": amount(0), "pending_open_remote_balance": amount(0)})
+        "pending_open_local_balance": amount(opening), "pending_open_remote_balance": amount(0)})
 
 
 async def open_channel(request: web.Request) -> web.Response:
@@ -297,26 +341,29 @@ async def open_channel(request: web.Request) -> web.Response:
 async def close_channel(request: web.Request) -> web.StreamResponse:
     try:
         closing = request.app[STATE].close_channel(request.match_info["funding_txid"],
-                                                   integer(request.match_info["output_index"], "output_index"))
+                                                   integer(request.match_info["output_index"], "output_index"),
+                                                   request.query.get("force", "false") == "true")
     except FakeLndError as exc:
         return web.json_response({"error": error_body(exc)}, status=exc.status)
     closing_b64 = b64(bytes.fromhex(closing)[::-1].hex())
     response = await _stream(request)
+    # LND's stream says close_pending now and chan_close once the transaction confirms (the fake's
+    # closing channels wait for blocks: /v1/channels/pending shows them meanwhile); it ends here.
     await _write(response, {"result": {"close_pending": {"txid": closing_b64, "output_index": 0}}})
-    await _write(response, {"result": {"chan_close": {"closing_txid": closing_b64, "success": True}}})
     await response.write_eof()
     return response
 
 
 async def get_info(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    chain, channels = state.chain, state.data["channels"]
+    chain, channels = state.chain, state.channels_in("active")
     active = sum(1 for c in channels if c["active"])
+    pending = len(state.channels_in("pending_open"))
     height = chain["block_height"]
     return web.json_response({
         "version": FAKE_VERSION, "commit_hash": "", "identity_pubkey": state.pubkey, "alias": FAKE_ALIAS,
-        "color": "#3399ff", "num_pending_channels": 0, "num_active_channels": active,
-        "num_inactive_channels": len(channels) - active, "num_peers": len({c["remote_pubkey"] for c in channels}),
+        "color": "#3399ff", "num_pending_channels": pending, "num_active_channels": active,
+        "num_inactive_channels": len(channels) - active, "num_peers": len(state.peers()),
         "block_height": height, "block_hash": hashlib.sha256(f"fake-block-{height}".encode()).hexdigest(),
         "best_header_timestamp": str(chain["best_header_timestamp"]), "synced_to_chain": chain["synced_to_chain"],
         "synced_to_graph": True, "testnet": False, "chains": [{"chain": "bitcoin", "network": "regtest"}],
@@ -368,6 +415,9 @@ def build_app(state: FakeLndState, macaroon_hex: str) -> web.Application:
     app.router.add_post("/v1/channels", open_channel)
     app.router.add_delete("/v1/channels/{funding_txid}/{output_index}", close_channel)
     app.router.add_get("/v1/balance/channels", channel_balance)
+    app.router.add_get("/v1/channels/pending", pending_channels)
+    app.router.add_post("/v1/peers", connect_peer)
+    app.router.add_get("/v1/peers", list_peers)
     app.router.add_post("/_fake/pay", fake_pay)
     app.router.add_post("/_fake/invoice", fake_invoice)
     app.router.add_post("/_fake/chain", fake_chain)

@@ -25,6 +25,8 @@ PEER_FEE_PPM = 1
 MIN_CHANNEL_SAT = 20_000           # LND's minimum channel size
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
 GENESIS_HEIGHT = 101               # the simulated chain's height when the node is made
+FUNDING_CONFIRMATIONS = 3         # blocks until an opened channel is active (LND's default)
+CSV_DELAY = 144                   # blocks a force-closed channel's own funds wait
 
 
 class FakeLndError(Exception):
@@ -84,7 +86,54 @@ class FakeLndState:
         return {"chan_id": (100 + block) << 40 | 1 << 16, "channel_point": f"{_new_txid()}:0",
                 "remote_pubkey": remote_pubkey, "capacity": capacity, "local_msat": local_sat * 1000,
                 "remote_msat": remote_sat * 1000, "active": True, "initiator": True,
-                "sent_msat": 0, "received_msat": 0, "num_updates": 0}
+                "sent_msat": 0, "received_msat": 0, "num_updates": 0, "status": "active"}
+
+    def channels_in(self, *statuses: str) -> list[dict]:
+        """Channels by lifecycle: pending_open -> active -> closing or force_closing -> gone
+        (a state file from before the lifecycle holds active channels only)."""
+        return [c for c in self.data["channels"] if c.get("status", "active") in statuses]
+
+    def _advance_channels(self, height: int) -> None:
+        """What the new blocks do: funding confirmed, closing transactions confirmed, force-closed
+        funds matured."""
+        for c in list(self.data["channels"]):
+            status = c.get("status", "active")
+            if status == "pending_open" and height >= c["funding_height"] + FUNDING_CONFIRMATIONS - 1:
+                c.update(status="active", active=True)
+            elif status == "closing" and height > c["closing_height"]:
+                self._gone(c)
+            elif status == "force_closing" and height >= c["maturity_height"]:
+                self._gone(c)
+
+    def _gone(self, channel: dict) -> None:
+        self.data["channels"].remove(channel)
+        self.data["wallet_sat"] += channel["local_msat"] // 1000
+        self.data.setdefault("closed_channels", []).append(
+            {"channel_point": channel["channel_point"], "closing_tx_hash": channel["closing_txid"],
+             "remote_pubkey": channel["remote_pubkey"], "capacity": channel["capacity"],
+             "settled_balance": channel["local_msat"] // 1000,
+             "close_type": "LOCAL_FORCE_CLOSE" if channel["status"] == "force_closing" else "COOPERATIVE_CLOSE"})
+
+    # --- peers -----------------------------------------------------------------------------
+
+    def peers(self) -> list[dict]:
+        """Connected peers: the channel peer from the start, then those `connect_peer` added."""
+        listed = self.data.setdefault("peers", [{"pub_key": _pubkey(self.data["peer_key"]), "address": "127.0.0.1:9735"}])
+        return listed
+
+    def connect_peer(self, pubkey: str, host: str) -> None:
+        try:
+            coincurve.PublicKey(bytes.fromhex(pubkey))
+        except Exception as exc:
+            raise unknown(f"unable to decode pubkey: {exc}") from exc
+        if pubkey == self.pubkey:
+            raise unknown("cannot make connection to self")
+        if not host or ":" not in host:
+            raise unknown(f"unable to parse host {host!r}")
+        if any(p["pub_key"] == pubkey for p in self.peers()):
+            raise unknown(f"already connected to peer: {pubkey}@{host}")
+        self.data["peers"].append({"pub_key": pubkey, "address": host})
+        self.save()
 
     def save(self) -> None:
         """Write the whole state atomically: a temporary file, fsync, rename, fsync the folder."""
@@ -330,6 +379,7 @@ class FakeLndState:
         if synced_to_chain is not None:
             view["synced_to_chain"] = synced_to_chain
         self.data["chain"] = view
+        self._advance_channels(view["block_height"])
         self.save()
         return view
 
@@ -342,6 +392,8 @@ class FakeLndState:
             raise unknown(f"unable to decode node pubkey: {exc}") from exc
         if node_pubkey == self.pubkey:
             raise unknown("cannot open channel to self")
+        if not any(p["pub_key"] == node_pubkey for p in self.peers()):
+            raise unknown(f"peer {node_pubkey} is not online")
         if funding_sat < MIN_CHANNEL_SAT:
             raise unknown(f"channel size is too small, min is {MIN_CHANNEL_SAT}")
         if not 0 <= push_sat <= funding_sat:
@@ -352,16 +404,25 @@ class FakeLndState:
         self.data["wallet_sat"] -= funding_sat
         channel = self._channel(node_pubkey, funding_sat, funding_sat - push_sat, push_sat,
                                 len(self.data["channels"]) + 1)
+        channel.update(status="pending_open", active=False, funding_height=self.chain["block_height"])
         self.data["channels"].append(channel)
         self.save()
         return channel
 
-    def close_channel(self, funding_txid: str, output_index: int) -> str:
+    def close_channel(self, funding_txid: str, output_index: int, force: bool = False) -> str:
+        """A cooperative close waits for its transaction (one block); a forced one for the CSV
+        delay. Either way the channel leaves the open list at once."""
         point = f"{funding_txid}:{output_index}"
         channel = next((c for c in self.data["channels"] if c["channel_point"] == point), None)
         if channel is None:
             raise unknown(f"unable to find channel {point}")
-        self.data["channels"].remove(channel)
-        self.data["wallet_sat"] += channel["local_msat"] // 1000
+        status = channel.get("status", "active")
+        if status == "pending_open":
+            raise unknown(f"cannot close pending channel {point}: wait for its funding to confirm")
+        if status in ("closing", "force_closing"):
+            raise unknown(f"channel {point} is already being closed")
+        height = self.chain["block_height"]
+        channel.update(status="force_closing" if force else "closing", active=False, closing_txid=_new_txid(),
+                       closing_height=height, maturity_height=height + CSV_DELAY)
         self.save()
-        return _new_txid()
+        return channel["closing_txid"]
