@@ -165,3 +165,34 @@ def withdrawal_post_condition(deployer: StandardPrincipal | str, amount: int, ma
         deployer = StandardPrincipal.from_address(deployer)
     asset = AssetInfo(ContractPrincipal(deployer, SBTC_TOKEN_CONTRACT), SBTC_TOKEN_ASSET)
     return FungiblePostCondition(None, asset, EQ, amount + max_fee)
+
+
+def signers_key_from_read_only(result: str) -> bytes:
+    """The signers' 32-byte x-only key from `get-current-aggregate-pubkey`'s Clarity result (a
+    33-byte compressed key in a buffer; `0x`-hex as the node's call-read answers it)."""
+    from kaccy_bitcoin.domain.stacks_codec import deserialize
+
+    value = deserialize(result)
+    if not isinstance(value, Buffer) or len(value.value) != 33 or value.value[0] not in (2, 3):
+        raise InvalidSbtcRequest("get-current-aggregate-pubkey did not answer a 33-byte compressed key")
+    return _x_only(value.value, "the signers'")
+
+
+def withdrawal_transaction(secret: bytes, *, mainnet: bool, nonce: int, fee: int, deployer: StandardPrincipal | str,
+                           amount: int, recipient: Address, max_fee: int):  # noqa: ANN201 - StacksTransaction
+    """The signed peg-out: the withdrawal contract call, post-condition mode deny with the one
+    fungible post-condition on the sBTC it takes, anchor mode any, single-sig P2PKH (`secret`'s key)."""
+    from coincurve import PrivateKey
+
+    from kaccy_bitcoin.domain.stacks_codec import hash160
+    from kaccy_bitcoin.domain.stacks_tx import SingleSigCondition, StacksTransaction, network_params
+
+    for name, value in (("nonce", nonce), ("fee", fee)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+            raise InvalidSbtcRequest(f"{name} must be an unsigned 64-bit integer, not {value!r}")
+    version, chain_id = network_params(mainnet)
+    signer = hash160(PrivateKey(secret).public_key.format(compressed=True))
+    tx = StacksTransaction(version, chain_id, SingleSigCondition(signer, nonce, fee),
+                           withdrawal_call(deployer, amount, recipient, max_fee),
+                           [withdrawal_post_condition(deployer, amount, max_fee)])
+    return tx.sign(secret)

@@ -278,3 +278,9 @@ def deserialize_transaction(data: bytes) -> StacksTransaction:
     payload = _read_payload(r)
     r.done()
     return StacksTransaction(version, chain_id, condition, payload, post_conditions, mode, anchor, auth_type)
+
+
+def network_params(mainnet: bool) -> tuple[int, int]:
+    """(transaction version, chain id): mainnet, or the test networks (testnet and the regtest
+    Stacks nodes run beside our regtest bitcoind)."""
+    return (MAINNET_VERSION, MAINNET_CHAIN_ID) if mainnet else (TESTNET_VERSION, TESTNET_CHAIN_ID)

@@ -143,3 +143,33 @@ def test_withdrawal_call_and_post_condition() -> None:
     for amount in (546, 0, -5, 1.5):
         with pytest.raises(sbtc.InvalidSbtcRequest):
             sbtc.withdrawal_call(deployer, amount, to, 0)
+
+
+def test_signers_key_from_the_registry_read_only_answer() -> None:
+    # The answer recorded in the sbtc package's tests (deposit.test.ts) and the key it yields.
+    assert sbtc.signers_key_from_read_only(
+        "0x020000002103b6ad657d5428873633f6c3c948b4102bd697c1c8449425c1be1ff71992f98b74") == SIGNERS
+    for bad in ("0x0100000000000000000000000000000001", "0x0200000020" + "00" * 32, "0x", "zz"):
+        with pytest.raises(c.InvalidStacksEncoding if bad in ("0x", "zz") else sbtc.InvalidSbtcRequest):
+            sbtc.signers_key_from_read_only(bad)
+
+
+def test_withdrawal_transaction_is_signed_and_reads_back() -> None:
+    from kaccy_bitcoin.domain import stacks_tx as t
+
+    secret = bytes(range(1, 33))
+    deployer = "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM"
+    to = Address("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", Network.REGTEST)
+    tx = sbtc.withdrawal_transaction(secret, mainnet=False, nonce=7, fee=3_000, deployer=deployer, amount=10_000,
+                                     recipient=to, max_fee=2_000)
+    back = t.deserialize_transaction(tx.to_bytes())
+    assert back == tx and back.verify()
+    assert (back.version, back.chain_id, back.anchor_mode, back.post_condition_mode) == (
+        t.TESTNET_VERSION, t.TESTNET_CHAIN_ID, t.ANCHOR_ANY, t.POST_CONDITION_DENY)
+    assert (back.condition.nonce, back.condition.fee) == (7, 3_000)
+    assert back.condition.signer == c.hash160(OURS)
+    assert back.post_conditions[0].amount == 12_000
+    assert t.network_params(True) == (0x00, 1)
+    with pytest.raises(sbtc.InvalidSbtcRequest):
+        sbtc.withdrawal_transaction(secret, mainnet=False, nonce=-1, fee=0, deployer=deployer, amount=10_000,
+                                    recipient=to, max_fee=0)
