@@ -248,3 +248,27 @@ def recover_sender(raw: bytes) -> str:
         return Account.recover_transaction(raw).lower()
     except Exception as e:  # noqa: BLE001
         raise InvalidRskData("not a signed transaction") from e
+
+
+def recover_sender_public_key(raw: bytes) -> bytes:
+    """The compressed public key that signed a legacy raw transaction: what the Bridge turns into
+    a peg-out's BTC destination (rskj BridgeUtils.recoverBtcAddressFromEthTransaction: P2PKH of
+    `getPubKey(true)`)."""
+    import rlp
+    from eth_keys import keys
+    from eth_utils import keccak
+
+    try:
+        fields = rlp.decode(raw)
+        if not isinstance(fields, list) or len(fields) != 9:
+            raise ValueError("not the nine fields of a signed legacy transaction")
+        v, r, s = (int.from_bytes(f, "big") for f in fields[6:])
+        if v >= 35:
+            chain_id = (v - 35) // 2
+            unsigned, recovery = fields[:6] + [chain_id, b"", b""], v - 35 - 2 * chain_id
+        else:
+            unsigned, recovery = fields[:6], v - 27
+        key = keys.Signature(vrs=(recovery, r, s)).recover_public_key_from_msg_hash(keccak(rlp.encode(unsigned)))
+    except Exception as e:  # noqa: BLE001 - rlp and eth-keys raise several types for garbage
+        raise InvalidRskData("not a signed legacy transaction") from e
+    return key.to_compressed_bytes()

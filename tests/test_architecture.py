@@ -23,7 +23,7 @@ IO_LIBRARIES = {"aiohttp", "sqlmodel", "sqlalchemy", "hwilib", "requests", "sock
 STDLIB = set(sys.stdlib_module_names)
 PURE_THIRD_PARTY = {"attrs", "transitions", "bip_utils", "bitcointx", "coincurve",
                     # RSK: ABI encoding, keccak, key and transaction signing (domain/rsk.py).
-                    "eth_abi", "eth_account", "eth_utils", "eth_keys"}
+                    "eth_abi", "eth_account", "eth_utils", "eth_keys", "rlp"}
 
 
 def imports_of(path: pathlib.Path) -> list[str]:

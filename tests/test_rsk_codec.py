@@ -161,3 +161,20 @@ def test_rsk_chain_id_is_signed_in() -> None:
     assert fields[3] == bytes.fromhex(rsk.BRIDGE_ADDRESS[2:])
     with pytest.raises(rsk.InvalidRskData):
         rsk.recover_sender(b"\x01\x02")
+
+
+def test_pegout_destination_is_the_senders_legacy_address() -> None:
+    from coincurve import PrivateKey
+
+    from kaccy_bitcoin.domain.l2_accounts import legacy_btc_address
+
+    secret = bytes.fromhex("46" * 32)
+    raw, _ = rsk.sign_legacy_transaction(secret, nonce=3, gas_price=60_000_000, gas=rsk.PEGOUT_GAS,
+                                         to=rsk.BRIDGE_ADDRESS, value=rsk.sat_to_wei(300_000), chain_id=33)
+    key = rsk.recover_sender_public_key(raw)
+    assert key == PrivateKey(secret).public_key.format(compressed=True)
+    assert rsk.address_of_public_key(key) == rsk.recover_sender(raw)
+    assert legacy_btc_address(key, Network.REGTEST).startswith(("m", "n"))
+    assert rsk.recover_sender_public_key(bytes.fromhex(EIP155_SIGNED)) == PrivateKey(secret).public_key.format()
+    with pytest.raises(rsk.InvalidRskData):
+        rsk.recover_sender_public_key(b"\xc0")
