@@ -92,3 +92,20 @@ def test_peg_accounts_cli(tmp_path: pathlib.Path) -> None:
     assert status != 0 and out["error"]["code"] == "signer_required", out
     status, out = cli(tmp_path, "peg", "nonsense", KACCY_XPUB=vpub(words))
     assert status == 2 and "error" in out
+
+
+async def test_peg_accounts_through_the_facade(tmp_path: pathlib.Path) -> None:
+    from kaccy_bitcoin import KaccyBitcoin
+    from kaccy_bitcoin.domain.errors import KaccyError
+
+    env = {"KACCY_NETWORK": "regtest", "KACCY_DATA_DIR": str(tmp_path), "KACCY_XPUB": vpub(STACKS_JS_WORDS),
+           "KACCY_DATABASE_URL": f"sqlite:///{tmp_path}/l2.db"}
+    assert cli(tmp_path, "db", "upgrade", **env)[0] == 0
+    async with KaccyBitcoin.from_env({**env, "KACCY_SIGNER_MNEMONIC": STACKS_JS_WORDS}) as kaccy:
+        accounts = await kaccy.peg_accounts()
+    expected = SeedL2Keys(STACKS_JS_WORDS, "", Network.REGTEST).accounts().view()
+    assert dict(accounts) == expected
+    async with KaccyBitcoin.from_env(env) as kaccy:
+        with pytest.raises(KaccyError) as err:
+            await kaccy.peg_accounts()
+    assert err.value.code == "signer_required"
