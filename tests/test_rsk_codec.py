@@ -178,3 +178,15 @@ def test_pegout_destination_is_the_senders_legacy_address() -> None:
     assert rsk.recover_sender_public_key(bytes.fromhex(EIP155_SIGNED)) == PrivateKey(secret).public_key.format()
     with pytest.raises(rsk.InvalidRskData):
         rsk.recover_sender_public_key(b"\xc0")
+
+
+def test_units_roundtrip() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(st.integers(0, 21_000_000 * 10**8))
+    def roundtrip(sats: int) -> None:
+        assert rsk.wei_to_sat(rsk.sat_to_wei(sats)) == sats
+        assert rsk.wei_to_sat_floor(rsk.sat_to_wei(sats) + 1) == (sats, 1)
+
+    roundtrip()

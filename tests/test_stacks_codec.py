@@ -197,3 +197,20 @@ def test_building_the_contract_call_from_parts_gives_the_vector() -> None:
 def test_transaction_garbage_is_a_typed_error(bad: str) -> None:
     with pytest.raises(c.InvalidStacksEncoding):
         t.deserialize_transaction(bytes.fromhex(bad))
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.lists(clarity_values, max_size=3),
+       st.integers(0, 2**64 - 1), st.sampled_from([t.EQ, t.GT, t.GTE, t.LT, t.LTE]), st.booleans())
+def test_transaction_roundtrip_and_signature(nonce: int, fee: int, args: list, amount: int, code: int,
+                                             mainnet: bool) -> None:
+    from coincurve import PrivateKey
+
+    key = bytes.fromhex(TXS[1]["sender_key"])
+    signer = c.hash160(PrivateKey(key).public_key.format(compressed=True))
+    contract = c.ContractPrincipal.parse("ST3KC0MTNW34S1ZXD36JYKFD3JJMWA01M55DSJ4JE.kv-store")
+    pc = t.FungiblePostCondition(None, t.AssetInfo.parse(f"{contract}::token"), code, amount)
+    version, chain_id = t.network_params(mainnet)
+    tx = t.StacksTransaction(version, chain_id, t.SingleSigCondition(signer, nonce, fee),
+                             t.ContractCall(contract, "get-value", args), [pc]).sign(key)
+    back = t.deserialize_transaction(tx.to_bytes())
+    assert back == tx and back.verify()
