@@ -170,6 +170,7 @@ RefundSwap = _Lazy(f"{_APP}.swaps", "RefundSwap")
 CancelSwap = _Lazy(f"{_APP}.swaps", "CancelSwap")
 ShowSwap = _Lazy(f"{_APP}.swaps", "ShowSwap")
 ListSwaps = _Lazy(f"{_APP}.swaps", "ListSwaps")
+ShowPegAccounts = _Lazy(f"{_APP}.pegs", "ShowPegAccounts")
 PayInvoice = _Lazy(f"{_APP}.lightning_payments", "PayInvoice")
 SendLightningPayout = _Lazy(f"{_APP}.lightning_payments", "SendLightningPayout")
 LightningPayoutSettings = _Lazy(f"{_APP}.lightning_payments", "LightningPayoutSettings")
@@ -315,6 +316,16 @@ def _swap_keys(mnemonic: str | None, passphrase: str, network: str) -> Any:
     return SeedSwapKeys(mnemonic, passphrase or "", Network.parse(network))
 
 
+def _l2_keys(mnemonic: str | None, passphrase: str, network: str) -> Any:
+    """Stacks and RSK account keys from KACCY_SIGNER_MNEMONIC; None without it (the peg commands
+    then answer `signer_required`)."""
+    if not mnemonic:
+        return None
+    from kaccy_bitcoin.adapters.keys.l2_keys import SeedL2Keys   # bip-utils
+
+    return SeedL2Keys(mnemonic, passphrase or "", Network.parse(network))
+
+
 def _fingerprint(configured: str | None, mnemonic: str | None, software_signer) -> str:  # noqa: ANN001
     """Master key fingerprint for PSBT key origins: configured, else the software signer's."""
     if configured:
@@ -366,6 +377,8 @@ class Gateways(containers.DeclarativeContainer):
     swap_chain = providers.Singleton(BitcoinCoreSwapChain, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
     swap_keys = providers.Singleton(_swap_keys, mnemonic=config.signer_mnemonic, passphrase=config.signer_passphrase,
                                     network=config.network)
+    l2_keys = providers.Singleton(_l2_keys, mnemonic=config.signer_mnemonic, passphrase=config.signer_passphrase,
+                                  network=config.network)
     webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private,
                                            http=http)
 
@@ -573,6 +586,8 @@ class Services(containers.DeclarativeContainer):
     cancel_swap = providers.Factory(CancelSwap, ctx=swap_context)
     show_swap = providers.Factory(ShowSwap, ctx=swap_context)
     list_swaps = providers.Factory(ListSwaps, ctx=swap_context)
+    # Layer-2 pegs (application/pegs.py, docs/l2.md).
+    peg_accounts = providers.Factory(ShowPegAccounts, keys=gateways.l2_keys.provider)
     # One round of the monitor: payments, withdrawals, the open invoices when LND is configured,
     # a consolidation proposal when one is due, and the swaps.
     monitor_tick = providers.Factory(MonitorTick, poll=poll_payments, track=track_withdrawals,

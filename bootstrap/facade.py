@@ -300,6 +300,12 @@ class KaccyBitcoin:
         CLI's `custody status` answer, read-only)."""
         return MappingProxyType(await self._use("custody_status"))
 
+    # --- layer-2 pegs ---------------------------------------------------------------------
+    async def peg_accounts(self) -> Mapping[str, Any]:
+        """Our L2 accounts from the signer's seed: `{"stacks": {"address"}, "rsk": {"address",
+        "btc_refund_address"}}` (`signer_required` without KACCY_SIGNER_MNEMONIC)."""
+        return MappingProxyType(await self._use("peg_accounts"))
+
     # --- controls -----------------------------------------------------------------------
     async def set_limits(self, user: str | None = None, *, daily_sat: int | None = None,
                          monthly_sat: int | None = None, single_max_sat: int | None = None,

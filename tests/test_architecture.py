@@ -21,7 +21,9 @@ ALLOWED = {
 IO_LIBRARIES = {"aiohttp", "sqlmodel", "sqlalchemy", "hwilib", "requests", "socket", "subprocess",
                 "asyncio", "urllib3", "http", "psycopg", "sqlite3", "dependency_injector", "os", "shutil"}
 STDLIB = set(sys.stdlib_module_names)
-PURE_THIRD_PARTY = {"attrs", "transitions", "bip_utils", "bitcointx", "coincurve"}
+PURE_THIRD_PARTY = {"attrs", "transitions", "bip_utils", "bitcointx", "coincurve",
+                    # RSK: ABI encoding, keccak, key and transaction signing (domain/rsk.py).
+                    "eth_abi", "eth_account", "eth_utils", "eth_keys", "rlp"}
 
 
 def imports_of(path: pathlib.Path) -> list[str]:
