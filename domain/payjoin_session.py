@@ -1,0 +1,105 @@
+"""A PayJoin receiving session: one per order, from the token in its `pj=` to the chain's word
+on the payment. Its data only; the rules of the proposal are in domain/payjoin.py.
+
+    offered ──proposed──> proposed ──seen──────> joined    (the proposal is in the mempool or a block)
+                              │   ──superseded─> superseded (the sender spent its inputs otherwise)
+                              └──fallback──────> fallback  (we broadcast the original)
+
+Our coin, reserved at `proposed`, is released once the chain has settled which transaction
+spends the sender's inputs: when that transaction has a confirmation (`released`)."""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import secrets
+
+import attrs
+
+from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.events import DomainEvent
+
+
+class PayjoinState(enum.Enum):
+    OFFERED = "offered"
+    PROPOSED = "proposed"
+    JOINED = "joined"
+    SUPERSEDED = "superseded"
+    FALLBACK = "fallback"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def holder(token: str) -> str:
+    """Who holds our coin in the reservations table (beside withdrawal ids)."""
+    return f"payjoin:{token}"
+
+
+@attrs.define
+class PayjoinSession:
+    token: str
+    order_id: str
+    created_at: dt.datetime
+    state: PayjoinState = PayjoinState.OFFERED
+    original: str | None = None          # base64 PSBT, finalized: what the fallback broadcasts
+    original_txid: Txid | None = None
+    proposal: str | None = None          # base64 PSBT as answered
+    proposal_txid: Txid | None = None
+    coin: OutPoint | None = None         # our input
+    coin_sat: int = 0
+    contributed_sat: int = 0             # our input's value less the fee we paid
+    customer_sat: int = 0                # the original's output to the order's address
+    proposed_at: dt.datetime | None = None
+    released: bool = False               # our coin's reservation was released
+    version: int = 0
+    events: list[DomainEvent] = attrs.field(factory=list, eq=False)
+
+    @property
+    def open(self) -> bool:
+        """Still followed by the monitor: a proposal given whose coin is not released."""
+        return self.state is not PayjoinState.OFFERED and not self.released
+
+    def propose(self, original: str, original_txid: Txid, proposal: str, proposal_txid: Txid, coin: OutPoint,
+                coin_sat: int, contributed_sat: int, customer_sat: int, at: dt.datetime) -> None:
+        self.state = PayjoinState.PROPOSED
+        self.original, self.original_txid = original, original_txid
+        self.proposal, self.proposal_txid = proposal, proposal_txid
+        self.coin, self.coin_sat = coin, coin_sat
+        self.contributed_sat, self.customer_sat = contributed_sat, customer_sat
+        self.proposed_at = at
+        self._emit("payjoin_proposed", at, {"original_txid": original_txid.value,
+                                            "proposal_txid": proposal_txid.value,
+                                            "contributed_sat": contributed_sat, "customer_sat": customer_sat})
+
+    def due_for_fallback(self, now: dt.datetime, after_seconds: float) -> bool:
+        return (self.state is PayjoinState.PROPOSED and self.proposed_at is not None
+                and (now - self.proposed_at).total_seconds() >= after_seconds)
+
+    def joined(self) -> None:
+        if self.state in (PayjoinState.PROPOSED, PayjoinState.SUPERSEDED):
+            self.state = PayjoinState.JOINED
+
+    def superseded(self) -> None:
+        if self.state is PayjoinState.PROPOSED:
+            self.state = PayjoinState.SUPERSEDED
+
+    def fell_back(self, at: dt.datetime) -> None:
+        self.state = PayjoinState.FALLBACK
+        self._emit("payjoin_fallback_broadcast", at, {"original_txid": self.original_txid.value if self.original_txid
+                                                      else None, "proposal_txid": self.proposal_txid.value
+                                                      if self.proposal_txid else None})
+
+    def release(self, at: dt.datetime, spent_by: Txid | None) -> None:
+        self.released = True
+        self._emit("payjoin_coin_released", at, {"coin": str(self.coin) if self.coin else None,
+                                                 "spent_by": spent_by.value if spent_by else None,
+                                                 "state": self.state.value})
+
+    def take_events(self) -> list[DomainEvent]:
+        events, self.events = self.events, []
+        return events
+
+    def _emit(self, kind: str, at: dt.datetime, data: dict) -> None:
+        self.events.append(DomainEvent(f"{kind}:{self.token}", kind, self.order_id, at,
+                                       {"order_id": self.order_id, **data}))
