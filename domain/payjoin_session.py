@@ -17,6 +17,8 @@ import attrs
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.events import DomainEvent
+from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.orders import OutputObservation
 
 
 class PayjoinState(enum.Enum):
@@ -71,6 +73,11 @@ class PayjoinSession:
         self._emit("payjoin_proposed", at, {"original_txid": original_txid.value,
                                             "proposal_txid": proposal_txid.value,
                                             "contributed_sat": contributed_sat, "customer_sat": customer_sat})
+
+    def customer_share(self, seen: OutputObservation) -> OutputObservation:
+        """The proposal's output to the order as the order counts it: what the customer paid
+        (the original's output), never our contribution."""
+        return attrs.evolve(seen, amount=Satoshis(self.customer_sat))
 
     def due_for_fallback(self, now: dt.datetime, after_seconds: float) -> bool:
         return (self.state is PayjoinState.PROPOSED and self.proposed_at is not None
