@@ -76,7 +76,7 @@ class ReceivePayjoin:
                 raise rejected("an input of this original was offered in an earlier original")
         accepted = await self._chain.test_accept(original.raw)
         if not accepted.allowed:
-            raise rejected(f"the node's mempool refuses the original: {accepted.reason}")
+            raise rejected(f"the node's mempool refuses the original: {accepted.reject_reason}")
         coin = await self._coin(original.inputs, request.address, original.kind)
         built = build_proposal(network, original, coin, params, secrets.randbelow(len(original.inputs) + 1))
         signed = await self._signer().sign(built.psbt)
@@ -190,7 +190,7 @@ class FollowPayjoins:
                 log.info("payjoin of order %s: no transaction seen; original %s broadcast", s.order_id,
                          s.original_txid)
             return
-        if any(r in accepted.reason for r in _SPENT_IN_BLOCK):
+        if any(r in accepted.reject_reason for r in _SPENT_IN_BLOCK):
             s.superseded()   # a block spent the sender's inputs otherwise: the proposal can never confirm
             s.release(now, None)
         elif s.state is PayjoinState.PROPOSED:

@@ -6,6 +6,7 @@ under OPEN_ORIGIN_PREFIXES, so aiohttp's own 404 and 405 carry it too)."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING
 
 from kaccy_bitcoin.adapters.http_api.fields import Text
@@ -14,6 +15,7 @@ from kaccy_bitcoin.adapters.http_api.routes.base import Call, route
 if TYPE_CHECKING:
     from aiohttp import web
 
+log = logging.getLogger(__name__)
 OPEN_ORIGIN_PREFIXES = ("/pj/",)
 MAX_BODY = 100_000   # domain/payjoin.py MAX_ORIGINAL_BYTES
 TOKEN_PATTERN = r"[A-Za-z0-9_-]{1,64}"
@@ -53,7 +55,7 @@ async def _read(request: web.Request) -> bytes | None:
        errors={400: "BIP78's error: `version-unsupported` (with `supported`), `original-psbt-rejected`, "
                     "`unavailable`, `not-enough-money`",
                404: "no payjoin endpoint with this token", 413: f"the body is over {MAX_BODY} bytes",
-               503: "`unavailable`: the node or the database did not answer"},
+               500: "`unavailable`: a bug (logged)", 503: "`unavailable`: the node or the database did not answer"},
        error_schema=_ERROR)
 async def pay_to_payjoin(call: Call) -> web.Response:
     from aiohttp import web
@@ -73,4 +75,7 @@ async def pay_to_payjoin(call: Call) -> web.Response:
         return _answer(404, "not-found", str(exc))
     except KaccyError as exc:   # the node, the signer or the database: nothing was proposed
         return _answer(503, "unavailable", f"the payjoin endpoint is not available now ({exc.code})")
+    except Exception:  # noqa: BLE001 - a bug: logged with its traceback, answered in BIP78's form
+        log.exception("payjoin request failed")
+        return _answer(500, "unavailable", "the payjoin endpoint failed")
     return web.Response(text=proposal, content_type="text/plain")
