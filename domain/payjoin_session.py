@@ -84,7 +84,7 @@ class PayjoinSession:
                 and (now - self.proposed_at).total_seconds() >= after_seconds)
 
     def joined(self) -> None:
-        if self.state in (PayjoinState.PROPOSED, PayjoinState.SUPERSEDED):
+        if self.state is not PayjoinState.OFFERED:   # the sender's proposal may replace our fallback
             self.state = PayjoinState.JOINED
 
     def superseded(self) -> None:

@@ -118,3 +118,32 @@ def test_originals_refused():
         assert refused.value.error_code == "original-psbt-rejected" and why in str(refused.value)
     with pytest.raises(PayjoinRefused, match="does not pay the order"):
         read_original(NET, BIP78_ORIGINAL, b"\x00\x14" + bytes(20))
+
+
+@pytest.mark.parametrize("url, network, ok", [
+    ("https://pay.example.com/", "mainnet", "https://pay.example.com"),
+    ("http://abcdefghij234567.onion", "mainnet", "http://abcdefghij234567.onion"),
+    ("http://127.0.0.1:8080", "mainnet", "http://127.0.0.1:8080"),
+    ("http://pay.example.com", "regtest", "http://pay.example.com"),
+    ("http://pay.example.com", "mainnet", None),
+    ("ftp://pay.example.com", "regtest", None),
+    ("https://pay.example.com/?x=1", "mainnet", None),
+])
+def test_payjoin_url_setting(url, network, ok):
+    from kaccy_bitcoin.bootstrap.config import ConfigError, load
+
+    env = {"KACCY_PAYJOIN_URL": url, "KACCY_NETWORK": network, "KACCY_DATA_DIR": "/tmp/unused"}
+    if ok is None:
+        with pytest.raises(ConfigError, match="KACCY_PAYJOIN_URL"):
+            load(env)
+    else:
+        assert load(env)["payjoin_url"] == ok
+
+
+def test_the_pj_parameter_of_an_order():
+    from kaccy_bitcoin.application.payjoin_offers import PayjoinSettings, with_payjoin
+
+    on = PayjoinSettings(NET, "https://pay.example.com:8443")
+    assert with_payjoin("bitcoin:bcrt1q?amount=0.1", on, "tok_en-1") == \
+        "bitcoin:bcrt1q?amount=0.1&pj=https://pay.example.com:8443/pj/tok_en-1"
+    assert with_payjoin("bitcoin:bcrt1q?amount=0.1", PayjoinSettings(NET), "t") == "bitcoin:bcrt1q?amount=0.1"

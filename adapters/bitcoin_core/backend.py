@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any, Sequence
 
@@ -36,6 +37,7 @@ from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 log = logging.getLogger(__name__)
 _ORIGIN = re.compile(r"\[[0-9a-fA-F]{8}((?:/\d+['h]?)*)\]")
 DEEP = 100  # blocks; below this depth a height's hash may still change
+OWN_OUTPUTS_KEPT = 10_000   # spending transactions whose own outputs are remembered
 WATCH_PATIENCE = 60.0  # seconds other processes' imports or a rescan may keep the watch wallet busy
 _RPC_WALLET_ERROR = -4  # Core's RPC_WALLET_ERROR, e.g. "Wallet is currently rescanning"
 _WALLET_BUSY = re.compile(r"already loading|exclusive lock")  # another caller is creating or loading it
@@ -67,6 +69,9 @@ class BitcoinCoreBackend(ChainBackend):
         self.cache = cache or TieredCache()
         self._wallet_ready = False
         self._descriptor_forms: dict[str, str] = {}
+        # txid -> our outputs the node leaves out of a spending transaction's details (a
+        # transaction's outputs never change, nor does the wallet stop owning an address).
+        self._own: OrderedDict[Txid, list[dict[str, Any]]] = OrderedDict()
 
     # -- node --------------------------------------------------------------------
     async def node_info(self) -> NodeInfo:
@@ -362,8 +367,10 @@ class BitcoinCoreBackend(ChainBackend):
         are: it lists no `receive` for it at all (`listsinceblock` does with `include_change`).
         Those outputs are read from the decoded transaction, each kept if the wallet owns it."""
         spending = [t for t, r in found.items() if any(d.get("category") == "send" for d in r.get("details", ()))]
+        known = {t: self._own[t] for t in spending if t in self._own}
+        spending = [t for t in spending if t not in known]
         if not spending:
-            return {}
+            return known
         decoded = await self.rpc.batch([("gettransaction", [t.value, True, True]) for t in spending],
                                        wallet=self.wallet)
         for reply in decoded:
@@ -379,11 +386,18 @@ class BitcoinCoreBackend(ChainBackend):
                     candidates.setdefault(txid, []).append(
                         {"category": "receive", "address": address, "vout": int(out["n"]), "amount": out["value"]})
         addresses = sorted({c["address"] for cs in candidates.values() for c in cs})
-        if not addresses:
-            return {}
-        infos = await self.rpc.batch([("getaddressinfo", [a]) for a in addresses], wallet=self.wallet)
-        mine = {a for a, i in zip(addresses, infos) if not isinstance(i, RpcError) and i.get("ismine")}
-        return {t: [c for c in cs if c["address"] in mine] for t, cs in candidates.items()}
+        infos = await self.rpc.batch([("getaddressinfo", [a]) for a in addresses], wallet=self.wallet) \
+            if addresses else []
+        for info in infos:
+            if isinstance(info, RpcError):
+                raise info
+        mine = {a for a, i in zip(addresses, infos) if i.get("ismine")}
+        for t in spending:
+            self._own[t] = [c for c in candidates.get(t, ()) if c["address"] in mine]
+            known[t] = self._own[t]
+        while len(self._own) > OWN_OUTPUTS_KEPT:
+            self._own.popitem(last=False)
+        return known
 
     async def wallet_synced(self) -> bool:
         await self._ensure_wallet()
