@@ -82,6 +82,15 @@ def test_minfeerate_above_the_original_is_kept():
     assert built.sender_fee_sat + built.our_fee_sat + 332 >= 3 * 257
 
 
+def test_a_coin_that_cannot_pay_its_fee_is_not_enough_money():
+    payee, coin, _ = _vector()
+    original = read_original(NET, BIP78_ORIGINAL, payee)
+    small = OurCoin(coin.outpoint, Satoshis(150), coin.script_pubkey, coin.kind, coin.origin)
+    with pytest.raises(PayjoinRefused) as refused:
+        build_proposal(NET, original, small, PayjoinParams(), 0)
+    assert refused.value.error_code == "not-enough-money"
+
+
 def test_other_script_type_is_unavailable():
     payee, coin, _ = _vector()
     original = read_original(NET, BIP78_ORIGINAL, payee)
