@@ -27,7 +27,6 @@ from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.payjoin import (
     OurCoin, PayjoinParams, build_proposal, finish_proposal, read_original, rejected, sender_script_sigs, unavailable)
 from kaccy_bitcoin.domain.payjoin_session import PayjoinSession, PayjoinState, holder
-from kaccy_bitcoin.domain.payment_state import PaymentState
 from kaccy_bitcoin.domain.psbt import P2SH_P2WPKH, P2TR, P2WPKH, KeyOrigin, finalize_psbt
 from kaccy_bitcoin.application.payjoin_offers import PayjoinSettings
 from kaccy_bitcoin.application.retry import retried
@@ -64,11 +63,7 @@ class ReceivePayjoin:
             payment = uow.payments.get(session.order_id)
         params = PayjoinParams.parse(query)
         now = self._clock.now()
-        if session.state is not PayjoinState.OFFERED:
-            raise rejected("a payjoin was already proposed for this order")
-        if request is None or request.is_expired(now) or (payment is not None and (
-                payment.state is not PaymentState.PENDING or payment.counted() or payment.lightning)):
-            raise rejected("the order is not open, or already has a payment")
+        session.check_open(request, payment, now)
         network = self._settings.network
         original = read_original(network, body, Address(request.address, network).script_pubkey())
         with self._uow.read() as uow:
@@ -84,8 +79,8 @@ class ReceivePayjoin:
                                          sender_script_sigs(network, original, built.psbt))
         async with self._uow() as uow:
             session = uow.payjoins.get(token)
-            if session is None or session.state is not PayjoinState.OFFERED:
-                raise rejected("a payjoin was already proposed for this order")
+            session.propose(original.psbt, original.txid, proposal, txid, coin.outpoint, coin.amount.value,
+                            built.contributed_sat, original.payment_sat, now)
             try:
                 uow.reservations.reserve([coin.outpoint], holder(token), now)
                 uow.payjoins.record_inputs(list(original.inputs), token)
@@ -93,8 +88,6 @@ class ReceivePayjoin:
                 raise unavailable("our coin was taken meanwhile; try again") from None
             except ConcurrentUpdate:
                 raise rejected("an input of this original was offered in an earlier original") from None
-            session.propose(original.psbt, original.txid, proposal, txid, coin.outpoint, coin.amount.value,
-                            built.contributed_sat, original.payment_sat, now)
             uow.payjoins.save(session)
             uow.record(session.take_events())
             uow.commit()

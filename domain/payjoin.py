@@ -23,7 +23,7 @@ from bitcointx.core.psbt import PartiallySignedTransaction
 from bitcointx.core.script import CScript
 
 from kaccy_bitcoin.domain.bitcoin import Network, OutPoint, Txid
-from kaccy_bitcoin.domain.errors import DomainError
+from kaccy_bitcoin.domain.payjoin_session import PayjoinRefused, rejected, unavailable
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.psbt import (
     P2SH_P2WPKH,
@@ -43,28 +43,6 @@ MAX_ORIGINAL_BYTES = 100_000        # the /pj body limit, whatever KACCY_API_MAX
 # Weight of one input of each type we can add, signatures at their largest (as coin selection counts).
 INPUT_WEIGHT = {P2WPKH: 272, P2SH_P2WPKH: 364, P2TR: 230}
 _MIN_SENDER_OUTPUT = 546            # a fee output is never lowered below this
-
-
-class PayjoinRefused(DomainError):
-    """A BIP78 error answer: `error_code` is one of BIP78's well-known codes."""
-
-    code = "payjoin_refused"
-
-    def __init__(self, error_code: str, message: str, **extra: object) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.extra = extra
-
-    def body(self) -> dict[str, object]:
-        return {"errorCode": self.error_code, "message": str(self), **self.extra}
-
-
-def rejected(message: str) -> PayjoinRefused:
-    return PayjoinRefused("original-psbt-rejected", message)
-
-
-def unavailable(message: str) -> PayjoinRefused:
-    return PayjoinRefused("unavailable", message)
 
 
 @attrs.frozen

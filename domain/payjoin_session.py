@@ -16,9 +16,33 @@ import secrets
 import attrs
 
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
+from kaccy_bitcoin.domain.errors import DomainError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
-from kaccy_bitcoin.domain.orders import OutputObservation
+from kaccy_bitcoin.domain.orders import OutputObservation, Payment, PaymentRequest
+from kaccy_bitcoin.domain.payment_state import PaymentState
+
+
+class PayjoinRefused(DomainError):
+    """A BIP78 error answer: `error_code` is one of BIP78's well-known codes."""
+
+    code = "payjoin_refused"
+
+    def __init__(self, error_code: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.extra = extra
+
+    def body(self) -> dict[str, object]:
+        return {"errorCode": self.error_code, "message": str(self), **self.extra}
+
+
+def rejected(message: str) -> PayjoinRefused:
+    return PayjoinRefused("original-psbt-rejected", message)
+
+
+def unavailable(message: str) -> PayjoinRefused:
+    return PayjoinRefused("unavailable", message)
 
 
 class PayjoinState(enum.Enum):
@@ -64,6 +88,8 @@ class PayjoinSession:
 
     def propose(self, original: str, original_txid: Txid, proposal: str, proposal_txid: Txid, coin: OutPoint,
                 coin_sat: int, contributed_sat: int, customer_sat: int, at: dt.datetime) -> None:
+        if self.state is not PayjoinState.OFFERED:   # another request proposed first
+            raise rejected("a payjoin was already proposed for this order")
         self.state = PayjoinState.PROPOSED
         self.original, self.original_txid = original, original_txid
         self.proposal, self.proposal_txid = proposal, proposal_txid
@@ -73,6 +99,14 @@ class PayjoinSession:
         self._emit("payjoin_proposed", at, {"original_txid": original_txid.value,
                                             "proposal_txid": proposal_txid.value,
                                             "contributed_sat": contributed_sat, "customer_sat": customer_sat})
+
+    def check_open(self, request: PaymentRequest | None, payment: Payment | None, now: dt.datetime) -> None:
+        """An original is taken only for an open, unpaid order with no proposal yet."""
+        if self.state is not PayjoinState.OFFERED:
+            raise rejected("a payjoin was already proposed for this order")
+        if request is None or request.is_expired(now) or (payment is not None and (
+                payment.state is not PaymentState.PENDING or payment.counted() or payment.lightning)):
+            raise rejected("the order is not open, or already has a payment")
 
     def customer_share(self, seen: OutputObservation) -> OutputObservation:
         """The proposal's output to the order as the order counts it: what the customer paid
