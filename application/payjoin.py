@@ -26,7 +26,7 @@ from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, NotFoun
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.payjoin import (
     OurCoin, PayjoinParams, build_proposal, finish_proposal, read_original, rejected, sender_script_sigs, unavailable)
-from kaccy_bitcoin.domain.payjoin_session import PayjoinSession, PayjoinState, holder
+from kaccy_bitcoin.domain.payjoin_session import PayjoinSession, holder
 from kaccy_bitcoin.domain.psbt import P2SH_P2WPKH, P2TR, P2WPKH, KeyOrigin, finalize_psbt
 from kaccy_bitcoin.application.payjoin_offers import PayjoinSettings
 from kaccy_bitcoin.application.retry import retried
@@ -162,32 +162,33 @@ class FollowPayjoins:
         now = self._clock.now()
         proposal, original = views.get(s.proposal_txid), views.get(s.original_txid)
         if _live(proposal):
-            s.joined()
+            s.joined(now)
             if proposal.confirmations > 0:
                 s.release(now, s.proposal_txid)
             return
         if _live(original):
-            s.superseded()
+            s.superseded(now, f"the original {s.original_txid} is in the mempool or a block")
             if original.confirmations > 0:
                 s.release(now, s.original_txid)
             return
-        if s.state is PayjoinState.PROPOSED and not s.due_for_fallback(now, self._settings.fallback_after):
+        if s.waiting_for_sender(now, self._settings.fallback_after):
             return
         # Neither is live: the original can go out now, unless another spend holds its inputs.
         _, raw, _ = finalize_psbt(self._settings.network, s.original or "")
         accepted = await self._chain.test_accept(raw)
         if accepted.allowed:
-            if s.state is PayjoinState.PROPOSED:
+            if s.may_fall_back:
                 await self._chain.broadcast(raw)
                 s.fell_back(now)
                 log.info("payjoin of order %s: no transaction seen; original %s broadcast", s.order_id,
                          s.original_txid)
             return
         if any(r in accepted.reject_reason for r in _SPENT_IN_BLOCK):
-            s.superseded()   # a block spent the sender's inputs otherwise: the proposal can never confirm
+            # a block spent the sender's inputs otherwise: the proposal can never confirm
+            s.superseded(now, f"the sender's inputs were spent in a block ({accepted.reject_reason})")
             s.release(now, None)
-        elif s.state is PayjoinState.PROPOSED:
-            s.superseded()   # another spend of its inputs waits in the mempool
+        else:   # another spend of its inputs waits in the mempool
+            s.superseded(now, f"another spend of the sender's inputs ({accepted.reject_reason})")
 
 
 def _live(view: Any) -> bool:  # noqa: ANN401 - a WalletTransaction or None

@@ -10,7 +10,6 @@ spends the sender's inputs: when that transaction has a confirmation (`released`
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import secrets
 
 import attrs
@@ -21,6 +20,9 @@ from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputObservation, Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
+from kaccy_bitcoin.domain.payjoin_state import PayjoinMachine, PayjoinState
+
+__all__ = ["PayjoinMachine", "PayjoinSession", "PayjoinState", "holder", "new_token"]
 
 
 class PayjoinRefused(DomainError):
@@ -45,14 +47,6 @@ def unavailable(message: str) -> PayjoinRefused:
     return PayjoinRefused("unavailable", message)
 
 
-class PayjoinState(enum.Enum):
-    OFFERED = "offered"
-    PROPOSED = "proposed"
-    JOINED = "joined"
-    SUPERSEDED = "superseded"
-    FALLBACK = "fallback"
-
-
 def new_token() -> str:
     return secrets.token_urlsafe(18)
 
@@ -67,7 +61,7 @@ class PayjoinSession:
     token: str
     order_id: str
     created_at: dt.datetime
-    state: PayjoinState = PayjoinState.OFFERED
+    machine: PayjoinMachine = attrs.field(factory=PayjoinMachine, eq=False)   # compared by its history
     original: str | None = None          # base64 PSBT, finalized: what the fallback broadcasts
     original_txid: Txid | None = None
     proposal: str | None = None          # base64 PSBT as answered
@@ -82,6 +76,10 @@ class PayjoinSession:
     events: list[DomainEvent] = attrs.field(factory=list, eq=False)
 
     @property
+    def state(self) -> PayjoinState:
+        return self.machine.state  # type: ignore[return-value]
+
+    @property
     def open(self) -> bool:
         """Still followed by the monitor: a proposal given whose coin is not released."""
         return self.state is not PayjoinState.OFFERED and not self.released
@@ -90,7 +88,7 @@ class PayjoinSession:
                 coin_sat: int, contributed_sat: int, customer_sat: int, at: dt.datetime) -> None:
         if self.state is not PayjoinState.OFFERED:   # another request proposed first
             raise rejected("a payjoin was already proposed for this order")
-        self.state = PayjoinState.PROPOSED
+        self.machine.fire("propose", at=at, reason=f"original {original_txid.value}")
         self.original, self.original_txid = original, original_txid
         self.proposal, self.proposal_txid = proposal, proposal_txid
         self.coin, self.coin_sat = coin, coin_sat
@@ -113,20 +111,26 @@ class PayjoinSession:
         (the original's output), never our contribution."""
         return attrs.evolve(seen, amount=Satoshis(self.customer_sat))
 
-    def due_for_fallback(self, now: dt.datetime, after_seconds: float) -> bool:
+    def waiting_for_sender(self, now: dt.datetime, after_seconds: float) -> bool:
+        """A proposal answered less than `after_seconds` ago: the sender may still send it."""
         return (self.state is PayjoinState.PROPOSED and self.proposed_at is not None
-                and (now - self.proposed_at).total_seconds() >= after_seconds)
+                and (now - self.proposed_at).total_seconds() < after_seconds)
 
-    def joined(self) -> None:
-        if self.state is not PayjoinState.OFFERED:   # the sender's proposal may replace our fallback
-            self.state = PayjoinState.JOINED
+    @property
+    def may_fall_back(self) -> bool:
+        return self.machine.can("fall_back")
 
-    def superseded(self) -> None:
-        if self.state is PayjoinState.PROPOSED:
-            self.state = PayjoinState.SUPERSEDED
+    def joined(self, at: dt.datetime) -> None:
+        """The proposal's transaction is live (it may even replace our fallback)."""
+        if self.machine.can("join"):
+            self.machine.fire("join", at=at, reason=f"proposal {self.proposal_txid} seen")
+
+    def superseded(self, at: dt.datetime, why: str) -> None:
+        if self.machine.can("supersede"):
+            self.machine.fire("supersede", at=at, reason=why)
 
     def fell_back(self, at: dt.datetime) -> None:
-        self.state = PayjoinState.FALLBACK
+        self.machine.fire("fall_back", at=at, reason="no transaction seen in time: original broadcast")
         self._emit("payjoin_fallback_broadcast", at, {"original_txid": self.original_txid.value if self.original_txid
                                                       else None, "proposal_txid": self.proposal_txid.value
                                                       if self.proposal_txid else None})
@@ -135,7 +139,7 @@ class PayjoinSession:
         self.released = True
         self._emit("payjoin_coin_released", at, {"coin": str(self.coin) if self.coin else None,
                                                  "spent_by": spent_by.value if spent_by else None,
-                                                 "state": self.state.value})
+                                                 "state": self.state.name.lower()})
 
     def take_events(self) -> list[DomainEvent]:
         events, self.events = self.events, []

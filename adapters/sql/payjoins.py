@@ -12,7 +12,8 @@ from kaccy_bitcoin.adapters.sql import core_tables as tables
 from kaccy_bitcoin.adapters.sql.mapping import utc
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate
-from kaccy_bitcoin.domain.payjoin_session import PayjoinSession, PayjoinState
+from kaccy_bitcoin.domain.payjoin_session import PayjoinMachine, PayjoinSession, PayjoinState
+from kaccy_bitcoin.domain.statemachine import Transition
 from kaccy_bitcoin.ports import storage
 
 
@@ -20,8 +21,9 @@ def _fields(s: PayjoinSession) -> dict[str, Any]:
     data = {"original": s.original, "original_txid": s.original_txid.value if s.original_txid else None,
             "proposal": s.proposal, "coin": str(s.coin) if s.coin else None, "coin_sat": s.coin_sat,
             "contributed_sat": s.contributed_sat, "customer_sat": s.customer_sat,
-            "proposed_at": s.proposed_at.isoformat() if s.proposed_at else None}
-    return {"order_id": s.order_id, "state": s.state.value, "released": s.released,
+            "proposed_at": s.proposed_at.isoformat() if s.proposed_at else None,
+            "history": [t.to_dict() for t in s.machine.history]}
+    return {"order_id": s.order_id, "state": s.state.name, "released": s.released,
             "proposal_txid": s.proposal_txid.value if s.proposal_txid else None, "data": data,
             "created_at": s.created_at}
 
@@ -30,8 +32,9 @@ def _from_row(row: Any) -> PayjoinSession:
     import datetime as dt
 
     d = row.data
+    machine = PayjoinMachine(PayjoinState[row.state], [Transition.from_dict(t) for t in d["history"]])
     return PayjoinSession(
-        row.token, row.order_id, utc(row.created_at), PayjoinState(row.state), d["original"],
+        row.token, row.order_id, utc(row.created_at), machine, d["original"],
         Txid(d["original_txid"]) if d["original_txid"] else None, d["proposal"],
         Txid(row.proposal_txid) if row.proposal_txid else None, OutPoint.parse(d["coin"]) if d["coin"] else None,
         d["coin_sat"], d["contributed_sat"], d["customer_sat"],
@@ -82,7 +85,7 @@ class SqlPayjoins(storage.PayjoinRepository):
 
     def open(self) -> list[PayjoinSession]:
         t = self._t
-        rows = self._s.execute(select(t).where(t.c.released.is_(False), t.c.state != PayjoinState.OFFERED.value)
+        rows = self._s.execute(select(t).where(t.c.released.is_(False), t.c.state != PayjoinState.OFFERED.name)
                                .order_by(t.c.created_at, t.c.token))
         return [_from_row(r) for r in rows]
 
