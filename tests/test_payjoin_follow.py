@@ -91,3 +91,44 @@ async def test_inputs_spent_otherwise(world) -> None:  # noqa: ANN001
     chain.accept = MempoolAcceptance(ORIGINAL, False, "bad-txns-inputs-missingorspent")
     assert [e.kind for e in await follow()] == ["payjoin_coin_released"]
     assert _state(uow) == (PayjoinState.SUPERSEDED, True, {})
+
+
+def test_sessions_are_stored_alike_everywhere(uow_factory) -> None:  # noqa: ANN001
+    """The repository contract on memory, SQLite (and PostgreSQL when configured)."""
+    from kaccy_bitcoin.domain.errors import ConcurrentUpdate
+
+    clock = ManualClock()
+    with uow_factory() as u:
+        u.payjoins.add(PayjoinSession("tok-a", "order-a", clock.now()))
+        u.commit()
+    with uow_factory() as u:
+        with pytest.raises(ConcurrentUpdate):
+            u.payjoins.add(PayjoinSession("tok-b", "order-a", clock.now()))   # one session per order
+    with uow_factory() as u:
+        s = u.payjoins.get("tok-a")
+        assert s.state is PayjoinState.OFFERED and u.payjoins.open() == []
+        s.propose(BIP78_ORIGINAL, ORIGINAL, BIP78_PROPOSAL, PROPOSAL, COIN, 5, 4, 3, clock.now())
+        u.payjoins.save(s)
+        u.payjoins.record_inputs([OutPoint(ORIGINAL, 0), OutPoint(ORIGINAL, 1)], "tok-a")
+        u.commit()
+    with uow_factory() as u:
+        s = u.payjoins.get("tok-a")
+        assert (s.state, s.proposal_txid, s.coin, s.contributed_sat, s.customer_sat) == \
+            (PayjoinState.PROPOSED, PROPOSAL, COIN, 4, 3)
+        assert [t.trigger for t in s.machine.history] == ["propose"]
+        assert list(u.payjoins.by_proposal_txids([PROPOSAL, ORIGINAL])) == [PROPOSAL]
+        assert list(u.payjoins.for_orders(["order-a", "x"])) == ["order-a"]
+        assert [o.token for o in u.payjoins.open()] == ["tok-a"]
+        assert u.payjoins.seen_inputs([OutPoint(ORIGINAL, 1), OutPoint(ORIGINAL, 2)]) == {OutPoint(ORIGINAL, 1)}
+        with pytest.raises(ConcurrentUpdate):
+            u.payjoins.record_inputs([OutPoint(ORIGINAL, 1)], "tok-x")
+    stale = s
+    with uow_factory() as u:
+        fresh = u.payjoins.get("tok-a")
+        fresh.release(clock.now(), None)
+        u.payjoins.save(fresh)
+        u.commit()
+    with uow_factory() as u:
+        with pytest.raises(ConcurrentUpdate):
+            u.payjoins.save(stale)
+        assert u.payjoins.open() == []
