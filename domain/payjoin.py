@@ -32,8 +32,8 @@ from kaccy_bitcoin.domain.psbt import (
     InvalidPsbt,
     KeyOrigin,
     PsbtInputSpec,
-    _add_input_fields,
-    _finalize_input,
+    fill_input,
+    finalize_input,
     parse_psbt,
     spent_output,
 )
@@ -225,7 +225,7 @@ def build_proposal(network: Network, original: Original, coin: OurCoin, params: 
         proposal = PartiallySignedTransaction(unsigned_tx=new)
         for n in range(len(vin)):
             if n == position:
-                _add_input_fields(proposal, n, PsbtInputSpec(coin.outpoint, coin.amount, coin.script_pubkey,
+                fill_input(proposal, n, PsbtInputSpec(coin.outpoint, coin.amount, coin.script_pubkey,
                                                              origin=coin.origin))
             else:
                 src = n if n < position else n - 1
@@ -239,7 +239,7 @@ def finish_proposal(network: Network, signed: str, our_index: int,
     (the sender restores its own from the original). Returns it and its txid."""
     with ChainParams(network.chain_params):
         psbt = parse_psbt(network, signed)
-        if not _finalize_input(psbt, our_index):
+        if not finalize_input(psbt, our_index):
             raise InvalidPsbt("our input of the proposal is not signed")
         ours = psbt.inputs[our_index]
         out = PartiallySignedTransaction(unsigned_tx=psbt.unsigned_tx)
