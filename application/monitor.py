@@ -241,6 +241,12 @@ class PollPayments:
                 owner[op] = order_id
             elif v.seen is not None and uow.addresses.get(v.address) is None:
                 events.append(unknown_address_event(v.address, v.seen, now))
+        # A payjoin's output to the order holds our coin's value too: the order counts the customer's part.
+        joined = uow.payjoins.by_proposal_txids({op.txid for op, v in verdicts.items() if v.seen and op in owner})
+        for op, v in verdicts.items():
+            session = joined.get(op.txid)
+            if session is not None and v.seen is not None and owner.get(op) == session.order_id:
+                v.seen = session.customer_share(v.seen)
         expiring = uow.requests.expiring(now)
         order_ids = set(owner.values()) | {r.order_id for r in expiring}
         requests = {r.order_id: r for r in by_address.values()}

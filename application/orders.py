@@ -16,6 +16,7 @@ from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import Payment, PaymentRequest
 from kaccy_bitcoin.domain.payment_state import PaymentState
+from kaccy_bitcoin.application.payjoin_offers import PayjoinSettings, ensure_session, payjoin_view, with_payjoin
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.addresses import RECEIVE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
@@ -44,6 +45,7 @@ class OrderView:
     accepted_zeroconf: bool = False
     zeroconf_double_spend: dict[str, Any] | None = None   # {"at", "txids", "replaced_by", "amount_lost_sat"}
     checkout_url: str | None = None           # the customer's page (None: an order without a token)
+    payjoin: dict[str, Any] | None = None     # {"txid", "contributed_sat"} when a payjoin paid it
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -156,13 +158,14 @@ class CreateOrder:
     """
 
     def __init__(self, uow: UnitOfWorkFactory, deriver: AddressDeriver, watch: WatchRange, clock: Clock,
-                 settings: PaymentSettings, wallets: Any = None) -> None:
+                 settings: PaymentSettings, wallets: Any = None, payjoin: PayjoinSettings | None = None) -> None:
         self._uow = uow
         self._deriver = deriver
         self._watch = watch
         self._clock = clock
         self._settings = settings
         self._wallets = wallets   # application.wallets.WalletDirectory: orders of other wallets than default
+        self._payjoin = payjoin   # `pj=` in the BIP21 URI of the default wallet's orders, when enabled
 
     async def __call__(self, order_id: str, amount: Satoshis, *, expires_in: int | None = None,
                        label: str = "", wallet: str | None = None) -> dict[str, Any]:
@@ -170,6 +173,8 @@ class CreateOrder:
         now = self._clock.now()
         expires_at = _expiry(now, expires_in)
         deriver, watch, book = self._deriver, self._watch, RECEIVE
+        payjoin = self._payjoin is not None and self._payjoin.enabled and wallet in (None, "default")
+        token = None
         if wallet not in (None, "default"):
             if self._wallets is None:
                 raise InvalidOrder("this application has no wallets besides `default`")
@@ -182,6 +187,9 @@ class CreateOrder:
                 uow.commit()   # the index alone, so nobody waits on the counter while the order is written
             else:
                 book_of_order = self._book_of(uow, request, amount)
+                if payjoin and book_of_order == book:
+                    token = ensure_session(uow, order_id, now).token
+                    uow.commit()
         if request is None:
             address = deriver.address(RECEIVE, index)
             request = PaymentRequest.new(
@@ -193,6 +201,8 @@ class CreateOrder:
                     uow.addresses.record(AddressEntry(address, book, index, label, order_id, "receive"))
                     uow.requests.add(request)
                     uow.payments.save([Payment(order_id)])
+                    if payjoin:
+                        token = ensure_session(uow, order_id, now).token
                     uow.commit()
                 book_of_order = book
             except OrderConflict:
@@ -203,11 +213,13 @@ class CreateOrder:
                     if request is None:
                         raise
                     book_of_order = self._book_of(uow, request, amount)
+                    found = uow.payjoins.for_orders([order_id]).get(order_id) if payjoin else None
+                    token = found.token if found is not None else None
         if book_of_order != book:   # the same order id again, asked of another wallet
             raise OrderConflict(f"order {order_id} exists with a deposit address of another wallet")
         if request.derivation_index is not None:  # set on every order this use case creates
             await watch.cover(RECEIVE, request.derivation_index + 1)
-        return self._created(request, self._settings.public_url)
+        return self._created(request, token)
 
     async def prepare(self) -> None:
         """Have the node watch the next gap of the default wallet's receive addresses now (and
@@ -223,15 +235,14 @@ class CreateOrder:
         entry = uow.addresses.get(request.address)
         return entry.chain if entry is not None else RECEIVE
 
-    @staticmethod
-    def _created(request: PaymentRequest, public_url: str) -> dict[str, Any]:
-        return {"order_id": request.order_id, "address": request.address,
-                "amount_sat": request.amount.value, "bip21": bip21(request.address, request.amount, request.label),
-                "checkout_url": checkout_url(public_url, request.checkout_token)}
+    def _created(self, request: PaymentRequest, token: str | None) -> dict[str, Any]:
+        uri = with_payjoin(bip21(request.address, request.amount, request.label), self._payjoin, token)
+        return {"order_id": request.order_id, "address": request.address, "amount_sat": request.amount.value,
+                "bip21": uri, "checkout_url": checkout_url(self._settings.public_url, request.checkout_token)}
 
 
 def order_view(request: PaymentRequest, payment: Payment | None,
-               invoices: Sequence[OrderInvoice] = (), public_url: str = "") -> OrderView:
+               invoices: Sequence[OrderInvoice] = (), public_url: str = "", payjoin: Any = None) -> OrderView:
     """What `order show` prints; `invoices` newest first (the one that paid the order is shown,
     else the newest)."""
     payment = payment or Payment(request.order_id)
@@ -249,7 +260,8 @@ def order_view(request: PaymentRequest, payment: Payment | None,
         accepted_zeroconf=payment.zeroconf is not None,
         zeroconf_double_spend=(payment.zeroconf.double_spend.to_dict()
                                if payment.zeroconf and payment.zeroconf.double_spend else None),
-        checkout_url=checkout_url(public_url, request.checkout_token))
+        checkout_url=checkout_url(public_url, request.checkout_token),
+        payjoin=payjoin_view(payjoin, payment.txids()))
 
 
 class ShowOrder:
@@ -264,7 +276,8 @@ class ShowOrder:
                 raise NotFound(f"no order with id {order_id!r}")
             payment = uow.payments.get(order_id)
             invoices = uow.invoices.for_order(order_id)
-        return order_view(request, payment, invoices, self._public_url)
+            payjoin = uow.payjoins.for_orders([order_id]).get(order_id)
+        return order_view(request, payment, invoices, self._public_url, payjoin)
 
 
 ORDER_STATUSES = tuple(s.name.lower() for s in PaymentState)
@@ -291,7 +304,7 @@ class ListOrders:
             ids = [r.order_id for r in requests]
             payments = uow.payments.get_many(ids)
             invoices = uow.invoices.for_orders(ids)
+            payjoins = uow.payjoins.for_orders(ids)
         views = [order_view(r, payments.get(r.order_id), [invoices[r.order_id]] if r.order_id in invoices else [],
-                            self._public_url)
-                 .to_dict() for r in requests]
+                            self._public_url, payjoins.get(r.order_id)).to_dict() for r in requests]
         return {"orders": views, "next": requests[-1].order_id if len(requests) == limit else None}

@@ -85,8 +85,10 @@ class TrackWithdrawals:
         known = {w.txid for w in watched if w.txid is not None}
         with self._uow.read() as uow:
             revived = list(uow.withdrawals.by_txids(set(sends) - known).values())
+            # A payjoin we proposed spends a coin of ours too: it is no stranger.
+            joined = uow.payjoins.by_proposal_txids(set(sends) - known)
         withdrawals = watched + revived
-        ours = known | {w.txid for w in revived}
+        ours = known | {w.txid for w in revived} | set(joined)
         strangers = sorted((t for t in sends if t not in ours), key=lambda t: t.value)
         foreign = await self._foreign_spends(strangers, withdrawals, held, failed)
         txids = {w.txid for w in withdrawals if w.txid} | {w.conflicted_by for w in withdrawals if w.conflicted_by}

@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     # Where customers reach `serve` (https://pay.example.com): `checkout_url` is this + /pay/{token};
     # unset, the path alone.
     "public_url": "",
+    "payjoin_url": None,
+    "payjoin_fallback_after": "60",
 }
 
 
@@ -154,8 +156,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if allow not in ("true", "false", "1", "0", "yes", "no"):
         raise ConfigError(f"KACCY_WEBHOOK_ALLOW_PRIVATE must be true or false, got {values['webhook_allow_private']!r}")
     values["webhook_allow_private"] = allow in ("true", "1", "yes")
+    values["payjoin_url"] = _payjoin_url(values["payjoin_url"], str(values["network"]))
     for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl", "webhook_retry_first",
-                "webhook_retry_max"):
+                "webhook_retry_max", "payjoin_fallback_after"):
         try:
             seconds = float(values[key])
         except ValueError:
@@ -172,3 +175,21 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
         ProxySettings.parse(values["proxy"], values["proxy_except"])   # refuses a proxy that cannot work
     return values
+
+
+def _payjoin_url(url: str | None, network: str) -> str | None:
+    """KACCY_PAYJOIN_URL, the service's public base URL: https, or an onion service; plain http
+    only for a loopback address or on regtest (BIP78 wants an authenticated, encrypted endpoint)."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    ok = parts.scheme == "https" or (parts.scheme == "http" and (host.endswith(".onion") or loopback
+                                                                 or network.strip().lower() == "regtest"))
+    if not host or not ok or parts.query or parts.fragment:
+        raise ConfigError(f"KACCY_PAYJOIN_URL must be the service's public base URL over https (http only for an "
+                          f".onion, loopback address or on regtest), without query, got {url!r}")
+    return url.strip().rstrip("/")

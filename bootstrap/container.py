@@ -184,6 +184,9 @@ CloseChannel = _Lazy(f"{_APP}.lightning_channels", "CloseChannel")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
 ShowOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "ShowOrderInvoice")
 InvoiceSync = _Lazy(f"{_APP}.lightning_invoices", "InvoiceSync")
+PayjoinSettings = _Lazy(f"{_APP}.payjoin_offers", "PayjoinSettings")
+ReceivePayjoin = _Lazy(f"{_APP}.payjoin", "ReceivePayjoin")
+FollowPayjoins = _Lazy(f"{_APP}.payjoin", "FollowPayjoins")
 WatchInvoices = _Lazy(f"{_APP}.lightning_invoices", "WatchInvoices")
 
 
@@ -335,6 +338,11 @@ def _fingerprint(configured: str | None, mnemonic: str | None, software_signer) 
     return "00000000"
 
 
+def _payjoin_endpoint(url: str | None, mnemonic: str | None) -> str | None:
+    """KACCY_PAYJOIN_URL when the software signer (which signs our input) is configured, else None."""
+    return url if url and mnemonic else None
+
+
 def _when_lnd(url: str | None, provided: Any) -> Any:
     """`provided` when LND is configured, else None (Lightning off)."""
     return provided if url else None
@@ -425,9 +433,19 @@ class Services(containers.DeclarativeContainer):
     list_wallets = providers.Factory(ListWallets, wallets=wallets, chain=gateways.chain)
     transfer_address = providers.Factory(TransferAddress, uow=storage.uow, wallets=wallets)
     custody_status = providers.Factory(CustodyStatus, wallets=wallets, chain=gateways.chain, policy=custody)
+    # PayJoin receiving (BIP78): `pj=` in orders' URIs, `/pj/<token>`, and the monitor's phase.
+    payjoin_settings = providers.Singleton(
+        PayjoinSettings, network=providers.Callable(Network.parse, config.network),
+        url=providers.Callable(_payjoin_endpoint, config.payjoin_url, config.signer_mnemonic),
+        fallback_after=config.payjoin_fallback_after)
     create_order = providers.Factory(CreateOrder, uow=storage.uow, deriver=gateways.deriver,
                                      watch=watch_range, clock=gateways.clock, settings=payment_settings,
-                                     wallets=wallets)
+                                     wallets=wallets, payjoin=payjoin_settings)
+    receive_payjoin = providers.Factory(ReceivePayjoin, uow=storage.uow, chain=gateways.chain,
+                                        deriver=gateways.deriver, signer=gateways.software_signer.provider,
+                                        clock=gateways.clock, publisher=gateways.publisher, settings=payjoin_settings)
+    follow_payjoins = providers.Factory(FollowPayjoins, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
+                                        publisher=gateways.publisher, settings=payjoin_settings)
     show_order = providers.Factory(ShowOrder, uow=storage.uow, settings=payment_settings)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                       publisher=gateways.publisher, settings=payment_settings)
@@ -594,7 +612,7 @@ class Services(containers.DeclarativeContainer):
                                      uow=storage.uow, clock=gateways.clock, publisher=gateways.publisher,
                                      lightning=providers.Callable(_when_lnd, config.lnd_rest_url,
                                                                   invoice_sync.provider),
-                                     more=providers.List(propose_consolidation, follow_swaps))
+                                     more=providers.List(propose_consolidation, follow_swaps, follow_payjoins))
 
 
 class Container(containers.DeclarativeContainer):

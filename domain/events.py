@@ -78,6 +78,10 @@ EVENT_KINDS = frozenset({
     "swap_refund_broadcast",
     "swap_refunded",
     "swap_cancelled",
+    # PayJoin (BIP78) receiving
+    "payjoin_proposed",
+    "payjoin_fallback_broadcast",
+    "payjoin_coin_released",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.

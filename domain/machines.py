@@ -4,13 +4,15 @@ from __future__ import annotations
 from kaccy_bitcoin.domain.consolidation_state import ConsolidationMachine
 from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
 from kaccy_bitcoin.domain.lightning_payout_state import LightningPayoutMachine
+from kaccy_bitcoin.domain.payjoin_state import PayjoinMachine
 from kaccy_bitcoin.domain.payment_state import PaymentMachine
 from kaccy_bitcoin.domain.psbt_state import PsbtMachine
 from kaccy_bitcoin.domain.statemachine import StateMachine
 from kaccy_bitcoin.domain.swap_state import SwapMachine
 
 ALL_MACHINES: tuple[type[StateMachine], ...] = (
-    PaymentMachine, PsbtMachine, SwapMachine, InvoiceMachine, ConsolidationMachine, LightningPayoutMachine)
+    PaymentMachine, PsbtMachine, SwapMachine, InvoiceMachine, ConsolidationMachine, LightningPayoutMachine,
+    PayjoinMachine)
 
 
 def render_markdown() -> str:

@@ -372,6 +372,16 @@ def _finalize_input(psbt: PartiallySignedTransaction, n: int) -> bool:
     return info is not None and info.is_final
 
 
+def finalize_input(psbt: PartiallySignedTransaction, n: int) -> bool:
+    """Finalize input `n` alone from its signatures (BIP174 finalizer); False when unsigned."""
+    return _finalize_input(psbt, n)
+
+
+def fill_input(psbt: PartiallySignedTransaction, n: int, spec: PsbtInputSpec) -> None:
+    """Give input `n` of a PSBT what a signer needs to spend `spec` (its UTXO, key origin, scripts)."""
+    _add_input_fields(psbt, n, spec)
+
+
 def _is_signed(inp: PSBT_Input) -> bool:
     return bool(inp.partial_sigs) or tap_key_sig(inp) is not None
 

@@ -24,6 +24,7 @@ from kaccy_bitcoin.domain.wallets import Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal
 
 if TYPE_CHECKING:   # domain/swaps.py loads python-bitcointx: only the swap commands need it
+    from kaccy_bitcoin.domain.payjoin_session import PayjoinSession
     from kaccy_bitcoin.domain.swaps import Swap
 
 
@@ -392,6 +393,43 @@ class SwapRepository(abc.ABC):
         """The swaps the monitor still follows (`Swap.watching`), oldest first."""
 
 
+class PayjoinRepository(abc.ABC):
+    """PayJoin receiving sessions (domain/payjoin_session.py), one per order, and every input
+    an original ever offered (BIP78's defence against probing)."""
+
+    @abc.abstractmethod
+    def add(self, session: PayjoinSession) -> None:
+        """Store a new session (ConcurrentUpdate if its order or token has one already)."""
+
+    @abc.abstractmethod
+    def save(self, session: PayjoinSession) -> None:
+        """Write a changed session; ConcurrentUpdate if another unit of work changed it since it was read."""
+
+    @abc.abstractmethod
+    def get(self, token: str) -> PayjoinSession | None:
+        """The session of a `pj=` token."""
+
+    @abc.abstractmethod
+    def for_orders(self, order_ids: Iterable[str]) -> dict[str, PayjoinSession]:
+        """The sessions of these orders, by order id."""
+
+    @abc.abstractmethod
+    def by_proposal_txids(self, txids: Iterable[Txid]) -> dict[Txid, PayjoinSession]:
+        """The sessions whose proposal has one of these txids."""
+
+    @abc.abstractmethod
+    def open(self) -> list[PayjoinSession]:
+        """Sessions with a proposal whose coin is not released yet, oldest first."""
+
+    @abc.abstractmethod
+    def seen_inputs(self, outpoints: Iterable[OutPoint]) -> set[OutPoint]:
+        """Those of `outpoints` an earlier original offered."""
+
+    @abc.abstractmethod
+    def record_inputs(self, outpoints: Sequence[OutPoint], token: str) -> None:
+        """Note the inputs of an original (ConcurrentUpdate if one was noted meanwhile)."""
+
+
 class Analytics(abc.ABC):
     """Totals for `kaccy-bitcoin stats` that no aggregate holds."""
 
@@ -431,6 +469,7 @@ class UnitOfWork(abc.ABC):
     wallets: WalletRepository
     consolidations: ConsolidationRepository
     swaps: SwapRepository
+    payjoins: PayjoinRepository
     analytics: Analytics
 
     def __init__(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any, Sequence
 
@@ -36,6 +37,7 @@ from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 log = logging.getLogger(__name__)
 _ORIGIN = re.compile(r"\[[0-9a-fA-F]{8}((?:/\d+['h]?)*)\]")
 DEEP = 100  # blocks; below this depth a height's hash may still change
+OWN_OUTPUTS_KEPT = 10_000   # spending transactions whose own outputs are remembered
 WATCH_PATIENCE = 60.0  # seconds other processes' imports or a rescan may keep the watch wallet busy
 _RPC_WALLET_ERROR = -4  # Core's RPC_WALLET_ERROR, e.g. "Wallet is currently rescanning"
 _WALLET_BUSY = re.compile(r"already loading|exclusive lock")  # another caller is creating or loading it
@@ -67,6 +69,9 @@ class BitcoinCoreBackend(ChainBackend):
         self.cache = cache or TieredCache()
         self._wallet_ready = False
         self._descriptor_forms: dict[str, str] = {}
+        # txid -> our outputs the node leaves out of a spending transaction's details (a
+        # transaction's outputs never change, nor does the wallet stop owning an address).
+        self._own: OrderedDict[Txid, list[dict[str, Any]]] = OrderedDict()
 
     # -- node --------------------------------------------------------------------
     async def node_info(self) -> NodeInfo:
@@ -307,12 +312,12 @@ class BitcoinCoreBackend(ChainBackend):
     async def wallet_history(self, since_block: str | None, target_confirmations: int) -> WalletHistory:
         await self._ensure_wallet()
         try:
-            r = await self.rpc.call("listsinceblock", since_block or "", target_confirmations, True, True,
+            r = await self.rpc.call("listsinceblock", since_block or "", target_confirmations, True, True, True,
                                     wallet=self.wallet)
         except RpcError as err:
             if since_block and err.rpc_code == RpcError.INVALID_ADDRESS_OR_KEY:
                 log.warning("cursor block %s unknown to the node; rescanning the whole wallet", since_block)
-                r = await self.rpc.call("listsinceblock", "", target_confirmations, True, True,
+                r = await self.rpc.call("listsinceblock", "", target_confirmations, True, True, True,
                                         wallet=self.wallet)
             else:
                 raise
@@ -363,10 +368,11 @@ class BitcoinCoreBackend(ChainBackend):
             else:
                 found[txid] = reply
         in_mempool = await self.in_mempool([t for t, r in found.items() if int(r.get("confirmations", 0)) == 0])
+        own = await self._own_outputs(found)
         for txid, r in found.items():
             details = [dict(d, txid=txid.value, confirmations=r.get("confirmations", 0),
                             blockhash=r.get("blockhash"), time=r.get("time"),
-                            timereceived=r.get("timereceived")) for d in r.get("details", ())
+                            timereceived=r.get("timereceived")) for d in [*r.get("details", ()), *own.get(txid, ())]
                        if d.get("category") in ("receive", "generate", "immature")]
             out[txid] = WalletTransaction(
                 txid, int(r.get("confirmations", 0)), txid in in_mempool, r.get("blockhash"),
@@ -375,6 +381,47 @@ class BitcoinCoreBackend(ChainBackend):
                 Txid(r["replaces_txid"]) if r.get("replaces_txid") else None,
                 tuple(self._entries(details)))
         return out
+
+    async def _own_outputs(self, found: dict[Txid, dict[str, Any]]) -> dict[Txid, list[dict[str, Any]]]:
+        """The outputs to our addresses that `gettransaction` leaves out of `details`.
+
+        For a transaction that spends a coin of the wallet (a withdrawal, or a payjoin adding
+        our coin to a customer's payment), the node lists an output to an address of ours as
+        change unless the address is in its address book, and our descriptors' addresses never
+        are: it lists no `receive` for it at all (`listsinceblock` does with `include_change`).
+        Those outputs are read from the decoded transaction, each kept if the wallet owns it."""
+        spending = [t for t, r in found.items() if any(d.get("category") == "send" for d in r.get("details", ()))]
+        known = {t: self._own[t] for t in spending if t in self._own}
+        spending = [t for t in spending if t not in known]
+        if not spending:
+            return known
+        decoded = await self.rpc.batch([("gettransaction", [t.value, True, True]) for t in spending],
+                                       wallet=self.wallet)
+        for reply in decoded:
+            if isinstance(reply, RpcError):
+                raise reply
+        candidates: dict[Txid, list[dict[str, Any]]] = {}
+        for txid, reply in zip(spending, decoded):
+            listed = {int(d["vout"]) for d in found[txid].get("details", ())
+                      if d.get("category") in ("receive", "generate", "immature")}
+            for out in reply.get("decoded", {}).get("vout", ()):
+                address = out.get("scriptPubKey", {}).get("address")
+                if address and int(out["n"]) not in listed:
+                    candidates.setdefault(txid, []).append(
+                        {"category": "receive", "address": address, "vout": int(out["n"]), "amount": out["value"]})
+        addresses = sorted({c["address"] for cs in candidates.values() for c in cs})
+        infos = await self.rpc.batch([("getaddressinfo", [a]) for a in addresses], wallet=self.wallet) \
+            if addresses else []
+        for info in infos:
+            if isinstance(info, RpcError):
+                raise info
+        mine = {a for a, i in zip(addresses, infos) if i.get("ismine")}
+        for t in spending:
+            self._own[t] = [c for c in candidates.get(t, ()) if c["address"] in mine]
+            known[t] = self._own[t]
+        while len(self._own) > OWN_OUTPUTS_KEPT:
+            self._own.popitem(last=False)
+        return known
 
     async def wallet_synced(self) -> bool:
         await self._ensure_wallet()

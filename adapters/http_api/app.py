@@ -23,6 +23,7 @@ from kaccy_bitcoin.adapters.http_api.metrics import Metrics
 from kaccy_bitcoin.adapters.http_api.fields import IDEMPOTENCY_KEY
 from kaccy_bitcoin.adapters.http_api.requests import read_body, read_query
 from kaccy_bitcoin.adapters.http_api.routes import ROUTES, Call, Created, Route
+from kaccy_bitcoin.adapters.http_api.routes.payjoin import OPEN_ORIGIN_PREFIXES
 from kaccy_bitcoin.adapters.observability import correlation_id
 from kaccy_bitcoin.domain.api_access import ApiKey
 from kaccy_bitcoin.ports.clock import Clock
@@ -123,6 +124,8 @@ class Api:
             self.metrics.http_latency.labels(route).observe(seconds)
             if not response.prepared:
                 response.headers["X-Request-Id"] = cid
+                if request.path.startswith(OPEN_ORIGIN_PREFIXES):   # BIP78: every answer, errors included
+                    response.headers["Access-Control-Allow-Origin"] = "*"
             log.info("%s %s %s", request.method, request.path, response.status,
                      extra={"method": request.method, "path": request.path, "status": response.status,
                             "duration_ms": round(seconds * 1000, 2)})

@@ -78,7 +78,11 @@ def _responses(r: Route, has_path_params: bool) -> dict[str, Any]:
         out[str(r.status)]["headers"] = {"Idempotent-Replayed": {
             "description": "`true` when this is the first answer to this Idempotency-Key, replayed",
             "schema": {"type": "string", "enum": ["true"]}}}
-    for status in sorted(_error_statuses(r, has_path_params)):
+    if r.errors:   # a protocol of its own: its statuses and its error body
+        for status, description in r.errors:
+            out[str(status)] = {"description": description,
+                                "content": {"application/json": {"schema": r.error_schema or {"type": "object"}}}}
+    for status in sorted(_error_statuses(r, has_path_params)) if not r.errors else ():
         out[str(status)] = {"description": ERROR_STATUSES[status],
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     if r.links:
@@ -115,6 +119,8 @@ def _operation(r: Route) -> dict[str, Any]:
     if r.body is not None:
         op["requestBody"] = {"required": bool(r.body.required or r.body.any_of),
                              "content": {"application/json": {"schema": r.body.schema()}}}
+    if r.text_body is not None:
+        op["requestBody"] = {"required": True, "content": {"text/plain": {"schema": r.text_body.schema()}}}
     op["security"] = [{"bearer": []}] if r.scopes else []
     if r.scopes:
         op["x-scopes"] = list(r.scopes)

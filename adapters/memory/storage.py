@@ -34,7 +34,7 @@ class MemoryStore:
 
     TABLES = ("requests", "order_by_address", "payments", "withdrawals", "invoices", "addresses", "counters",
               "cursors", "audit", "audit_entries", "consumers", "reservations", "limits", "limit_usage", "wallets",
-              "consolidations", "ln_payouts", "swaps")
+              "consolidations", "ln_payouts", "swaps", "payjoins", "payjoin_inputs")
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Any]] = {name: {} for name in self.TABLES}
@@ -528,6 +528,49 @@ class MemorySwaps(storage.SwapRepository):
         return [s for s in self.all() if s.watching]
 
 
+class MemoryPayjoins(storage.PayjoinRepository):
+    def __init__(self, table: _Table, inputs: _Table) -> None:
+        self._t = table
+        self._inputs = inputs
+
+    def add(self, session: Any) -> None:
+        if session.token in self._t or any(s.order_id == session.order_id for s in self._t.values()):
+            raise ConcurrentUpdate(f"order {session.order_id!r} has a payjoin session already")
+        session.version = 1
+        self._t.put(session.token, session)
+
+    def save(self, session: Any) -> None:
+        stored = self._t.get(session.token)
+        if stored is None or stored.version != session.version:
+            raise ConcurrentUpdate(f"the payjoin session of order {session.order_id!r} was changed by another "
+                                   "unit of work since it was read; nothing was written")
+        session.version += 1
+        self._t.put(session.token, session)
+
+    def get(self, token: str) -> Any:
+        return self._t.get(token)
+
+    def for_orders(self, order_ids: Iterable[str]) -> dict[str, Any]:
+        ids = set(order_ids)
+        return {s.order_id: copy.deepcopy(s) for s in self._t.values() if s.order_id in ids}
+
+    def by_proposal_txids(self, txids: Iterable[Any]) -> dict[Any, Any]:
+        wanted = set(txids)
+        return {s.proposal_txid: copy.deepcopy(s) for s in self._t.values() if s.proposal_txid in wanted}
+
+    def open(self) -> list[Any]:
+        return sorted((copy.deepcopy(s) for s in self._t.values() if s.open), key=lambda s: (s.created_at, s.token))
+
+    def seen_inputs(self, outpoints: Iterable[OutPoint]) -> set[OutPoint]:
+        return {op for op in outpoints if op in self._inputs}
+
+    def record_inputs(self, outpoints: Sequence[OutPoint], token: str) -> None:
+        if any(op in self._inputs for op in outpoints):
+            raise ConcurrentUpdate("an input of this original was offered to another payjoin meanwhile")
+        for op in outpoints:
+            self._inputs.put(op, token)
+
+
 class MemoryAnalytics(storage.Analytics):
     def __init__(self, payments: _Table) -> None:
         self._payments = payments
@@ -568,6 +611,7 @@ class MemoryUnitOfWork(storage.UnitOfWork):
         self.wallets = MemoryWallets(t["wallets"])
         self.consolidations = MemoryConsolidations(t["consolidations"])
         self.swaps = MemorySwaps(t["swaps"])
+        self.payjoins = MemoryPayjoins(t["payjoins"], t["payjoin_inputs"])
         self.analytics = MemoryAnalytics(t["payments"])
 
     def _commit(self) -> None:

@@ -213,6 +213,31 @@ orders = Table(
 )
 
 
+payjoin_inputs = Table(
+    'kaccy_payjoin_inputs', metadata,
+    Column('txid', String(length=64), primary_key=True, nullable=False),
+    Column('vout', Integer(), primary_key=True, nullable=False),
+    Column('token', String(length=64), nullable=False),
+)
+
+
+payjoins = Table(
+    'kaccy_payjoins', metadata,
+    Column('token', String(length=64), primary_key=True, nullable=False),
+    Column('order_id', String(length=128), nullable=False),
+    Column('state', String(length=20), nullable=False),
+    Column('released', Boolean(), nullable=False),
+    Column('proposal_txid', String(length=64), nullable=True),
+    Column('data', JSON(), nullable=False),
+    Column('created_at', DateTime(timezone=True), nullable=False),
+    Column('version', BigInteger(), nullable=False, server_default='1'),
+    Index('ix_kaccy_payjoins_proposal_txid', 'proposal_txid'),
+    Index('ix_kaccy_payjoins_released', 'released'),
+    Index('ix_kaccy_payjoins_state', 'state'),
+    UniqueConstraint('order_id', name=None),
+)
+
+
 payments = Table(
     'kaccy_payments', metadata,
     Column('order_id', String(length=128), primary_key=True, nullable=False),

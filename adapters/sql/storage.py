@@ -38,6 +38,7 @@ from kaccy_bitcoin.adapters.sql import mapping
 from kaccy_bitcoin.adapters.sql import engine as opening, schema
 from kaccy_bitcoin.adapters.sql.errors import DatabaseBusy
 from kaccy_bitcoin.adapters.sql.ln_payouts import SqlLightningPayouts
+from kaccy_bitcoin.adapters.sql.payjoins import SqlPayjoins
 from kaccy_bitcoin.adapters.sql.swaps import SqlSwaps
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import GENESIS, AuditEntry
@@ -1145,6 +1146,7 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self.wallets = SqlWallets(c)
         self.consolidations = SqlConsolidations(c)
         self.swaps = SqlSwaps(c)
+        self.payjoins = SqlPayjoins(c)
         self.analytics = SqlAnalytics(c)
 
     async def _begin_async(self) -> None:

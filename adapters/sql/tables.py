@@ -329,3 +329,26 @@ class SwapRow(KaccyTable, table=True):
     created_at: dt.datetime = _ts(nullable=False)
     updated_at: dt.datetime = _ts(nullable=False)
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
+
+
+class PayjoinRow(KaccyTable, table=True):
+    """Each order's PayJoin receiving session (domain/payjoin_session.py); its PSBTs and amounts in `data`."""
+
+    __tablename__ = "kaccy_payjoins"
+    token: str = Field(primary_key=True, max_length=64)
+    order_id: str = Field(max_length=128, unique=True)
+    state: str = Field(index=True, max_length=20)
+    released: bool = Field(index=True)
+    proposal_txid: Optional[str] = Field(default=None, max_length=64, index=True)
+    data: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: dt.datetime = _ts(nullable=False)
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
+
+
+class PayjoinInputRow(KaccyTable, table=True):
+    """Every input an original PSBT offered: never joined twice (BIP78's probing defence)."""
+
+    __tablename__ = "kaccy_payjoin_inputs"
+    txid: str = Field(primary_key=True, max_length=64)
+    vout: int = Field(primary_key=True)
+    token: str = Field(max_length=64)

@@ -14,6 +14,6 @@ from kaccy_bitcoin.adapters.http_api.routes.base import (ADMIN, ORDERS, READ, RO
 # Importing a group registers its routes, in this order (the OpenAPI document's).
 from kaccy_bitcoin.adapters.http_api.routes import (  # noqa: E402, F401 - imported for their routes
     orders, events, withdrawals, addresses, controls, lightning, channels, webhooks, swaps, stats, pegs, operations,
-    checkout)
+    checkout, payjoin)
 
 __all__ = ["ADMIN", "ORDERS", "READ", "ROUTES", "WITHDRAW", "Call", "Created", "Route", "route"]

@@ -65,6 +65,11 @@ class Route:
     answers: tuple[tuple[int, str], ...] = ()   # other statuses answered with the success's body
     links: tuple[tuple[str, str], ...] = ()     # (operationId, path parameter) the answer's same field fills
     path_patterns: tuple[tuple[str, str], ...] = ()   # (path parameter, regex its value matches)
+    # A protocol of its own (BIP78's /pj): a text/plain body the handler reads itself (this
+    # describes it), and the error statuses it answers with their body's schema, instead of ours.
+    text_body: Field | None = None
+    errors: tuple[tuple[int, str], ...] = ()
+    error_schema: dict[str, Any] | None = None
 
     @property
     def router_path(self) -> str:
@@ -86,12 +91,15 @@ def route(method: str, path: str, summary: str, *, tag: str, scopes: tuple[str, 
           query: dict[str, Field] | None = None, status: int = 200, websocket: bool = False,
           content_type: str = "application/json", answers: dict[int, str] | None = None,
           links: dict[str, str] | None = None,
-          path_patterns: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+          path_patterns: dict[str, str] | None = None, text_body: Field | None = None,
+          errors: dict[int, str] | None = None,
+          error_schema: dict[str, Any] | None = None) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ROUTES.append(Route(method, path, handler, summary, tag, scopes, idempotency, body,
                             tuple((query or {}).items()), status, websocket, content_type,
                             tuple((answers or {}).items()), tuple((links or {}).items()),
-                            tuple((path_patterns or {}).items())))
+                            tuple((path_patterns or {}).items()), text_body, tuple((errors or {}).items()),
+                            error_schema))
         return handler
     return register
 
