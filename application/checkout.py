@@ -12,6 +12,7 @@ import asyncio
 from typing import Any, AsyncIterator
 
 from kaccy_bitcoin.application.orders import bip21
+from kaccy_bitcoin.application.payjoin_offers import PayjoinSettings
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.domain.errors import NotFound
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
@@ -27,15 +28,18 @@ _PROGRESS = {PaymentState.PENDING: "waiting", PaymentState.UNCONFIRMED: "seen",
              PaymentState.FINALIZED: "paid", PaymentState.FAILED: "failed"}
 
 
-def payment_uri(request: PaymentRequest, invoice: OrderInvoice | None) -> str:
-    """The order's BIP21 URI, unified with `lightning=<BOLT11>` while an invoice is open
-    (wallets that speak Lightning pay that, the others the address)."""
+def payment_uri(request: PaymentRequest, invoice: OrderInvoice | None, pj: str | None = None) -> str:
+    """The order's BIP21 URI (with its BIP78 `pj=` while the order offers a payjoin), unified
+    with `lightning=<BOLT11>` while an invoice is open (wallets that speak Lightning pay that,
+    the others the address)."""
     uri = bip21(request.address, request.amount)
+    if pj:
+        uri += f"&pj={pj}"
     return f"{uri}&lightning={invoice.payment_request}" if invoice is not None else uri
 
 
 def checkout_view(request: PaymentRequest, payment: Payment | None, invoices: list[OrderInvoice],
-                  now: Any, final_confirmations: int) -> dict[str, Any]:
+                  now: Any, final_confirmations: int, pj: str | None = None) -> dict[str, Any]:
     payment = payment or Payment(request.order_id)
     state = payment.state
     match = payment.match(request)
@@ -62,7 +66,8 @@ def checkout_view(request: PaymentRequest, payment: Payment | None, invoices: li
         "amount_sat": request.amount.value,
         "amount_btc": request.amount.to_btc(),
         "address": request.address,
-        "payment_uri": payment_uri(request, open_invoice),
+        # A payjoin is offered only while nothing has been received (BIP78: one original per order).
+        "payment_uri": payment_uri(request, open_invoice, pj if state is PaymentState.PENDING and not expired else None),
         "lightning": open_invoice.payment_request if open_invoice else None,
         "received_sat": received,
         "due_sat": due,
@@ -78,10 +83,12 @@ def checkout_view(request: PaymentRequest, payment: Payment | None, invoices: li
 class ShowCheckout:
     """The checkout page's view of the order the token opens (`NotFound` for any other token)."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, settings: PaymentSettings | None = None) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, settings: PaymentSettings | None = None,
+                 payjoin: PayjoinSettings | None = None) -> None:
         self._uow = uow
         self._clock = clock
         self._final = (settings or PaymentSettings()).thresholds.final
+        self._payjoin = payjoin   # the order's `pj=` in the page's URI, as in its `bip21`
 
     async def __call__(self, token: str) -> dict[str, Any]:
         return (await self.snapshot(token))[0]
@@ -100,7 +107,10 @@ class ShowCheckout:
             seq = uow.audit.last_seq()
             payment = uow.payments.get(request.order_id)
             invoices = uow.invoices.for_order(request.order_id)
-        return checkout_view(request, payment, invoices, self._clock.now(), self._final), seq
+            session = uow.payjoins.for_orders([request.order_id]).get(request.order_id) \
+                if self._payjoin is not None and self._payjoin.enabled else None
+        pj = self._payjoin.endpoint(session.token) if session is not None else None
+        return checkout_view(request, payment, invoices, self._clock.now(), self._final, pj), seq
 
 
 class CheckoutUpdates:

@@ -470,7 +470,7 @@ class Services(containers.DeclarativeContainer):
     event_feed = providers.Factory(EventFeed, uow=storage.uow, clock=gateways.clock)
     # The customer's checkout page (`/pay/{token}`) and its live feed of that one order's changes.
     show_checkout = providers.Factory(ShowCheckout, uow=storage.uow, clock=gateways.clock,
-                                      settings=payment_settings)
+                                      settings=payment_settings, payjoin=payjoin_settings)
     checkout_updates = providers.Factory(CheckoutUpdates, show=show_checkout, feed=event_feed)
 
     withdrawal_settings = providers.Singleton(

@@ -105,3 +105,12 @@ def test_the_public_url_setting() -> None:
     for bad in ("ftp://pay.example.com", "pay.example.com", "https://x.example/?a=1", "https://"):
         with pytest.raises(ConfigError, match="KACCY_PUBLIC_URL"):
             load({"KACCY_PUBLIC_URL": bad})
+
+
+def test_the_page_offers_the_orders_payjoin_only_while_nothing_was_received() -> None:
+    request = order()
+    pj = "https://pay.example.com/pj/tok123"
+    fresh = checkout_view(request, None, [invoice()], T0, THRESHOLDS.final, pj)
+    assert fresh["payment_uri"] == (f"bitcoin:{ADDRESS}?amount=0.001&pj={pj}&lightning=lnbcrt1m1pexample")
+    seen = checkout_view(request, paid(request, (40_000, 0)), [], T0, THRESHOLDS.final, pj)
+    assert "pj=" not in seen["payment_uri"] and "pj=" not in (seen["due_uri"] or "")
