@@ -2,6 +2,8 @@
 # Both install what they need (system libraries, virtualenv, package, bitcoind).
 VENV := .venv
 PY := $(VENV)/bin/python
+# Two pytest workers (pytest-xdist), a test file each at a time; `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test setup bitcoind docs tables bench clean
 
@@ -15,7 +17,7 @@ run: setup bitcoind
 	@BITCOIND=$$(scripts/install-bitcoind.sh) $(VENV)/bin/kaccy-bitcoin run
 
 test: setup bitcoind
-	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) -m pytest -q $(PYTEST_ARGS)
+	@BITCOIND=$$(scripts/install-bitcoind.sh) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 docs: setup
 	@$(PY) scripts/render_state_machines.py > docs/state-machines.md

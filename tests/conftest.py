@@ -13,6 +13,33 @@ from kaccy_bitcoin.adapters.sql.schema import TABLE_PREFIX
 
 pytest_plugins = ["tests.node_fixture"]
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist every worker gets a PostgreSQL database of its own (`<db>_gw0`, ...),
+    created on first use, so two workers never empty each other's kaccy_ tables or share an
+    advisory lock (locks are per database)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get("KACCY_TEST_DATABASE_URL")
+    if worker and url:
+        os.environ["KACCY_TEST_DATABASE_URL"] = worker_database(url, worker)
+
+
+def worker_database(url: str, worker: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+            if exists.first() is None:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
 STORAGE_KINDS = ["memory", "sqlite"] + (["postgresql"] if os.environ.get("KACCY_TEST_DATABASE_URL") else [])
 
 
