@@ -90,7 +90,6 @@ _HWI = "kaccy_bitcoin.adapters.hwi.hardware_wallet"
 _SQL = "kaccy_bitcoin.adapters.sql.storage"
 _APP = "kaccy_bitcoin.application"
 
-BitcoinCoreBackend = _Lazy(f"{_CORE}.backend", "BitcoinCoreBackend")
 CoreWalletSigner = _Lazy(f"{_CORE}.signer", "CoreWalletSigner")
 HwiHardwareWallet = _Lazy(_HWI, "HwiHardwareWallet")
 HwiSigner = _Lazy(_HWI, "HwiSigner")
@@ -195,6 +194,34 @@ async def _rpc_client(url: str | None, user: str | None, password: str | None,
         await client.close()
 
 
+async def _other_nodes(nodes: list[dict[str, Any]] | None) -> AsyncIterator[list[BitcoinRpc]]:
+    """The RPC clients of the nodes after the first (none with one node), closed at shutdown.
+    With several nodes no client retries: a node that fails is left for the next at once."""
+    from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
+
+    clients = [BitcoinRpc(n["url"], user=n.get("user"), password=n.get("password"), cookie_file=n.get("cookie"),
+                          retries=0) for n in (nodes or [])[1:]]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def _chain_backend(rpc: BitcoinRpc, others: list[BitcoinRpc], wallet: str, max_lag: int, fork_depth: int) -> Any:
+    """The node's BitcoinCoreBackend; with several nodes, the pool of one backend per node
+    (adapters/bitcoin_core/pool.py), the first on `rpc`."""
+    from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend
+
+    if not others:
+        return BitcoinCoreBackend(rpc, wallet)
+    from kaccy_bitcoin.adapters.bitcoin_core.pool import NodePool
+
+    rpc._retries = 0   # noqa: SLF001 - the pool moves to the next node instead of retrying one
+    return NodePool([BitcoinCoreBackend(r, wallet) for r in (rpc, *others)], max_lag=max_lag,
+                    fork_depth=fork_depth)
+
+
 async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any) -> AsyncIterator[Any]:
     if not url:
         raise LightningUnavailable("no Lightning node: KACCY_LND_REST_URL is not set (LND's REST address, "
@@ -212,12 +239,20 @@ async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None,
         await node.close()
 
 
-async def _chain_notifications(mode: str, rpc: BitcoinRpc) -> AsyncIterator[Any]:
+async def _chain_notifications(mode: str, rpc: BitcoinRpc, several: bool = False) -> AsyncIterator[Any]:
     """The node's ZMQ notifications (the endpoints asked of the node), or none when
-    KACCY_ZMQ=off; either way a ChainNotifications whose `wait` the monitor sleeps in."""
+    KACCY_ZMQ=off; either way a ChainNotifications whose `wait` the monitor sleeps in. With
+    several nodes, the first node's, or none when it does not answer (the monitor then polls
+    at its interval)."""
+    from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
     from kaccy_bitcoin.adapters.bitcoin_core.zmq_notifications import ZmqNotifications   # pyzmq
 
-    notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc)
+    try:
+        notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc)
+    except BitcoinCoreError:
+        if not several:
+            raise
+        notifications = ZmqNotifications({})
     try:
         yield notifications
     finally:
@@ -331,8 +366,13 @@ class Gateways(containers.DeclarativeContainer):
 
     rpc = providers.Resource(_rpc_client, url=config.bitcoin_rpc_url, user=config.bitcoin_rpc_user,
                              password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie)
-    chain = providers.Singleton(BitcoinCoreBackend, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
-    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc)
+    other_nodes = providers.Resource(_other_nodes, nodes=config.bitcoin_nodes)
+    # One node's backend, or the pool of several nodes (also the NodeSet: `nodes`, /v1/nodes).
+    chain = providers.Singleton(_chain_backend, rpc=rpc, others=other_nodes, wallet=config.bitcoin_rpc_wallet,
+                                max_lag=config.node_max_lag, fork_depth=config.node_fork_depth)
+    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc,
+                                             several=providers.Callable(lambda n: len(n or ()) > 1,
+                                                                        config.bitcoin_nodes))
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
     multisig_derivers = providers.Singleton(_multisig_derivers, network=config.network)
@@ -567,5 +607,6 @@ class Container(containers.DeclarativeContainer):
 def build(config: dict) -> Container:
     """A container configured from a dict (see `bootstrap.config.load`)."""
     container = Container()
+    config = {"bitcoin_nodes": [], "node_max_lag": 2, "node_fork_depth": 6, **config}
     container.config.from_dict(config)
     return container

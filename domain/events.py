@@ -73,6 +73,9 @@ EVENT_KINDS = frozenset({
     "swap_refund_broadcast",
     "swap_refunded",
     "swap_cancelled",
+    # several Bitcoin nodes (domain/nodes.py): they stopped, or started again, agreeing
+    "node_divergence",
+    "node_converged",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.
@@ -92,6 +95,7 @@ DISCREPANCY_KINDS = frozenset({
     "ln_payment_held",
     "monitor_item_failed",
     "limit_breached",
+    "node_divergence",
 })
 
 

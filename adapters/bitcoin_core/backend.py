@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import time
 from decimal import Decimal
 from typing import Any, Sequence
 
@@ -31,7 +32,8 @@ from kaccy_bitcoin.domain.chain import (
 )
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.withdrawals import Utxo
-from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.domain.nodes import NodeReport, NodeState, NodeStatus
+from kaccy_bitcoin.ports.bitcoin_node import ChainBackend, NodeSet
 
 log = logging.getLogger(__name__)
 _ORIGIN = re.compile(r"\[[0-9a-fA-F]{8}((?:/\d+['h]?)*)\]")
@@ -60,7 +62,7 @@ def _txids(values: Sequence[str] | None) -> tuple[Txid, ...]:
     return tuple(Txid(v) for v in values or ())
 
 
-class BitcoinCoreBackend(ChainBackend):
+class BitcoinCoreBackend(ChainBackend, NodeSet):
     def __init__(self, rpc: BitcoinRpc, wallet: str = "kaccy-watch", cache: TieredCache | None = None) -> None:
         self.rpc = rpc
         self.wallet = wallet
@@ -387,6 +389,21 @@ class BitcoinCoreBackend(ChainBackend):
 
     async def broadcast(self, raw_tx: bytes) -> Txid:
         return Txid(await self.rpc.call("sendrawtransaction", raw_tx.hex()))
+
+    # -- one node: always the primary -----------------------------------------------------
+    async def cross_check(self) -> NodeReport:
+        return NodeReport((await self.status(NodeState.PRIMARY),))
+
+    async def status(self, state: NodeState) -> NodeStatus:
+        """This node's tip, version and how long it took to answer (raises when it does not)."""
+        started = time.perf_counter()
+        chain, network = await self._batch([("getblockchaininfo", []), ("getnetworkinfo", [])])
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        return NodeStatus(self.rpc.url, state, int(chain["blocks"]), chain["bestblockhash"], latency,
+                          int(network["version"]))
+
+    async def finality_held(self) -> bool:
+        return False
 
     async def _batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         results = await self.rpc.batch(calls)
