@@ -176,6 +176,8 @@ ListChannels = _Lazy(f"{_APP}.lightning_payments", "ListChannels")
 CreateOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "CreateOrderInvoice")
 ShowOrderInvoice = _Lazy(f"{_APP}.lightning_invoices", "ShowOrderInvoice")
 InvoiceSync = _Lazy(f"{_APP}.lightning_invoices", "InvoiceSync")
+CrossCheckNodes = _Lazy(f"{_APP}.nodes", "CrossCheckNodes")
+ShowNodes = _Lazy(f"{_APP}.nodes", "ShowNodes")
 WatchInvoices = _Lazy(f"{_APP}.lightning_invoices", "WatchInvoices")
 
 
@@ -345,6 +347,11 @@ def _fingerprint(configured: str | None, mnemonic: str | None, software_signer) 
     return "00000000"
 
 
+def _when_several(nodes: list | None, provided: Any) -> Any:
+    """`provided` with several Bitcoin nodes, else None: one node has nothing to cross-check."""
+    return provided if len(nodes or ()) > 1 else None
+
+
 def _when_lnd(url: str | None, provided: Any) -> Any:
     """`provided` when LND is configured, else None (Lightning off)."""
     return provided if url else None
@@ -437,8 +444,13 @@ class Services(containers.DeclarativeContainer):
                                      watch=watch_range, clock=gateways.clock, settings=payment_settings,
                                      wallets=wallets)
     show_order = providers.Factory(ShowOrder, uow=storage.uow)
+    # With several nodes the pool is also their NodeSet: nothing is finalized while they disagree.
+    several_nodes = providers.Callable(_when_several, config.bitcoin_nodes, gateways.chain)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
-                                      publisher=gateways.publisher, settings=payment_settings)
+                                      publisher=gateways.publisher, settings=payment_settings, nodes=several_nodes)
+    cross_check_nodes = providers.Factory(CrossCheckNodes, nodes=gateways.chain, uow=storage.uow,
+                                          clock=gateways.clock, publisher=gateways.publisher)
+    show_nodes = providers.Factory(ShowNodes, nodes=gateways.chain)
     # Which wallets exist: `default` (KACCY_XPUB) until wallets have names.
     wallet_names = providers.Factory(WalletNames, uow=storage.uow)
     consolidation_settings = providers.Singleton(
@@ -453,7 +465,7 @@ class Services(containers.DeclarativeContainer):
                                    stuck_after_seconds=config.stuck_after,
                                    final_confirmations=payment_settings.provided.thresholds.final,
                                    unsigned_ttl_seconds=config.withdrawal_ttl),
-        followers=providers.List(providers.Factory(FollowConsolidations)))
+        followers=providers.List(providers.Factory(FollowConsolidations)), nodes=several_nodes)
     # The outbox: a page of committed events for `kaccy-bitcoin events`, and the waiting feed
     # with named consumers for a program that embeds the library.
     list_events = providers.Factory(ListEvents, uow=storage.uow)
@@ -593,7 +605,9 @@ class Services(containers.DeclarativeContainer):
                                      uow=storage.uow, clock=gateways.clock, publisher=gateways.publisher,
                                      lightning=providers.Callable(_when_lnd, config.lnd_rest_url,
                                                                   invoice_sync.provider),
-                                     more=providers.List(propose_consolidation, follow_swaps))
+                                     more=providers.List(propose_consolidation, follow_swaps),
+                                     nodes=providers.Callable(_when_several, config.bitcoin_nodes,
+                                                              cross_check_nodes))
 
 
 class Container(containers.DeclarativeContainer):
