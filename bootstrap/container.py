@@ -562,7 +562,8 @@ class Services(containers.DeclarativeContainer):
     check_readiness = providers.Singleton(
         CheckReadiness, chain=gateways.chain, uow=storage.uow, store=storage.service_store,
         lightning=providers.Callable(_lightning_check, config.lnd_rest_url, gateways.lightning.provider),
-        max_lag_blocks=config.ready_max_lag, final_confirmations=payment_settings.provided.thresholds.final)
+        max_lag_blocks=config.ready_max_lag, final_confirmations=payment_settings.provided.thresholds.final,
+        nodes=several_nodes)
 
     # A Lightning payout goes through the controls of a withdrawal: limits, risk, tier, audit.
     send_ln_payment = providers.Factory(SendLightningPayout, node=gateways.lightning, uow=storage.uow,
