@@ -144,9 +144,16 @@ async def _partition(node, node_b: RegtestNode, shop: Shop, c: Client, rpc_b: Bi
 
     await rpc_b.call("setnetworkactive", False)
     await until(lambda: _no_peers(rpc_b))
-    for _ in range(8):   # each side its own chain, one block at a time: neither runs ahead
-        await rpc_b.call("generatetoaddress", 1, node.miner_address)
+    # Each side its own chain, one block at a time. Until each has 3 blocks of its own the
+    # compared hashes (2 below the lower tip) agree: the monitor is let see every step of those.
+    # (B mines to another address: the same empty block on the same parent in the same second
+    # would be the same block on both sides.)
+    b_miner = await node.call("getnewaddress", wallet="miner")
+    for k in range(1, 9):
+        await rpc_b.call("generatetoaddress", 1, b_miner)
         await node.mine(1)
+        if k < 3:
+            await until(lambda: _depth(c, "p1", k + 1))
     await node.mine(1)   # A's chain the longer: B takes it when they meet again
 
     diverged = await until(lambda: events(c, "node_divergence"), timeout=30)
@@ -182,6 +189,11 @@ async def _partition(node, node_b: RegtestNode, shop: Shop, c: Client, rpc_b: Bi
     metrics = await c.session.get(c.url + "/metrics")
     text = await metrics.text()
     assert f'kaccy_bitcoin_node_up{{url="{node_b.url}"}} 1.0' in text and "kaccy_bitcoin_node_height" in text
+
+
+async def _depth(c: Client, order_id: str, confirmations: int) -> bool:
+    _, view = await c.get(f"/v1/orders/{order_id}")
+    return view["confirmations"] == confirmations
 
 
 async def _no_peers(rpc: BitcoinRpc) -> bool:
