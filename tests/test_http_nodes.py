@@ -62,11 +62,11 @@ async def two_node_shop(node, node_b, tmp_path, **settings: str):  # noqa: ANN00
     shop = Shop(node, tmp_path, KACCY_BITCOIN_RPC_URL=f"{node_b.url},{node.node.url}", KACCY_ZMQ="off", **settings)
     shop.env["KACCY_SIGNER_MNEMONIC"] = shop.words
     env = service_env(shop.env)
-    read = api_key(env, "read")
+    key = api_key(env, "read", "orders")
     service = Service(env, tmp_path / "serve.log")
     try:
         async with aiohttp.ClientSession() as session:
-            yield shop, Client(session, service.url, read), rpc_b
+            yield shop, Client(session, service.url, key), rpc_b
     finally:
         service.stop()
         await rpc_b.close()
@@ -78,15 +78,16 @@ async def test_the_primary_killed_while_orders_are_made_and_paid(node, node_b, t
 
 
 async def _kill_and_restart(node, node_b: RegtestNode, shop: Shop, c: Client) -> None:  # noqa: ANN001
-    rc, shown = nodes_cli(shop.env)
-    assert rc == 0 and [n["state"] for n in shown["nodes"]] == ["primary", "standby"], shown
+    status, shown = await c.get("/v1/nodes")
+    assert status == 200 and [n["state"] for n in shown["nodes"]] == ["primary", "standby"], shown
     assert shown["nodes"][0]["url"] == node_b.url and all(n["version"] and n["height"] for n in shown["nodes"])
     assert set(shown["nodes"][0]) == {"url", "state", "height", "best_block_hash", "latency_ms", "version"}
 
-    orders = {"n1": shop.order("n1", 60_000), "n2": shop.order("n2", 61_000)}
+    # Orders made by the CLI (a new process each) and by `serve` (its pool knew B as primary).
+    orders = {"n1": shop.order("n1", 60_000), "n2": await _order(c, "n2", 61_000)}
     await node.send(orders["n1"]["address"], 60_000)
     node_b.kill()   # SIGKILL: no goodbye to anyone
-    orders["n3"] = shop.order("n3", 62_000)
+    orders["n3"] = await _order(c, "n3", 62_000)
     orders["n4"] = shop.order("n4", 63_000)
     for order_id in ("n2", "n3", "n4"):
         await node.send(orders[order_id]["address"], orders[order_id]["amount_sat"])
@@ -189,6 +190,12 @@ async def _partition(node, node_b: RegtestNode, shop: Shop, c: Client, rpc_b: Bi
     metrics = await c.session.get(c.url + "/metrics")
     text = await metrics.text()
     assert f'kaccy_bitcoin_node_up{{url="{node_b.url}"}} 1.0' in text and "kaccy_bitcoin_node_height" in text
+
+
+async def _order(c: Client, order_id: str, amount_sat: int) -> dict:
+    status, created = await c.post("/v1/orders", {"order_id": order_id, "amount_sat": amount_sat})
+    assert status == 201, created
+    return created
 
 
 async def _depth(c: Client, order_id: str, confirmations: int) -> bool:
