@@ -206,3 +206,17 @@ async def _depth(c: Client, order_id: str, confirmations: int) -> bool:
 async def _no_peers(rpc: BitcoinRpc) -> bool:
     return (await rpc.call("getnetworkinfo"))["connections"] == 0
 
+
+
+async def test_one_node_is_the_primary_and_the_facade_agrees(node, tmp_path) -> None:  # noqa: ANN001
+    from kaccy_bitcoin import KaccyBitcoin
+
+    shop = Shop(node, tmp_path)
+    rc, shown = nodes_cli(shop.env)
+    tip = await node.call("getbestblockhash")
+    assert rc == 0 and len(shown["nodes"]) == 1, shown
+    assert {k: shown["nodes"][0][k] for k in ("url", "state", "best_block_hash")} == {
+        "url": node.node.url, "state": "primary", "best_block_hash": tip}
+    async with KaccyBitcoin.from_env({k: v for k, v in shop.env.items() if k.startswith("KACCY_")}) as kaccy:
+        embedded = await kaccy.nodes()
+    assert [n["state"] for n in embedded["nodes"]] == ["primary"] and embedded["nodes"][0]["height"] > 0

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 from kaccy_bitcoin.adapters.bitcoin_core.cache import TieredCache
-from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcError
+from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcConnectionError, RpcError
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.chain import (
@@ -392,7 +392,10 @@ class BitcoinCoreBackend(ChainBackend, NodeSet):
 
     # -- one node: always the primary -----------------------------------------------------
     async def cross_check(self) -> NodeReport:
-        return NodeReport((await self.status(NodeState.PRIMARY),))
+        try:
+            return NodeReport((await self.status(NodeState.PRIMARY),))
+        except RpcConnectionError:
+            return NodeReport((NodeStatus(self.rpc.url, NodeState.DOWN),))
 
     async def status(self, state: NodeState) -> NodeStatus:
         """This node's tip, version and how long it took to answer (raises when it does not)."""

@@ -80,6 +80,7 @@ class PoolNode:
         self.backoff = min(MAX_BACKOFF, self.backoff * 2 if self.backoff else FIRST_BACKOFF)
         self.down_until = time.monotonic() + self.backoff
         self.wallet_current = False
+        self.backend._wallet_ready = False   # noqa: SLF001 - a node that restarted may have its wallet unloaded
 
 
 class NodePool(ChainBackend, NodeSet):
@@ -115,7 +116,7 @@ class NodePool(ChainBackend, NodeSet):
         highest = max((t.height for t, s in zip(tips, states) if t is not None and s.usable), default=None)
         for i, n in enumerate(self.nodes):
             if states[i] is NodeState.DOWN:
-                if n.state is not NodeState.DOWN or id(n) in statuses:
+                if n.state is not NodeState.DOWN:
                     n.mark_down("no answer to the cross-check")
                 continue
             if states[i].usable and not n.wallet_current:
