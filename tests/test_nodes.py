@@ -1,13 +1,15 @@
 """Several Bitcoin nodes: the pure classification (domain/nodes.py) and the settings that list them."""
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 
 import pytest
 from hypothesis import given, strategies as st
 
 from kaccy_bitcoin.bootstrap import config
-from kaccy_bitcoin.domain.nodes import NodeState, NodeTip, check_height, classify
+from kaccy_bitcoin.domain.nodes import NodeReport, NodeState, NodeStatus, NodeTip, check_height, classify
+from kaccy_bitcoin.ports.bitcoin_node import NodeSet
 
 P, S, D, L, X = NodeState.PRIMARY, NodeState.STANDBY, NodeState.DOWN, NodeState.LAGGING, NodeState.DIVERGED
 
@@ -107,3 +109,118 @@ def test_toml_bitcoin_node_tables(tmp_path: pathlib.Path) -> None:
     path.write_text('[[bitcoin_node]]\nurl = "http://127.0.0.1:1"\n')
     with pytest.raises(config.ConfigError, match="user and password, or cookie"):
         config.load({"KACCY_CONFIG": str(path)})
+
+
+class FakeNodes(NodeSet):
+    """Two nodes whose agreement the test sets."""
+
+    def __init__(self) -> None:
+        self.diverged = False
+
+    async def cross_check(self) -> NodeReport:
+        state = NodeState.DIVERGED if self.diverged else NodeState.PRIMARY
+        nodes = (NodeStatus("http://127.0.0.1:1", state, 10, "a" * 64), NodeStatus("http://127.0.0.1:2",
+                 NodeState.DIVERGED if self.diverged else NodeState.STANDBY, 10, ("b" if self.diverged else "a") * 64))
+        return NodeReport(nodes, self.diverged, {"check_height": 4, "nodes": []})
+
+    async def finality_held(self) -> bool:
+        return self.diverged
+
+
+async def test_each_divergence_is_recorded_and_alerted_once_and_so_is_its_end() -> None:
+    from kaccy_bitcoin.adapters.memory.clock import ManualClock
+    from kaccy_bitcoin.adapters.memory.publisher import RecordingNotifier
+    from kaccy_bitcoin.adapters.memory.storage import MemoryUnitOfWorkFactory
+    from kaccy_bitcoin.application.nodes import CrossCheckNodes
+    from kaccy_bitcoin.bootstrap.container import _subscribe_notifier
+
+    nodes, uow, notifier = FakeNodes(), MemoryUnitOfWorkFactory(), RecordingNotifier()
+    clock = ManualClock(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    check = CrossCheckNodes(nodes, uow, clock, _subscribe_notifier(notifier))
+    other = CrossCheckNodes(nodes, uow, clock, _subscribe_notifier(RecordingNotifier()))   # another process
+    assert await check() == []
+    nodes.diverged = True
+    first = await check()
+    assert [e.kind for e in first] == ["node_divergence"] and await check() == [] and await other() == []
+    nodes.diverged = False
+    assert [e.kind for e in await other()] == ["node_converged"] and await check() == []
+    nodes.diverged = True
+    again = await check()
+    assert [e.id for e in first + again] == ["node_divergence:1", "node_divergence:2"]
+    assert [e.kind for e in notifier.notified] == ["node_divergence", "node_divergence"]
+    with uow.read() as u:
+        assert [e.event.kind for e in u.audit.after(0, 10)] == ["node_divergence", "node_converged", "node_divergence"]
+
+
+class StubRpc:
+    def __init__(self, url: str, chain: list[str]) -> None:
+        self.url, self.chain, self.up, self.calls = url, chain, True, []
+
+    async def call(self, method: str, *params, wallet=None):  # noqa: ANN001, ANN002, ANN201
+        from kaccy_bitcoin.adapters.bitcoin_core.errors import RpcConnectionError
+
+        self.calls.append(method)
+        if not self.up:
+            raise RpcConnectionError(f"{method}: connection refused")
+        if method == "getblockhash":
+            return self.chain[params[0]]
+        if method == "listdescriptors":
+            return {"descriptors": []}
+        if method == "sendrawtransaction":
+            return "ab" * 32
+        raise AssertionError(method)
+
+
+class StubBackend:
+    """What the pool uses of a BitcoinCoreBackend, over a chain of block hashes."""
+
+    def __init__(self, url: str, chain: list[str]) -> None:
+        self.rpc, self.wallet, self._wallet_ready = StubRpc(url, chain), "w", True
+
+    async def status(self, state: NodeState) -> NodeStatus:
+        await self.rpc.call("getblockchaininfo") if not self.rpc.up else None
+        return NodeStatus(self.rpc.url, state, len(self.rpc.chain) - 1, self.rpc.chain[-1], 1.0, 290000)
+
+    async def _ensure_wallet(self) -> None:
+        return None
+
+    async def mempool_txids(self) -> set:
+        await self.rpc.call("getrawmempool") if not self.rpc.up else None
+        return {self.rpc.url}
+
+    async def broadcast(self, raw: bytes):  # noqa: ANN201
+        from kaccy_bitcoin.domain.bitcoin import Txid
+
+        return Txid(await self.rpc.call("sendrawtransaction", raw.hex()))
+
+
+async def test_the_pool_fails_over_broadcasts_to_all_and_holds_finality_while_diverged() -> None:
+    from kaccy_bitcoin.adapters.bitcoin_core.pool import NodePool
+    from kaccy_bitcoin.domain.errors import NodesDiverged
+
+    shared = [f"h{i}" for i in range(20)]
+    a, b = StubBackend("http://127.0.0.1:1", list(shared)), StubBackend("http://127.0.0.1:2", list(shared))
+    pool = NodePool([a, b], max_lag=2, fork_depth=6)   # type: ignore[list-item]
+    report = await pool.cross_check()
+    assert [n.state for n in report.nodes] == [P, S] and not await pool.finality_held()
+    assert await pool.mempool_txids() == {a.rpc.url}
+    await pool.broadcast(b"\x01")
+    assert a.rpc.calls.count("sendrawtransaction") == b.rpc.calls.count("sendrawtransaction") == 1
+    a.rpc.up = False   # refused: the read goes to B at once, and A is down
+    assert await pool.mempool_txids() == {b.rpc.url}
+    assert [n.state for n in pool.nodes] == [D, P]
+    calls = len(a.rpc.calls)
+    await pool.cross_check()   # within A's back-off: not asked
+    assert len(a.rpc.calls) == calls
+    a.rpc.up = True
+    for n in pool.nodes:
+        n.down_until = 0
+    assert [n.state for n in (await pool.cross_check()).nodes] == [P, S]
+    for i in range(13, 20):   # B follows another chain from height 13: 20 - 1 - 6 = 13 differs
+        b.rpc.chain[i] = f"x{i}"
+    report = await pool.cross_check()
+    assert report.diverged and [n.state for n in report.nodes] == [X, X] and await pool.finality_held()
+    assert report.detail["check_height"] == 13
+    with pytest.raises(NodesDiverged):
+        await pool.broadcast(b"\x01")
+    assert await pool.mempool_txids() == {a.rpc.url}   # the first keeps answering reads
