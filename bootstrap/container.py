@@ -182,14 +182,17 @@ WatchInvoices = _Lazy(f"{_APP}.lightning_invoices", "WatchInvoices")
 
 
 async def _rpc_client(url: str | None, user: str | None, password: str | None,
-                      cookie: str | None) -> AsyncIterator[BitcoinRpc]:
+                      cookie: str | None, nodes: list | None = None) -> AsyncIterator[BitcoinRpc]:
     if not url:
         raise ConfigError("KACCY_BITCOIN_RPC_URL is not set")
     if not cookie and not user:
         raise ConfigError("set KACCY_BITCOIN_RPC_USER and KACCY_BITCOIN_RPC_PASSWORD, or KACCY_BITCOIN_RPC_COOKIE")
     from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc   # aiohttp: only commands that use the node
 
-    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie)
+    # With several nodes (the first one's client here) the pool moves on to the next node
+    # instead of retrying this one.
+    more = {"retries": 0} if len(nodes or ()) > 1 else {}
+    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie, **more)
     try:
         yield client
     finally:
@@ -219,7 +222,6 @@ def _chain_backend(rpc: BitcoinRpc, others: list[BitcoinRpc], wallet: str, max_l
         return BitcoinCoreBackend(rpc, wallet)
     from kaccy_bitcoin.adapters.bitcoin_core.pool import NodePool
 
-    rpc._retries = 0   # noqa: SLF001 - the pool moves to the next node instead of retrying one
     return NodePool([BitcoinCoreBackend(r, wallet) for r in (rpc, *others)], max_lag=max_lag,
                     fork_depth=fork_depth)
 
@@ -372,7 +374,8 @@ class Gateways(containers.DeclarativeContainer):
     config = providers.Configuration()
 
     rpc = providers.Resource(_rpc_client, url=config.bitcoin_rpc_url, user=config.bitcoin_rpc_user,
-                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie)
+                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie,
+                             nodes=config.bitcoin_nodes)
     other_nodes = providers.Resource(_other_nodes, nodes=config.bitcoin_nodes)
     # One node's backend, or the pool of several nodes (also the NodeSet: `nodes`, /v1/nodes).
     chain = providers.Singleton(_chain_backend, rpc=rpc, others=other_nodes, wallet=config.bitcoin_rpc_wallet,
