@@ -76,7 +76,8 @@ class SendLightningPayout:
         except (LightningNodeUnreachable, ConnectionError):
             raise    # it may be in flight: it stays so, its claim kept (`ln send` asks again)
         except LightningNodeError as exc:
-            await self._record(payment_id, lambda p, now: p.refused(str(exc), now))
+            reason = str(exc)
+            await self._record(payment_id, lambda p, now: p.refused(reason, now))
             raise
         return await self._record(payment_id, lambda p, now: p.settle(result, now))
 

@@ -36,6 +36,7 @@ from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment, unknown_address_event
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.settings import PaymentSettings
+from kaccy_bitcoin.application.zeroconf import ScoreUnconfirmed
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend, NodeSet
 from kaccy_bitcoin.ports.chain_notifications import ChainNotifications
 from kaccy_bitcoin.ports.clock import Clock
@@ -70,6 +71,7 @@ class PollPayments:
         self._clock = clock
         self._publisher = publisher
         self._settings = settings
+        self._score = ScoreUnconfirmed(chain, settings.zeroconf)
 
     async def __call__(self) -> list[DomainEvent]:
         # Another monitor committed the same payments first; its work is durable, so reading
@@ -91,6 +93,7 @@ class PollPayments:
             raise
         unsettled = await reading
         verdicts = await self._judge(history.entries, history.removed, unsettled)
+        await self._score_new(verdicts, unsettled)
         thresholds = self._settings.thresholds
         if self._nodes is not None and await self._nodes.finality_held():
             thresholds = thresholds.held()
@@ -163,6 +166,13 @@ class PollPayments:
             self._judge_tx(txid, views.get(txid), verdicts, pays, outpoints.get(txid, []))
         return verdicts
 
+    async def _score_new(self, verdicts: dict[OutPoint, _Verdict], unsettled: dict[OutPoint, StoredOutput]) -> None:
+        """Give every output seen unconfirmed and not yet counted its zero-conf risk, as it is now."""
+        fresh = {op: v.seen.amount for op, v in verdicts.items()
+                 if v.seen is not None and v.seen.confirmations == 0 and op not in unsettled}
+        for op, risk in (await self._score(fresh)).items():
+            verdicts[op].seen = attrs.evolve(verdicts[op].seen, zeroconf_risk=risk)
+
     async def _wallet_lag(self, views: dict[Txid, WalletTransaction | None]) -> set[Txid]:
         """The transactions nothing can be concluded about this poll, because the node's wallet
         has not taken in every block yet.
@@ -210,7 +220,9 @@ class PollPayments:
             same_payee = [r for r in rivals if v.address and v.address in pays.get(r, set())]
             if same_payee:
                 v.gone, v.replaced_by = OutputStatus.REPLACED, same_payee[0]
-            elif rivals:
+            elif rivals or view.confirmations < 0:
+                # Negative confirmations: a transaction spending the same coins is in the chain, though
+                # not one the watch wallet holds (it pays someone else, so the wallet cannot name it).
                 v.gone = OutputStatus.DOUBLE_SPENT
             else:
                 v.gone = OutputStatus.REORGED_OUT
@@ -256,7 +268,7 @@ class PollPayments:
         for request in expiring:
             payments[request.order_id].expire(request, now)
         for order_id, payment in payments.items():
-            payment.settle(requests[order_id], thresholds, now)
+            payment.settle(requests[order_id], thresholds, now, self._settings.zeroconf)
             events.extend(payment.take_events())
         uow.payments.save(list(payments.values()))   # the repository writes only what changed
         uow.record(events)

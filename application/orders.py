@@ -38,6 +38,10 @@ class OrderView:
     expires_at: str | None
     label: str
     lightning: dict[str, str] | None = None   # {"payment_hash", "state"} of its Lightning invoice
+    # Every output that paid it: {"txid", "vout", "amount_sat", "confirmations", "status", "zeroconf_risk"}.
+    payments: list[dict[str, Any]] = attrs.field(factory=list)
+    accepted_zeroconf: bool = False
+    zeroconf_double_spend: dict[str, Any] | None = None   # {"at", "txids", "replaced_by", "amount_lost_sat"}
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -225,7 +229,12 @@ def order_view(request: PaymentRequest, payment: Payment | None,
         match=payment.match(request).value, confirmations=depth or 0, txids=payment.txids(),
         expires_at=request.expires_at.isoformat() if request.expires_at else None,
         label=request.label,
-        lightning={"payment_hash": invoice.payment_hash, "state": invoice.status} if invoice else None)
+        lightning={"payment_hash": invoice.payment_hash, "state": invoice.status} if invoice else None,
+        payments=[o.to_dict() for o in sorted(payment.outputs.values(), key=lambda o: (
+            o.first_seen, o.outpoint.txid.value, o.outpoint.vout))],
+        accepted_zeroconf=payment.zeroconf is not None,
+        zeroconf_double_spend=(payment.zeroconf.double_spend.to_dict()
+                               if payment.zeroconf and payment.zeroconf.double_spend else None))
 
 
 class ShowOrder:

@@ -5,6 +5,7 @@ import attrs
 
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
+from kaccy_bitcoin.domain.zeroconf import ZeroconfPolicy
 
 
 @attrs.frozen
@@ -12,3 +13,4 @@ class PaymentSettings:
     thresholds: ConfirmationThresholds = ConfirmationThresholds()
     tolerance: Satoshis = Satoshis(0)
     gap_limit: int = 20
+    zeroconf: ZeroconfPolicy = ZeroconfPolicy()   # off unless KACCY_ZEROCONF_MAX_SAT > 0

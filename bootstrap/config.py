@@ -63,6 +63,15 @@ DEFAULTS: dict[str, Any] = {
     "swap_min_depth": "1",
     "swap_safety_blocks": "12",
     "swap_auto_refund": "on",
+    # Every outgoing connection through this SOCKS5 proxy (socks5h://HOST:PORT), except to the
+    # hosts of proxy_except (comma-separated names); adapters/net/http.py.
+    "proxy": None,
+    "proxy_except": None,
+    # `serve --onion`: Tor's control port (HOST:PORT) and its password (else cookie authentication).
+    "tor_control": None,
+    "tor_control_password": None,
+    "zeroconf_max_sat": "0",
+    "zeroconf_max_score": "30",
     "node_max_lag": "2",
     "node_fork_depth": "6",
 }
@@ -122,6 +131,16 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_REVIEW_SCORE must be a whole number from 0 to 101 (101: never hold), "
                           f"got {values['review_score']!r}")
     values["review_score"] = int(score)
+    max_sat = str(values["zeroconf_max_sat"]).strip()
+    if not (max_sat.isascii() and max_sat.isdigit()):
+        raise ConfigError(f"KACCY_ZEROCONF_MAX_SAT must be a whole number of satoshis (0: accept nothing before "
+                          f"it confirms), got {values['zeroconf_max_sat']!r}")
+    values["zeroconf_max_sat"] = int(max_sat)
+    zc_score = str(values["zeroconf_max_score"]).strip()
+    if not (zc_score.isascii() and zc_score.isdigit()) or int(zc_score) > 100:
+        raise ConfigError(f"KACCY_ZEROCONF_MAX_SCORE must be a whole number from 0 to 100 (the highest zero-conf "
+                          f"risk accepted before confirmation), got {values['zeroconf_max_score']!r}")
+    values["zeroconf_max_score"] = int(zc_score)
     ppm = str(values["ln_max_fee_ppm"]).strip()
     if not (ppm.isascii() and ppm.isdigit()) or int(ppm) > 1_000_000:
         raise ConfigError(f"KACCY_LN_MAX_FEE_PPM must be a whole number of parts per million from 0 to 1000000 "
@@ -150,6 +169,12 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             raise ConfigError(f"KACCY_{key.upper()} must be a {'positive' if positive else 'non-negative'} "
                               f"number of seconds, got {values[key]!r}")
         values[key] = seconds
+    if values["proxy_except"] and not values["proxy"]:
+        raise ConfigError("KACCY_PROXY_EXCEPT lists hosts to reach without the proxy, but KACCY_PROXY is not set")
+    if values["proxy"]:
+        from kaccy_bitcoin.adapters.net.proxy import ProxySettings
+
+        ProxySettings.parse(values["proxy"], values["proxy_except"])   # refuses a proxy that cannot work
     return values
 
 

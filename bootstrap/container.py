@@ -58,6 +58,7 @@ from kaccy_bitcoin.domain.errors import LightningUnavailable
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds
+from kaccy_bitcoin.domain.zeroconf import ZeroconfPolicy
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -181,8 +182,15 @@ ShowNodes = _Lazy(f"{_APP}.nodes", "ShowNodes")
 WatchInvoices = _Lazy(f"{_APP}.lightning_invoices", "WatchInvoices")
 
 
+def _http_clients(proxy: str | None, proxy_except: str | None) -> Any:
+    """Every outgoing HTTP session is made by this one factory (KACCY_PROXY applied there)."""
+    from kaccy_bitcoin.adapters.net.http import HttpClients   # aiohttp: only commands that connect out
+
+    return HttpClients.from_settings(proxy, proxy_except)
+
+
 async def _rpc_client(url: str | None, user: str | None, password: str | None,
-                      cookie: str | None, nodes: list | None = None) -> AsyncIterator[BitcoinRpc]:
+                      cookie: str | None, http: Any, nodes: list | None = None) -> AsyncIterator[BitcoinRpc]:
     if not url:
         raise ConfigError("KACCY_BITCOIN_RPC_URL is not set")
     if not cookie and not user:
@@ -192,20 +200,20 @@ async def _rpc_client(url: str | None, user: str | None, password: str | None,
     # With several nodes (the first one's client here) the pool moves on to the next node
     # instead of retrying this one.
     more = {"retries": 0} if len(nodes or ()) > 1 else {}
-    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie, **more)
+    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie, http=http, **more)
     try:
         yield client
     finally:
         await client.close()
 
 
-async def _other_nodes(nodes: list[dict[str, Any]] | None) -> AsyncIterator[list[BitcoinRpc]]:
+async def _other_nodes(nodes: list[dict[str, Any]] | None, http: Any) -> AsyncIterator[list[BitcoinRpc]]:
     """The RPC clients of the nodes after the first (none with one node), closed at shutdown.
     With several nodes no client retries: a node that fails is left for the next at once."""
     from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 
     clients = [BitcoinRpc(n["url"], user=n.get("user"), password=n.get("password"), cookie_file=n.get("cookie"),
-                          retries=0) for n in (nodes or [])[1:]]
+                          http=http, retries=0) for n in (nodes or [])[1:]]
     try:
         yield clients
     finally:
@@ -226,7 +234,8 @@ def _chain_backend(rpc: BitcoinRpc, others: list[BitcoinRpc], wallet: str, max_l
                     fork_depth=fork_depth)
 
 
-async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any) -> AsyncIterator[Any]:
+async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any,
+                    http: Any) -> AsyncIterator[Any]:
     if not url:
         raise LightningUnavailable("no Lightning node: KACCY_LND_REST_URL is not set (LND's REST address, "
                                    "e.g. https://127.0.0.1:8080)")
@@ -236,14 +245,14 @@ async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None,
     from kaccy_bitcoin.adapters.lnd.client import LndRestClient   # aiohttp: only the Lightning commands
     from kaccy_bitcoin.adapters.lnd.node import LndNode
 
-    node = LndNode(LndRestClient(url, macaroon_path=macaroon, tls_cert_path=tls_cert), clock)
+    node = LndNode(LndRestClient(url, macaroon_path=macaroon, tls_cert_path=tls_cert, http=http), clock)
     try:
         yield node
     finally:
         await node.close()
 
 
-async def _chain_notifications(mode: str, rpc: BitcoinRpc, several: bool = False) -> AsyncIterator[Any]:
+async def _chain_notifications(mode: str, rpc: BitcoinRpc, http: Any, several: bool = False) -> AsyncIterator[Any]:
     """The node's ZMQ notifications (the endpoints asked of the node), or none when
     KACCY_ZMQ=off; either way a ChainNotifications whose `wait` the monitor sleeps in. With
     several nodes, the first node's, or none when it does not answer (the monitor then polls
@@ -252,7 +261,7 @@ async def _chain_notifications(mode: str, rpc: BitcoinRpc, several: bool = False
     from kaccy_bitcoin.adapters.bitcoin_core.zmq_notifications import ZmqNotifications   # pyzmq
 
     try:
-        notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc)
+        notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc, http.proxy)
     except BitcoinCoreError:
         if not several:
             raise
@@ -261,8 +270,8 @@ async def _chain_notifications(mode: str, rpc: BitcoinRpc, several: bool = False
         yield notifications
     finally:
         notifications.close()
-async def _webhook_transport(allow_private: bool) -> AsyncIterator[Any]:
-    transport = AiohttpWebhookTransport(allow_private=bool(allow_private))
+async def _webhook_transport(allow_private: bool, http: Any) -> AsyncIterator[Any]:
+    transport = AiohttpWebhookTransport(allow_private=bool(allow_private), http=http)
     try:
         yield transport
     finally:
@@ -373,14 +382,15 @@ def _subscribe_notifier(notifier: _Notifier) -> _Publisher:
 class Gateways(containers.DeclarativeContainer):
     config = providers.Configuration()
 
+    http = providers.Singleton(_http_clients, proxy=config.proxy, proxy_except=config.proxy_except)
     rpc = providers.Resource(_rpc_client, url=config.bitcoin_rpc_url, user=config.bitcoin_rpc_user,
-                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie,
+                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie, http=http,
                              nodes=config.bitcoin_nodes)
-    other_nodes = providers.Resource(_other_nodes, nodes=config.bitcoin_nodes)
+    other_nodes = providers.Resource(_other_nodes, nodes=config.bitcoin_nodes, http=http)
     # One node's backend, or the pool of several nodes (also the NodeSet: `nodes`, /v1/nodes).
     chain = providers.Singleton(_chain_backend, rpc=rpc, others=other_nodes, wallet=config.bitcoin_rpc_wallet,
                                 max_lag=config.node_max_lag, fork_depth=config.node_fork_depth)
-    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc,
+    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc, http=http,
                                              several=providers.Callable(lambda n: len(n or ()) > 1,
                                                                         config.bitcoin_nodes))
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
@@ -388,7 +398,7 @@ class Gateways(containers.DeclarativeContainer):
     multisig_derivers = providers.Singleton(_multisig_derivers, network=config.network)
     clock = providers.Singleton(SystemClock)
     lightning = providers.Resource(_lnd_node, url=config.lnd_rest_url, macaroon=config.lnd_macaroon,
-                                   tls_cert=config.lnd_tls_cert, clock=clock)
+                                   tls_cert=config.lnd_tls_cert, clock=clock, http=http)
     notifier = providers.Singleton(LogNotifier)
     software_signer = providers.Singleton(_software_signer, mnemonic=config.signer_mnemonic,
                                           passphrase=config.signer_passphrase, deriver=deriver)
@@ -401,7 +411,8 @@ class Gateways(containers.DeclarativeContainer):
     swap_chain = providers.Singleton(BitcoinCoreSwapChain, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
     swap_keys = providers.Singleton(_swap_keys, mnemonic=config.signer_mnemonic, passphrase=config.signer_passphrase,
                                     network=config.network)
-    webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private)
+    webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private,
+                                           http=http)
 
 
 class Storage(containers.DeclarativeContainer):
@@ -428,6 +439,8 @@ class Services(containers.DeclarativeContainer):
         thresholds=providers.Callable(ConfirmationThresholds.parse, config.confirmations),
         tolerance=providers.Callable(Satoshis, config.tolerance_sat),
         gap_limit=config.gap_limit,
+        zeroconf=providers.Factory(ZeroconfPolicy, max_sat=config.zeroconf_max_sat,
+                                   max_score=config.zeroconf_max_score),
     )
     # One per process: it notes the range the node is known to watch, shared by every use case.
     watch_range = providers.Singleton(WatchRange, deriver=gateways.deriver, chain=gateways.chain,

@@ -2,7 +2,8 @@
 process, each of which can be switched off. Stops on SIGINT/SIGTERM.
 
 Prints one JSON line, `{"listening": "http://HOST:PORT"}`, once the API accepts connections
-(with `--port 0`, the port the system chose), so scripts can wait for it."""
+(with `--port 0`, the port the system chose), so scripts can wait for it; with `--onion`, once the
+onion service is added too: `{"listening": ..., "onion": "<56 characters>.onion"}`."""
 from __future__ import annotations
 
 import asyncio
@@ -31,6 +32,7 @@ class ServeOptions:
     interval: float | None = None
     workers: int = 1          # API processes in all (this one included), sharing the port
     reuse_port: bool = False  # set in the extra workers: bind beside the first one
+    onion: bool = False       # publish the API as a Tor onion service (adapters/net/tor.py)
     # Called with the base URL ("http://HOST:PORT") once the API accepts connections.
     on_listening: Callable[[str], None] | None = None
 
@@ -93,6 +95,7 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
         await container.storage.leadership().verify()
     tasks: list[asyncio.Task[Any]] = []
     runner = None
+    onion = None
     workers: list[Any] = []
     try:
         if options.monitor:
@@ -116,11 +119,17 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
             host = f"[{options.host}]" if ":" in options.host else options.host
             if options.workers > 1:
                 workers = await _start_workers(container, options, port)
-            print(json.dumps({"listening": f"http://{host}:{port}"}), flush=True)
+            announced = {"listening": f"http://{host}:{port}"}
+            if options.onion:
+                from kaccy_bitcoin.adapters.net.tor import OnionService
+
+                onion = OnionService(config.tor_control(), config.tor_control_password(), config.data_dir())
+                announced["onion"] = await asyncio.to_thread(onion.publish, options.host, port)
+            print(json.dumps(announced), flush=True)
             if options.on_listening is not None:
                 options.on_listening(f"http://{host}:{port}")
             log.info("listening", extra={"url": f"http://{host}:{port}", "monitor": options.monitor,
-                                         "webhooks": options.webhooks})
+                                         "webhooks": options.webhooks, "onion": announced.get("onion")})
         await stop.wait()
         return {"stopped": True}
     finally:
@@ -130,6 +139,8 @@ async def serve(container: Container, options: ServeOptions) -> dict[str, Any]:
                 worker.terminate()
             except ProcessLookupError:   # it died already: reaped and reported below
                 pass
+        if onion is not None:
+            await asyncio.to_thread(onion.close)
         if runner is not None:
             await runner.cleanup()
         for worker in workers:

@@ -106,6 +106,7 @@ class MempoolInfo:
     size: int
     bytes: int
     min_fee: FeeRate
+    full_rbf: bool = False        # the node relays replacements of transactions that do not signal BIP125
 
 
 @attrs.frozen
@@ -127,3 +128,8 @@ class MempoolEntry:
     descendant_fees: Satoshis     # its own fee plus its unconfirmed descendants'
     descendant_vsize: int
     time: int                     # when it entered this node's mempool (seconds since the epoch)
+    replaceable: bool = False     # signals BIP125, itself or through an unconfirmed ancestor
+    ancestor_count: int = 1       # itself and its unconfirmed ancestors
+    ancestor_vsize: int = 0       # their virtual size (0: not reported)
+    ancestor_fees: Satoshis = Satoshis(0)
+

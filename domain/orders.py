@@ -32,6 +32,7 @@ from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.payment_state import ConfirmationThresholds, PaymentMachine, PaymentState
 from kaccy_bitcoin.domain.statemachine import Transition
+from kaccy_bitcoin.domain.zeroconf import ZeroconfAcceptance, ZeroconfPolicy, ZeroconfRisk
 
 _ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 ORDER_ID_PATTERN = _ORDER_ID.pattern   # the HTTP API documents and checks the same
@@ -124,10 +125,17 @@ class ReceivedOutput:
     block_hash: str | None = None
     status: OutputStatus = OutputStatus.ACTIVE
     replaced_by: Txid | None = None
+    zeroconf_risk: ZeroconfRisk | None = None   # scored when first seen unconfirmed; kept after
 
     @property
     def counts(self) -> bool:
         return self.status is OutputStatus.ACTIVE
+
+    def to_dict(self) -> dict[str, object]:
+        """One line of `order show`'s `payments`."""
+        return {"txid": self.outpoint.txid.value, "vout": self.outpoint.vout, "amount_sat": self.amount.value,
+                "confirmations": self.confirmations, "status": self.status.value,
+                "zeroconf_risk": self.zeroconf_risk.to_dict() if self.zeroconf_risk else None}
 
 
 @attrs.frozen
@@ -142,6 +150,7 @@ class OutputObservation:
     confirmations: int
     block_hash: str | None = None
     first_seen: dt.datetime | None = None
+    zeroconf_risk: ZeroconfRisk | None = None   # for an unconfirmed output: how safe accepting it now is
 
 
 _FORWARD = {
@@ -172,15 +181,19 @@ class Payment:
     finality_alerted: bool = False
     paid_reported: bool = False     # order_paid was emitted (never again for this order)
     lightning: dict[str, int] = attrs.field(factory=dict)   # settled invoices: payment hash -> msat paid
+    zeroconf: ZeroconfAcceptance | None = None   # accepted before it confirmed (never undone)
     events: list[DomainEvent] = attrs.field(factory=list, eq=False)
+    # Outputs the order was accepted on that went away in this change (txid, rival): reported by settle().
+    _zeroconf_lost: list[tuple[str, str | None]] = attrs.field(factory=list, eq=False)
 
     def copy(self) -> Payment:
         """An independent copy (outputs and machine included; pending events are not copied)."""
         return Payment(self.order_id, {op: ReceivedOutput(o.outpoint, o.amount, o.confirmations, o.first_seen,
-                                                          o.block_hash, o.status, o.replaced_by)
+                                                          o.block_hash, o.status, o.replaced_by, o.zeroconf_risk)
                                        for op, o in self.outputs.items()},
                        PaymentMachine(self.machine.state, self.machine.history), self.event_seq,
-                       self.reported_match, self.finality_alerted, self.paid_reported, dict(self.lightning))
+                       self.reported_match, self.finality_alerted, self.paid_reported, dict(self.lightning),
+                       self.zeroconf)
 
     # -- reading ---------------------------------------------------------------
     @property
@@ -252,11 +265,13 @@ class Payment:
         out = self.outputs.get(seen.outpoint)
         if out is None:
             first_seen = seen.first_seen or at
-            out = ReceivedOutput(seen.outpoint, seen.amount, seen.confirmations, first_seen, seen.block_hash)
+            risk = seen.zeroconf_risk if seen.confirmations <= 0 else None
+            out = ReceivedOutput(seen.outpoint, seen.amount, seen.confirmations, first_seen, seen.block_hash,
+                                 zeroconf_risk=risk)
             self.outputs[seen.outpoint] = out
             data = {"order_id": self.order_id, "txid": seen.outpoint.txid.value,
                     "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
-                    "confirmations": seen.confirmations}
+                    "confirmations": seen.confirmations, "zeroconf_risk": risk.to_dict() if risk else None}
             self._emit("payment_detected", at, data, request)
             late = self._lateness(request, first_seen)
             if late:
@@ -269,7 +284,8 @@ class Payment:
             self._emit("payment_detected", at, {
                 "order_id": self.order_id, "txid": seen.outpoint.txid.value,
                 "vout": seen.outpoint.vout, "amount_sat": seen.amount.value,
-                "confirmations": seen.confirmations, "revived": True}, request)
+                "confirmations": seen.confirmations, "revived": True,
+                "zeroconf_risk": out.zeroconf_risk.to_dict() if out.zeroconf_risk else None}, request)
         out.confirmations = seen.confirmations
         out.block_hash = seen.block_hash
 
@@ -281,6 +297,9 @@ class Payment:
             return
         out.status = status
         out.replaced_by = replaced_by
+        if (self.zeroconf is not None and status is not OutputStatus.REORGED_OUT
+                and outpoint.txid.value in self.zeroconf.txids):
+            self._zeroconf_lost.append((outpoint.txid.value, replaced_by.value if replaced_by else None))
         out.confirmations = 0
         out.block_hash = None
         data = {"order_id": self.order_id, "txid": outpoint.txid.value, "vout": outpoint.vout,
@@ -307,8 +326,10 @@ class Payment:
                                             "amount_msat": paid_msat, "reason": late}, request)
         return True
 
-    def settle(self, request: PaymentRequest, thresholds: ConfirmationThresholds, at: dt.datetime) -> None:
-        """Walk the state machine to where the counted outputs' depth says it belongs."""
+    def settle(self, request: PaymentRequest, thresholds: ConfirmationThresholds, at: dt.datetime,
+               zeroconf: ZeroconfPolicy | None = None) -> None:
+        """Walk the state machine to where the counted outputs' depth says it belongs; with a
+        zero-conf policy, accept the order before it confirms when the policy allows it."""
         depth = self._depth(request)
         target = thresholds.state_for(depth)  # type: ignore[arg-type]
         state = self.state
@@ -327,6 +348,9 @@ class Payment:
             self._walk(request, target, depth, at)
         self._report_match(request, at)
         self._report_paid(request, thresholds, at)
+        self._report_zeroconf_lost(request, at)
+        if zeroconf is not None:
+            self._accept_zeroconf(request, zeroconf, at)
 
     def expire(self, request: PaymentRequest, at: dt.datetime) -> None:
         """An order past its expiry with nothing received fails; a paid one is kept."""
@@ -383,6 +407,45 @@ class Payment:
             "confirmations": self.confirmations(request), "state": self.state.name.lower(),
             "txids": sorted({o.outpoint.txid.value for o in confirmed}),
             "payment_hashes": sorted(self.lightning)}, request)
+
+    def _accept_zeroconf(self, request: PaymentRequest, policy: ZeroconfPolicy, at: dt.datetime) -> None:
+        """order_accepted_zeroconf, once: unconfirmed payments the policy allows complete the order."""
+        if self.zeroconf is not None or not policy.enabled or self.state is not PaymentState.UNCONFIRMED:
+            return
+        pending = [o for o in self.counted() if o.confirmations <= 0]
+        if not pending or self.received.value < request.amount.value - request.tolerance.value:
+            return
+        if not all(policy.allows(o.amount, o.zeroconf_risk) for o in pending):
+            return
+        if request.expires_at is not None and any(o.first_seen >= request.expires_at for o in pending):
+            return   # paid after its expiry (payment_late): for the merchant to decide, not accepted at once
+        txids = tuple(sorted({o.outpoint.txid.value for o in pending}))
+        self.zeroconf = ZeroconfAcceptance(at, txids, self.received.value)
+        self._emit("order_accepted_zeroconf", at, {
+            "order_id": self.order_id, "txids": list(txids), "accepted_sat": self.received.value,
+            "max_sat": policy.max_sat, "max_score": policy.max_score,
+            "payments": [{"txid": o.outpoint.txid.value, "vout": o.outpoint.vout, "amount_sat": o.amount.value,
+                          "score": o.zeroconf_risk.score if o.zeroconf_risk else None}
+                         for o in sorted(pending, key=lambda o: (o.outpoint.txid.value, o.outpoint.vout))]},
+                   request)
+
+    def _report_zeroconf_lost(self, request: PaymentRequest, at: dt.datetime) -> None:
+        """zeroconf_double_spend: a payment the order was accepted on was replaced or double-spent
+        (once per transaction; the amount lost is what the order now receives short of what it was
+        accepted with, replacements that pay it counted)."""
+        lost, self._zeroconf_lost = self._zeroconf_lost, []
+        if self.zeroconf is None:
+            return
+        known = set(self.zeroconf.double_spend.txids) if self.zeroconf.double_spend else set()
+        txids = sorted({t for t, _ in lost} - known)
+        if not txids:
+            return
+        rivals = sorted({r for t, r in lost if r and t in txids})
+        self.zeroconf = self.zeroconf.lost(txids, rivals, self.received.value, at)
+        self._emit("zeroconf_double_spend", at, {
+            "order_id": self.order_id, "txids": txids, "replaced_by": rivals,
+            "amount_lost_sat": self.zeroconf.double_spend.amount_lost_sat,   # type: ignore[union-attr]
+            "accepted_sat": self.zeroconf.accepted_sat}, request)
 
     def _lateness(self, request: PaymentRequest, first_seen: dt.datetime) -> str | None:
         """Why an output first seen (by the node) at `first_seen` came too late, if it did."""

@@ -56,6 +56,10 @@ class ChainBackend(abc.ABC):
     async def mempool_entry(self, txid: Txid) -> MempoolEntry | None:
         """The mempool's entry for a transaction (fees of its descendants included), None if absent."""
 
+    async def mempool_entries(self, txids: Sequence[Txid]) -> dict[Txid, MempoolEntry | None]:
+        """`mempool_entry` of several transactions (an adapter may ask the node in one batch)."""
+        return {t: await self.mempool_entry(t) for t in txids}
+
     @abc.abstractmethod
     async def incremental_relay_fee(self) -> FeeRate:
         """The fee rate a replacement must add on top of what it replaces (BIP125 rule 4)."""

@@ -28,7 +28,8 @@ class Service:
         if not line:
             self.proc.wait(30)
             raise AssertionError(f"serve exited {self.proc.returncode}: {log_path.read_text()[-3000:]}")
-        self.url = json.loads(line)["listening"]
+        self.announced = json.loads(line)   # {"listening": url} (and "onion" with --onion)
+        self.url = self.announced["listening"]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:

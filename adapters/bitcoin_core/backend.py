@@ -147,9 +147,30 @@ class BitcoinCoreBackend(ChainBackend, NodeSet):
             if err.rpc_code == RpcError.INVALID_ADDRESS_OR_KEY:
                 return None
             raise
+        return self._mempool_entry(txid, r)
+
+    async def mempool_entries(self, txids: Sequence[Txid]) -> dict[Txid, MempoolEntry | None]:
+        if not txids:
+            return {}
+        replies = await self.rpc.batch([("getmempoolentry", [t.value]) for t in txids])
+        found: dict[Txid, MempoolEntry | None] = {}
+        for txid, reply in zip(txids, replies):
+            if isinstance(reply, RpcError):
+                if reply.rpc_code != RpcError.INVALID_ADDRESS_OR_KEY:
+                    raise reply
+                found[txid] = None
+            else:
+                found[txid] = self._mempool_entry(txid, reply)
+        return found
+
+    @staticmethod
+    def _mempool_entry(txid: Txid, r: dict[str, Any]) -> MempoolEntry:
         fees = r["fees"]
         return MempoolEntry(txid, int(r["vsize"]), _sat(fees["base"]), _sat(fees["descendant"]),
-                            int(r["descendantsize"]), int(r.get("time", 0)))
+                            int(r["descendantsize"]), int(r.get("time", 0)),
+                            replaceable=bool(r.get("bip125-replaceable", False)),
+                            ancestor_count=int(r.get("ancestorcount", 1)), ancestor_vsize=int(r.get("ancestorsize", 0)),
+                            ancestor_fees=_sat(fees.get("ancestor", 0)))
 
     async def incremental_relay_fee(self) -> FeeRate:
         cached = self.cache.get_ttl("incrementalfee")
@@ -163,7 +184,10 @@ class BitcoinCoreBackend(ChainBackend, NodeSet):
         if not self.cache.missing(cached):
             return cached
         r = await self.rpc.call("getmempoolinfo")
-        info = MempoolInfo(int(r["size"]), int(r["bytes"]), FeeRate.from_btc_per_kvb(r["mempoolminfee"]))
+        # `fullrbf` since Core 24 (true by default since 28, as in Knots); a node that does not
+        # say relays only replacements that signal BIP125.
+        info = MempoolInfo(int(r["size"]), int(r["bytes"]), FeeRate.from_btc_per_kvb(r["mempoolminfee"]),
+                           bool(r.get("fullrbf", False)))
         self.cache.put_ttl("mempoolinfo", info, 5.0)
         return info
 

@@ -44,6 +44,13 @@ class RpcConnectionError(BitcoinCoreError):
     code = "node_unreachable"
 
 
+class NodeProxyUnreachable(RpcConnectionError):
+    """KACCY_PROXY is set and the proxy cannot be reached: nothing was sent to the node (not
+    retried, never sent directly instead)."""
+
+    code = "proxy_unreachable"
+
+
 class RpcAuthError(BitcoinCoreError):
     """HTTP 401/403: wrong user/password or a stale cookie."""
 

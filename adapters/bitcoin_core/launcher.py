@@ -68,7 +68,9 @@ class RegtestNode:
             "[regtest]\n"
             f"rpcport={self.rpc_port}\nport={self.p2p_port}\nrpcbind=127.0.0.1\nrpcallowip=127.0.0.1\n"
             + (f"rpcuser={self.user}\nrpcpassword={self.password}\n" if self.user else "")
-            + "listen=0\ndnsseed=0\nupnp=0\nnatpmp=0\ndiscover=0\nrpcworkqueue=64\nrpcthreads=8\n"
+            # listenonion=0: with tor installed (scripts/setup.sh), a node that listens would start
+            # a tor of its own (Knots' -torexecute) that reaches the Tor network.
+            + "listen=0\nlistenonion=0\ndnsseed=0\nupnp=0\nnatpmp=0\ndiscover=0\nrpcworkqueue=64\nrpcthreads=8\n"
             "peerblockfilters=0\nprinttoconsole=0\n"
             + (f"zmqpubsequence={self.zmq_url}\nzmqpubhashblock={self.zmq_url}\n" if self.zmq_url else ""))
         log = open(self.datadir / "stdout.log", "ab")

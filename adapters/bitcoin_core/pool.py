@@ -272,6 +272,9 @@ class NodePool(ChainBackend, NodeSet):
     async def mempool_entry(self, txid: Txid) -> MempoolEntry | None:
         return await self._read(lambda b: b.mempool_entry(txid))
 
+    async def mempool_entries(self, txids: Sequence[Txid]) -> dict[Txid, MempoolEntry | None]:
+        return await self._read(lambda b: b.mempool_entries(txids))
+
     async def incremental_relay_fee(self) -> FeeRate:
         return await self._read(lambda b: b.incremental_relay_fee())
 

@@ -20,8 +20,10 @@ from typing import Any, Sequence
 
 import aiohttp
 
+from kaccy_bitcoin.adapters.net.http import HttpClients
 from kaccy_bitcoin.adapters.observability import rpc_done
 from kaccy_bitcoin.adapters.bitcoin_core.errors import (
+    NodeProxyUnreachable,
     RpcAuthError,
     RpcConfigError,
     RpcConnectionError,
@@ -41,7 +43,7 @@ class BitcoinRpc:
     def __init__(self, url: str, *, user: str | None = None, password: str | None = None,
                  cookie_file: str | None = None, timeout: float = 60.0, retries: int = 6,
                  backoff: float = 0.1, max_backoff: float = 5.0, max_concurrency: int = 8,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, http: HttpClients | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise RpcConfigError(f"KACCY_BITCOIN_RPC_URL must be an http(s) URL, got {redact_credentials(url)!r}")
         if redact_credentials(url) != url:
@@ -54,6 +56,7 @@ class BitcoinRpc:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retries, self._backoff, self._max_backoff = retries, backoff, max_backoff
         self._session = session
+        self._http = http or HttpClients()   # KACCY_PROXY: the container passes its own
         self._owns_session = session is None
         self._limit = asyncio.Semaphore(max_concurrency)
         self._ids = itertools.count(1)
@@ -63,8 +66,8 @@ class BitcoinRpc:
     # -- lifecycle ---------------------------------------------------------------
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=16, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = self._http.session(connector_options={"limit": 16, "keepalive_timeout": 30},
+                                               timeout=self._timeout, unreachable=NodeProxyUnreachable)
             self._owns_session = True
         return self._session
 

@@ -8,6 +8,11 @@ connected to each distinct endpoint. A message's content is not used: any messag
 the RPC URL's host. ZMQ reconnects by itself when the node restarts; messages sent meanwhile
 are lost, which the monitor's interval poll covers.
 
+With KACCY_PROXY, a `tcp://` endpoint whose host is not in KACCY_PROXY_EXCEPT is reached through
+the SOCKS5 proxy too (libzmq's ZMQ_SOCKS_PROXY, which sends the host name to the proxy); when the
+proxy asks for a user and password, which libzmq cannot give, such an endpoint is not subscribed to
+(the monitor polls on its interval): never a direct connection.
+
 The node publishes a transaction's notification before its wallets have taken the transaction
 in (both are fed from its validation queue, ZMQ first), so a poll right after a notification
 can miss what it announced; `wait` therefore returns only after `syncwithvalidationinterfacequeue`,
@@ -49,8 +54,28 @@ def endpoints(notifications: list[dict[str, Any]], rpc_url: str) -> dict[str, li
     return found
 
 
+def _through(endpoint: str, proxy: Any) -> str:
+    """How `endpoint` is reached: "direct", "proxy", or "unreachable" (a proxy with credentials)."""
+    scheme, _, rest = endpoint.partition("://")
+    if proxy is None or scheme != "tcp":
+        return "direct"
+    host = urlsplit(f"tcp://{rest}").hostname or ""
+    if proxy.bypasses(host):
+        return "direct"
+    if proxy.username is not None:
+        log.info("not subscribing to %s: libzmq cannot give the proxy's user and password", endpoint)
+        return "unreachable"
+    return "proxy"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 class ZmqNotifications(ChainNotifications):
-    def __init__(self, subscriptions: dict[str, list[str]], rpc: Any = None) -> None:
+    def __init__(self, subscriptions: dict[str, list[str]], rpc: Any = None, proxy: Any = None) -> None:
+        """`proxy`: the ProxySettings of KACCY_PROXY (adapters/net/proxy.py), or None."""
+        subscriptions = {e: ts for e, ts in subscriptions.items() if _through(e, proxy) != "unreachable"}
         self._subscriptions = subscriptions
         self._rpc = rpc
         self._context: zmq.asyncio.Context | None = None
@@ -62,11 +87,15 @@ class ZmqNotifications(ChainNotifications):
             self._socket.setsockopt(zmq.LINGER, 0)
             for topic in sorted({t for ts in subscriptions.values() for t in ts}):
                 self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-            for endpoint in subscriptions:
+            # The SOCKS proxy option holds for the connections made after it is set (libzmq keeps it
+            # per connection, reconnections included): the direct endpoints are connected first.
+            for endpoint in sorted(subscriptions, key=lambda e: _through(e, proxy) == "proxy"):
+                if _through(endpoint, proxy) == "proxy":
+                    self._socket.setsockopt(zmq.SOCKS_PROXY, f"{_bracketed(proxy.host)}:{proxy.port}".encode())
                 self._socket.connect(endpoint)
 
     @classmethod
-    async def discover(cls, rpc: Any) -> ZmqNotifications:
+    async def discover(cls, rpc: Any, proxy: Any = None) -> ZmqNotifications:
         """Subscribe to what the node at `rpc` (a BitcoinRpc) publishes; nothing if it publishes nothing."""
         try:
             answer = await rpc.call("getzmqnotifications")
@@ -74,7 +103,7 @@ class ZmqNotifications(ChainNotifications):
             if exc.rpc_code != METHOD_NOT_FOUND:
                 raise
             answer = []
-        return cls(endpoints(answer, rpc.url), rpc)
+        return cls(endpoints(answer, rpc.url), rpc, proxy)
 
     @property
     def sources(self) -> list[str]:

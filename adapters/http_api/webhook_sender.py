@@ -6,6 +6,12 @@ when any address it resolves to is not public, so the address checked is the add
 to (no second lookup an attacker's DNS could answer differently). A URL written with an IP
 literal never reaches a resolver; `post` checks it itself. Redirects are not followed (a 3xx is a
 failed delivery) and at most 64 kB of an answer's body is read.
+
+With KACCY_PROXY, a host name that goes through the proxy is resolved by the proxy, never here (a
+lookup here would tell the local resolver whom we deliver to): only an IP literal and the
+`localhost` names (RFC 6761: loopback by definition) can be checked; the proxy's network decides
+where the others lead (Tor refuses internal addresses). A proxy that cannot be reached fails the
+delivery (retried later), never a direct connection.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from kaccy_bitcoin.adapters.net.errors import ProxyUnreachable
+from kaccy_bitcoin.adapters.net.http import HttpClients
 from kaccy_bitcoin.domain.webhook_destinations import literal_address, refusal, webhook_host
 from kaccy_bitcoin.ports.webhooks import WebhookTransport, WebhookUnreachable
 
@@ -66,7 +74,8 @@ class CheckedResolver(AbstractResolver):
 
 class AiohttpWebhookTransport(WebhookTransport):
     def __init__(self, timeout: float = 10.0, allow_private: bool = False,
-                 resolver: AbstractResolver | None = None) -> None:
+                 resolver: AbstractResolver | None = None, http: HttpClients | None = None) -> None:
+        self._http = http or HttpClients()   # KACCY_PROXY: the container passes its own
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._allow_private = allow_private
         self._resolver = CheckedResolver(allow_private, resolver)
@@ -74,16 +83,22 @@ class AiohttpWebhookTransport(WebhookTransport):
 
     async def addresses(self, host: str) -> list[str]:
         literal = literal_address(host)
-        return [literal.compressed] if literal is not None else await self._resolver.addresses(host)
+        if literal is not None:
+            return [literal.compressed]
+        if self._http.proxied(host):   # resolved by the proxy, not here
+            return ["127.0.0.1"] if _is_localhost(host) else []
+        return await self._resolver.addresses(host)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(resolver=self._resolver)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False)
+            self._session = self._http.session(resolver=self._resolver, timeout=self._timeout)
         return self._session
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
-        literal = literal_address(webhook_host(url))
+        host = webhook_host(url)
+        literal = literal_address(host)
+        if literal is None and self._http.proxied(host) and _is_localhost(host):
+            literal = literal_address("127.0.0.1")
         why = None if literal is None or self._allow_private else refusal(literal)
         if why is not None:
             raise WebhookUnreachable(f"refused: {why}")
@@ -91,6 +106,8 @@ class AiohttpWebhookTransport(WebhookTransport):
             async with self._open().post(url, data=body, headers=dict(headers), allow_redirects=False) as resp:
                 await _read_at_most(resp, MAX_ANSWER_BYTES)
                 return resp.status
+        except ProxyUnreachable as exc:
+            raise WebhookUnreachable(f"{exc.code}: {exc}"[:300]) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
             if isinstance(cause, DestinationRefused):
@@ -100,6 +117,11 @@ class AiohttpWebhookTransport(WebhookTransport):
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()   # closes the connector, and with it the resolver
+
+
+def _is_localhost(host: str) -> bool:
+    name = host.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost")
 
 
 async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> None:

@@ -16,10 +16,12 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
+from kaccy_bitcoin.adapters.net.http import HttpClients
 from kaccy_bitcoin.adapters.lnd.errors import (
     LndAuthError,
     LndConfigError,
     LndError,
+    LndProxyUnreachable,
     LndTlsError,
     LndUnreachable,
 )
@@ -73,7 +75,8 @@ def error_from_body(what: str, status: int, body: Any) -> LndError:
 
 class LndRestClient:
     def __init__(self, rest_url: str, *, macaroon_path: str, tls_cert_path: str, timeout: float = 30.0,
-                 retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0) -> None:
+                 retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0,
+                 http: HttpClients | None = None) -> None:
         if not rest_url.startswith("https://"):
             raise LndConfigError(f"LND's REST URL must be https://, got {rest_url!r}")
         self.url = rest_url.rstrip("/")
@@ -82,13 +85,13 @@ class LndRestClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retries, self._backoff, self._max_backoff = max(1, retries), backoff, max_backoff
         self._session: aiohttp.ClientSession | None = None
+        self._http = http or HttpClients()   # KACCY_PROXY: the container passes its own
         self.stats = {"requests": 0, "retries": 0}
 
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl),
-                headers={"Grpc-Metadata-macaroon": self._macaroon})
+            self._session = self._http.session(connector_options={"ssl": self._ssl}, unreachable=LndProxyUnreachable,
+                                               headers={"Grpc-Metadata-macaroon": self._macaroon})
         return self._session
 
     async def close(self) -> None:

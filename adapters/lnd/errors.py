@@ -36,6 +36,12 @@ class LndUnreachable(LndError, LightningNodeUnreachable):
     code = "lnd_unreachable"
 
 
+class LndProxyUnreachable(LndUnreachable):
+    """KACCY_PROXY is set and the proxy cannot be reached: nothing was sent to LND."""
+
+    code = "proxy_unreachable"
+
+
 class LndInvoiceNotFound(LndError, NotFound):
     code = "lnd_invoice_not_found"
 

@@ -74,6 +74,8 @@ class FakeChain(ChainBackend):
         self.watched: set[str] = set()
         self.watch_ends: dict[str, int] = {}  # descriptor -> last index watched; never shrinks
         self.fee_rate: FeeRate | None = None
+        self.full_rbf = False                            # getmempoolinfo's fullrbf
+        self.entries: dict[str, MempoolEntry] = {}       # mempool entries a test set (else 1 sat/vB, alone)
         self._descriptor_addresses = descriptor_addresses
         # Blocks the node has connected but not yet handed to its wallet (as the node does
         # between connecting a block and notifying its wallets): the wallet's answers lag by them.
@@ -241,13 +243,15 @@ class FakeChain(ChainBackend):
     async def mempool_entry(self, txid: Txid) -> MempoolEntry | None:
         if txid.value not in self.mempool:
             return None
+        if txid.value in self.entries:
+            return self.entries[txid.value]
         return MempoolEntry(txid, 141, Satoshis(141), Satoshis(141), 141, 1_700_000_000)
 
     async def incremental_relay_fee(self) -> FeeRate:
         return FeeRate(1000)
 
     async def mempool_info(self) -> MempoolInfo:
-        return MempoolInfo(len(self.mempool), 250 * len(self.mempool), FeeRate(1000))
+        return MempoolInfo(len(self.mempool), 250 * len(self.mempool), FeeRate(1000), self.full_rbf)
 
     async def estimate_fee(self, target_blocks: int) -> FeeEstimate:
         if self.fee_rate is None:

@@ -222,6 +222,7 @@ payments = Table(
     Column('paid_reported', Boolean(), nullable=False, server_default=false()),
     Column('version', BigInteger(), nullable=False, server_default='1'),
     Column('lightning', JSON(), nullable=True),
+    Column('zeroconf', JSON(), nullable=True),
     Index('ix_kaccy_payments_state', 'state'),
 )
 
@@ -237,6 +238,7 @@ received_outputs = Table(
     Column('block_hash', String(), nullable=True),
     Column('status', String(length=20), nullable=False),
     Column('replaced_by', String(), nullable=True),
+    Column('zeroconf_risk', JSON(), nullable=True),
     Index('ix_kaccy_received_outputs_order_id', 'order_id'),
 )
 

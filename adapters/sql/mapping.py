@@ -25,6 +25,7 @@ from kaccy_bitcoin.domain.risk import RiskAssessment
 from kaccy_bitcoin.domain.statemachine import Transition
 from kaccy_bitcoin.domain.wallets import DEFAULT as DEFAULT_WALLET, CosignerKey, Wallet
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalInput, WithdrawalOutput
+from kaccy_bitcoin.domain.zeroconf import ZeroconfAcceptance, ZeroconfRisk
 
 
 def utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -51,11 +52,11 @@ def payment_fields(p: Payment) -> dict:
     return {"state": p.state.name, "history": [t.to_dict() for t in p.history], "event_seq": p.event_seq,
             "reported_match": list(p.reported_match) if p.reported_match else None,
             "finality_alerted": p.finality_alerted, "paid_reported": p.paid_reported,
-            "lightning": dict(p.lightning) or None}
+            "lightning": dict(p.lightning) or None, "zeroconf": p.zeroconf.to_dict() if p.zeroconf else None}
 
 
 PAYMENT_COLUMNS = ("state", "history", "event_seq", "reported_match", "finality_alerted", "paid_reported",
-                   "lightning")
+                   "lightning", "zeroconf")
 OUTPUT_STATE_COLUMNS = ("confirmations", "block_hash", "status", "replaced_by")
 
 
@@ -66,7 +67,8 @@ def output_state(o: ReceivedOutput) -> dict:
 
 
 def output_fields(order_id: str, o: ReceivedOutput) -> dict:
-    return {"order_id": order_id, "amount_sat": o.amount.value, "first_seen": o.first_seen, **output_state(o)}
+    return {"order_id": order_id, "amount_sat": o.amount.value, "first_seen": o.first_seen,
+            "zeroconf_risk": o.zeroconf_risk.to_dict() if o.zeroconf_risk else None, **output_state(o)}
 
 
 def payment_from_rows(row: Any, outputs: list[Any]) -> Payment:
@@ -77,10 +79,12 @@ def payment_from_rows(row: Any, outputs: list[Any]) -> Payment:
         op = OutPoint(Txid(o.txid), o.vout)
         received[op] = ReceivedOutput(op, Satoshis(o.amount_sat), o.confirmations, utc(o.first_seen),
                                       o.block_hash, OutputStatus(o.status),
-                                      Txid(o.replaced_by) if o.replaced_by else None)
+                                      Txid(o.replaced_by) if o.replaced_by else None,
+                                      ZeroconfRisk.from_dict(o.zeroconf_risk))
     match = tuple(row.reported_match) if row.reported_match else None
     return Payment(row.order_id, received, machine, row.event_seq, match, row.finality_alerted,
-                   paid_reported=bool(row.paid_reported), lightning=dict(row.lightning or {}))
+                   paid_reported=bool(row.paid_reported), lightning=dict(row.lightning or {}),
+                   zeroconf=ZeroconfAcceptance.from_dict(row.zeroconf))
 
 
 def invoice_fields(i: OrderInvoice) -> dict:

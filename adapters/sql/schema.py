@@ -14,7 +14,7 @@ from kaccy_bitcoin.adapters.sql.errors import DatabaseOutdated, DatabaseTooNew, 
 
 # Every revision, oldest first; the last is the one this code reads and writes.
 # tests/test_migrations.py checks this against the scripts' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
 HEAD = REVISIONS[-1]
 # Prefixed like the tables, so an embedding application's own Alembic table is left alone.
 VERSION_TABLE = "kaccy_alembic_version"

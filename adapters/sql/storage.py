@@ -417,7 +417,7 @@ _ONE_VERSION = select(tables.payments.c.order_id, tables.payments.c.version).whe
 
 def _snapshot(p: Payment) -> tuple[tuple, dict[OutPoint, tuple]]:
     head = (p.state, len(p.history), p.event_seq, p.reported_match, p.finality_alerted, p.paid_reported,
-            tuple(sorted(p.lightning.items())))
+            tuple(sorted(p.lightning.items())), p.zeroconf)
     return head, {op: (o.confirmations, o.status, o.block_hash, o.replaced_by) for op, o in p.outputs.items()}
 
 

@@ -58,6 +58,8 @@ class PaymentRow(KaccyTable, table=True):
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
     # Settled Lightning invoices counted for the order: {payment hash: msat paid}.
     lightning: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Accepted before it confirmed (domain/zeroconf.py's ZeroconfAcceptance), with any double spend.
+    zeroconf: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class InvoiceRow(KaccyTable, table=True):
@@ -91,6 +93,8 @@ class OutputRow(KaccyTable, table=True):
     block_hash: Optional[str] = None
     status: str = Field(max_length=20)
     replaced_by: Optional[str] = None
+    # {"score", "reasons", "details"} when first seen unconfirmed; never changed afterwards.
+    zeroconf_risk: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class WithdrawalRow(KaccyTable, table=True):

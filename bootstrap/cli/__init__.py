@@ -58,12 +58,14 @@ def _reported_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exceptio
     outside failed (exit 1), unless the error's own `exit_status` says otherwise."""
     from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
     from kaccy_bitcoin.adapters.lnd.errors import LndError
+    from kaccy_bitcoin.adapters.net.errors import ProxyConfigError, ProxyUnreachable, TorControlFailed
     from kaccy_bitcoin.adapters.sql.errors import StorageError
     from kaccy_bitcoin.bootstrap.config import ConfigError
     from kaccy_bitcoin.domain.errors import MonitorPollFailed
     from kaccy_bitcoin.ports.signer import SignerError
 
-    return (DomainError, ConfigError), (BitcoinCoreError, SignerError, StorageError, LndError, MonitorPollFailed)
+    return ((DomainError, ConfigError, ProxyConfigError),
+            (BitcoinCoreError, SignerError, StorageError, LndError, MonitorPollFailed, ProxyUnreachable, TorControlFailed))
 
 
 def _error(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> int:

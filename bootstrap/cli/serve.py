@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from kaccy_bitcoin.bootstrap.cli.common import int_in_range, seconds
+from kaccy_bitcoin.bootstrap.cli.common import UsageError, int_in_range, seconds
 
 if TYPE_CHECKING:
     from kaccy_bitcoin.bootstrap.container import Container
@@ -28,6 +28,9 @@ def options(p: argparse.ArgumentParser) -> None:
                    help="seconds between monitor polls (default KACCY_POLL_INTERVAL, 30)")
     p.add_argument("--workers", type=int_in_range("--workers", 1, 64), default=1,
                    help="API processes sharing the port (default 1); only this one runs the monitor and webhooks")
+    p.add_argument("--onion", action="store_true",
+                   help="also publish the API as a Tor onion service through tor's control port "
+                        "(KACCY_TOR_CONTROL, default 127.0.0.1:9051); the address stays across restarts")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -35,9 +38,11 @@ def chosen(args: argparse.Namespace) -> Any:
     """The ServeOptions the arguments ask for."""
     from kaccy_bitcoin.bootstrap.serve import ServeOptions
 
+    if args.onion and args.no_api:
+        raise UsageError("--onion publishes the HTTP API: it cannot go with --no-api")
     return ServeOptions(host=args.host, port=args.port, api=not args.no_api, monitor=not args.no_monitor,
                         webhooks=not args.no_webhooks, interval=args.interval, workers=args.workers,
-                        reuse_port=args.reuse_port)
+                        reuse_port=args.reuse_port, onion=args.onion)
 
 
 async def run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
