@@ -154,12 +154,16 @@ async def test_each_divergence_is_recorded_and_alerted_once_and_so_is_its_end() 
 
 class StubRpc:
     def __init__(self, url: str, chain: list[str]) -> None:
-        self.url, self.chain, self.up, self.calls = url, chain, True, []
+        self.url, self.chain, self.up, self.calls, self.proxy_down = url, chain, True, [], False
 
     async def call(self, method: str, *params, wallet=None):  # noqa: ANN001, ANN002, ANN201
         from kaccy_bitcoin.adapters.bitcoin_core.errors import RpcConnectionError
 
+        from kaccy_bitcoin.adapters.bitcoin_core.errors import NodeProxyUnreachable
+
         self.calls.append(method)
+        if self.proxy_down:
+            raise NodeProxyUnreachable(f"{method}: the proxy refused the connection")
         if not self.up:
             raise RpcConnectionError(f"{method}: connection refused")
         if method == "getblockhash":
@@ -178,14 +182,14 @@ class StubBackend:
         self.rpc, self.wallet, self._wallet_ready = StubRpc(url, chain), "w", True
 
     async def status(self, state: NodeState) -> NodeStatus:
-        await self.rpc.call("getblockchaininfo") if not self.rpc.up else None
+        await self.rpc.call("getblockchaininfo") if not self.rpc.up or self.rpc.proxy_down else None
         return NodeStatus(self.rpc.url, state, len(self.rpc.chain) - 1, self.rpc.chain[-1], 1.0, 290000)
 
     async def _ensure_wallet(self) -> None:
         return None
 
     async def mempool_txids(self) -> set:
-        await self.rpc.call("getrawmempool") if not self.rpc.up else None
+        await self.rpc.call("getrawmempool") if not self.rpc.up or self.rpc.proxy_down else None
         return {self.rpc.url}
 
     async def broadcast(self, raw: bytes):  # noqa: ANN201
@@ -195,6 +199,7 @@ class StubBackend:
 
 
 async def test_the_pool_fails_over_broadcasts_to_all_and_holds_finality_while_diverged() -> None:
+    from kaccy_bitcoin.adapters.bitcoin_core.errors import NodeProxyUnreachable
     from kaccy_bitcoin.adapters.bitcoin_core.pool import NodePool
     from kaccy_bitcoin.domain.errors import NodesDiverged
 
@@ -224,3 +229,7 @@ async def test_the_pool_fails_over_broadcasts_to_all_and_holds_finality_while_di
     with pytest.raises(NodesDiverged):
         await pool.broadcast(b"\x01")
     assert await pool.mempool_txids() == {a.rpc.url}   # the first keeps answering reads
+    a.rpc.proxy_down = b.rpc.proxy_down = True   # KACCY_PROXY down: the proxy's error, no node marked down
+    with pytest.raises(NodeProxyUnreachable):
+        await pool.mempool_txids()
+    assert [n.state for n in pool.nodes] == [X, X]

@@ -3,7 +3,7 @@
 Nodes come in the operator's order of preference. Calls go to the primary (domain/nodes.py:
 the first node reachable, not lagging, not diverged). A node that refuses the connection,
 times out or answers 5xx (the RPC client's `RpcConnectionError`; its clients here do not
-retry) is marked down and the call goes to the next node at once: read calls and
+retry; KACCY_PROXY unreachable is the proxy's failure, raised as it is) is marked down and the call goes to the next node at once: read calls and
 `sendrawtransaction`, which is safe to repeat. A down node is probed again by the cross-check
 after a back-off that doubles (1 s up to a minute).
 
@@ -25,7 +25,12 @@ import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend, _same
-from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcConnectionError, RpcError
+from kaccy_bitcoin.adapters.bitcoin_core.errors import (
+    BitcoinCoreError,
+    NodeProxyUnreachable,
+    RpcConnectionError,
+    RpcError,
+)
 from kaccy_bitcoin.domain.bitcoin import Txid
 from kaccy_bitcoin.domain.chain import (
     BlockHeader,
@@ -144,6 +149,8 @@ class NodePool(ChainBackend, NodeSet):
         started = time.perf_counter()
         try:
             status = await n.backend.status(n.state)
+        except NodeProxyUnreachable:
+            raise   # the proxy, not the node: no node is marked down for it
         except BitcoinCoreError as exc:
             n.mark_down(exc)
             return None
@@ -153,6 +160,8 @@ class NodePool(ChainBackend, NodeSet):
     async def _hash_at(self, n: PoolNode, height: int | None) -> str | None:
         try:
             return await n.backend.rpc.call("getblockhash", height)
+        except NodeProxyUnreachable:
+            raise
         except BitcoinCoreError as exc:
             n.mark_down(exc)
             return None
@@ -230,6 +239,8 @@ class NodePool(ChainBackend, NodeSet):
             started = time.perf_counter()
             try:
                 result = await call(n.backend)
+            except NodeProxyUnreachable:
+                raise
             except RpcConnectionError as exc:
                 n.mark_down(exc)
                 failure = exc
@@ -329,7 +340,9 @@ class NodePool(ChainBackend, NodeSet):
         refusal: BaseException | None = None
         txid: Txid | None = None
         for n, result in zip(targets, results):
-            if isinstance(result, RpcConnectionError):
+            if isinstance(result, NodeProxyUnreachable):
+                refusal = refusal or result
+            elif isinstance(result, RpcConnectionError):
                 n.mark_down(result)
             elif isinstance(result, BaseException):
                 refusal = refusal or result
