@@ -6,7 +6,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from kaccy_bitcoin.application.monitor import CURSOR
-from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.ports.bitcoin_node import ChainBackend, NodeSet
 from kaccy_bitcoin.ports.service_store import ServiceStore
 from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
@@ -23,12 +23,13 @@ async def _timed(check: Callable[[], Awaitable[dict[str, Any]]], timeout: float)
 
 class CheckReadiness:
     """`{"status": "ok"|"fail", "checks": {name: {"status", "latency_ms", ...}}}`: the node
-    reachable and synced, LND (when configured) answering GetInfo and synced to the chain, the
+    reachable and synced, with several nodes their agreement on the chain (`nodes`), LND (when configured) answering GetInfo and synced to the chain, the
     database writable, the payment monitor at most `max_lag_blocks` behind the tip."""
 
     def __init__(self, chain: ChainBackend, uow: UnitOfWorkFactory, store: ServiceStore,
                  lightning: Callable[[], Awaitable[Any]] | None = None, max_lag_blocks: int = 2,
-                 final_confirmations: int = 1, timeout: float = 5.0) -> None:
+                 final_confirmations: int = 1, timeout: float = 5.0, nodes: NodeSet | None = None) -> None:
+        self._nodes = nodes   # several Bitcoin nodes: the `nodes` check fails while they disagree
         self._chain = chain
         self._uow = uow
         self._store = store
@@ -43,6 +44,8 @@ class CheckReadiness:
         checks = {"bitcoind": await _timed(self._bitcoind, self._timeout),
                   "database": await _timed(self._database, self._timeout),
                   "monitor": await _timed(self._monitor, self._timeout)}
+        if self._nodes is not None:
+            checks["nodes"] = await _timed(self._node_agreement, self._timeout)
         if self._lightning is not None:
             checks["lnd"] = await _timed(self._lnd, self._timeout)
         ok = all(c["status"] == "ok" for c in checks.values())
@@ -54,6 +57,13 @@ class CheckReadiness:
         peers = (await self._chain.node_info()).connections
         return {"status": "ok" if synced else "fail", "chain": info.chain, "blocks": info.blocks, "synced": synced,
                 "peers": peers}
+
+    async def _node_agreement(self) -> dict[str, Any]:
+        report = await self._nodes.cross_check()   # type: ignore[union-attr] - only with several nodes
+        result: dict[str, Any] = {"status": "fail" if report.diverged else "ok", **report.to_dict()}
+        if report.diverged:
+            result["error"] = "the Bitcoin nodes disagree on the chain: nothing is finalized until they agree"
+        return result
 
     async def _database(self) -> dict[str, Any]:
         # In a thread, waiting for the write lock half the check's time at most: a database

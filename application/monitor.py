@@ -37,7 +37,7 @@ from kaccy_bitcoin.domain.orders import OutputObservation, OutputStatus, Payment
 from kaccy_bitcoin.application.retry import retried
 from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.application.zeroconf import ScoreUnconfirmed
-from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.ports.bitcoin_node import ChainBackend, NodeSet
 from kaccy_bitcoin.ports.chain_notifications import ChainNotifications
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
@@ -64,7 +64,8 @@ class PollPayments:
     phase = "payments"
 
     def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock,
-                 publisher: EventPublisher, settings: PaymentSettings) -> None:
+                 publisher: EventPublisher, settings: PaymentSettings, nodes: NodeSet | None = None) -> None:
+        self._nodes = nodes   # several nodes: none finalizes a payment while they disagree
         self._uow = uow
         self._chain = chain
         self._clock = clock
@@ -93,11 +94,14 @@ class PollPayments:
         unsettled = await reading
         verdicts = await self._judge(history.entries, history.removed, unsettled)
         await self._score_new(verdicts, unsettled)
+        thresholds = self._settings.thresholds
+        if self._nodes is not None and await self._nodes.finality_held():
+            thresholds = thresholds.held()
         async with self._uow() as uow:
             if (uow.cursors.get(CURSOR), uow.cursors.get(POLLS)) != started:
                 raise ConcurrentUpdate("another monitor committed a poll while this one was asking the node")
             now = self._clock.now()
-            self._apply(uow, verdicts, unsettled, now)
+            self._apply(uow, verdicts, unsettled, now, thresholds)
             uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
             uow.cursors.set(POLLS, MonitorCursor("", (polls.height or 0) + 1 if polls else 1))
             uow.commit()
@@ -224,7 +228,7 @@ class PollPayments:
                 v.gone = OutputStatus.REORGED_OUT
 
     def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict],
-               unsettled: dict[OutPoint, StoredOutput], now) -> None:  # noqa: ANN001
+               unsettled: dict[OutPoint, StoredOutput], now, thresholds) -> None:  # noqa: ANN001
         stored = uow.payments.by_outpoints([op for op in verdicts if op not in unsettled])
         stored.update((op, unsettled[op]) for op in verdicts if op in unsettled)
         # An output the chain reports exactly as stored changes nothing: skip it before
@@ -270,7 +274,7 @@ class PollPayments:
         for request in expiring:
             payments[request.order_id].expire(request, now)
         for order_id, payment in payments.items():
-            payment.settle(requests[order_id], self._settings.thresholds, now, self._settings.zeroconf)
+            payment.settle(requests[order_id], thresholds, now, self._settings.zeroconf)
             events.extend(payment.take_events())
         uow.payments.save(list(payments.values()))   # the repository writes only what changed
         uow.record(events)

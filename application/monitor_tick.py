@@ -95,7 +95,9 @@ class MonitorTick:
     (`more`, e.g. proposing a consolidation). Each phase fails alone (see the module)."""
 
     def __init__(self, poll: Phase, track: Phase, uow: UnitOfWorkFactory, clock: Clock, publisher: EventPublisher,
-                 lightning: Callable[[], Any] | None = None, more: Sequence[Phase] = ()) -> None:
+                 lightning: Callable[[], Any] | None = None, more: Sequence[Phase] = (),
+                 nodes: Phase | None = None) -> None:
+        self._nodes = nodes   # several Bitcoin nodes: their cross-check comes first (application/nodes.py)
         self._poll = poll
         self._track = track
         self._uow, self._clock, self._publisher = uow, clock, publisher
@@ -103,7 +105,8 @@ class MonitorTick:
         self._more = tuple(more)
 
     def _phases(self) -> list[tuple[str, Phase]]:
-        phases: list[tuple[str, Phase]] = [("payments", self._poll), ("withdrawals", self._track)]
+        phases: list[tuple[str, Phase]] = [("nodes", self._nodes)] if self._nodes is not None else []
+        phases += [("payments", self._poll), ("withdrawals", self._track)]
         if self._lightning is not None:
             phases.append(("lightning", self._invoices))
         phases += [(_phase_name(step), step) for step in self._more]

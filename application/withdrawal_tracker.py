@@ -28,11 +28,12 @@ from kaccy_bitcoin.domain.chain import Direction, WalletEntry
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate, KaccyError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import FeeRate
+from kaccy_bitcoin.domain.payment_state import FINALITY_HELD
 from kaccy_bitcoin.domain.psbt import InvalidPsbt, finalize_psbt
 from kaccy_bitcoin.domain.psbt_state import PsbtState
 from kaccy_bitcoin.domain.withdrawal_tracking import ForeignSpend, Verdicts, apply_chain, families
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, built_on
-from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.ports.bitcoin_node import ChainBackend, NodeSet
 from kaccy_bitcoin.ports.clock import Clock
 from kaccy_bitcoin.ports.events import EventPublisher
 from kaccy_bitcoin.ports.storage import UnitOfWork, UnitOfWorkFactory
@@ -62,7 +63,9 @@ class TrackWithdrawals:
     phase = PHASE
 
     def __init__(self, uow: UnitOfWorkFactory, chain: ChainBackend, clock: Clock,
-                 publisher: EventPublisher, settings: TrackerSettings, followers: Sequence[Follower] = ()) -> None:
+                 publisher: EventPublisher, settings: TrackerSettings, followers: Sequence[Follower] = (),
+                 nodes: NodeSet | None = None) -> None:
+        self._nodes = nodes   # several nodes: no withdrawal completes while they disagree
         self._uow, self._chain, self._clock = uow, chain, clock
         self._publisher, self._settings = publisher, settings
         self._followers = tuple(followers)
@@ -94,7 +97,10 @@ class TrackWithdrawals:
         txids = {w.txid for w in withdrawals if w.txid} | {w.conflicted_by for w in withdrawals if w.conflicted_by}
         views = await self._chain.wallet_transactions(sorted(txids, key=lambda t: t.value))
         now = self._clock.now()
-        verdicts = apply_chain(withdrawals, views, foreign, s.final_confirmations, now)
+        final = s.final_confirmations
+        if self._nodes is not None and await self._nodes.finality_held():
+            final = FINALITY_HELD
+        verdicts = apply_chain(withdrawals, views, foreign, final, now)
         for w in withdrawals:
             expired = w.expire(now, s.unsigned_ttl_seconds)
             if expired is not None:

@@ -2,6 +2,11 @@
 
 The TOML file (path in `KACCY_CONFIG`) uses the same names in lower case without the
 prefix (`network = "regtest"`, `bitcoin_rpc_url = "..."`); the environment wins.
+
+Several Bitcoin nodes: `KACCY_BITCOIN_RPC_URL` lists them comma-separated (sharing the user,
+password or cookie), or the TOML file holds `[[bitcoin_node]]` tables (`url`, `user`,
+`password` or `cookie`) for different credentials. Order is preference. `bitcoin_nodes` in
+the result lists every node as {"url", "user", "password", "cookie"}.
 """
 from __future__ import annotations
 
@@ -72,7 +77,10 @@ DEFAULTS: dict[str, Any] = {
     "public_url": "",
     "payjoin_url": None,
     "payjoin_fallback_after": "60",
+    "node_max_lag": "2",
+    "node_fork_depth": "6",
 }
+NODE_KEYS = ("url", "user", "password", "cookie")
 
 
 class ConfigError(KaccyError, ValueError):
@@ -94,6 +102,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             data = tomllib.loads(pathlib.Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read KACCY_CONFIG file {path}: {exc}") from None
+        tables = data.pop("bitcoin_node", None)
+        if tables is not None:
+            values["bitcoin_nodes"] = _node_tables(tables, path)
         unknown = set(data) - set(DEFAULTS)
         if unknown:
             raise ConfigError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
@@ -102,6 +113,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         value = env.get(f"KACCY_{key.upper()}")
         if value not in (None, ""):
             values[key] = value
+    _nodes(values)
     values["data_dir"] = values["data_dir"] or default_data_dir()
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{os.path.join(values['data_dir'], 'kaccy.db')}"
@@ -109,7 +121,8 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_ZMQ must be auto (use the node's ZMQ notifications if it publishes any) "
                           f"or off, got {values['zmq']!r}")
     for key in ("tolerance_sat", "gap_limit", "fee_target_blocks", "consolidate_above", "api_rate_burst",
-                "api_max_body", "ready_max_lag", "swap_min_depth", "swap_safety_blocks"):
+                "api_max_body", "ready_max_lag", "swap_min_depth", "swap_safety_blocks", "node_max_lag",
+                "node_fork_depth"):
         if not str(values[key]).isdigit():
             raise ConfigError(f"KACCY_{key.upper()} must be a non-negative integer, got {values[key]!r}")
         values[key] = int(values[key])
@@ -193,3 +206,41 @@ def _payjoin_url(url: str | None, network: str) -> str | None:
         raise ConfigError(f"KACCY_PAYJOIN_URL must be the service's public base URL over https (http only for an "
                           f".onion, loopback address or on regtest), without query, got {url!r}")
     return url.strip().rstrip("/")
+
+
+def _node_tables(tables: Any, path: str) -> list[dict[str, Any]]:
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"bitcoin_node in {path} must be one or more [[bitcoin_node]] tables")
+    nodes = []
+    for i, table in enumerate(tables, 1):
+        unknown = set(table) - set(NODE_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown keys in [[bitcoin_node]] number {i} of {path}: {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(NODE_KEYS)})")
+        if not isinstance(table.get("url"), str) or not table["url"]:
+            raise ConfigError(f"[[bitcoin_node]] number {i} of {path} has no url")
+        if not table.get("cookie") and not table.get("user"):
+            raise ConfigError(f"[[bitcoin_node]] number {i} of {path} needs user and password, or cookie")
+        nodes.append({k: (str(table[k]) if table.get(k) is not None else None) for k in NODE_KEYS})
+    return nodes
+
+
+def _nodes(values: dict[str, Any]) -> None:
+    """Every node in `bitcoin_nodes`; the first one's settings in `bitcoin_rpc_*` (the node of a
+    single-node set-up, and of what only one node serves)."""
+    url = values["bitcoin_rpc_url"]
+    tables = values.get("bitcoin_nodes")
+    if url or not tables:
+        urls = [u.strip() for u in str(url).split(",")] if url else []
+        if any(not u for u in urls):
+            raise ConfigError("KACCY_BITCOIN_RPC_URL lists an empty node URL (comma-separated URLs, no empty one)")
+        values["bitcoin_nodes"] = [{"url": u, "user": values["bitcoin_rpc_user"],
+                                    "password": values["bitcoin_rpc_password"],
+                                    "cookie": values["bitcoin_rpc_cookie"]} for u in urls]
+        if len(urls) > 1:
+            values["bitcoin_rpc_url"] = urls[0]
+        return
+    first = tables[0]
+    values["bitcoin_rpc_url"] = first["url"]
+    values["bitcoin_rpc_user"], values["bitcoin_rpc_password"] = first["user"], first["password"]
+    values["bitcoin_rpc_cookie"] = first["cookie"]

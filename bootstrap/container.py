@@ -91,7 +91,6 @@ _HWI = "kaccy_bitcoin.adapters.hwi.hardware_wallet"
 _SQL = "kaccy_bitcoin.adapters.sql.storage"
 _APP = "kaccy_bitcoin.application"
 
-BitcoinCoreBackend = _Lazy(f"{_CORE}.backend", "BitcoinCoreBackend")
 CoreWalletSigner = _Lazy(f"{_CORE}.signer", "CoreWalletSigner")
 HwiHardwareWallet = _Lazy(_HWI, "HwiHardwareWallet")
 HwiSigner = _Lazy(_HWI, "HwiSigner")
@@ -187,6 +186,8 @@ InvoiceSync = _Lazy(f"{_APP}.lightning_invoices", "InvoiceSync")
 PayjoinSettings = _Lazy(f"{_APP}.payjoin_offers", "PayjoinSettings")
 ReceivePayjoin = _Lazy(f"{_APP}.payjoin", "ReceivePayjoin")
 FollowPayjoins = _Lazy(f"{_APP}.payjoin", "FollowPayjoins")
+CrossCheckNodes = _Lazy(f"{_APP}.nodes", "CrossCheckNodes")
+ShowNodes = _Lazy(f"{_APP}.nodes", "ShowNodes")
 WatchInvoices = _Lazy(f"{_APP}.lightning_invoices", "WatchInvoices")
 
 
@@ -198,18 +199,48 @@ def _http_clients(proxy: str | None, proxy_except: str | None) -> Any:
 
 
 async def _rpc_client(url: str | None, user: str | None, password: str | None,
-                      cookie: str | None, http: Any) -> AsyncIterator[BitcoinRpc]:
+                      cookie: str | None, http: Any, nodes: list | None = None) -> AsyncIterator[BitcoinRpc]:
     if not url:
         raise ConfigError("KACCY_BITCOIN_RPC_URL is not set")
     if not cookie and not user:
         raise ConfigError("set KACCY_BITCOIN_RPC_USER and KACCY_BITCOIN_RPC_PASSWORD, or KACCY_BITCOIN_RPC_COOKIE")
     from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc   # aiohttp: only commands that use the node
 
-    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie, http=http)
+    # With several nodes (the first one's client here) the pool moves on to the next node
+    # instead of retrying this one.
+    more = {"retries": 0} if len(nodes or ()) > 1 else {}
+    client = BitcoinRpc(url, user=user, password=password, cookie_file=cookie, http=http, **more)
     try:
         yield client
     finally:
         await client.close()
+
+
+async def _other_nodes(nodes: list[dict[str, Any]] | None, http: Any) -> AsyncIterator[list[BitcoinRpc]]:
+    """The RPC clients of the nodes after the first (none with one node), closed at shutdown.
+    With several nodes no client retries: a node that fails is left for the next at once."""
+    from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
+
+    clients = [BitcoinRpc(n["url"], user=n.get("user"), password=n.get("password"), cookie_file=n.get("cookie"),
+                          http=http, retries=0) for n in (nodes or [])[1:]]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def _chain_backend(rpc: BitcoinRpc, others: list[BitcoinRpc], wallet: str, max_lag: int, fork_depth: int) -> Any:
+    """The node's BitcoinCoreBackend; with several nodes, the pool of one backend per node
+    (adapters/bitcoin_core/pool.py), the first on `rpc`."""
+    from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend
+
+    if not others:
+        return BitcoinCoreBackend(rpc, wallet)
+    from kaccy_bitcoin.adapters.bitcoin_core.pool import NodePool
+
+    return NodePool([BitcoinCoreBackend(r, wallet) for r in (rpc, *others)], max_lag=max_lag,
+                    fork_depth=fork_depth)
 
 
 async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None, clock: Any,
@@ -230,12 +261,20 @@ async def _lnd_node(url: str | None, macaroon: str | None, tls_cert: str | None,
         await node.close()
 
 
-async def _chain_notifications(mode: str, rpc: BitcoinRpc, http: Any) -> AsyncIterator[Any]:
+async def _chain_notifications(mode: str, rpc: BitcoinRpc, http: Any, several: bool = False) -> AsyncIterator[Any]:
     """The node's ZMQ notifications (the endpoints asked of the node), or none when
-    KACCY_ZMQ=off; either way a ChainNotifications whose `wait` the monitor sleeps in."""
+    KACCY_ZMQ=off; either way a ChainNotifications whose `wait` the monitor sleeps in. With
+    several nodes, the first node's, or none when it does not answer (the monitor then polls
+    at its interval)."""
+    from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError
     from kaccy_bitcoin.adapters.bitcoin_core.zmq_notifications import ZmqNotifications   # pyzmq
 
-    notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc, http.proxy)
+    try:
+        notifications = ZmqNotifications({}) if mode == "off" else await ZmqNotifications.discover(rpc, http.proxy)
+    except BitcoinCoreError:
+        if not several:
+            raise
+        notifications = ZmqNotifications({})
     try:
         yield notifications
     finally:
@@ -343,6 +382,11 @@ def _payjoin_endpoint(url: str | None, mnemonic: str | None) -> str | None:
     return url if url and mnemonic else None
 
 
+def _when_several(nodes: list | None, provided: Any) -> Any:
+    """`provided` with several Bitcoin nodes, else None: one node has nothing to cross-check."""
+    return provided if len(nodes or ()) > 1 else None
+
+
 def _when_lnd(url: str | None, provided: Any) -> Any:
     """`provided` when LND is configured, else None (Lightning off)."""
     return provided if url else None
@@ -364,9 +408,15 @@ class Gateways(containers.DeclarativeContainer):
 
     http = providers.Singleton(_http_clients, proxy=config.proxy, proxy_except=config.proxy_except)
     rpc = providers.Resource(_rpc_client, url=config.bitcoin_rpc_url, user=config.bitcoin_rpc_user,
-                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie, http=http)
-    chain = providers.Singleton(BitcoinCoreBackend, rpc=rpc, wallet=config.bitcoin_rpc_wallet)
-    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc, http=http)
+                             password=config.bitcoin_rpc_password, cookie=config.bitcoin_rpc_cookie, http=http,
+                             nodes=config.bitcoin_nodes)
+    other_nodes = providers.Resource(_other_nodes, nodes=config.bitcoin_nodes, http=http)
+    # One node's backend, or the pool of several nodes (also the NodeSet: `nodes`, /v1/nodes).
+    chain = providers.Singleton(_chain_backend, rpc=rpc, others=other_nodes, wallet=config.bitcoin_rpc_wallet,
+                                max_lag=config.node_max_lag, fork_depth=config.node_fork_depth)
+    chain_notifications = providers.Resource(_chain_notifications, mode=config.zmq, rpc=rpc, http=http,
+                                             several=providers.Callable(lambda n: len(n or ()) > 1,
+                                                                        config.bitcoin_nodes))
     deriver = providers.Singleton(_deriver, xpub=config.xpub, network=config.network,
                                   address_type=config.address_type, fingerprint=config.xpub_fingerprint)
     multisig_derivers = providers.Singleton(_multisig_derivers, network=config.network)
@@ -447,8 +497,13 @@ class Services(containers.DeclarativeContainer):
     follow_payjoins = providers.Factory(FollowPayjoins, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
                                         publisher=gateways.publisher, settings=payjoin_settings)
     show_order = providers.Factory(ShowOrder, uow=storage.uow, settings=payment_settings)
+    # With several nodes the pool is also their NodeSet: nothing is finalized while they disagree.
+    several_nodes = providers.Callable(_when_several, config.bitcoin_nodes, gateways.chain)
     poll_payments = providers.Factory(PollPayments, uow=storage.uow, chain=gateways.chain, clock=gateways.clock,
-                                      publisher=gateways.publisher, settings=payment_settings)
+                                      publisher=gateways.publisher, settings=payment_settings, nodes=several_nodes)
+    cross_check_nodes = providers.Factory(CrossCheckNodes, nodes=gateways.chain, uow=storage.uow,
+                                          clock=gateways.clock, publisher=gateways.publisher)
+    show_nodes = providers.Factory(ShowNodes, nodes=gateways.chain)
     # Which wallets exist: `default` (KACCY_XPUB) until wallets have names.
     wallet_names = providers.Factory(WalletNames, uow=storage.uow)
     consolidation_settings = providers.Singleton(
@@ -463,7 +518,7 @@ class Services(containers.DeclarativeContainer):
                                    stuck_after_seconds=config.stuck_after,
                                    final_confirmations=payment_settings.provided.thresholds.final,
                                    unsigned_ttl_seconds=config.withdrawal_ttl),
-        followers=providers.List(providers.Factory(FollowConsolidations)))
+        followers=providers.List(providers.Factory(FollowConsolidations)), nodes=several_nodes)
     # The outbox: a page of committed events for `kaccy-bitcoin events`, and the waiting feed
     # with named consumers for a program that embeds the library.
     list_events = providers.Factory(ListEvents, uow=storage.uow)
@@ -565,7 +620,8 @@ class Services(containers.DeclarativeContainer):
     check_readiness = providers.Singleton(
         CheckReadiness, chain=gateways.chain, uow=storage.uow, store=storage.service_store,
         lightning=providers.Callable(_lightning_check, config.lnd_rest_url, gateways.lightning.provider),
-        max_lag_blocks=config.ready_max_lag, final_confirmations=payment_settings.provided.thresholds.final)
+        max_lag_blocks=config.ready_max_lag, final_confirmations=payment_settings.provided.thresholds.final,
+        nodes=several_nodes)
 
     # A Lightning payout goes through the controls of a withdrawal: limits, risk, tier, audit.
     send_ln_payment = providers.Factory(SendLightningPayout, node=gateways.lightning, uow=storage.uow,
@@ -612,7 +668,9 @@ class Services(containers.DeclarativeContainer):
                                      uow=storage.uow, clock=gateways.clock, publisher=gateways.publisher,
                                      lightning=providers.Callable(_when_lnd, config.lnd_rest_url,
                                                                   invoice_sync.provider),
-                                     more=providers.List(propose_consolidation, follow_swaps, follow_payjoins))
+                                     more=providers.List(propose_consolidation, follow_swaps, follow_payjoins),
+                                     nodes=providers.Callable(_when_several, config.bitcoin_nodes,
+                                                              cross_check_nodes))
 
 
 class Container(containers.DeclarativeContainer):
@@ -626,5 +684,6 @@ class Container(containers.DeclarativeContainer):
 def build(config: dict) -> Container:
     """A container configured from a dict (see `bootstrap.config.load`)."""
     container = Container()
+    config = {"bitcoin_nodes": [], "node_max_lag": 2, "node_fork_depth": 6, **config}
     container.config.from_dict(config)
     return container

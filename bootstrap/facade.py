@@ -224,6 +224,11 @@ class KaccyBitcoin:
         return await self._use_method("event_feed", "ack", consumer, seq)
 
     # --- the monitor --------------------------------------------------------------------
+    async def nodes(self) -> Mapping[str, Any]:
+        """Every Bitcoin node, checked now: `{"nodes": [{"url", "state", "height", "best_block_hash",
+        "latency_ms", "version"}]}` (state primary, standby, down, lagging or diverged)."""
+        return await self._use("show_nodes")
+
     async def monitor_tick(self) -> tuple[DomainEvent, ...]:
         """One poll of the node (payments, then withdrawals); the events it committed. A
         service normally runs `kaccy-bitcoin monitor`, which calls this on every wake-up. Each

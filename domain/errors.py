@@ -369,3 +369,10 @@ class CounterLockRequired(DomainError):
     """The initiator's `swap redeem` without the counter lock's --counter-* options: a usage error."""
 
     code = "usage"
+
+
+class NodesDiverged(DomainError):
+    """Every Bitcoin node disagrees with the others on the chain: no withdrawal until they agree."""
+
+    code = "nodes_diverged"
+    exit_status = 1

@@ -82,6 +82,9 @@ EVENT_KINDS = frozenset({
     "payjoin_proposed",
     "payjoin_fallback_broadcast",
     "payjoin_coin_released",
+    # several Bitcoin nodes (domain/nodes.py): they stopped, or started again, agreeing
+    "node_divergence",
+    "node_converged",
 })
 
 # Kinds an administrator is told about: money that did not arrive as expected.
@@ -102,6 +105,7 @@ DISCREPANCY_KINDS = frozenset({
     "ln_payment_held",
     "monitor_item_failed",
     "limit_breached",
+    "node_divergence",
 })
 
 

@@ -45,6 +45,9 @@ class PaymentMachine(StateMachine):
     )
 
 
+FINALITY_HELD = 2**31 - 1   # a depth no payment reaches: finality held (ConfirmationThresholds.held)
+
+
 @attrs.frozen
 class ConfirmationThresholds:
     """Depths at which a payment becomes CONFIRMED, FULL_CONFIRMED and FINALIZED."""
@@ -59,6 +62,11 @@ class ConfirmationThresholds:
                 f"confirmation thresholds must satisfy 1 <= confirmed <= full <= final, "
                 f"got {self.confirmed},{self.full},{self.final}"
             )
+
+    def held(self) -> ConfirmationThresholds:
+        """The same thresholds with finality out of reach: while the Bitcoin nodes disagree on
+        the chain (domain/nodes.py), no payment becomes FINALIZED."""
+        return attrs.evolve(self, final=FINALITY_HELD)
 
     @classmethod
     def parse(cls, text: str) -> ConfirmationThresholds:

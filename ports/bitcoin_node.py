@@ -17,6 +17,7 @@ from kaccy_bitcoin.domain.chain import (
     WalletTransaction,
 )
 from kaccy_bitcoin.domain.money import FeeRate
+from kaccy_bitcoin.domain.nodes import NodeReport
 from kaccy_bitcoin.domain.withdrawals import Utxo
 
 
@@ -105,3 +106,16 @@ class ChainBackend(abc.ABC):
     @abc.abstractmethod
     async def broadcast(self, raw_tx: bytes) -> Txid:
         """Submit a transaction to the network."""
+
+
+class NodeSet(abc.ABC):
+    """The Bitcoin node(s) behind the chain backend: their states, and whether they agree."""
+
+    @abc.abstractmethod
+    async def cross_check(self) -> NodeReport:
+        """Ask every node its tip now (a node marked down only when its back-off allows) and
+        classify them (domain/nodes.py); the calls that follow use the new primary."""
+
+    @abc.abstractmethod
+    async def finality_held(self) -> bool:
+        """True while the nodes disagree on the chain: no payment or withdrawal may become final."""

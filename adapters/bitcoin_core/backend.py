@@ -10,11 +10,12 @@ import datetime as dt
 import logging
 import re
 from collections import OrderedDict
+import time
 from decimal import Decimal
 from typing import Any, Sequence
 
 from kaccy_bitcoin.adapters.bitcoin_core.cache import TieredCache
-from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcError
+from kaccy_bitcoin.adapters.bitcoin_core.errors import BitcoinCoreError, RpcConnectionError, RpcError
 from kaccy_bitcoin.adapters.bitcoin_core.rpc import BitcoinRpc
 from kaccy_bitcoin.domain.bitcoin import OutPoint, Txid
 from kaccy_bitcoin.domain.chain import (
@@ -32,7 +33,8 @@ from kaccy_bitcoin.domain.chain import (
 )
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.withdrawals import Utxo
-from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
+from kaccy_bitcoin.domain.nodes import NodeReport, NodeState, NodeStatus
+from kaccy_bitcoin.ports.bitcoin_node import ChainBackend, NodeSet
 
 log = logging.getLogger(__name__)
 _ORIGIN = re.compile(r"\[[0-9a-fA-F]{8}((?:/\d+['h]?)*)\]")
@@ -62,7 +64,7 @@ def _txids(values: Sequence[str] | None) -> tuple[Txid, ...]:
     return tuple(Txid(v) for v in values or ())
 
 
-class BitcoinCoreBackend(ChainBackend):
+class BitcoinCoreBackend(ChainBackend, NodeSet):
     def __init__(self, rpc: BitcoinRpc, wallet: str = "kaccy-watch", cache: TieredCache | None = None) -> None:
         self.rpc = rpc
         self.wallet = wallet
@@ -458,6 +460,24 @@ class BitcoinCoreBackend(ChainBackend):
 
     async def broadcast(self, raw_tx: bytes) -> Txid:
         return Txid(await self.rpc.call("sendrawtransaction", raw_tx.hex()))
+
+    # -- one node: always the primary -----------------------------------------------------
+    async def cross_check(self) -> NodeReport:
+        try:
+            return NodeReport((await self.status(NodeState.PRIMARY),))
+        except RpcConnectionError:
+            return NodeReport((NodeStatus(self.rpc.url, NodeState.DOWN),))
+
+    async def status(self, state: NodeState) -> NodeStatus:
+        """This node's tip, version and how long it took to answer (raises when it does not)."""
+        started = time.perf_counter()
+        chain, network = await self._batch([("getblockchaininfo", []), ("getnetworkinfo", [])])
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        return NodeStatus(self.rpc.url, state, int(chain["blocks"]), chain["bestblockhash"], latency,
+                          int(network["version"]))
+
+    async def finality_held(self) -> bool:
+        return False
 
     async def _batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         results = await self.rpc.batch(calls)

@@ -247,6 +247,17 @@ class Api:
             self.metrics.monitor_lag.set(lag)
         return _json(report, 200 if report["status"] == "ok" else 503)
 
+    async def observe_nodes(self) -> None:
+        """The Bitcoin nodes' gauges for /metrics, checked now; left as they were when the check
+        cannot run (the node down with one node, or no node configured)."""
+        try:
+            show = await self.use_cases("show_nodes")
+            report = await show()
+        except Exception:  # noqa: BLE001 - metrics answer without them
+            log.debug("could not check the Bitcoin nodes for /metrics", exc_info=True)
+            return
+        self.metrics.observe_nodes(report["nodes"])
+
     async def stream_events(self, request: web.Request, after: int) -> web.WebSocketResponse:
         feed = await self.use_cases("event_feed")
         return await self.stream(request, (stored.to_dict() async for stored in feed.events(after)))

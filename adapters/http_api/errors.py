@@ -42,6 +42,7 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     # setting, not this request's content nor a passing failure, can change the answer.
     (domain.LightningUnavailable, 409),
     (InvalidCustodyConfig, 409),
+    (domain.NodesDiverged, 503),       # the Bitcoin nodes disagree: it passes when they agree again
     (domain.DomainError, 400),
 )
 

@@ -51,6 +51,11 @@ class Metrics:
         self.events = Counter("kaccy_events", "Events the in-process monitor committed", ["kind"], registry=r)
         self.webhook_deliveries = Counter("kaccy_webhook_deliveries", "Webhook delivery attempts", ["result"],
                                           registry=r)
+        self.node_up = Gauge("kaccy_bitcoin_node_up", "1 when the Bitcoin node answered its last check",
+                             ["url"], registry=r)
+        self.node_height = Gauge("kaccy_bitcoin_node_height", "The Bitcoin node's tip height", ["url"], registry=r)
+        self.node_latency = Gauge("kaccy_bitcoin_node_rpc_seconds", "How long the Bitcoin node took to answer its "
+                                  "last check", ["url"], registry=r)
         self.rate_limited = Counter("kaccy_rate_limited", "Requests refused by the rate limit", registry=r)
         for result in ("delivered", "failed"):   # every series exists from the start, at 0
             self.webhook_deliveries.labels(result)
@@ -63,6 +68,15 @@ class Metrics:
         self.rpc_latency.labels(method).observe(seconds)
         if not ok:
             self.rpc_errors.labels(method).inc()
+
+    def observe_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        for n in nodes:
+            up = n["state"] != "down"
+            self.node_up.labels(n["url"]).set(1 if up else 0)
+            if up and n["height"] is not None:
+                self.node_height.labels(n["url"]).set(n["height"])
+            if up and n["latency_ms"] is not None:
+                self.node_latency.labels(n["url"]).set(n["latency_ms"] / 1000)
 
     def webhook_attempt(self, webhook_id: str, ok: bool) -> None:
         self.webhook_deliveries.labels("delivered" if ok else "failed").inc()

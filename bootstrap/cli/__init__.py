@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from kaccy_bitcoin.adapters.bitcoin_core.errors import redact_credentials
 from kaccy_bitcoin.bootstrap.cli import (addresses, apikey, audit, consolidate, custody, db, events, limits, ln,
-                                         monitor, orders, peg, run, serve, stats, swap, wallet, withdraw)
+                                         monitor, nodes, orders, peg, run, serve, stats, swap, wallet,
+                                         withdraw)
 from kaccy_bitcoin.bootstrap.cli.common import Parser, UsageError, emit
 from kaccy_bitcoin.domain.errors import DomainError
 
@@ -38,7 +39,7 @@ __all__ = ["COMMANDS", "GROUPS", "UsageError", "emit", "main", "parser"]
 
 # In the order `--help` lists them.
 GROUPS = (orders, monitor, addresses, withdraw, consolidate, stats, events, limits, audit, db, ln, serve, apikey,
-          wallet, custody, swap, peg, run)
+          wallet, custody, swap, peg, nodes, run)
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], Awaitable[dict[str, Any]]]] = {
     group.NAME: group.run for group in GROUPS}
 

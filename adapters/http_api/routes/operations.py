@@ -35,6 +35,7 @@ async def ready(call: Call) -> Any:
 @route("GET", "/metrics", "Prometheus metrics (text format)", tag="operations", scopes=None,
        content_type="text/plain")
 async def metrics(call: Call) -> Any:
+    await call.api.observe_nodes()
     return call.api.metrics.response()
 
 
