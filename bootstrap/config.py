@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "swap_min_depth": "1",
     "swap_safety_blocks": "12",
     "swap_auto_refund": "on",
+    "payjoin_timeout": "30",
 }
 
 
@@ -127,12 +128,12 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"KACCY_WEBHOOK_ALLOW_PRIVATE must be true or false, got {values['webhook_allow_private']!r}")
     values["webhook_allow_private"] = allow in ("true", "1", "yes")
     for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl", "webhook_retry_first",
-                "webhook_retry_max"):
+                "webhook_retry_max", "payjoin_timeout"):
         try:
             seconds = float(values[key])
         except ValueError:
             seconds = math.nan
-        positive = key == "poll_interval"   # the sleep between polls: zero would be a busy loop
+        positive = key in ("poll_interval", "payjoin_timeout")   # zero: a busy loop, or no wait at all
         if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
             raise ConfigError(f"KACCY_{key.upper()} must be a {'positive' if positive else 'non-negative'} "
                               f"number of seconds, got {values[key]!r}")

@@ -1,0 +1,127 @@
+"""`withdraw payjoin` (the CLI, in its own process) against a BIP78 receiver that is not our code
+(tests/payjoin_receiver.py: a node wallet behind an aiohttp server on 127.0.0.1): honest, it
+gets a payjoin that confirms and is tracked; cheating in each way the sender checks (or failing,
+or silent, or absent), it gets the original, broadcast, with the reason."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bitcointx import ChainParams
+from bitcointx.core.psbt import PartiallySignedTransaction
+
+from tests.payjoin_receiver import REGTEST, Receiver
+from tests.test_withdrawals_regtest import funded_shop
+
+pytestmark = pytest.mark.node
+
+AMOUNT = 30_000
+
+
+def uri(address: str, endpoint: str | None, pjos: str | None = None) -> str:
+    text = f"bitcoin:{address}?amount={AMOUNT / 1e8:.8f}"
+    if endpoint:
+        text += f"&pj={endpoint}"
+    if pjos is not None:
+        text += f"&pjos={pjos}"
+    return text
+
+
+def original_txid(body: str) -> str:
+    with ChainParams(REGTEST):
+        return PartiallySignedTransaction.from_base64(body).extract_transaction().GetTxid()[::-1].hex()
+
+
+async def receiver_wallet(node) -> str:  # noqa: ANN001
+    wallet = await node.fresh_wallet()
+    for kind in ("bech32", "bech32", "p2sh-segwit"):
+        await node.send(await node.call("getnewaddress", "", kind, wallet=wallet), 50_000)
+    await node.mine(1)
+    return wallet
+
+
+async def test_an_honest_receiver_gets_a_payjoin_that_confirms_and_is_tracked(node, tmp_path) -> None:  # noqa: ANN001
+    shop = await funded_shop(node, tmp_path, amounts=(100_000,))
+    receiver = Receiver(node, await receiver_wallet(node))
+    await receiver.start()
+    try:
+        pay_to = await node.call("getnewaddress", "", "bech32", wallet=receiver.wallet)
+        code, out = await asyncio.to_thread(shop.cli, "withdraw", "payjoin", uri(pay_to, receiver.url),
+                                            "--fee-rate", "3", "--user", "alice")
+    finally:
+        await receiver.stop()
+    assert code == 0 and set(out) == {"withdrawal_id", "txid", "state", "payjoin", "fallback_reason"}, out
+    assert (out["state"], out["payjoin"], out["fallback_reason"]) == ("broadcast", True, None)
+    (request,) = receiver.requests
+    query = request["query"]
+    assert request["content_type"] == "text/plain"
+    assert query["v"] == "1" and "disableoutputsubstitution" not in query
+    original = original_txid(request["body"])
+    assert out["txid"] != original
+    mempool = await node.call("getrawmempool")
+    assert out["txid"] in mempool and original not in mempool
+    tx = await node.call("getrawtransaction", out["txid"], True)
+    assert len(tx["vin"]) == 2                                      # our coin and the receiver's
+    shown = shop.cli("withdraw", "show", out["withdrawal_id"])[1]
+    change = next(n for n, o in enumerate(shown["outputs"]) if o["change"])
+    assert int(query["additionalfeeoutputindex"]) == change
+    assert shown["original_txid"] == original and shown["payjoin"] is True and shown["txid"] == out["txid"]
+    contribution = shown["payjoin_contribution_sat"]
+    assert 0 < contribution <= int(query["maxadditionalfeecontribution"])
+    assert float(query["minfeerate"]) >= 3
+    await node.mine(1)
+    events = shop.poll()
+    assert ("withdrawal_confirmed", out["withdrawal_id"]) in [(e["kind"], e["subject"]) for e in events], events
+    assert not [e for e in events if e["kind"] in ("unexpected_spend", "payment_to_unknown_address")], events
+    received = await node.call("getreceivedbyaddress", pay_to, 1, wallet=receiver.wallet)
+    assert round(received * 10**8) > AMOUNT                          # the payment plus the receiver's own coin
+    shown = shop.cli("withdraw", "show", out["withdrawal_id"])[1]
+    assert (shown["state"], shown["confirmations"]) == ("confirmed", 1)
+
+
+CHEATS = [
+    # (receiver's behaviour, pjos, the fallback reason the sender must give)
+    ("reduce_payment", "0", "output_reduced"),
+    ("fee_too_high", None, "fee_contribution_too_high"),
+    ("input_changed", None, "input_changed"),
+    ("sequence", None, "sequence_changed"),
+    ("keypath", None, "keypath_added"),
+    ("partial_sig", None, "partial_sig_added"),
+    ("unfinalized", None, "receiver_input_not_finalized"),
+    ("script_type", None, "receiver_input_script_type"),
+    ("version", None, "version_changed"),
+    ("locktime", None, "locktime_changed"),
+    ("drop_output", None, "output_missing"),
+    ("error", None, "receiver_error:unavailable"),
+    ("timeout", None, "timeout"),
+    ("no_pj", None, "no_endpoint"),
+]
+
+
+async def test_every_cheating_or_failing_receiver_gets_the_original_broadcast(node, tmp_path) -> None:  # noqa: ANN001
+    shop = await funded_shop(node, tmp_path, amounts=(100_000,) * len(CHEATS))
+    shop.env["KACCY_PAYJOIN_TIMEOUT"] = "1"
+    receiver = Receiver(node, await receiver_wallet(node))
+    await receiver.start()
+    pay_to = await node.call("getnewaddress", "", "bech32", wallet=receiver.wallet)
+    wrong = []
+    try:
+        for mode, pjos, reason in CHEATS:
+            receiver.mode, receiver.requests = mode, []
+            target = uri(pay_to, None if mode == "no_pj" else receiver.url, pjos)
+            code, out = await asyncio.to_thread(shop.cli, "withdraw", "payjoin", target, "--fee-rate", "2")
+            got = (code, out.get("state"), out.get("payjoin"), out.get("fallback_reason"))
+            if got != (0, "broadcast", False, reason):
+                wrong.append((mode, got, out))
+                continue
+            assert out["txid"] in await node.call("getrawmempool"), mode
+            if mode != "no_pj":
+                (request,) = receiver.requests
+                assert original_txid(request["body"]) == out["txid"], mode   # the very original it was offered
+                if pjos == "0":
+                    assert request["query"]["disableoutputsubstitution"] == "true"
+            shown = shop.cli("withdraw", "show", out["withdrawal_id"])[1]
+            assert (shown["payjoin"], shown["fallback_reason"], shown["original_txid"]) == (False, reason, out["txid"])
+    finally:
+        await receiver.stop()
+    assert not wrong, wrong
