@@ -30,6 +30,7 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/pj", self.handle)
+        app.router.add_post("/pj/{mode}", self.handle)   # a mode per path: several senders at once
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -51,8 +52,9 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.text()
-        self.requests.append({"query": dict(request.query), "body": body, "content_type": request.content_type})
-        mode = self.mode
+        self.requests.append({"query": dict(request.query), "body": body, "content_type": request.content_type,
+                              "mode": request.match_info.get("mode", self.mode)})
+        mode = request.match_info.get("mode", self.mode)
         if mode == "error":
             return web.json_response({"errorCode": "unavailable", "message": "come back later"}, status=400)
         if mode == "timeout":
@@ -109,13 +111,12 @@ class Receiver:
             processed = await self.node.call("walletprocesspsbt", unsigned, True, "ALL", False, True,
                                              wallet=self.wallet)
         with ChainParams(REGTEST):
-            signed = PartiallySignedTransaction.from_base64(processed["psbt"])
-            key = CPubKey(bytes.fromhex("02" + "11" * 32))
+            signed = PartiallySignedTransaction.from_base64(processed["psbt"], relaxed_sanity_checks=True)
+            key = CPubKey(bytes.fromhex("03159ac01aa0d58754c4b4d8b7d349ed1edfcf0b362b4f6b55106723a2858f8516"))
             if mode == "keypath":
                 signed.inputs[0].derivation_map = OrderedDict(
                     {key: PSBT_KeyDerivationInfo(b"\x01\x02\x03\x04", BIP32Path("m/84'/1'/0'/0/0"))})
             elif mode == "partial_sig":
-                signed = PartiallySignedTransaction.from_base64(processed["psbt"], relaxed_sanity_checks=True)
                 signed.inputs[0].partial_sigs = OrderedDict({key: bytes.fromhex("30440220" + "11" * 32 + "0220"
                                                                                + "22" * 32 + "01")})
             return signed.to_base64()
