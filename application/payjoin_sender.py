@@ -18,7 +18,7 @@ from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.application.withdrawals import Broadcaster, SignWithdrawal, read_withdrawal, script_of
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.coin_selection import INPUT_WEIGHT, vsize
-from kaccy_bitcoin.domain.errors import InvalidAmount
+from kaccy_bitcoin.domain.errors import ConcurrentUpdate, InvalidAmount
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payjoin_sender import (
     PaymentUri, ProposalRefused, RequestParams, SenderContext, check_fee_rate, check_proposal, endpoint_refusal,
@@ -75,7 +75,14 @@ class PayjoinWithdrawal:
         except _Fallback as fallback:
             w.payjoin_fell_back(fallback.reason)
             await self._save(w, "withdrawal_payjoin_fallback", reason=fallback.reason)
-        sent = await self._broadcaster.send(w)
+        try:
+            sent = await self._broadcaster.send(w)
+        except ConcurrentUpdate:
+            # The monitor saw it in the mempool (and recorded so) between our broadcast and our write.
+            seen = await read_withdrawal(self._uow, wid)
+            if seen.txid != w.txid or seen.state not in (PsbtState.BROADCAST, PsbtState.CONFIRMED):
+                raise
+            w, sent = seen, {"withdrawal_id": wid, "txid": seen.txid.value, "state": seen.name}
         assert w.payjoin is not None
         return {**sent, "payjoin": w.payjoin.used, "fallback_reason": w.payjoin.fallback_reason}
 

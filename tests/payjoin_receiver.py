@@ -78,15 +78,16 @@ class Receiver:
             payment = next(n for n, o in enumerate(otx.vout) if n != int(query.get("additionalfeeoutputindex", -1)))
             tx = CMutableTransaction.from_tx(otx)
             tx.vin.insert(1, CMutableTxIn(COutPoint(lx(coin["txid"]), coin["vout"]), nSequence=otx.vin[0].nSequence))
-            # our input's cost at the original's rate: from the sender's fee output up to what it allows
-            needed = -(-fee * 69 // vsize)
+            # the added input (68 vB) at the original's rate: from the sender's fee output up to what it
+            # allows; what the fee still lacks to keep minfeerate (a vbyte to spare) from our own output
             allowed = int(query.get("maxadditionalfeecontribution", 0)) if "additionalfeeoutputindex" in query else 0
-            contribution = min(needed, allowed)
+            contribution = min(-(-fee * 68 // vsize), allowed)
             if mode == "fee_too_high":
                 contribution = allowed + 50
+            target = int((Decimal(query.get("minfeerate", "1")) * (vsize + 69)).to_integral_value(rounding="ROUND_CEILING"))
             if "additionalfeeoutputindex" in query:
                 tx.vout[int(query["additionalfeeoutputindex"])].nValue -= contribution
-            tx.vout[payment].nValue += value - (needed - min(needed, contribution))
+            tx.vout[payment].nValue += value - max(0, target - fee - contribution)
             if mode == "reduce_payment":
                 tx.vout[payment].nValue = otx.vout[payment].nValue - 1000
             elif mode == "sequence":
