@@ -17,7 +17,7 @@ from kaccy_bitcoin.domain.audit import SYSTEM
 from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalHeld, WithdrawalReplaced, WithdrawalStateError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
-from kaccy_bitcoin.domain.payjoin_sender import PayjoinSend
+from kaccy_bitcoin.domain.withdrawal_payjoin import PayjoinSend
 from kaccy_bitcoin.domain.psbt_state import HELD, UNSIGNED, PsbtMachine, PsbtState
 from kaccy_bitcoin.domain.risk import NO_RISK, RiskAssessment
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 from bitcointx import ChainParams
 from bitcointx.core.psbt import PartiallySignedTransaction
 
 from tests.payjoin_receiver import REGTEST, Receiver
 from tests.payments_harness import Shop
-from tests.service_harness import Client, Service, api_key, service_env, until
 from tests.test_withdrawals_regtest import funded_shop, wallet_caught_up
 
 pytestmark = pytest.mark.node
@@ -148,38 +146,3 @@ async def test_every_cheating_or_failing_receiver_gets_the_original_broadcast(no
     shown = shop.cli("withdraw", "show", out["withdrawal_id"])[1]
     assert (shown["payjoin"], shown["fallback_reason"], shown["original_txid"], shown["state"]) == (
         False, "output_reduced", out["txid"], "broadcast")
-
-
-async def test_the_http_route_pays_a_payjoin_and_refuses_a_bad_uri(node, tmp_path) -> None:  # noqa: ANN001
-    shop = await funded_with_coins(node, tmp_path, 1)
-    env = service_env(shop.env)
-    receiver = Receiver(node, await receiver_wallet(node))
-    await receiver.start()
-    service = Service(env, tmp_path / "serve.log")
-    try:
-        async with aiohttp.ClientSession() as session:
-            w = Client(session, service.url, api_key(env, "withdraw"))
-            r = Client(session, service.url, api_key(env, "read"))
-            pay_to = await node.call("getnewaddress", "", "bech32", wallet=receiver.wallet)
-            s, bad = await w.post("/v1/withdrawals/payjoin", {"uri": f"bitcoin:{pay_to}"},
-                                  headers={"Idempotency-Key": "pj-0"})
-            assert s == 400 and bad["error"]["code"] == "invalid_uri", bad
-            s, denied = await r.post("/v1/withdrawals/payjoin", {"uri": uri(pay_to, receiver.url)},
-                                     headers={"Idempotency-Key": "pj-r"})
-            assert s == 403, denied
-            body = {"uri": uri(pay_to, receiver.url), "fee_rate": 2, "max_additional_fee_sat": 500, "user": "bob"}
-            s, out = await w.post("/v1/withdrawals/payjoin", body, headers={"Idempotency-Key": "pj-1"})
-            assert s == 201 and (out["state"], out["payjoin"], out["fallback_reason"]) == ("broadcast", True, None), out
-            s, again = await w.post("/v1/withdrawals/payjoin", body, headers={"Idempotency-Key": "pj-1"})
-            assert (s, again) == (201, out) and len(receiver.requests) == 1      # paid once
-            assert receiver.requests[0]["query"]["maxadditionalfeecontribution"] == "500"
-            await node.mine(1)
-
-            async def confirmed() -> bool:
-                shown = (await r.get(f"/v1/withdrawals/{out['withdrawal_id']}"))[1]
-                return shown["state"] == "confirmed" and shown["txid"] == out["txid"] and shown["payjoin"] is True
-
-            await until(confirmed)
-    finally:
-        service.stop()
-        await receiver.stop()

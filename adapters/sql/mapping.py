@@ -17,7 +17,7 @@ from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
 from kaccy_bitcoin.domain.lightning import CancelReason
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.money import MilliSatoshis
-from kaccy_bitcoin.domain.payjoin_sender import PayjoinSend
+from kaccy_bitcoin.domain.withdrawal_payjoin import PayjoinSend
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest, ReceivedOutput
 from kaccy_bitcoin.domain.payment_state import PaymentMachine
