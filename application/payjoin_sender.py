@@ -128,6 +128,7 @@ class PayjoinWithdrawal:
         accept = await self._chain.test_accept(raw)
         if not accept.allowed:
             raise _Fallback("proposal_rejected_by_node")
+        w.keep_signed(finalize_psbt(net, w.psbt)[1])    # the original, to follow again if it is the one mined
         ours = [script_of(o.address, net) for o in w.outputs if o.change]
         outputs = [WithdrawalOutput(a, Satoshis(v), c) for a, v, c in proposal_outputs(net, final, ours)]
         w.follow_proposal(final, txid, raw, proposal_spends(net, final), outputs, checked.fee, checked.contribution)

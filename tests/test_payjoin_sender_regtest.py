@@ -146,3 +146,32 @@ async def test_every_cheating_or_failing_receiver_gets_the_original_broadcast(no
     shown = shop.cli("withdraw", "show", out["withdrawal_id"])[1]
     assert (shown["payjoin"], shown["fallback_reason"], shown["original_txid"], shown["state"]) == (
         False, "output_reduced", out["txid"], "broadcast")
+
+
+async def test_the_original_mined_in_place_of_the_proposal_is_followed(node, tmp_path) -> None:  # noqa: ANN001
+    """The receiver holds our signed original and may send it: here it replaces the proposal in
+    the mempool (the node told to count it as paying more) and is mined. The withdrawal follows
+    it: confirmed with the original's txid, no stranger's spend."""
+    shop = await funded_with_coins(node, tmp_path, 1)
+    receiver = Receiver(node, await receiver_wallet(node))
+    await receiver.start()
+    try:
+        pay_to = await node.call("getnewaddress", "", "bech32", wallet=receiver.wallet)
+        out = (await asyncio.to_thread(shop.cli, "withdraw", "payjoin", uri(pay_to, receiver.url),
+                                       "--fee-rate", "2"))[1]
+    finally:
+        await receiver.stop()
+    assert out["payjoin"] is True, out
+    final = await node.call("finalizepsbt", receiver.requests[0]["body"])
+    original = original_txid(receiver.requests[0]["body"])
+    await node.call("prioritisetransaction", original, 0, 1_000_000)
+    assert await node.call("sendrawtransaction", final["hex"]) == original
+    await node.mine(1)
+    events = shop.poll()
+    kinds = [(e["kind"], e["subject"]) for e in events]
+    assert ("withdrawal_confirmed", out["withdrawal_id"]) in kinds, events
+    assert not [e for e in events if e["kind"] in ("unexpected_spend", "withdrawal_conflicted")], events
+    shown = shop.cli("withdraw", "show", out["withdrawal_id"])[1]
+    assert (shown["txid"], shown["state"], shown["payjoin"], shown["fallback_reason"]) == (
+        original, "confirmed", False, "original_sent_by_receiver")
+    assert [o["amount_sat"] for o in shown["outputs"] if not o["change"]] == [AMOUNT]
