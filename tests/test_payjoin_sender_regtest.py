@@ -175,3 +175,33 @@ async def test_the_original_mined_in_place_of_the_proposal_is_followed(node, tmp
     assert (shown["txid"], shown["state"], shown["payjoin"], shown["fallback_reason"]) == (
         original, "confirmed", False, "original_sent_by_receiver")
     assert [o["amount_sat"] for o in shown["outputs"] if not o["change"]] == [AMOUNT]
+
+
+async def test_a_payjoin_withdrawal_can_be_bumped_and_voided(node, tmp_path) -> None:  # noqa: ANN001
+    """Bump: the replacement spends our coins only and pays the receiver what we owed (not its own
+    contribution); void: our coins back to us, outbidding the proposal (receiver's fee included)."""
+    shop = await funded_with_coins(node, tmp_path, 2)
+    receiver = Receiver(node, await receiver_wallet(node))
+    await receiver.start()
+    try:
+        pay_to = await node.call("getnewaddress", "", "bech32", wallet=receiver.wallet)
+        first, second = [(await asyncio.to_thread(shop.cli, "withdraw", "payjoin", uri(pay_to, receiver.url),
+                                                  "--fee-rate", "2"))[1] for _ in range(2)]
+    finally:
+        await receiver.stop()
+    assert first["payjoin"] is True and second["payjoin"] is True, (first, second)
+    mempool = await node.call("getrawmempool")
+    assert first["txid"] in mempool and second["txid"] in mempool   # the receiver added another coin of its own
+    bump = shop.cli("withdraw", "bump", second["withdrawal_id"], "--fee-rate", "10")[1]
+    assert [(o["address"], o["amount_sat"]) for o in bump["outputs"] if not o["change"]] == [(pay_to, AMOUNT)]
+    shop.cli("withdraw", "sign", bump["withdrawal_id"], "--signer", "software")
+    sent = shop.cli("withdraw", "broadcast", bump["withdrawal_id"])[1]
+    mempool = await node.call("getrawmempool")
+    assert sent["txid"] in mempool and second["txid"] not in mempool
+    voided = shop.cli("withdraw", "void", first["withdrawal_id"], "--fee-rate", "5")[1]
+    mempool = await node.call("getrawmempool")
+    assert voided["void"]["txid"] in mempool and first["txid"] not in mempool
+    await node.mine(1)
+    shop.poll()
+    states = {w: shop.cli("withdraw", "show", w)[1]["state"] for w in (first["withdrawal_id"], second["withdrawal_id"])}
+    assert states == {first["withdrawal_id"]: "voided", second["withdrawal_id"]: "replaced"}, states
