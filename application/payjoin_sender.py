@@ -71,17 +71,21 @@ class PayjoinWithdrawal:
         w.start_payjoin()
         await self._save(w, "withdrawal_finalized")
         try:
-            await self._negotiate(pay, w, template, signer, max_additional_fee_sat)
-        except _Fallback as fallback:
-            w.payjoin_fell_back(fallback.reason)
-            await self._save(w, "withdrawal_payjoin_fallback", reason=fallback.reason)
-        try:
+            try:
+                await self._negotiate(pay, w, template, signer, max_additional_fee_sat)
+            except _Fallback as fallback:
+                w.payjoin_fell_back(fallback.reason)
+                await self._save(w, "withdrawal_payjoin_fallback", reason=fallback.reason)
             sent = await self._broadcaster.send(w)
         except ConcurrentUpdate:
-            # The monitor saw it in the mempool (and recorded so) between our broadcast and our write.
+            # The monitor moved it meanwhile: it saw in the mempool what we just sent, or the
+            # original, which the receiver holds and may send itself. Either is on its way.
             seen = await read_withdrawal(self._uow, wid)
-            if seen.txid != w.txid or seen.state not in (PsbtState.BROADCAST, PsbtState.CONFIRMED):
+            if seen.txid is None or seen.state not in (PsbtState.BROADCAST, PsbtState.CONFIRMED):
                 raise
+            if seen.payjoin is not None and not seen.payjoin.used and seen.payjoin.fallback_reason is None:
+                seen.payjoin_fell_back("original_sent_by_receiver")
+                await self._save(seen, "withdrawal_payjoin_fallback", reason="original_sent_by_receiver")
             w, sent = seen, {"withdrawal_id": wid, "txid": seen.txid.value, "state": seen.name}
         assert w.payjoin is not None
         return {**sent, "payjoin": w.payjoin.used, "fallback_reason": w.payjoin.fallback_reason}
