@@ -33,9 +33,9 @@ def original_txid(body: str) -> str:
         return PartiallySignedTransaction.from_base64(body).extract_transaction().GetTxid()[::-1].hex()
 
 
-async def receiver_wallet(node) -> str:  # noqa: ANN001
+async def receiver_wallet(node, coins: int = 1) -> str:  # noqa: ANN001
     wallet = await node.fresh_wallet()
-    for kind in ("bech32", "bech32", "p2sh-segwit"):
+    for kind in ("bech32",) * coins + ("p2sh-segwit",):
         await node.send(await node.call("getnewaddress", "", kind, wallet=wallet), 50_000)
     await node.mine(1)
     return wallet
@@ -148,60 +148,48 @@ async def test_every_cheating_or_failing_receiver_gets_the_original_broadcast(no
         False, "output_reduced", out["txid"], "broadcast")
 
 
-async def test_the_original_mined_in_place_of_the_proposal_is_followed(node, tmp_path) -> None:  # noqa: ANN001
-    """The receiver holds our signed original and may send it: here it replaces the proposal in
-    the mempool (the node told to count it as paying more) and is mined. The withdrawal follows
-    it: confirmed with the original's txid, no stranger's spend."""
-    shop = await funded_with_coins(node, tmp_path, 1)
-    receiver = Receiver(node, await receiver_wallet(node))
+async def test_after_a_payjoin_the_original_may_win_and_bump_and_void_work(node, tmp_path) -> None:  # noqa: ANN001
+    """Three payjoins sent, then: (1) the receiver, who holds our signed original, sends it in
+    place of the proposal (the node told to count it as paying more) and it is mined: the
+    withdrawal follows it, confirmed, no stranger's spend; (2) bumped: the replacement spends our
+    coins only and pays what we owed, not the receiver's contribution; (3) voided: our coins back
+    to us, outbidding the proposal whose fee includes the receiver's part."""
+    shop = await funded_with_coins(node, tmp_path, 3)
+    receiver = Receiver(node, await receiver_wallet(node, coins=3))
     await receiver.start()
     try:
         pay_to = await node.call("getnewaddress", "", "bech32", wallet=receiver.wallet)
-        out = (await asyncio.to_thread(shop.cli, "withdraw", "payjoin", uri(pay_to, receiver.url),
-                                       "--fee-rate", "2"))[1]
+        sent = [(await asyncio.to_thread(shop.cli, "withdraw", "payjoin", uri(pay_to, receiver.url),
+                                         "--fee-rate", "2"))[1] for _ in range(3)]
     finally:
         await receiver.stop()
-    assert out["payjoin"] is True, out
+    assert all(out["payjoin"] is True for out in sent), sent
+    first, second, third = sent
+    mempool = await node.call("getrawmempool")
+    assert all(out["txid"] in mempool for out in sent)   # the receiver added another coin of its own each time
+
     final = await node.call("finalizepsbt", receiver.requests[0]["body"])
     original = original_txid(receiver.requests[0]["body"])
     await node.call("prioritisetransaction", original, 0, 1_000_000)
     assert await node.call("sendrawtransaction", final["hex"]) == original
-    await node.mine(1)
-    events = shop.poll()
-    kinds = [(e["kind"], e["subject"]) for e in events]
-    assert ("withdrawal_confirmed", out["withdrawal_id"]) in kinds, events
-    assert not [e for e in events if e["kind"] in ("unexpected_spend", "withdrawal_conflicted")], events
-    shown = shop.cli("withdraw", "show", out["withdrawal_id"])[1]
-    assert (shown["txid"], shown["state"], shown["payjoin"], shown["fallback_reason"]) == (
-        original, "confirmed", False, "original_sent_by_receiver")
-    assert [o["amount_sat"] for o in shown["outputs"] if not o["change"]] == [AMOUNT]
 
-
-async def test_a_payjoin_withdrawal_can_be_bumped_and_voided(node, tmp_path) -> None:  # noqa: ANN001
-    """Bump: the replacement spends our coins only and pays the receiver what we owed (not its own
-    contribution); void: our coins back to us, outbidding the proposal (receiver's fee included)."""
-    shop = await funded_with_coins(node, tmp_path, 2)
-    receiver = Receiver(node, await receiver_wallet(node))
-    await receiver.start()
-    try:
-        pay_to = await node.call("getnewaddress", "", "bech32", wallet=receiver.wallet)
-        first, second = [(await asyncio.to_thread(shop.cli, "withdraw", "payjoin", uri(pay_to, receiver.url),
-                                                  "--fee-rate", "2"))[1] for _ in range(2)]
-    finally:
-        await receiver.stop()
-    assert first["payjoin"] is True and second["payjoin"] is True, (first, second)
-    mempool = await node.call("getrawmempool")
-    assert first["txid"] in mempool and second["txid"] in mempool   # the receiver added another coin of its own
     bump = shop.cli("withdraw", "bump", second["withdrawal_id"], "--fee-rate", "10")[1]
     assert [(o["address"], o["amount_sat"]) for o in bump["outputs"] if not o["change"]] == [(pay_to, AMOUNT)]
     shop.cli("withdraw", "sign", bump["withdrawal_id"], "--signer", "software")
-    sent = shop.cli("withdraw", "broadcast", bump["withdrawal_id"])[1]
+    bumped = shop.cli("withdraw", "broadcast", bump["withdrawal_id"])[1]
+    voided = shop.cli("withdraw", "void", third["withdrawal_id"], "--fee-rate", "5")[1]
     mempool = await node.call("getrawmempool")
-    assert sent["txid"] in mempool and second["txid"] not in mempool
-    voided = shop.cli("withdraw", "void", first["withdrawal_id"], "--fee-rate", "5")[1]
-    mempool = await node.call("getrawmempool")
-    assert voided["void"]["txid"] in mempool and first["txid"] not in mempool
+    assert {original, bumped["txid"], voided["void"]["txid"]} <= set(mempool)
+    assert not {first["txid"], second["txid"], third["txid"]} & set(mempool)
+
     await node.mine(1)
-    shop.poll()
-    states = {w: shop.cli("withdraw", "show", w)[1]["state"] for w in (first["withdrawal_id"], second["withdrawal_id"])}
-    assert states == {first["withdrawal_id"]: "voided", second["withdrawal_id"]: "replaced"}, states
+    events = shop.poll()
+    assert not [e for e in events if e["kind"] in ("unexpected_spend", "withdrawal_conflicted")], events
+    shown = shop.cli("withdraw", "show", first["withdrawal_id"])[1]
+    assert (shown["txid"], shown["state"], shown["payjoin"], shown["fallback_reason"]) == (
+        original, "confirmed", False, "original_sent_by_receiver")
+    assert [o["amount_sat"] for o in shown["outputs"] if not o["change"]] == [AMOUNT]
+    states = {w: shop.cli("withdraw", "show", w)[1]["state"]
+              for w in (second["withdrawal_id"], bump["withdrawal_id"], third["withdrawal_id"])}
+    assert states == {second["withdrawal_id"]: "replaced", bump["withdrawal_id"]: "confirmed",
+                      third["withdrawal_id"]: "voided"}, states
