@@ -21,8 +21,9 @@ from kaccy_bitcoin.domain.coin_selection import INPUT_WEIGHT, vsize
 from kaccy_bitcoin.domain.errors import ConcurrentUpdate, InvalidAmount
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payjoin_sender import (
-    PaymentUri, ProposalRefused, RequestParams, SenderContext, check_fee_rate, check_proposal, endpoint_refusal,
-    fill_our_inputs, original_for_receiver, original_size, parse_payment_uri, proposal_outputs, proposal_spends)
+    ProposalRefused, SenderContext, check_fee_rate, check_proposal, fill_our_inputs, original_for_receiver,
+    original_size, proposal_outputs, proposal_spends)
+from kaccy_bitcoin.domain.payjoin_uri import PaymentUri, RequestParams, endpoint_refusal, parse_payment_uri
 from kaccy_bitcoin.domain.psbt import InvalidPsbt, PsbtMismatch, finalize_psbt, same_unsigned_tx
 from kaccy_bitcoin.domain.psbt_state import PsbtState
 from kaccy_bitcoin.domain.withdrawals import Withdrawal, WithdrawalOutput

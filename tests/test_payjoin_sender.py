@@ -16,8 +16,9 @@ from bitcointx.core.key import BIP32Path
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payjoin_sender import (
-    InvalidPaymentUri, ProposalRefused, RequestParams, SenderContext, check_proposal, endpoint_refusal,
-    fill_our_inputs, original_for_receiver, parse_payment_uri, receiver_error_reason)
+    ProposalRefused, SenderContext, check_proposal, fill_our_inputs, original_for_receiver)
+from kaccy_bitcoin.domain.payjoin_uri import (
+    InvalidPaymentUri, RequestParams, endpoint_refusal, parse_payment_uri, receiver_error_reason)
 from kaccy_bitcoin.domain.psbt import parse_psbt
 
 NET = Network.MAINNET

@@ -10,7 +10,7 @@ import logging
 
 import aiohttp
 
-from kaccy_bitcoin.domain.payjoin_sender import receiver_error_reason
+from kaccy_bitcoin.domain.payjoin_uri import receiver_error_reason
 from kaccy_bitcoin.ports.payjoin_endpoint import PayjoinEndpoint, PayjoinRequestFailed
 
 log = logging.getLogger(__name__)
