@@ -65,7 +65,7 @@ class BumpWithdrawal:
                                     "replacement cannot pay anyone either")
             holders = lineage(uow, old)
             payouts = [(Address(o.address, self._builder.network), o.amount)
-                       for o in old.outputs if not o.change] + extra_payouts
+                       for o in old.payouts] + extra_payouts
             if extra_payouts:   # a new payout: limits, risk, tier, as the transaction manager's
                 check_limits(uow, old.user, added, self._clock.now(), lock=False)
                 leaving = sum(v.value for a, v in payouts if uow.addresses.get(a.value) is None)

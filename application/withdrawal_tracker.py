@@ -85,6 +85,12 @@ class TrackWithdrawals:
         for e in history.entries:
             if e.direction is Direction.SEND and e.confirmations >= 0:
                 sends.setdefault(e.outpoint.txid, []).append(e)
+        # A payjoin's original, signed and handed to its receiver, reached the chain or the
+        # mempool in place of the proposal we sent: the withdrawal follows it from now on.
+        switched = [w for w in watched if w.payjoin is not None and w.payjoin.used
+                    and w.payjoin.original_txid in sends and w.txid not in sends]
+        for w in switched:
+            w.follow_original("original_sent_by_receiver")
         known = {w.txid for w in watched if w.txid is not None}
         with self._uow.read() as uow:
             revived = list(uow.withdrawals.by_txids(set(sends) - known).values())
@@ -101,6 +107,8 @@ class TrackWithdrawals:
         if self._nodes is not None and await self._nodes.finality_held():
             final = FINALITY_HELD
         verdicts = apply_chain(withdrawals, views, foreign, final, now)
+        for w in switched:
+            verdicts.moved(w)
         for w in withdrawals:
             expired = w.expire(now, s.unsigned_ttl_seconds)
             if expired is not None:

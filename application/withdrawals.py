@@ -72,6 +72,12 @@ def view(w: Withdrawal, confirmations: int | None = None, *, signing_material: b
         out["user"] = w.user
     if w.approved_by is not None:
         out["approved_by"] = w.approved_by
+    if w.payjoin is not None:
+        out["payjoin"] = w.payjoin.used
+        out["fallback_reason"] = w.payjoin.fallback_reason
+        out["original_txid"] = w.payjoin.original_txid.value
+        if w.payjoin.used:
+            out["payjoin_contribution_sat"] = w.payjoin.contribution.value
     if not signing_material:
         del out["psbt"]
     return out
@@ -105,8 +111,16 @@ def lineage(uow: UnitOfWork, w: Withdrawal) -> list[str]:
 def check_unchanged(network: Network, w: Withdrawal, psbt: str | None = None) -> None:
     """No blind signing or sending: the PSBT must spend exactly the recorded inputs and pay
     exactly the recorded outputs and fee."""
-    check_psbt_pays(network, psbt or w.psbt, [(i.outpoint, i.amount) for i in w.inputs],
-                    [(Address(o.address, network).script_pubkey(), o.amount) for o in w.outputs], w.fee)
+    check_psbt_pays(network, psbt or w.psbt, w.spent(), [(script_of(o.address, network), o.amount) for o in w.outputs],
+                    w.fee)
+
+
+def script_of(address: str, network: Network) -> bytes:
+    """An output's script: its address's, or the script a payjoin receiver's output names
+    (`script:<hex>`, for a script no address stands for)."""
+    if address.startswith("script:"):
+        return bytes.fromhex(address[len("script:"):])
+    return Address(address, network).script_pubkey()
 
 
 async def save_new(uow: UnitOfWorkFactory, w: Withdrawal, shared_with: Sequence[str], at) -> None:  # noqa: ANN001

@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "payjoin_fallback_after": "60",
     "node_max_lag": "2",
     "node_fork_depth": "6",
+    "payjoin_timeout": "30",
 }
 NODE_KEYS = ("url", "user", "password", "cookie")
 
@@ -171,12 +172,12 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     values["webhook_allow_private"] = allow in ("true", "1", "yes")
     values["payjoin_url"] = _payjoin_url(values["payjoin_url"], str(values["network"]))
     for key in ("poll_interval", "rebroadcast_delay", "stuck_after", "withdrawal_ttl", "webhook_retry_first",
-                "webhook_retry_max", "payjoin_fallback_after"):
+                "webhook_retry_max", "payjoin_fallback_after", "payjoin_timeout"):
         try:
             seconds = float(values[key])
         except ValueError:
             seconds = math.nan
-        positive = key == "poll_interval"   # the sleep between polls: zero would be a busy loop
+        positive = key in ("poll_interval", "payjoin_timeout")   # zero: a busy loop, or no wait at all
         if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
             raise ConfigError(f"KACCY_{key.upper()} must be a {'positive' if positive else 'non-negative'} "
                               f"number of seconds, got {values[key]!r}")

@@ -129,6 +129,8 @@ ShowWithdrawal = _Lazy(f"{_APP}.withdrawals", "ShowWithdrawal")
 ListWithdrawals = _Lazy(f"{_APP}.withdrawals", "ListWithdrawals")
 BumpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "BumpWithdrawal")
 CpfpWithdrawal = _Lazy(f"{_APP}.fee_bumping", "CpfpWithdrawal")
+PayjoinWithdrawal = _Lazy(f"{_APP}.payjoin_sender", "PayjoinWithdrawal")
+AiohttpPayjoinEndpoint = _Lazy("kaccy_bitcoin.adapters.payjoin_client.http", "AiohttpPayjoinEndpoint")
 ListOrders = _Lazy(f"{_APP}.orders", "ListOrders")
 ListAddresses = _Lazy(f"{_APP}.addresses", "ListAddresses")
 CreateApiKey = _Lazy(f"{_APP}.api_access", "CreateApiKey")
@@ -439,6 +441,7 @@ class Gateways(containers.DeclarativeContainer):
                                   network=config.network)
     webhook_transport = providers.Resource(_webhook_transport, allow_private=config.webhook_allow_private,
                                            http=http)
+    payjoin_endpoint = providers.Singleton(AiohttpPayjoinEndpoint, http=http)   # a payjoin receiver's pj= endpoint
 
 
 class Storage(containers.DeclarativeContainer):
@@ -574,6 +577,11 @@ class Services(containers.DeclarativeContainer):
         publisher=gateways.publisher, settings=providers.Factory(ControlSettings, review_score=config.review_score),
         custody=custody, signing=sign_withdrawal, broadcasting=broadcast_withdrawal)
     create_withdrawal = transaction_manager
+    # `withdraw payjoin`: the transaction manager's way, then BIP78 with the URI's receiver.
+    payjoin_withdrawal = providers.Factory(
+        PayjoinWithdrawal, manager=transaction_manager, signing=sign_withdrawal, broadcaster=broadcaster,
+        uow=storage.uow, chain=gateways.chain, endpoint=gateways.payjoin_endpoint, builder=withdrawal_builder,
+        network=network, timeout_seconds=config.payjoin_timeout)
     set_limits = providers.Factory(SetLimits, uow=storage.uow, clock=gateways.clock)
     show_limits = providers.Factory(ShowLimits, uow=storage.uow)
     verify_audit = providers.Factory(VerifyAudit, uow=storage.uow)

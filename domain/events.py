@@ -38,6 +38,8 @@ EVENT_KINDS = frozenset({
     "withdrawal_approved",
     "withdrawal_signed",
     "withdrawal_finalized",
+    "withdrawal_payjoin_proposal",   # a payjoin (BIP78) proposal checked and signed: the withdrawal follows it
+    "withdrawal_payjoin_fallback",   # the payjoin failed (fallback_reason): the original is sent
     "withdrawal_sent",
     "withdrawal_rejected",
     "withdrawal_cancelled",

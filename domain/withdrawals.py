@@ -17,6 +17,7 @@ from kaccy_bitcoin.domain.audit import SYSTEM
 from kaccy_bitcoin.domain.errors import InvalidAmount, WithdrawalHeld, WithdrawalReplaced, WithdrawalStateError
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.money import Satoshis
+from kaccy_bitcoin.domain.withdrawal_payjoin import PayjoinSend
 from kaccy_bitcoin.domain.psbt_state import HELD, UNSIGNED, PsbtMachine, PsbtState
 from kaccy_bitcoin.domain.risk import NO_RISK, RiskAssessment
 
@@ -95,6 +96,7 @@ class Withdrawal:
     approved_by: str | None = None       # the operator who released it from HELD
     wallet: str = "default"              # the wallet whose coins it spends and whose change it makes
     signed_tx: str | None = None         # the signed transaction as the network saw it (hex), to resubmit
+    payjoin: PayjoinSend | None = None   # sent as a BIP78 payjoin (or meant to be): see `follow_proposal`
     version: int = attrs.field(default=0, eq=False)   # storage's optimistic-concurrency token
 
     # -- reading ---------------------------------------------------------------
@@ -110,8 +112,22 @@ class Withdrawal:
         return [i.outpoint for i in self.inputs]
 
     @property
+    def payouts(self) -> list[WithdrawalOutput]:
+        """What we pay out: the non-change outputs (of the original, for a payjoin whose proposal
+        is followed: the receiver's own contribution to its output is not ours)."""
+        if self.payjoin is not None and self.payjoin.used:
+            return [WithdrawalOutput(a, Satoshis(v), c) for a, v, c in self.payjoin.original_outputs if not c]
+        return [o for o in self.outputs if not o.change]
+
+    @property
     def payout_total(self) -> Satoshis:
-        return Satoshis(sum(o.amount.value for o in self.outputs if not o.change))
+        return Satoshis(sum(o.amount.value for o in self.payouts))
+
+    def spent(self) -> list[tuple[OutPoint, Satoshis]]:
+        """Every input its PSBT spends, in order: ours, and a followed payjoin proposal's receiver's."""
+        if self.payjoin is not None and self.payjoin.used:
+            return list(self.payjoin.inputs)
+        return [(i.outpoint, i.amount) for i in self.inputs]
 
     @property
     def ever_signed(self) -> bool:
@@ -189,6 +205,44 @@ class Withdrawal:
         self.machine.fire("finalize", at=at)
         self.psbt = psbt
         self.txid = txid
+
+    # -- a payjoin (BIP78) ------------------------------------------------------------
+    def start_payjoin(self) -> None:
+        """The finalized original is about to be handed to a payjoin receiver."""
+        if self.state is not PsbtState.FINALIZED or self.txid is None:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: only a finalized "
+                                       "withdrawal can be offered as a payjoin original")
+        self.payjoin = PayjoinSend(self.txid)
+
+    def payjoin_fell_back(self, reason: str) -> None:
+        """The original is sent instead of a proposal, for `reason`."""
+        if self.payjoin is not None and not self.payjoin.used:
+            self.payjoin = attrs.evolve(self.payjoin, fallback_reason=reason)
+
+    def follow_proposal(self, psbt: str, txid: Txid, raw_tx: bytes, inputs: Sequence[tuple[OutPoint, Satoshis]],
+                        outputs: Sequence[WithdrawalOutput], fee: Satoshis, contribution: Satoshis) -> None:
+        """From now on this withdrawal is the checked, signed payjoin proposal: its PSBT, txid,
+        transaction, outputs and fee; the original's are kept to go back to (`follow_original`)."""
+        if self.payjoin is None or self.payjoin.used or self.state is not PsbtState.FINALIZED:
+            raise WithdrawalStateError(f"withdrawal {self.withdrawal_id} is {self.name}: no payjoin original "
+                                       "waits for a proposal")
+        self.payjoin = attrs.evolve(
+            self.payjoin, proposal_txid=txid, inputs=tuple(inputs), original_psbt=self.psbt,
+            original_outputs=tuple((o.address, o.amount.value, o.change) for o in self.outputs),
+            original_fee=self.fee, original_tx=self.signed_tx, contribution=contribution, fallback_reason=None)
+        self.psbt, self.txid, self.signed_tx = psbt, txid, raw_tx.hex()
+        self.outputs, self.fee = list(outputs), fee
+
+    def follow_original(self, reason: str) -> None:
+        """The original (not the proposal) is the transaction to follow: it reached the network
+        (the receiver holds it and may send it) or the proposal could not be sent."""
+        p = self.payjoin
+        if p is None or not p.used or p.original_psbt is None or p.original_fee is None:
+            return
+        self.psbt, self.txid, self.signed_tx = p.original_psbt, p.original_txid, p.original_tx
+        self.outputs = [WithdrawalOutput(a, Satoshis(v), c) for a, v, c in p.original_outputs]
+        self.fee = p.original_fee
+        self.payjoin = PayjoinSend(p.original_txid, reason)
 
     def mark_broadcast(self, at: dt.datetime) -> None:
         self.machine.fire("broadcast", at=at)

@@ -17,6 +17,7 @@ from kaccy_bitcoin.domain.invoice_state import InvoiceMachine
 from kaccy_bitcoin.domain.lightning import CancelReason
 from kaccy_bitcoin.domain.lightning_orders import OrderInvoice
 from kaccy_bitcoin.domain.money import MilliSatoshis
+from kaccy_bitcoin.domain.withdrawal_payjoin import PayjoinSend
 from kaccy_bitcoin.domain.money import Satoshis
 from kaccy_bitcoin.domain.orders import OutputStatus, Payment, PaymentRequest, ReceivedOutput
 from kaccy_bitcoin.domain.payment_state import PaymentMachine
@@ -125,6 +126,7 @@ def withdrawal_fields(w: Withdrawal) -> dict:
             "last_rebroadcast_at": w.last_rebroadcast_at.isoformat() if w.last_rebroadcast_at else None,
             "user": w.user, "risk": w.risk.to_dict(), "approved_by": w.approved_by,
             "wallet": w.wallet, "signed_tx": w.signed_tx,
+            **({"payjoin": w.payjoin.to_dict()} if w.payjoin is not None else {}),
         },
     }
 
@@ -149,6 +151,7 @@ def withdrawal_from_row(row: Any) -> Withdrawal:
         settled=bool(row.settled), version=row.version, user=d.get("user"),
         risk=RiskAssessment.from_dict(d.get("risk")), approved_by=d.get("approved_by"),
         wallet=d.get("wallet", DEFAULT_WALLET), signed_tx=d.get("signed_tx"),
+        payjoin=PayjoinSend.from_dict(d.get("payjoin")),
         last_rebroadcast_at=dt.datetime.fromisoformat(d["last_rebroadcast_at"]) if d.get("last_rebroadcast_at")
         else None)
 

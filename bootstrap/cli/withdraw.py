@@ -54,6 +54,17 @@ def register(sub: Any) -> None:
                     help="sat/vB (default: the node's estimate, raised to what BIP125 requires)")
     wv.add_argument("--signer", choices=SIGNERS, default="software")
     wv.add_argument("--by", default="operator", help="the operator voiding (for the audit trail)")
+    wj = withdraw.add_parser("payjoin", help="pay a BIP21 URI's amount to its address, as a BIP78 payjoin when it "
+                                             "has pj= (else, or on any failure, the ordinary transaction)")
+    wj.add_argument("uri", metavar="BIP21_URI")
+    wj.add_argument("--fee-rate", type=fee_rate, default=None, help="sat/vB (default: the node's estimate)")
+    wj.add_argument("--signer", choices=["software", "core"], default="software")
+    wj.add_argument("--max-additional-fee-sat", type=signed_int("--max-additional-fee-sat"), default=None,
+                    help="the most our change may give towards the receiver's input's fee (default: the fee "
+                         "of one input of our type at the original's rate)")
+    wj.add_argument("--wallet", default=None,
+                    help="the wallet to pay from (default: the custody tier of the amount, else default)")
+    wj.add_argument("--user", default=None, help="whose withdrawal (limits and risk history)")
     wp = withdraw.add_parser("cpfp", help="lift a stuck broadcast withdrawal with a child spending its change")
     wp.add_argument("withdrawal_id")
     wp.add_argument("--fee-rate", type=fee_rate, required=True, help="target rate for parent and child together")
@@ -89,6 +100,10 @@ async def run(args: argparse.Namespace, c: Container) -> dict[str, Any]:
     if args.action in ("cancel", "approve"):
         use_case = await service(c, f"{args.action}_withdrawal")
         return await use_case(args.withdrawal_id, args.by)
+    if args.action == "payjoin":
+        payjoin = await service(c, "payjoin_withdrawal")
+        return await payjoin(args.uri, args.fee_rate, args.signer, args.max_additional_fee_sat, wallet=args.wallet,
+                             user=args.user)
     if args.action == "cpfp":
         cpfp = await service(c, "cpfp_withdrawal")
         return await cpfp(args.withdrawal_id, args.fee_rate)

@@ -13,7 +13,7 @@ from kaccy_bitcoin.adapters.http_api.routes.base import (ADMIN, ORDERS, READ, RO
                                                          Route, route)
 # Importing a group registers its routes, in this order (the OpenAPI document's).
 from kaccy_bitcoin.adapters.http_api.routes import (  # noqa: E402, F401 - imported for their routes
-    orders, events, withdrawals, addresses, controls, lightning, channels, webhooks, swaps, stats, pegs, nodes,
-    operations, checkout, payjoin)
+    orders, events, withdrawals, payjoin_withdrawals, addresses, controls, lightning, channels, webhooks, swaps,
+    stats, pegs, nodes, operations, checkout, payjoin)
 
 __all__ = ["ADMIN", "ORDERS", "READ", "ROUTES", "WITHDRAW", "Call", "Created", "Route", "route"]
