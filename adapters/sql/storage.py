@@ -1127,6 +1127,11 @@ class SqlUnitOfWork(storage.UnitOfWork):
         self._turn: asyncio.Lock | None = None   # this process's turn to write (WriteGate), if taken
         self.read_only = read_only
 
+    @property
+    def connection(self) -> Connection | None:
+        """The transaction's connection (None outside `with`)."""
+        return self._conn
+
     def _begin(self, bind: Engine | None = None) -> None:
         if bind is None:
             bind = _read_only(self._engine) if self.read_only else self._engine

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from kaccy_bitcoin.adapters.http_api.app import Api
     from kaccy_bitcoin.domain.api_access import ApiKey
+    from kaccy_bitcoin.ports.service_store import IdempotencyReceipt
 
 READ, ORDERS, WITHDRAW, ADMIN = "read", "orders", "withdraw", "admin"
 
@@ -28,6 +29,8 @@ class Call:
     args: Inputs     # the query's fields, checked
     key: ApiKey | None
     api: Api
+    # The Idempotency-Key as the use case writes it in its own units of work (see Route.receipt).
+    receipt: IdempotencyReceipt | None = None
 
     def path(self, name: str) -> str:
         return self.request.match_info[name]
@@ -65,6 +68,9 @@ class Route:
     answers: tuple[tuple[int, str], ...] = ()   # other statuses answered with the success's body
     links: tuple[tuple[str, str], ...] = ()     # (operationId, path parameter) the answer's same field fills
     path_patterns: tuple[tuple[str, str], ...] = ()   # (path parameter, regex its value matches)
+    # For a body it is true of, the handler passes `call.receipt` to a use case that claims and
+    # answers the Idempotency-Key in its own units of work (else the key is claimed first).
+    receipt: Callable[[Inputs], bool] | None = None
 
     @property
     def router_path(self) -> str:
@@ -86,12 +92,13 @@ def route(method: str, path: str, summary: str, *, tag: str, scopes: tuple[str, 
           query: dict[str, Field] | None = None, status: int = 200, websocket: bool = False,
           content_type: str = "application/json", answers: dict[int, str] | None = None,
           links: dict[str, str] | None = None,
-          path_patterns: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+          path_patterns: dict[str, str] | None = None,
+          receipt: Callable[[Inputs], bool] | None = None) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ROUTES.append(Route(method, path, handler, summary, tag, scopes, idempotency, body,
                             tuple((query or {}).items()), status, websocket, content_type,
                             tuple((answers or {}).items()), tuple((links or {}).items()),
-                            tuple((path_patterns or {}).items())))
+                            tuple((path_patterns or {}).items()), receipt))
         return handler
     return register
 
