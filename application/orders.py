@@ -21,6 +21,7 @@ from kaccy_bitcoin.application.settings import PaymentSettings
 from kaccy_bitcoin.ports.addresses import RECEIVE, AddressDeriver
 from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.clock import Clock
+from kaccy_bitcoin.ports.service_store import IdempotencyReceipt
 from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
 
 
@@ -104,6 +105,11 @@ class WatchRange:
         self._asking: asyncio.Lock | None = None
         self._ahead: asyncio.Task | None = None   # the background widening, while it runs
 
+    def covers(self, chain_index: int, issued: int) -> bool:
+        """Whether the node is known to watch indexes 0 .. issued - 1 + gap_limit already (then
+        `cover` asks it nothing): an address below `issued` may be handed out now."""
+        return issued - 1 + self._gap <= self._watched.get(chain_index, -1)
+
     async def cover(self, chain_index: int, issued: int) -> None:
         """Make sure the node watches indexes 0 .. issued - 1 + gap_limit of the chain.
 
@@ -168,8 +174,12 @@ class CreateOrder:
         self._payjoin = payjoin   # `pj=` in the BIP21 URI of the default wallet's orders, when enabled
 
     async def __call__(self, order_id: str, amount: Satoshis, *, expires_in: int | None = None,
-                       label: str = "", wallet: str | None = None) -> dict[str, Any]:
-        """`wallet`: the wallet the deposit address is of (None: `default`, KACCY_XPUB's)."""
+                       label: str = "", wallet: str | None = None,
+                       receipt: IdempotencyReceipt | None = None) -> dict[str, Any]:
+        """`wallet`: the wallet the deposit address is of (None: `default`, KACCY_XPUB's).
+        `receipt`: the request's Idempotency-Key, claimed in the first unit of work and answered
+        in the order's own when the node already watches the address (else the caller answers
+        once this returns); IdempotencyKeyTaken (nothing written) when the key has a record."""
         now = self._clock.now()
         expires_at = _expiry(now, expires_in)
         deriver, watch, book = self._deriver, self._watch, RECEIVE
@@ -181,6 +191,8 @@ class CreateOrder:
             opened = self._wallets.get(wallet)
             deriver, watch, book = opened.deriver, opened.watch, opened.book_chain(RECEIVE)
         async with self._uow() as uow:
+            if receipt is not None:
+                receipt.claim(uow)
             request = uow.requests.get(order_id)
             if request is None:
                 index = uow.addresses.allocate(book)
@@ -189,6 +201,7 @@ class CreateOrder:
                 book_of_order = self._book_of(uow, request, amount)
                 if payjoin and book_of_order == book:
                     token = ensure_session(uow, order_id, now).token
+                if receipt is not None or token is not None:
                     uow.commit()
         if request is None:
             address = deriver.address(RECEIVE, index)
@@ -203,6 +216,9 @@ class CreateOrder:
                     uow.payments.save([Payment(order_id)])
                     if payjoin:
                         token = ensure_session(uow, order_id, now).token
+                    if receipt is not None and watch.covers(RECEIVE, index + 1):
+                        # The node watches the address already: this commit makes the answer final.
+                        receipt.answer(uow, self._created(request, token))
                     uow.commit()
                 book_of_order = book
             except OrderConflict:

@@ -28,6 +28,36 @@ class IdempotencyRecord:
 T = TypeVar("T")
 
 
+class IdempotencyKeyTaken(Exception):
+    """IdempotencyReceipt.claim: the key has a record already (nothing was written); the caller
+    answers from that record, as `ServiceStore.claim_idempotency` gives it."""
+
+
+class IdempotencyReceipt(abc.ABC):
+    """An Idempotency-Key's claim and answer written inside a use case's own units of work, so
+    a request that changes something costs no transaction of its own for either.
+
+    The use case calls `claim(uow)` in its first unit of work (the key is then taken exactly
+    when that unit of work's changes commit, or not at all) and `answer(uow, body)` in the unit
+    of work whose commit makes `body` its final answer; `claimed` and `answered` turn True once
+    those commits are made. The caller (the HTTP layer) records what the use case did not:
+    the answer of a claimed request that was not answered inside (an error, or an answer only
+    final after a step outside any transaction), or, for a request that failed before its
+    claim, the claim and the error as if it had claimed first."""
+
+    def __init__(self) -> None:
+        self.claimed = False
+        self.answered = False
+
+    @abc.abstractmethod
+    def claim(self, uow: Any) -> None:
+        """Take the key in `uow`'s transaction; IdempotencyKeyTaken if it has a record."""
+
+    @abc.abstractmethod
+    def answer(self, uow: Any, body: Any) -> None:
+        """Record `body` as the request's answer in `uow`'s transaction (after `claim`)."""
+
+
 class ServiceStore(abc.ABC):
     @abc.abstractmethod
     async def run_writing(self, method: Callable[..., T], *args: Any) -> T:
@@ -64,6 +94,12 @@ class ServiceStore(abc.ABC):
     @abc.abstractmethod
     def release_idempotency(self, key_id: str, idem_key: str) -> None:
         """Forget a claim whose request failed before it changed anything (it may be retried)."""
+
+    def receipt(self, key_id: str, idem_key: str, request_hash: str, now: dt.datetime,
+                status: int) -> IdempotencyReceipt | None:
+        """A receipt whose claim and answer (with `status`) ride along the use case's units of
+        work; None when this store cannot write in them (then claim first, answer after)."""
+        return None
 
     @abc.abstractmethod
     def add_webhook(self, webhook: Webhook) -> None:

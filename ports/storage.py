@@ -9,7 +9,7 @@ import abc
 import datetime as dt
 
 import attrs
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from kaccy_bitcoin.domain.addresses import AddressEntry, MonitorCursor
 from kaccy_bitcoin.domain.audit import AuditEntry
@@ -475,6 +475,12 @@ class UnitOfWork(abc.ABC):
     def __init__(self) -> None:
         self._recorded: list[DomainEvent] = []
         self._committed: list[DomainEvent] = []
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once the next `commit()` has made this transaction durable (not
+        if it rolls back)."""
+        self._after_commit.append(callback)
 
     def record(self, events: Iterable[DomainEvent]) -> None:
         """Have `commit()` write these events to the audit log (once per id)."""
@@ -493,9 +499,13 @@ class UnitOfWork(abc.ABC):
         self._commit()
         self._committed.extend(written)
         self._recorded = []
+        after, self._after_commit = self._after_commit, []
+        for callback in after:
+            callback()
 
     def rollback(self) -> None:
         self._recorded = []
+        self._after_commit = []
         self._rollback()
 
     @abc.abstractmethod
@@ -516,6 +526,7 @@ class UnitOfWork(abc.ABC):
 
     def __enter__(self) -> UnitOfWork:
         self._recorded = []
+        self._after_commit = []
         self._begin()
         return self
 
@@ -527,6 +538,7 @@ class UnitOfWork(abc.ABC):
 
     async def __aenter__(self) -> UnitOfWork:
         self._recorded = []
+        self._after_commit = []
         await self._begin_async()
         return self
 

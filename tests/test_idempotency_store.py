@@ -69,3 +69,45 @@ def test_of_racing_claims_exactly_one_wins(two_stores) -> None:  # noqa: ANN001
         assert len(results) == len(stores)
         assert sum(r is None for r in results) == 1
         assert all(r.status is None and r.request_hash == "h" for r in results if r is not None)
+
+
+def test_a_receipt_claims_and_answers_within_the_units_of_work_it_is_given(two_stores) -> None:  # noqa: ANN001
+    """The claim and the answer written by a use case's own transactions (the receipt) are the
+    rows `claim_idempotency` and `finish_idempotency` write: they exist exactly when the unit of
+    work commits, and a key with a record is refused without writing anything."""
+    import asyncio
+
+    from kaccy_bitcoin.adapters.sql.storage import SqlUnitOfWorkFactory
+    from kaccy_bitcoin.ports.service_store import IdempotencyKeyTaken
+
+    a, b = two_stores
+    uows = SqlUnitOfWorkFactory(a._engine)
+
+    async def scenario() -> None:
+        rolled_back = a.receipt("k1", "idem-r0", "h0", NOW, 201)
+        async with uows() as uow:
+            rolled_back.claim(uow)   # and no commit
+        assert not rolled_back.claimed and b.claim_idempotency("k1", "idem-r0", "h0", NOW) is None
+
+        receipt = a.receipt("k1", "idem-r1", "h1", NOW, 201)
+        async with uows() as uow:
+            receipt.claim(uow)
+            uow.commit()
+        assert receipt.claimed and not receipt.answered
+        running = b.claim_idempotency("k1", "idem-r1", "h1", NOW)
+        assert running is not None and running.status is None
+        async with uows() as uow:
+            receipt.answer(uow, {"order_id": "o1"})
+            uow.commit()
+        assert receipt.answered
+        replay = b.claim_idempotency("k1", "idem-r1", "h1", NOW)
+        assert (replay.status, replay.response) == (201, {"order_id": "o1"})
+
+        again = a.receipt("k1", "idem-r1", "h1", NOW, 201)
+        with pytest.raises(IdempotencyKeyTaken):
+            async with uows() as uow:
+                again.claim(uow)
+                uow.commit()
+        assert not again.claimed
+
+    asyncio.run(scenario())

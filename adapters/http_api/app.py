@@ -27,7 +27,7 @@ from kaccy_bitcoin.adapters.http_api.routes.payjoin import OPEN_ORIGIN_PREFIXES
 from kaccy_bitcoin.adapters.observability import correlation_id
 from kaccy_bitcoin.domain.api_access import ApiKey
 from kaccy_bitcoin.ports.clock import Clock
-from kaccy_bitcoin.ports.service_store import ServiceStore
+from kaccy_bitcoin.ports.service_store import IdempotencyKeyTaken, IdempotencyRecord, ServiceStore
 
 log = logging.getLogger("kaccy_bitcoin.http")
 # The WebSocket subprotocol the event stream speaks, and the prefix of the one carrying a key.
@@ -207,35 +207,84 @@ class Api:
             return self._respond(r, await r.handler(call))
         fingerprint = hashlib.sha256(json.dumps([call.request.method, call.request.path, call.body.raw_data],
                                                 sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        if r.receipt is not None and r.receipt(call.body):
+            call.receipt = self._store.receipt(key.key_id, idem, fingerprint, self._clock.now(), r.status)
+        if call.receipt is not None:
+            # The use case claims the key in its first unit of work and answers in its last: no
+            # transaction of their own. Shielded, as below.
+            return await asyncio.shield(asyncio.ensure_future(self._run_with_receipt(r, call, key, idem,
+                                                                                     fingerprint)))
+        return await self._claim_then_run(r, call, key, idem, fingerprint)
+
+    async def _claim_then_run(self, r: Route, call: Call, key: ApiKey, idem: str,
+                              fingerprint: str) -> web.StreamResponse:
         # The store's writes may wait for the database's write lock: never on the event loop.
         first = await self._store.run_writing(self._store.claim_idempotency, key.key_id, idem, fingerprint,
-                                        self._clock.now())
+                                              self._clock.now())
         if first is not None:
-            if first.request_hash != fingerprint:
-                raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with another request "
-                                                               "(another path or body); use a new key")
-            if first.status is None:
-                raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still "
-                                                                "running; retry later")
-            return _json(first.response, first.status, {"Idempotent-Replayed": "true"})
+            return self._replay(first, fingerprint)
         # Shielded: a client that hangs up does not stop a use case half-way between its commit
         # and the record of its answer (a retry with the same key then replays that answer).
         return await asyncio.shield(asyncio.ensure_future(self._run_and_record(r, call, key, idem)))
+
+    @staticmethod
+    def _replay(first: IdempotencyRecord, fingerprint: str) -> web.Response:
+        """The answer to a request whose key has a record already."""
+        if first.request_hash != fingerprint:
+            raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with another request "
+                                                           "(another path or body); use a new key")
+        if first.status is None:
+            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still "
+                                                            "running; retry later")
+        return _json(first.response, first.status, {"Idempotent-Replayed": "true"})
 
     async def _run_and_record(self, r: Route, call: Call, key: ApiKey, idem: str) -> web.StreamResponse:
         try:
             response = self._respond(r, await r.handler(call))
         except BaseException as exc:
-            status = status_of(exc) if isinstance(exc, Exception) else 500
-            if status < 500 and status not in (409, 429):   # a final answer about this request: replayed
-                await self._store.run_writing(self._store.finish_idempotency, key.key_id, idem, status,
-                                              error_body(exc))
-            else:   # may succeed if tried again: the key is free again
-                await self._store.run_writing(self._store.release_idempotency, key.key_id, idem)
+            await self._record_failure(key, idem, exc)
             raise
         assert isinstance(response, web.Response) and response.text is not None
         await self._store.run_writing(self._store.finish_idempotency, key.key_id, idem, response.status,
-                                json.loads(response.text))
+                                      json.loads(response.text))
+        return response
+
+    async def _record_failure(self, key: ApiKey, idem: str, exc: BaseException) -> None:
+        status = status_of(exc) if isinstance(exc, Exception) else 500
+        if status < 500 and status not in (409, 429):   # a final answer about this request: replayed
+            await self._store.run_writing(self._store.finish_idempotency, key.key_id, idem, status, error_body(exc))
+        else:   # may succeed if tried again: the key is free again
+            await self._store.run_writing(self._store.release_idempotency, key.key_id, idem)
+
+    async def _run_with_receipt(self, r: Route, call: Call, key: ApiKey, idem: str,
+                                fingerprint: str) -> web.StreamResponse:
+        receipt = call.receipt
+        assert receipt is not None
+        try:
+            response = self._respond(r, await r.handler(call))
+        except IdempotencyKeyTaken:   # nothing was written: answer from the key's record, as always
+            call.receipt = None
+            return await self._claim_then_run(r, call, key, idem, fingerprint)
+        except BaseException as exc:
+            if not receipt.claimed:
+                # Failed before its claim committed (nothing was written): as if it had claimed
+                # first, the key's record answers if it has one, else this error is recorded.
+                first = await self._store.run_writing(self._store.claim_idempotency, key.key_id, idem,
+                                                      fingerprint, self._clock.now())
+                if first is not None:
+                    return self._replay(first, fingerprint)
+            await self._record_failure(key, idem, exc)
+            raise
+        assert isinstance(response, web.Response) and response.text is not None
+        if not receipt.answered:   # not final at the use case's last commit: recorded now
+            if not receipt.claimed:   # a use case that did not take the receipt: claimed late
+                log.warning("%s %s: the use case did not claim its Idempotency-Key", r.method, r.path)
+                first = await self._store.run_writing(self._store.claim_idempotency, key.key_id, idem,
+                                                      fingerprint, self._clock.now())
+                if first is not None:
+                    return response
+            await self._store.run_writing(self._store.finish_idempotency, key.key_id, idem, response.status,
+                                          json.loads(response.text))
         return response
 
     # -- readiness and the event stream ---------------------------------------------------

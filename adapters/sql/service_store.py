@@ -17,7 +17,7 @@ from kaccy_bitcoin.adapters.sql.errors import DatabaseBusy
 from kaccy_bitcoin.adapters.sql.storage import LOCK_WAIT_MS, READ_ONLY, WriteLockBusy, write_gate, writer
 from kaccy_bitcoin.adapters.sql.mapping import utc
 from kaccy_bitcoin.domain.api_access import ApiKey, Webhook
-from kaccy_bitcoin.ports.service_store import IdempotencyRecord, ServiceStore
+from kaccy_bitcoin.ports.service_store import IdempotencyKeyTaken, IdempotencyReceipt, IdempotencyRecord, ServiceStore
 
 
 
@@ -43,6 +43,43 @@ _RELEASE = _IDEM.delete().where(_IDEM.c.key_id == bindparam("k_key_id"), _IDEM.c
 
 
 T = TypeVar("T")
+
+
+class SqlIdempotencyReceipt(IdempotencyReceipt):
+    """The claim and the answer as statements of the use case's own transactions (on the
+    store's engine): the same rows `claim_idempotency` and `finish_idempotency` write."""
+
+    def __init__(self, engine: Engine, key_id: str, idem_key: str, request_hash: str, now: dt.datetime,
+                 status: int) -> None:
+        super().__init__()
+        self._engine = engine
+        self._key = {"k_key_id": key_id, "k_idem_key": idem_key}
+        self._claim = {"key_id": key_id, "idem_key": idem_key, "request_hash": request_hash, "created_at": now}
+        self._status = status
+
+    def _connection(self, uow: Any) -> Any:
+        conn = getattr(uow, "connection", None)
+        if conn is None or conn.engine.url != self._engine.url:
+            raise RuntimeError("an idempotency receipt is written in a unit of work of its store's database")
+        return conn
+
+    def claim(self, uow: Any) -> None:
+        conn = self._connection(uow)
+        try:
+            conn.execute(_CLAIM, self._claim)
+        except IntegrityError:   # the key's first use: the transaction is rolled back by the caller
+            raise IdempotencyKeyTaken(self._claim["idem_key"]) from None
+        uow.after_commit(self._claimed)
+
+    def answer(self, uow: Any, body: Any) -> None:
+        self._connection(uow).execute(_FINISH, {**self._key, "status": self._status, "response": body})
+        uow.after_commit(self._answered)
+
+    def _claimed(self) -> None:
+        self.claimed = True
+
+    def _answered(self) -> None:
+        self.answered = True
 
 
 class SqlServiceStore(ServiceStore):
@@ -113,6 +150,10 @@ class SqlServiceStore(ServiceStore):
                 if taken.rowcount == 1:
                     return None
         return IdempotencyRecord(row.request_hash, row.status, row.response)
+
+    def receipt(self, key_id: str, idem_key: str, request_hash: str, now: dt.datetime,
+                status: int) -> IdempotencyReceipt | None:
+        return SqlIdempotencyReceipt(self._engine, key_id, idem_key, request_hash, now, status)
 
     def finish_idempotency(self, key_id: str, idem_key: str, status: int, response: Any) -> None:
         self._write_one(_FINISH, {"k_key_id": key_id, "k_idem_key": idem_key, "status": status, "response": response})

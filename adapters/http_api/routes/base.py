@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from kaccy_bitcoin.adapters.http_api.app import Api
     from kaccy_bitcoin.domain.api_access import ApiKey
+    from kaccy_bitcoin.ports.service_store import IdempotencyReceipt
 
 READ, ORDERS, WITHDRAW, ADMIN = "read", "orders", "withdraw", "admin"
 
@@ -28,6 +29,8 @@ class Call:
     args: Inputs     # the query's fields, checked
     key: ApiKey | None
     api: Api
+    # The Idempotency-Key as the use case writes it in its own units of work (see Route.receipt).
+    receipt: IdempotencyReceipt | None = None
 
     def path(self, name: str) -> str:
         return self.request.match_info[name]
@@ -70,6 +73,9 @@ class Route:
     text_body: Field | None = None
     errors: tuple[tuple[int, str], ...] = ()
     error_schema: dict[str, Any] | None = None
+    # For a body it is true of, the handler passes `call.receipt` to a use case that claims and
+    # answers the Idempotency-Key in its own units of work (else the key is claimed first).
+    receipt: Callable[[Inputs], bool] | None = None
 
     @property
     def router_path(self) -> str:
@@ -93,13 +99,14 @@ def route(method: str, path: str, summary: str, *, tag: str, scopes: tuple[str, 
           links: dict[str, str] | None = None,
           path_patterns: dict[str, str] | None = None, text_body: Field | None = None,
           errors: dict[int, str] | None = None,
-          error_schema: dict[str, Any] | None = None) -> Callable[[Handler], Handler]:
+          error_schema: dict[str, Any] | None = None,
+          receipt: Callable[[Inputs], bool] | None = None) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ROUTES.append(Route(method, path, handler, summary, tag, scopes, idempotency, body,
                             tuple((query or {}).items()), status, websocket, content_type,
                             tuple((answers or {}).items()), tuple((links or {}).items()),
                             tuple((path_patterns or {}).items()), text_body, tuple((errors or {}).items()),
-                            error_schema))
+                            error_schema, receipt))
         return handler
     return register
 

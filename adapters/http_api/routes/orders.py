@@ -11,6 +11,7 @@ from kaccy_bitcoin.adapters.http_api.routes.base import ORDER_STATUSES, ORDERS, 
 @route("POST", "/v1/orders", "Create an order and its deposit address (the same order id again: the same answer)",
        tag="orders", scopes=(ORDERS,), idempotency="optional", status=201,
        links={"show_order": "order_id", "create_order_invoice": "order_id"},
+       receipt=lambda body: body["lightning_msat"] is None,   # the use case writes the Idempotency-Key
        body=_obj(["order_id", "amount_sat"], order_id=ORDER_ID, amount_sat=AMOUNT_SAT,
                  expires_in=Integer(high=10 * 365 * 86400), label=LABEL,
                  lightning_msat=Integer(high=MAX_SAT * 1000, description="also a Lightning invoice for this many "
@@ -28,7 +29,7 @@ async def create_order(call: Call) -> Created:
     # Built first: without LND (409 lightning_unavailable) no order is made either.
     create_invoice = await call.use("create_order_invoice") if lightning_msat is not None else None
     create = await call.use("create_order")
-    made = await create(order_id, Satoshis(amount), expires_in=expires_in, label=label)
+    made = await create(order_id, Satoshis(amount), expires_in=expires_in, label=label, receipt=call.receipt)
     if create_invoice is not None:
         invoice = await create_invoice(order_id, lightning_msat, lightning_expiry)
         made = {**made, "lightning": {k: invoice[k] for k in ("payment_request", "payment_hash", "state")}}
