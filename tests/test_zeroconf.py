@@ -307,3 +307,27 @@ def test_an_order_is_accepted_at_most_once_and_each_loss_reported_once(steps) ->
     assert len(lost) == len(set(lost)) and set(lost) <= set(accepted[0].data["txids"] if accepted else ())
     for e in accepted:   # only on payments the policy allows
         assert all(x["amount_sat"] <= 30_000 and x["score"] <= 30 for x in e.data["payments"])
+
+
+async def test_nothing_is_accepted_before_it_confirms_while_the_nodes_disagree() -> None:
+    from kaccy_bitcoin.domain.nodes import NodeReport
+    from kaccy_bitcoin.ports.bitcoin_node import NodeSet
+
+    class Nodes(NodeSet):
+        diverged = True
+
+        async def cross_check(self) -> NodeReport:
+            return NodeReport((), self.diverged)
+
+        async def finality_held(self) -> bool:
+            return self.diverged
+
+    chain, store, create, _ = shop(ZeroconfPolicy(max_sat=60_000))
+    nodes = Nodes()
+    settings = PaymentSettings(zeroconf=ZeroconfPolicy(max_sat=60_000))
+    poll = PollPayments(store, chain, ManualClock(T0), RecordingPublisher(), settings, nodes=nodes)
+    address = (await create("zc-held", Satoshis(50_000)))["address"]
+    good_fee(chain, chain.pay(address, 50_000))
+    events = await poll()   # a safe payment, but one side's mempool may be an attacker's
+    assert kinds(events) == ["payment_detected"] and events[0].data["zeroconf_risk"]["score"] == 0
+    assert (await ShowOrder(store)("zc-held")).accepted_zeroconf is False
