@@ -331,3 +331,24 @@ async def test_nothing_is_accepted_before_it_confirms_while_the_nodes_disagree()
     events = await poll()   # a safe payment, but one side's mempool may be an attacker's
     assert kinds(events) == ["payment_detected"] and events[0].data["zeroconf_risk"]["score"] == 0
     assert (await ShowOrder(store)("zc-held")).accepted_zeroconf is False
+
+
+async def test_a_node_that_no_longer_reports_fullrbf_is_full_rbf_from_core_28() -> None:
+    """Core 29 removed -mempoolfullrbf (always on); later Cores leave `fullrbf` out of
+    getmempoolinfo unless -deprecatedrpc=fullrbf (bitcoin/bitcoin#34911)."""
+    from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend
+
+    class Rpc:
+        url = "http://127.0.0.1:1"
+
+        def __init__(self, mempool: dict, version: int) -> None:
+            self.mempool, self.version = mempool, version
+
+        async def call(self, method: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+            return {"getmempoolinfo": self.mempool, "getnetworkinfo": {"version": self.version}}[method]
+
+    base = {"size": 0, "bytes": 0, "mempoolminfee": "0.00001000"}
+    for mempool, version, full in (({**base}, 310000, True), ({**base}, 270100, False),
+                                   ({**base, "fullrbf": False}, 280000, False), ({**base, "fullrbf": True}, 0, True)):
+        info = await BitcoinCoreBackend(Rpc(mempool, version)).mempool_info()   # type: ignore[arg-type]
+        assert info.full_rbf is full, (mempool, version)
