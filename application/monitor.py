@@ -94,14 +94,16 @@ class PollPayments:
         unsettled = await reading
         verdicts = await self._judge(history.entries, history.removed, unsettled)
         await self._score_new(verdicts, unsettled)
-        thresholds = self._settings.thresholds
+        thresholds, zeroconf = self._settings.thresholds, self._settings.zeroconf
         if self._nodes is not None and await self._nodes.finality_held():
-            thresholds = thresholds.held()
+            # The nodes disagree on the chain: nothing final, and nothing accepted before it
+            # confirms on what one side's mempool says (the very case a 0-conf attacker makes).
+            thresholds, zeroconf = thresholds.held(), None
         async with self._uow() as uow:
             if (uow.cursors.get(CURSOR), uow.cursors.get(POLLS)) != started:
                 raise ConcurrentUpdate("another monitor committed a poll while this one was asking the node")
             now = self._clock.now()
-            self._apply(uow, verdicts, unsettled, now, thresholds)
+            self._apply(uow, verdicts, unsettled, now, thresholds, zeroconf)
             uow.cursors.set(CURSOR, MonitorCursor(history.last_block))
             uow.cursors.set(POLLS, MonitorCursor("", (polls.height or 0) + 1 if polls else 1))
             uow.commit()
@@ -228,7 +230,7 @@ class PollPayments:
                 v.gone = OutputStatus.REORGED_OUT
 
     def _apply(self, uow: UnitOfWork, verdicts: dict[OutPoint, _Verdict],
-               unsettled: dict[OutPoint, StoredOutput], now, thresholds) -> None:  # noqa: ANN001
+               unsettled: dict[OutPoint, StoredOutput], now, thresholds, zeroconf) -> None:  # noqa: ANN001
         stored = uow.payments.by_outpoints([op for op in verdicts if op not in unsettled])
         stored.update((op, unsettled[op]) for op in verdicts if op in unsettled)
         # An output the chain reports exactly as stored changes nothing: skip it before
@@ -274,7 +276,7 @@ class PollPayments:
         for request in expiring:
             payments[request.order_id].expire(request, now)
         for order_id, payment in payments.items():
-            payment.settle(requests[order_id], thresholds, now, self._settings.zeroconf)
+            payment.settle(requests[order_id], thresholds, now, zeroconf)
             events.extend(payment.take_events())
         uow.payments.save(list(payments.values()))   # the repository writes only what changed
         uow.record(events)

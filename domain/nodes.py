@@ -105,10 +105,11 @@ def classify(tips: Sequence[NodeTip | None], hashes: Sequence[str | None], max_l
 def divergence_data(urls: Sequence[str], tips: Sequence[NodeTip | None], hashes: Sequence[str | None],
                     height: int | None) -> dict[str, Any]:
     """What an event about the nodes' agreement says: the check height and, per node, its url
-    (without credentials), tip height and hash at the check height."""
-    return {"check_height": height,
-            "nodes": [{"url": u, "height": t.height if t else None, "hash": h}
-                      for u, t, h in zip(urls, tips, hashes)]}
+    (without credentials), tip height and hash at the check height; the same again as lists in
+    node order (`urls`, `heights`, `hashes`), as the event is described to its readers."""
+    nodes = [{"url": u, "height": t.height if t else None, "hash": h} for u, t, h in zip(urls, tips, hashes)]
+    return {"check_height": height, "nodes": nodes, "urls": [n["url"] for n in nodes],
+            "heights": [n["height"] for n in nodes], "hashes": [n["hash"] for n in nodes]}
 
 
 @attrs.frozen

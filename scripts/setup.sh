@@ -22,14 +22,16 @@ fi
 # tor: `serve --onion` publishes the API through tor's control port, and tests/test_tor_onion.py
 # runs a tor of its own with DisableNetwork 1. Nothing may reach the Tor network: the package's
 # system service is kept from starting (a policy-rc.d refusing every start during the install,
-# removed afterwards), disabled, and any tor it started anyway is stopped.
-if ! dpkg -s tor >/dev/null 2>&1; then
+# removed afterwards), disabled, and any tor it started anyway is stopped. A tor that was already
+# installed is the operator's (perhaps the very proxy of KACCY_PROXY): it is left as it is.
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+if ! installed tor; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   policy=/usr/sbin/policy-rc.d
   kept=""
   if [ -e "$policy" ]; then kept=$(mktemp); $sudo cp -p "$policy" "$kept"; fi
   restore_policy() {
-    if [ -n "$kept" ]; then $sudo cp -p "$kept" "$policy"; rm -f "$kept"; else $sudo rm -f "$policy"; fi
+    if [ -n "$kept" ]; then $sudo cp -p "$kept" "$policy"; $sudo rm -f "$kept"; else $sudo rm -f "$policy"; fi
   }
   trap restore_policy EXIT
   printf '#!/bin/sh\n# kaccy-bitcoin scripts/setup.sh: no service starts while tor is installed\nexit 101\n' \
@@ -41,9 +43,6 @@ if ! dpkg -s tor >/dev/null 2>&1; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tor >&2; }
   restore_policy
   trap - EXIT
-fi
-if dpkg -s tor >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   # The system service never starts at boot either; a system tor left running (its pid file) is stopped.
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now tor.service tor@default.service >/dev/null 2>&1 || true

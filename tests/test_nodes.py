@@ -226,6 +226,8 @@ async def test_the_pool_fails_over_broadcasts_to_all_and_holds_finality_while_di
     report = await pool.cross_check()
     assert report.diverged and [n.state for n in report.nodes] == [X, X] and await pool.finality_held()
     assert report.detail["check_height"] == 13
+    assert report.detail["urls"] == [a.rpc.url, b.rpc.url] and report.detail["heights"] == [19, 19]
+    assert report.detail["hashes"][0] != report.detail["hashes"][1] and report.detail["hashes"][1] == "x13"
     with pytest.raises(NodesDiverged):
         await pool.broadcast(b"\x01")
     assert await pool.mempool_txids() == {a.rpc.url}   # the first keeps answering reads

@@ -307,3 +307,48 @@ def test_an_order_is_accepted_at_most_once_and_each_loss_reported_once(steps) ->
     assert len(lost) == len(set(lost)) and set(lost) <= set(accepted[0].data["txids"] if accepted else ())
     for e in accepted:   # only on payments the policy allows
         assert all(x["amount_sat"] <= 30_000 and x["score"] <= 30 for x in e.data["payments"])
+
+
+async def test_nothing_is_accepted_before_it_confirms_while_the_nodes_disagree() -> None:
+    from kaccy_bitcoin.domain.nodes import NodeReport
+    from kaccy_bitcoin.ports.bitcoin_node import NodeSet
+
+    class Nodes(NodeSet):
+        diverged = True
+
+        async def cross_check(self) -> NodeReport:
+            return NodeReport((), self.diverged)
+
+        async def finality_held(self) -> bool:
+            return self.diverged
+
+    chain, store, create, _ = shop(ZeroconfPolicy(max_sat=60_000))
+    nodes = Nodes()
+    settings = PaymentSettings(zeroconf=ZeroconfPolicy(max_sat=60_000))
+    poll = PollPayments(store, chain, ManualClock(T0), RecordingPublisher(), settings, nodes=nodes)
+    address = (await create("zc-held", Satoshis(50_000)))["address"]
+    good_fee(chain, chain.pay(address, 50_000))
+    events = await poll()   # a safe payment, but one side's mempool may be an attacker's
+    assert kinds(events) == ["payment_detected"] and events[0].data["zeroconf_risk"]["score"] == 0
+    assert (await ShowOrder(store)("zc-held")).accepted_zeroconf is False
+
+
+async def test_a_node_that_no_longer_reports_fullrbf_is_full_rbf_from_core_28() -> None:
+    """Core 29 removed -mempoolfullrbf (always on); later Cores leave `fullrbf` out of
+    getmempoolinfo unless -deprecatedrpc=fullrbf (bitcoin/bitcoin#34911)."""
+    from kaccy_bitcoin.adapters.bitcoin_core.backend import BitcoinCoreBackend
+
+    class Rpc:
+        url = "http://127.0.0.1:1"
+
+        def __init__(self, mempool: dict, version: int) -> None:
+            self.mempool, self.version = mempool, version
+
+        async def call(self, method: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+            return {"getmempoolinfo": self.mempool, "getnetworkinfo": {"version": self.version}}[method]
+
+    base = {"size": 0, "bytes": 0, "mempoolminfee": "0.00001000"}
+    for mempool, version, full in (({**base}, 310000, True), ({**base}, 270100, False),
+                                   ({**base, "fullrbf": False}, 280000, False), ({**base, "fullrbf": True}, 0, True)):
+        info = await BitcoinCoreBackend(Rpc(mempool, version)).mempool_info()   # type: ignore[arg-type]
+        assert info.full_rbf is full, (mempool, version)

@@ -64,6 +64,9 @@ def _txids(values: Sequence[str] | None) -> tuple[Txid, ...]:
     return tuple(Txid(v) for v in values or ())
 
 
+FULL_RBF_ALWAYS_SINCE = 280000   # Core 28: full-RBF by default (29: always); getnetworkinfo's version
+
+
 class BitcoinCoreBackend(ChainBackend, NodeSet):
     def __init__(self, rpc: BitcoinRpc, wallet: str = "kaccy-watch", cache: TieredCache | None = None) -> None:
         self.rpc = rpc
@@ -189,10 +192,14 @@ class BitcoinCoreBackend(ChainBackend, NodeSet):
         if not self.cache.missing(cached):
             return cached
         r = await self.rpc.call("getmempoolinfo")
-        # `fullrbf` since Core 24 (true by default since 28, as in Knots); a node that does not
-        # say relays only replacements that signal BIP125.
-        info = MempoolInfo(int(r["size"]), int(r["bytes"]), FeeRate.from_btc_per_kvb(r["mempoolminfee"]),
-                           bool(r.get("fullrbf", False)))
+        # `fullrbf` from Core 24 (true by default since 28, as in Knots). Core 29 removed the
+        # option (full-RBF always) and later Cores leave the field out unless -deprecatedrpc=fullrbf:
+        # a node that does not say relays full-RBF from version 28, only BIP125 signals before.
+        if "fullrbf" in r:
+            full_rbf = bool(r["fullrbf"])
+        else:
+            full_rbf = int((await self.rpc.call("getnetworkinfo"))["version"]) >= FULL_RBF_ALWAYS_SINCE
+        info = MempoolInfo(int(r["size"]), int(r["bytes"]), FeeRate.from_btc_per_kvb(r["mempoolminfee"]), full_rbf)
         self.cache.put_ttl("mempoolinfo", info, 5.0)
         return info
 
