@@ -127,3 +127,60 @@ async def test_an_underpaid_order_shows_the_rest_due_and_its_qr(node, tmp_path, 
         assert await wait_for(browser, "document.body.dataset.status === 'paid'")
     finally:
         service.stop()
+
+
+async def test_expired_and_overpaid_pages_say_so_and_no_other_orders_events_reach_the_feed(node, tmp_path) -> None:  # noqa: ANN001
+    """Without a browser: the first render of an order the monitor expired (and of an overpaid
+    one) says so; the token's feed carries this order only (another order paid meanwhile does not
+    show up on it: the next message after the first is this order's own)."""
+    import re
+
+    from tests.service_harness import until
+
+    shop = Shop(node, tmp_path, KACCY_CONFIRMATIONS="1,1,1")
+    env = service_env(shop.env)
+    gone = shop.order("co-gone", 10_000, "--expires-in", "1")
+    over = shop.order("co-over", 10_000)
+    mine = shop.order("co-mine", 20_000)
+    service = Service(env, tmp_path / "serve.log")
+    key = api_key(env, "read")
+
+    def status_of(page: str) -> tuple[str, str]:
+        found = re.search(r'<p id="status"[^>]*data-status="([a-z]+)">([^<]*)</p>', page)
+        assert found, page[:3000]
+        return found.group(1), found.group(2)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Client(session, service.url, key)
+
+            async def failed() -> bool:
+                return (await api.request("GET", "/v1/orders/co-gone"))[1]["status"] == "failed"
+
+            assert await until(failed)   # the monitor expired it
+            async with session.get(service.url + gone["checkout_url"]) as response:
+                page = await response.text()
+                assert response.status == 200, page
+            assert status_of(page) == ("expired", "This payment request has expired")
+            assert re.search(r'<div id="pay"\s+hidden', page)
+
+            async with session.ws_connect(f"{service.url}{mine['checkout_url']}/ws", protocols=("kaccy.v1",)) as ws:
+                first = await ws.receive_json(timeout=30)
+                assert first["view"]["order_id"] == "co-mine" and first["view"]["status"] == "waiting"
+                await node.send(over["address"], 15_000)
+                await node.mine(1)
+
+                async def finalized() -> bool:
+                    return (await api.request("GET", "/v1/orders/co-over"))[1]["status"] == "finalized"
+
+                assert await until(finalized)
+                async with session.get(service.url + over["checkout_url"]) as response:
+                    page = await response.text()
+                state, words = status_of(page)
+                assert state == "overpaid" and "overpaid" in words.lower(), words
+                await node.send(mine["address"], 20_000)
+                update = await ws.receive_json(timeout=30)
+                assert update["view"]["order_id"] == "co-mine" and update["view"]["status"] == "seen", update
+                assert over["address"] not in str(update) and "co-over" not in str(update)
+    finally:
+        service.stop()
