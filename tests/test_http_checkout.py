@@ -117,7 +117,7 @@ async def test_an_underpaid_order_shows_the_rest_due_and_its_qr(node, tmp_path, 
         await node.mine(1)
         assert await wait_for(browser, "document.body.dataset.status === 'underpaid'")
         assert await wait_for(browser, "document.getElementById('uri').value.endsWith('amount=0.0003')")
-        assert "30,000" in browser.find_element("id", "amount-sat").text
+        assert browser.find_element("id", "amount-sat").text == "30000"
         shot = tmp_path / "underpaid.png"
         browser.save_screenshot(str(shot))
         assert decode_qr(shot) == [f"bitcoin:{order['address']}?amount=0.0003"]
@@ -141,7 +141,7 @@ async def test_expired_and_overpaid_pages_say_so_and_no_other_orders_events_reac
     env = service_env(shop.env)
     gone = shop.order("co-gone", 10_000, "--expires-in", "1")
     over = shop.order("co-over", 10_000)
-    mine = shop.order("co-mine", 20_000)
+    mine = shop.order("co-mine", 20_000, "--expires-in", "3600")
     service = Service(env, tmp_path / "serve.log")
     key = api_key(env, "read")
 
@@ -164,6 +164,13 @@ async def test_expired_and_overpaid_pages_say_so_and_no_other_orders_events_reac
             assert status_of(page) == ("expired", "This payment request has expired")
             assert re.search(r'<div id="pay"\s+hidden', page)
 
+            # The first render of a waiting order: amounts as the API writes them (sat a plain integer).
+            async with session.get(service.url + mine["checkout_url"]) as response:
+                page = await response.text()
+            assert status_of(page) == ("waiting", "Waiting for your payment")
+            assert '<span id="amount-sat">20000</span> sat' in page and "0.00020000 BTC" in page
+            assert f'value="{mine["address"]}"' in page and "<title>QR code of the payment link" in page
+            assert re.search(r"Time left: <span id=\"left\">(59:5[0-9]|60:00)</span>", page)
             async with session.ws_connect(f"{service.url}{mine['checkout_url']}/ws", protocols=("kaccy.v1",)) as ws:
                 first = await ws.receive_json(timeout=30)
                 assert first["view"]["order_id"] == "co-mine" and first["view"]["status"] == "waiting"
