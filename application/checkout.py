@@ -46,7 +46,7 @@ def checkout_view(request: PaymentRequest, payment: Payment | None, invoices: li
     received = payment.received.value
     expired = request.is_expired(now)
     progress = _PROGRESS[state]
-    open_invoice = next((i for i in invoices if i.is_open and i.status == "open"), None) \
+    open_invoice = next((i for i in invoices if i.is_open and i.status == "open" and i.expires_at > now), None) \
         if state is PaymentState.PENDING and not expired else None
     if state is PaymentState.FAILED:
         status = "expired" if expired or received == 0 else "failed"

@@ -114,3 +114,12 @@ def test_the_page_offers_the_orders_payjoin_only_while_nothing_was_received() ->
     assert fresh["payment_uri"] == (f"bitcoin:{ADDRESS}?amount=0.001&pj={pj}&lightning=lnbcrt1m1pexample")
     seen = checkout_view(request, paid(request, (40_000, 0)), [], T0, THRESHOLDS.final, pj)
     assert "pj=" not in seen["payment_uri"] and "pj=" not in (seen["due_uri"] or "")
+
+
+def test_an_invoice_past_its_own_expiry_is_not_offered_while_the_order_still_is() -> None:
+    """The invoice (3600 s) ends before the order (7200 s): until LND's cancel is synced, the page
+    must not ask a wallet to pay a BOLT11 that can no longer be paid."""
+    request = order(expires_in=7200)
+    late = view(request, None, [invoice()], at=T0 + dt.timedelta(seconds=3601))
+    assert (late["status"], late["lightning"]) == ("waiting", None)
+    assert late["payment_uri"] == f"bitcoin:{ADDRESS}?amount=0.001"

@@ -140,6 +140,8 @@ async def test_the_http_routes_are_for_admins(node, fake, tmp_path) -> None:  # 
             assert status == 403
             status, out = await api.request("POST", f"/v1/lightning/channels/{point}/close", {"force": "yes"})
             assert status == 400
+            status, out = await api.request("POST", "/v1/lightning/channels/not-a-point/close", {})
+            assert status == 400 and out["error"]["code"] == "invalid_lightning_value", out
             status, closed = await api.request("POST", f"/v1/lightning/channels/{point}/close", {"force": True})
             assert status == 200 and set(closed) == {"channel_point", "closing_txid"}, closed
             status, events = await api.request("GET", "/v1/events")

@@ -317,7 +317,6 @@ PAYMENT_REQUEST = Text(min_length=1, max_length=4000, description="a BOLT11 paym
 MAX_FEE_SAT = Integer(low=0, high=MAX_SAT)
 NODE_URI = Text(min_length=70, max_length=330, pattern=r"^0[23][0-9a-f]{64}@\S+:[0-9]{1,5}$", code="invalid_lightning_value",
                 description="the peer as PUBKEY@HOST:PORT")
-CHANNEL_POINT_PATTERN = "[0-9a-f]{64}:[0-9]{1,10}"
 # The outbox's bounds are the use case's (domain/event_limits.py), with its error code.
 EVENTS_AFTER = Integer(low=0, high=EVENTS_MAX_SEQ, default=0, code="invalid_event_request")
 EVENTS_LIMIT = Integer(low=1, high=EVENTS_MAX_LIMIT, default=100, code="invalid_event_request")

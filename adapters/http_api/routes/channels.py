@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaccy_bitcoin.adapters.http_api.fields import BY, CHANNEL_POINT_PATTERN, MAX_SAT, NODE_URI, Flag, Integer
+from kaccy_bitcoin.adapters.http_api.fields import BY, MAX_SAT, NODE_URI, Flag, Integer
 from kaccy_bitcoin.adapters.http_api.routes.base import ADMIN, Call, Created, _obj, operator, route
 
 
@@ -26,8 +26,9 @@ async def open_channel(call: Call) -> Created:
 
 @route("POST", "/v1/lightning/channels/{channel_point}/close", "Close a channel, cooperatively or with `force` "
        "(the CLI's `ln channel close`; audited)", tag="lightning", scopes=(ADMIN,), idempotency="optional",
-       body=_obj([], force=Flag(description="close unilaterally (our funds wait for the CSV delay)"), by=BY),
-       path_patterns={"channel_point": CHANNEL_POINT_PATTERN})
+       body=_obj([], force=Flag(description="close unilaterally (our funds wait for the CSV delay)"), by=BY))
+# No path pattern on {channel_point}: a malformed one is the use case's typed 400
+# (invalid_lightning_value), as on the command line, not a bare 404.
 async def close_channel(call: Call) -> dict[str, Any]:
     close = await call.use("close_channel")
     return await close(call.path("channel_point"), bool(call.body["force"]), operator(call))

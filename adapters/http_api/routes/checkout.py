@@ -16,7 +16,7 @@ WORDS = {
     "confirmed": "Payment confirmed, waiting for more confirmations",
     "paid": "Paid. Thank you!",
     "underpaid": "Underpaid: please send the rest due",
-    "overpaid": "Paid, with more than the amount: the merchant will contact you about the difference",
+    "overpaid": "Overpaid: you sent more than the amount; the merchant will contact you about the difference",
     "expired": "This payment request has expired",
     "failed": "This payment request can no longer be paid",
 }
@@ -53,7 +53,10 @@ async def checkout_page(call: Call) -> Any:
     token = call.path("token")
     show = await call.use("show_checkout")
     view = await show(token)
-    page = render("checkout.html", view=view, qr=_qr(view), steps=STEPS, step_words=STEP_WORDS, words=WORDS,
+    # A failed order (expired by the monitor) reached none of the steps.
+    reached = STEPS.index(view["progress"]) if view["progress"] in STEPS else -1
+    page = render("checkout.html", view=view, qr=_qr(view), steps=STEPS, reached=reached, step_words=STEP_WORDS,
+                  words=WORDS,
                   words_json=Markup(_script_json(WORDS)), steps_json=Markup(_script_json(STEPS)),
                   token_json=Markup(_script_json(token)), view_json=Markup(_script_json(view)))
     return web.Response(text=page, content_type="text/html", headers=_HEADERS)
