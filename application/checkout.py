@@ -2,7 +2,8 @@
 one order, and the same again each time one of that order's events is committed.
 
 The token is the capability: whoever holds it sees this one order's amount, address, payment
-URI and progress, and nothing else (no label, no txids, no other order). The customer's words
+URI and progress, and nothing else (no txids, no other order; the order's label only inside
+its BIP21 URI, where the order's `bip21` already gives it to the payer's wallet). The words
 for the payment's progress: waiting (nothing seen) → seen (in the mempool) → confirmed → paid
 (final, or settled over Lightning); underpaid (the rest due, with a payment URI for the rest),
 overpaid, expired and failed say so."""
@@ -32,7 +33,7 @@ def payment_uri(request: PaymentRequest, invoice: OrderInvoice | None, pj: str |
     """The order's BIP21 URI (with its BIP78 `pj=` while the order offers a payjoin), unified
     with `lightning=<BOLT11>` while an invoice is open (wallets that speak Lightning pay that,
     the others the address)."""
-    uri = bip21(request.address, request.amount)
+    uri = bip21(request.address, request.amount, request.label)   # the order's own `bip21`, QR and link alike
     if pj:
         uri += f"&pj={pj}"
     return f"{uri}&lightning={invoice.payment_request}" if invoice is not None else uri
@@ -72,7 +73,7 @@ def checkout_view(request: PaymentRequest, payment: Payment | None, invoices: li
         "received_sat": received,
         "due_sat": due,
         "due_btc": Satoshis(due).to_btc() if due else None,
-        "due_uri": bip21(request.address, Satoshis(due)) if due else None,
+        "due_uri": bip21(request.address, Satoshis(due), request.label) if due else None,
         "confirmations": payment.confirmations(request) or 0,
         "confirmations_needed": final_confirmations,
         "expires_at": request.expires_at.isoformat() if request.expires_at else None,

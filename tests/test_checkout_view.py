@@ -22,10 +22,10 @@ THRESHOLDS = ConfirmationThresholds(1, 3, 6)
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 
-def order(expires_in: int | None = 900) -> PaymentRequest:
+def order(expires_in: int | None = 900, label: str = "") -> PaymentRequest:
     return PaymentRequest("co-9", ADDRESS, Satoshis(100_000), T0,
                           expires_at=T0 + dt.timedelta(seconds=expires_in) if expires_in else None,
-                          label="internal note", checkout_token=new_checkout_token())
+                          label=label, checkout_token=new_checkout_token())
 
 
 def paid(request: PaymentRequest, *outputs: tuple[int, int]) -> Payment:
@@ -57,11 +57,12 @@ def view(request: PaymentRequest, payment: Payment | None, invoices=(), at: dt.d
     (((150_000, 6),), "overpaid", "paid"),
 ])
 def test_the_customers_words_for_the_payment(outputs, status, progress) -> None:  # noqa: ANN001
-    request = order()
+    request = order(label="internal note")
     shown = view(request, paid(request, *outputs))
     assert (shown["status"], shown["progress"]) == (status, progress)
-    assert shown["payment_uri"] == f"bitcoin:{ADDRESS}?amount=0.001"     # no label: nothing internal
-    assert "internal note" not in str(shown) and request.checkout_token not in str(shown)
+    # The order's own bip21 (its label included, as `order create` hands it to the payer's wallet).
+    assert shown["payment_uri"] == f"bitcoin:{ADDRESS}?amount=0.001&label=internal%20note"
+    assert "label" not in shown and request.checkout_token not in str(shown)
 
 
 def test_underpaid_shows_the_rest_due_with_its_own_uri() -> None:
