@@ -111,6 +111,27 @@ def test_query_parameters(query, expected):
     assert PayjoinParams.parse(query) == expected
 
 
+@pytest.mark.parametrize("text, code", [("Infinity", "original-psbt-rejected"), ("-inf", "original-psbt-rejected"),
+                                        ("nan", "original-psbt-rejected"), ("abc", "original-psbt-rejected"),
+                                        ("1e999999999", "not-enough-money"), ("1000001", "not-enough-money")])
+def test_a_minfeerate_that_is_no_finite_number_is_refused_at_once(text, code):
+    """The endpoint has no API key: `1e999999999` must not make the server compute 10**999999999."""
+    with pytest.raises(PayjoinRefused) as refused:
+        PayjoinParams.parse({"minfeerate": text})
+    assert refused.value.error_code == code
+
+
+def test_minfeerate_is_read_to_the_millisat_per_vbyte():
+    assert PayjoinParams.parse({"minfeerate": "1e-999999999"}).min_fee_rate == 0
+    assert PayjoinParams.parse({"minfeerate": "2.0004"}).min_fee_rate == Fraction(2001, 1000)
+    assert PayjoinParams.parse({"minfeerate": "2.5e1"}).min_fee_rate == 25
+
+
+def test_an_index_of_other_digits_is_ignored():
+    assert PayjoinParams.parse({"additionalfeeoutputindex": "\u00b2", "maxadditionalfeecontribution": "5"}) \
+        == PayjoinParams()
+
+
 @pytest.mark.parametrize("v", ["2", "0", "x"])
 def test_other_versions_are_unsupported(v):
     with pytest.raises(PayjoinRefused) as refused:
