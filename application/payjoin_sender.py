@@ -11,6 +11,7 @@ coins stay held until the chain settles whichever transaction it took.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kaccy_bitcoin.application.transaction_manager import TransactionManager
@@ -18,7 +19,7 @@ from kaccy_bitcoin.application.withdrawal_builder import WithdrawalBuilder
 from kaccy_bitcoin.application.withdrawals import Broadcaster, SignWithdrawal, read_withdrawal, script_of
 from kaccy_bitcoin.domain.bitcoin import Network
 from kaccy_bitcoin.domain.coin_selection import INPUT_WEIGHT, vsize
-from kaccy_bitcoin.domain.errors import ConcurrentUpdate, InvalidAmount
+from kaccy_bitcoin.domain.errors import ConcurrentUpdate, DomainError, InvalidAmount
 from kaccy_bitcoin.domain.money import FeeRate, Satoshis
 from kaccy_bitcoin.domain.payjoin_sender import (
     ProposalRefused, SenderContext, check_fee_rate, check_proposal, fill_our_inputs, original_for_receiver,
@@ -31,6 +32,8 @@ from kaccy_bitcoin.ports.bitcoin_node import ChainBackend
 from kaccy_bitcoin.ports.payjoin_endpoint import PayjoinEndpoint, PayjoinRequestFailed
 from kaccy_bitcoin.ports.signer import PsbtSigner, SignerError
 from kaccy_bitcoin.ports.storage import UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
 
 
 class _Fallback(Exception):
@@ -129,6 +132,13 @@ class PayjoinWithdrawal:
         except ProposalRefused as refused:
             raise _Fallback(refused.reason) from None
         except (InvalidPsbt, PsbtMismatch, SignerError):
+            raise _Fallback("proposal_not_signable") from None
+        except _Fallback:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, DomainError) as exc:
+            # a stranger's proposal python-bitcointx chokes on while we fill, sign or finalize it:
+            # whatever it is, the original goes out
+            log.warning("payjoin proposal for withdrawal %s not signable: %r", w.withdrawal_id, exc)
             raise _Fallback("proposal_not_signable") from None
         accept = await self._chain.test_accept(raw)
         if not accept.allowed:

@@ -12,7 +12,7 @@ we pay the rest out of our coin.
 from __future__ import annotations
 
 import math
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Mapping
 
@@ -43,6 +43,7 @@ MAX_ORIGINAL_BYTES = 100_000        # the /pj body limit, whatever KACCY_API_MAX
 # Weight of one input of each type we can add, signatures at their largest (as coin selection counts).
 INPUT_WEIGHT = {P2WPKH: 272, P2SH_P2WPKH: 364, P2TR: 230}
 _MIN_SENDER_OUTPUT = 546            # a fee output is never lowered below this
+MAX_MIN_FEE_RATE = 1_000_000        # sat/vB: a minfeerate above it cannot be kept by any coin
 
 
 @attrs.frozen
@@ -65,14 +66,7 @@ class PayjoinParams:
                                  supported=list(SUPPORTED_VERSIONS))
         index, contribution = _whole(query.get("additionalfeeoutputindex")), \
             _whole(query.get("maxadditionalfeecontribution"))
-        rate = None
-        if query.get("minfeerate") not in (None, ""):
-            try:
-                rate = Fraction(Decimal(query["minfeerate"].strip()))
-            except (InvalidOperation, ValueError):
-                raise rejected(f"minfeerate {query['minfeerate']!r} is not a number of sat/vB") from None
-            if rate < 0:
-                rate = None
+        rate = _min_fee_rate(query.get("minfeerate"))
         disable = query.get("disableoutputsubstitution", "false").strip().lower() in ("true", "1")
         if index is None or contribution is None:
             index = contribution = None
@@ -80,9 +74,28 @@ class PayjoinParams:
 
 
 def _whole(text: str | None) -> int | None:
-    if text is None or not text.strip().isdigit():
+    if text is None or not (text.strip().isascii() and text.strip().isdigit()):
         return None
     return int(text.strip())
+
+
+def _min_fee_rate(text: str | None) -> Fraction | None:
+    """minfeerate in sat/vB, rounded up to the msat/vB; None when absent or negative. The endpoint
+    has no API key: the number is bounded before any exact arithmetic (`1e999999999` would
+    otherwise be a ten-to-the-billion integer), and a rate no coin could pay is `not-enough-money`."""
+    if text is None or not text.strip():
+        return None
+    try:
+        rate = Decimal(text.strip())
+    except InvalidOperation:
+        rate = Decimal("NaN")
+    if not rate.is_finite():
+        raise rejected(f"minfeerate {text[:40]!r} is not a number of sat/vB")
+    if rate < 0:
+        return None
+    if rate > MAX_MIN_FEE_RATE:
+        raise PayjoinRefused("not-enough-money", f"minfeerate {text[:40]!r} is over {MAX_MIN_FEE_RATE} sat/vB")
+    return Fraction(int((rate * 1000).to_integral_value(ROUND_CEILING)), 1000)
 
 
 @attrs.frozen

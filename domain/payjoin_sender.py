@@ -37,7 +37,7 @@ import attrs
 from bitcointx import ChainParams
 from bitcointx.core import CTransaction
 from bitcointx.core.psbt import PartiallySignedTransaction
-from bitcointx.core.script import CScript
+from bitcointx.core.script import CScript, CScriptInvalidError
 from bitcointx.wallet import CCoinAddress, CCoinAddressError
 
 from kaccy_bitcoin.domain.bitcoin import Network, OutPoint, Txid
@@ -122,7 +122,19 @@ def _input_amount(psbt: PartiallySignedTransaction, n: int) -> int:
 
 def check_proposal(network: Network, original: str, proposal: str, ctx: SenderContext) -> CheckedProposal:
     """Every check of BIP78's sender checklist that can be made before we sign, in its order.
-    `original`: the finalized original as we sent it (with its UTXO fields)."""
+    `original`: the finalized original as we sent it (with its UTXO fields). The proposal is a
+    stranger's bytes: whatever python-bitcointx or our amounts make of malformed ones (a truncated
+    script, inconsistent final fields, an input worth more than 21 million BTC) is refused as
+    `invalid_proposal`, so that the original is sent."""
+    try:
+        return _check_proposal(network, original, proposal, ctx)
+    except ProposalRefused:
+        raise
+    except (ValueError, ArithmeticError, IndexError, KeyError, TypeError, CScriptInvalidError, DomainError) as exc:
+        raise _refuse("invalid_proposal", f"the proposal cannot be read: {exc}") from None
+
+
+def _check_proposal(network: Network, original: str, proposal: str, ctx: SenderContext) -> CheckedProposal:
     with ChainParams(network.chain_params):
         orig = parse_psbt(network, original)
         try:

@@ -338,7 +338,8 @@ def parse_psbt(network: Network, text: str, *, relaxed: bool = False) -> Partial
     with ChainParams(network.chain_params):
         try:
             return PartiallySignedTransaction.from_base64(text, relaxed_sanity_checks=relaxed)
-        except (SerializationError, ValueError, binascii.Error, TypeError, IndexError) as exc:
+        except (SerializationError, ValueError, binascii.Error, TypeError, IndexError,
+                UnboundLocalError) as exc:   # python-bitcointx: a segwit flag other than 1 in the unsigned tx
             raise InvalidPsbt(f"not a valid base64 PSBT: {exc}") from None
 
 

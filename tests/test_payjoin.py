@@ -1,6 +1,7 @@
 """PayJoin receiver rules (domain/payjoin.py), BIP78's own test vector first."""
 from __future__ import annotations
 
+import base64
 from fractions import Fraction
 
 import pytest
@@ -111,6 +112,27 @@ def test_query_parameters(query, expected):
     assert PayjoinParams.parse(query) == expected
 
 
+@pytest.mark.parametrize("text, code", [("Infinity", "original-psbt-rejected"), ("-inf", "original-psbt-rejected"),
+                                        ("nan", "original-psbt-rejected"), ("abc", "original-psbt-rejected"),
+                                        ("1e999999999", "not-enough-money"), ("1000001", "not-enough-money")])
+def test_a_minfeerate_that_is_no_finite_number_is_refused_at_once(text, code):
+    """The endpoint has no API key: `1e999999999` must not make the server compute 10**999999999."""
+    with pytest.raises(PayjoinRefused) as refused:
+        PayjoinParams.parse({"minfeerate": text})
+    assert refused.value.error_code == code
+
+
+def test_minfeerate_is_read_to_the_millisat_per_vbyte():
+    assert PayjoinParams.parse({"minfeerate": "1e-999999999"}).min_fee_rate == 0
+    assert PayjoinParams.parse({"minfeerate": "2.0004"}).min_fee_rate == Fraction(2001, 1000)
+    assert PayjoinParams.parse({"minfeerate": "2.5e1"}).min_fee_rate == 25
+
+
+def test_an_index_of_other_digits_is_ignored():
+    assert PayjoinParams.parse({"additionalfeeoutputindex": "\u00b2", "maxadditionalfeecontribution": "5"}) \
+        == PayjoinParams()
+
+
 @pytest.mark.parametrize("v", ["2", "0", "x"])
 def test_other_versions_are_unsupported(v):
     with pytest.raises(PayjoinRefused) as refused:
@@ -156,3 +178,23 @@ def test_the_pj_parameter_of_an_order():
     assert with_payjoin("bitcoin:bcrt1q?amount=0.1", on, "tok_en-1") == \
         "bitcoin:bcrt1q?amount=0.1&pj=https://pay.example.com:8443/pj/tok_en-1"
     assert with_payjoin("bitcoin:bcrt1q?amount=0.1", PayjoinSettings(NET), "t") == "bitcoin:bcrt1q?amount=0.1"
+
+
+# The BIP78 proposal with a few bytes of its unsigned transaction mangled (found by fuzzing): the
+# transaction reads as segwit-flagged, and python-bitcointx fails with an UnboundLocalError.
+BAD_SEGWIT_FLAG = bytes.fromhex(
+    "70736274ff01009c9c464802000000028f27bad1a025dc981975a20446f8e47a1ef655866e4c61ffa6cd88e25d083b8300000000"
+    "00feffffff8f27bad1a025dc981975a20446f8e47a1ef655866e4c61ffa6cd88e25d083b830100000000feffff000017a9141de8"
+    "49f069d274150e3afeae8d72eb8f6b0944308700093d000000000017a914774096dbcf486743c22f4347e9b469febe8b677a87d3"
+    "00000000010120a81bd7050000000017a914de4e1e9061ca59135b035ad5e6d47990454354d0870001012080841e000000000017"
+    "a914c8f2cbf9ca61472c88e464d46b3574845d91d8d5870107171600145f806655e5924c9204c2d51be5394f4bf9eda21001086b"
+    "02473044022067bb7b40df25a54f45810a5b175d2f63ebd06dfb0682b3d25c8d6b4d8edbfb5602207b655801a0c1e87185969a8e"
+    "10d5cc95db097b317d1ace5a9af0d0443401210265d63cf5b41b7c84dc76a304e6fb80eee22b31d2999d28d30d2238da30715fad"
+    "000000")
+
+
+def test_a_mangled_transaction_is_rejected_not_a_crash():
+    payee, _, _ = _vector()
+    with pytest.raises(PayjoinRefused) as refused:
+        read_original(NET, base64.b64encode(BAD_SEGWIT_FLAG).decode(), payee)
+    assert refused.value.error_code == "original-psbt-rejected"

@@ -3,6 +3,7 @@ maxadditionalfeecontribution 182 sat from output 0), then on that proposal alter
 cheating receiver could: every check refuses with its own code. Also the BIP21 URI and the query."""
 from __future__ import annotations
 
+import base64
 from collections import OrderedDict
 from typing import Callable
 
@@ -189,6 +190,35 @@ def test_each_cheat_is_refused_with_its_reason(reason, cheat, options) -> None: 
     with pytest.raises(ProposalRefused) as refused:
         check_proposal(NET, ORIGINAL, altered(cheat), context(**options))
     assert refused.value.reason == reason, str(refused.value)
+
+
+def _truncated_script_sig(psbt, tx) -> None:  # noqa: ANN001
+    from bitcointx.core.script import CScript
+    psbt.inputs[1].final_script_sig = CScript(b"\x16\x00\x14")      # a push of 22 bytes, 2 given
+
+
+def _raise_our_change(psbt, tx) -> None:  # noqa: ANN001
+    tx.vout[0].nValue += 1000       # our change: more than the original's (a negative contribution)
+    tx.vout[1].nValue -= 1000       # the receiver's own output pays for it
+
+
+def _witness_without_script_sig() -> str:
+    """The receiver's P2SH-P2WPKH input with its final witness but no final scriptSig (python-
+    bitcointx will not write that: the key-value pair is cut out of the bytes)."""
+    raw = base64.b64decode(PROPOSAL)
+    script_sig = bytes.fromhex("010717160014") + bytes.fromhex("5f806655e5924c9204c2d51be5394f4bf9eda210")
+    assert raw.count(script_sig) == 1
+    return base64.b64encode(raw.replace(script_sig, b"")).decode()
+
+
+@pytest.mark.parametrize("proposal", [lambda: altered(_truncated_script_sig), lambda: altered(_raise_our_change),
+                                      _witness_without_script_sig], ids=["truncated", "change_raised", "no_script_sig"])
+def test_a_malformed_proposal_is_refused_not_a_crash(proposal) -> None:  # noqa: ANN001
+    """A receiver is a stranger: whatever it answers, the sender refuses it with a reason (and
+    broadcasts the original), never an exception that leaves the withdrawal unsent."""
+    with pytest.raises(ProposalRefused) as refused:
+        check_proposal(NET, ORIGINAL, proposal(), context())
+    assert refused.value.reason == "invalid_proposal", str(refused.value)
 
 
 def test_the_receiver_may_put_its_input_first() -> None:
