@@ -26,7 +26,7 @@ from kaccy_bitcoin.domain.errors import CoinsReserved, ConcurrentUpdate, NotFoun
 from kaccy_bitcoin.domain.events import DomainEvent
 from kaccy_bitcoin.domain.payjoin import (
     OurCoin, PayjoinParams, build_proposal, finish_proposal, read_original, rejected, sender_script_sigs, unavailable)
-from kaccy_bitcoin.domain.payjoin_session import PayjoinSession, holder
+from kaccy_bitcoin.domain.payjoin_session import PayjoinRefused, PayjoinSession, holder
 from kaccy_bitcoin.domain.psbt import P2SH_P2WPKH, P2TR, P2WPKH, KeyOrigin, finalize_psbt
 from kaccy_bitcoin.application.payjoin_offers import PayjoinSettings
 from kaccy_bitcoin.application.retry import retried
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _KINDS = {AddressType.P2WPKH: P2WPKH, AddressType.P2SH: P2SH_P2WPKH, AddressType.P2TR: P2TR}
 # testmempoolaccept's reasons for an original whose inputs a block already spent
 _SPENT_IN_BLOCK = ("missing-inputs", "bad-txns-inputs-missingorspent")
+MAX_CANDIDATES = 20   # coins tried, smallest first, before answering not-enough-money
 
 
 class ReceivePayjoin:
@@ -72,8 +73,17 @@ class ReceivePayjoin:
         accepted = await self._chain.test_accept(original.raw)
         if not accepted.allowed:
             raise rejected(f"the node's mempool refuses the original: {accepted.reject_reason}")
-        coin = await self._coin(original.inputs, request.address, original.kind)
-        built = build_proposal(network, original, coin, params, secrets.randbelow(len(original.inputs) + 1))
+        position = secrets.randbelow(len(original.inputs) + 1)
+        for coin in await self._coins(original.inputs, request.address, original.kind):
+            try:   # the smallest coin that can pay its share of the fee (a free consolidation)
+                built = build_proposal(network, original, coin, params, position)
+                break
+            except PayjoinRefused as refused:
+                if refused.error_code != "not-enough-money":
+                    raise
+                last = refused
+        else:
+            raise last
         signed = await self._signer().sign(built.psbt)
         proposal, txid = finish_proposal(network, signed.psbt, built.our_index,
                                          sender_script_sigs(network, original, built.psbt))
@@ -95,8 +105,9 @@ class ReceivePayjoin:
         log.info("payjoin proposed for order %s: original %s, proposal %s", session.order_id, original.txid, txid)
         return proposal
 
-    async def _coin(self, theirs: tuple, payee: str, kind: str) -> OurCoin:
-        """The smallest confirmed, unreserved coin of the default wallet (a free consolidation)."""
+    async def _coins(self, theirs: tuple, payee: str, kind: str) -> list[OurCoin]:
+        """The confirmed, unreserved coins of the default wallet, smallest first (at most
+        MAX_CANDIDATES of them: a small one joined is a free consolidation)."""
         ours = _KINDS.get(self._deriver.address_type)  # type: ignore[attr-defined]
         if ours is None or self._deriver.witness_script(0, 0) is not None:
             raise unavailable("this wallet's coins cannot join a payjoin")
@@ -112,11 +123,11 @@ class ReceivePayjoin:
                       key=lambda u: (u.amount.value, u.outpoint.txid.value, u.outpoint.vout))
         if not mine:
             raise unavailable("no confirmed coin of ours is free to join")
-        u = mine[0]
-        signer = self._signer()
-        origin = KeyOrigin(getattr(signer, "fingerprint", "00000000"), self._deriver.path(u.chain, u.index),
-                           self._deriver.public_key(u.chain, u.index))  # type: ignore[attr-defined]
-        return OurCoin(u.outpoint, u.amount, Address(u.address, self._settings.network).script_pubkey(), ours, origin)
+        fingerprint = getattr(self._signer(), "fingerprint", "00000000")
+        return [OurCoin(u.outpoint, u.amount, Address(u.address, self._settings.network).script_pubkey(), ours,
+                        KeyOrigin(fingerprint, self._deriver.path(u.chain, u.index),
+                                  self._deriver.public_key(u.chain, u.index)))  # type: ignore[attr-defined]
+                for u in mine[:MAX_CANDIDATES]]
 
 
 class FollowPayjoins:
